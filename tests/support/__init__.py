@@ -1,0 +1,1 @@
+"""Test support: starting real processes (Envoy, sample servers, Redis, kmock) on loopback."""

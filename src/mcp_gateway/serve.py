@@ -13,12 +13,18 @@ from typing import Literal
 import trio
 
 from mcp_gateway.config import GatewayConfig, load_config
+from mcp_gateway.sessions import SessionTokens
+from mcp_gateway.sessions.store import SessionStore, open_store, session_keys
 
 Role = Literal["all", "broker", "router"]
 
 
 async def serve(config_path: str, role: Role, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     config = load_config(config_path)
+    # Broker and router share one token key set and one store: the broker issues the session the
+    # router later verifies and maps to backend sessions.
+    tokens = SessionTokens(session_keys(config.gateway.sessions))
+    store: SessionStore = open_store(config.gateway.sessions)
     async with trio.open_nursery() as nursery:
         reload_channels: list[trio.MemorySendChannel[GatewayConfig]] = []
         if role in ("all", "broker"):
@@ -26,13 +32,13 @@ async def serve(config_path: str, role: Role, *, task_status: trio.TaskStatus[No
 
             send, receive = trio.open_memory_channel[GatewayConfig](1)
             reload_channels.append(send)
-            await nursery.start(serve_broker, config, receive)
+            await nursery.start(serve_broker, config, receive, tokens, store)
         if role in ("all", "router"):
             from mcp_gateway.router.service import serve_router
 
             send, receive = trio.open_memory_channel[GatewayConfig](1)
             reload_channels.append(send)
-            await nursery.start(serve_router, config, receive)
+            await nursery.start(serve_router, config, receive, tokens, store)
         nursery.start_soon(_watch_config, config_path, config, reload_channels)
         task_status.started()
 

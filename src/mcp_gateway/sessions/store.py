@@ -1,0 +1,294 @@
+"""The session store: which gateway sessions exist, and the backend session behind each one.
+
+A gateway session id (the `session_id` inside a sealed token) maps to one backend session id per
+upstream server, created lazily by the router on the first routed call. The broker creates and
+deletes gateway sessions; the router reads and writes their backend mappings.
+
+Two implementations behind one trio-async protocol:
+
+- `MemorySessionStore`: one process, the default.
+- `RedisSessionStore`: several replicas share sessions through Redis. One Redis hash per gateway
+  session (`mcpgw:session:<sid>`), the hash's own TTL expiring the session and all its backend
+  ids at once, so an expired session can never leave a stale mapping behind.
+
+TTLs are absolute from `create`: a session lives `ttl` seconds, whatever happens to its backends.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+import structlog
+import trio
+
+from mcp_gateway.sessions.tokens import derive_key
+
+if TYPE_CHECKING:
+    import redis
+
+    from mcp_gateway.config import SessionSettings
+
+_log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+
+class SessionStore(Protocol):
+    async def create(self, sid: str, ttl: float) -> None:
+        """Record a new gateway session that lives `ttl` seconds (re-creating resets it)."""
+
+    async def exists(self, sid: str) -> bool: ...
+
+    async def delete(self, sid: str) -> None:
+        """Forget the session and every backend mapping under it."""
+
+    async def get_backend(self, sid: str, server: str) -> str | None: ...
+
+    async def set_backend(self, sid: str, server: str, backend_id: str) -> bool:
+        """Map `server` to `backend_id` in a live session; False if the session is gone."""
+
+    async def delete_backend(self, sid: str, server: str, expected: str | None = None) -> bool:
+        """Drop the mapping; with `expected`, only if it still is that id (compare-and-delete).
+
+        The compare matters when two requests see the same backend 404: the second must not
+        delete the fresh mapping the first one has just created.
+        """
+
+    async def backends(self, sid: str) -> dict[str, str]: ...
+
+    async def aclose(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory
+
+
+@dataclass(slots=True)
+class _Session:
+    expires_at: float
+    backends: dict[str, str] = field(default_factory=dict)
+
+
+class MemorySessionStore:
+    """Sessions in a dict, expiring on Trio's clock (so tests can use `autojump_clock`)."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, _Session] = {}
+        self._next_sweep = -math.inf
+
+    def _live(self, sid: str) -> _Session | None:
+        now = trio.current_time()
+        self._sweep(now)
+        session = self._sessions.get(sid)
+        if session is None:
+            return None
+        if session.expires_at <= now:
+            del self._sessions[sid]
+            return None
+        return session
+
+    def _sweep(self, now: float) -> None:
+        # Amortised cleanup of sessions nobody asks about any more; at most once a second.
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + 1.0
+        expired = [sid for sid, s in self._sessions.items() if s.expires_at <= now]
+        for sid in expired:
+            del self._sessions[sid]
+
+    async def create(self, sid: str, ttl: float) -> None:
+        self._sweep(trio.current_time())
+        self._sessions[sid] = _Session(expires_at=trio.current_time() + ttl)
+
+    async def exists(self, sid: str) -> bool:
+        return self._live(sid) is not None
+
+    async def delete(self, sid: str) -> None:
+        self._sessions.pop(sid, None)
+
+    async def get_backend(self, sid: str, server: str) -> str | None:
+        session = self._live(sid)
+        return None if session is None else session.backends.get(server)
+
+    async def set_backend(self, sid: str, server: str, backend_id: str) -> bool:
+        session = self._live(sid)
+        if session is None:
+            return False
+        session.backends[server] = backend_id
+        return True
+
+    async def delete_backend(self, sid: str, server: str, expected: str | None = None) -> bool:
+        session = self._live(sid)
+        if session is None or server not in session.backends:
+            return False
+        if expected is not None and session.backends[server] != expected:
+            return False
+        del session.backends[server]
+        return True
+
+    async def backends(self, sid: str) -> dict[str, str]:
+        session = self._live(sid)
+        return {} if session is None else dict(session.backends)
+
+    async def aclose(self) -> None:
+        self._sessions.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# Redis
+#
+# Why the synchronous redis-py client in worker threads rather than `redis.asyncio`: the store is
+# shared by the broker (pure Trio) and the router (whose grpclib runs on a trio-asyncio loop).
+# `redis.asyncio` would tie every call to that asyncio loop's lifetime and make the broker enter
+# asyncio for each lookup; the sync client with its thread-safe connection pool works from any
+# Trio task. A thread hop costs tens of microseconds, small next to the ~1 ms an ext_proc stream
+# costs, and a `CapacityLimiter` equal to the pool size keeps threads and connections bounded.
+
+_SESSION_FIELD = "__session__"
+_BACKEND_PREFIX = "backend:"
+
+# KEYS[1] = session hash; ARGV = field, value. Writes only into a live session so a mapping can
+# never resurrect a deleted or expired session (as a bare HSET would, without a TTL).
+_SET_IF_LIVE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS[1] = session hash; ARGV = field, expected value ('' = any).
+_DELETE_IF = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then return 0 end
+if ARGV[2] ~= '' and current ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+class RedisSessionStore:
+    def __init__(self, url: str, *, key_prefix: str = "mcpgw:session:", max_connections: int = 16) -> None:
+        import redis
+
+        self._pool = redis.ConnectionPool.from_url(
+            url, max_connections=max_connections, decode_responses=True
+        )
+        self._client: redis.Redis = redis.Redis(connection_pool=self._pool)
+        self._limiter = trio.CapacityLimiter(max_connections)
+        self._prefix = key_prefix
+        self._set_if_live = self._client.register_script(_SET_IF_LIVE)
+        self._delete_if = self._client.register_script(_DELETE_IF)
+
+    def _key(self, sid: str) -> str:
+        return self._prefix + sid
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        # abandon_on_cancel: a cancelled caller does not wait for the socket; redis-py's pool
+        # gets the connection back when the thread finishes.
+        return await trio.to_thread.run_sync(fn, limiter=self._limiter, abandon_on_cancel=True)
+
+    async def create(self, sid: str, ttl: float) -> None:
+        key = self._key(sid)
+        millis = max(1, int(ttl * 1000))
+
+        def write() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.delete(key)
+            pipe.hset(key, _SESSION_FIELD, "1")
+            pipe.pexpire(key, millis)
+            pipe.execute()
+
+        await self._run(write)
+
+    async def exists(self, sid: str) -> bool:
+        key = self._key(sid)
+        return bool(await self._run(lambda: self._client.exists(key)))
+
+    async def delete(self, sid: str) -> None:
+        key = self._key(sid)
+        await self._run(lambda: self._client.delete(key))
+
+    async def get_backend(self, sid: str, server: str) -> str | None:
+        key = self._key(sid)
+        value = await self._run(lambda: self._client.hget(key, _BACKEND_PREFIX + server))
+        return None if value is None else str(value)
+
+    async def set_backend(self, sid: str, server: str, backend_id: str) -> bool:
+        key = self._key(sid)
+        result = await self._run(
+            lambda: self._set_if_live(keys=[key], args=[_BACKEND_PREFIX + server, backend_id])
+        )
+        return bool(result)
+
+    async def delete_backend(self, sid: str, server: str, expected: str | None = None) -> bool:
+        key = self._key(sid)
+        result = await self._run(
+            lambda: self._delete_if(keys=[key], args=[_BACKEND_PREFIX + server, expected or ""])
+        )
+        return bool(result)
+
+    async def backends(self, sid: str) -> dict[str, str]:
+        key = self._key(sid)
+        raw: dict[str, str] = await self._run(lambda: self._client.hgetall(key))  # type: ignore[arg-type,return-value]
+        return {
+            name[len(_BACKEND_PREFIX) :]: value
+            for name, value in raw.items()
+            if name.startswith(_BACKEND_PREFIX)
+        }
+
+    async def ping(self) -> bool:
+        import redis
+
+        try:
+            return bool(await self._run(self._client.ping))
+        except redis.RedisError:
+            return False
+
+    async def aclose(self) -> None:
+        await self._run(self._pool.disconnect)
+
+
+# ---------------------------------------------------------------------------------------------
+# Construction from config
+
+
+def open_store(settings: SessionSettings) -> SessionStore:
+    if settings.store == "redis":
+        if not settings.redis_url:
+            raise ValueError("sessions.store is 'redis' but sessions.redis_url is not set")
+        return RedisSessionStore(settings.redis_url)
+    return MemorySessionStore()
+
+
+def session_keys(settings: SessionSettings) -> list[bytes]:
+    """The AES keys for session tokens: configured keys first, else `keys_env`, else a random one.
+
+    `keys_env` names an environment variable holding comma-separated secrets (first one seals).
+    A random per-process key works for one process only: tokens do not survive a restart and
+    replicas cannot verify each other's tokens, hence the warning.
+    """
+    secrets: Sequence[str] = list(getattr(settings, "keys", None) or [])
+    env_name = getattr(settings, "keys_env", None)
+    if not secrets and env_name:
+        secrets = [s.strip() for s in os.environ.get(env_name, "").split(",") if s.strip()]
+    if secrets:
+        return [derive_key(secret) for secret in secrets]
+    _log.warning(
+        "no session keys configured; using a random per-process key",
+        hint="set gateway.sessions.keys or keys_env so tokens survive restarts and replicas agree",
+    )
+    return [os.urandom(32)]
+
+
+__all__ = [
+    "MemorySessionStore",
+    "RedisSessionStore",
+    "SessionStore",
+    "open_store",
+    "session_keys",
+]

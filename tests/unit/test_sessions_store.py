@@ -1,0 +1,120 @@
+"""One contract, two stores: every test runs against the memory store and a real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+
+from mcp_gateway.sessions.store import MemorySessionStore, RedisSessionStore, SessionStore
+from tests.support.redis import running_redis
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
+    if request.param == "memory":
+        memory = MemorySessionStore()
+        yield memory
+        await memory.aclose()
+        return
+    async with running_redis() as url:
+        redis_store = RedisSessionStore(url)
+        try:
+            yield redis_store
+        finally:
+            await redis_store.aclose()
+
+
+async def test_created_session_exists_until_deleted(store: SessionStore) -> None:
+    assert not await store.exists("s1")
+    await store.create("s1", ttl=60)
+    assert await store.exists("s1")
+    await store.delete("s1")
+    assert not await store.exists("s1")
+
+
+async def test_backend_mapping_round_trip_per_server(store: SessionStore) -> None:
+    await store.create("s1", ttl=60)
+    assert await store.get_backend("s1", "weather") is None
+    assert await store.set_backend("s1", "weather", "backend-w")
+    assert await store.set_backend("s1", "files", "backend-f")
+    assert await store.get_backend("s1", "weather") == "backend-w"
+    assert await store.backends("s1") == {"weather": "backend-w", "files": "backend-f"}
+
+
+async def test_sessions_do_not_share_mappings(store: SessionStore) -> None:
+    await store.create("s1", ttl=60)
+    await store.create("s2", ttl=60)
+    await store.set_backend("s1", "weather", "one")
+    assert await store.get_backend("s2", "weather") is None
+
+
+async def test_set_backend_on_missing_session_is_refused_and_does_not_create_it(
+    store: SessionStore,
+) -> None:
+    assert not await store.set_backend("ghost", "weather", "b")
+    assert not await store.exists("ghost")
+    assert await store.get_backend("ghost", "weather") is None
+
+
+async def test_delete_session_drops_its_backends(store: SessionStore) -> None:
+    await store.create("s1", ttl=60)
+    await store.set_backend("s1", "weather", "b")
+    await store.delete("s1")
+    assert await store.backends("s1") == {}
+    await store.create("s1", ttl=60)
+    assert await store.get_backend("s1", "weather") is None
+
+
+async def test_delete_backend_compare_and_delete(store: SessionStore) -> None:
+    await store.create("s1", ttl=60)
+    await store.set_backend("s1", "weather", "fresh")
+    # A request that saw the old id's 404 must not delete the fresh mapping.
+    assert not await store.delete_backend("s1", "weather", expected="stale")
+    assert await store.get_backend("s1", "weather") == "fresh"
+    assert await store.delete_backend("s1", "weather", expected="fresh")
+    assert await store.get_backend("s1", "weather") is None
+    assert not await store.delete_backend("s1", "weather")
+
+
+async def test_delete_backend_without_expected_deletes_any(store: SessionStore) -> None:
+    await store.create("s1", ttl=60)
+    await store.set_backend("s1", "weather", "x")
+    assert await store.delete_backend("s1", "weather")
+    assert await store.backends("s1") == {}
+
+
+async def test_session_expires_after_ttl_with_its_backends(store: SessionStore) -> None:
+    # Real time for both stores (Redis expires on its own clock), kept short.
+    await store.create("s1", ttl=0.3)
+    await store.set_backend("s1", "weather", "b")
+    assert await store.exists("s1")
+    await trio.sleep(0.45)
+    assert not await store.exists("s1")
+    assert await store.get_backend("s1", "weather") is None
+    assert not await store.set_backend("s1", "weather", "b2")
+
+
+async def test_recreate_resets_the_session(store: SessionStore) -> None:
+    await store.create("s1", ttl=60)
+    await store.set_backend("s1", "weather", "b")
+    await store.create("s1", ttl=60)
+    assert await store.backends("s1") == {}
+
+
+async def test_concurrent_writers_on_distinct_servers_all_land(store: SessionStore) -> None:
+    await store.create("s1", ttl=60)
+    async with trio.open_nursery() as nursery:
+        for i in range(20):
+            nursery.start_soon(store.set_backend, "s1", f"server{i}", f"b{i}")
+    assert await store.backends("s1") == {f"server{i}": f"b{i}" for i in range(20)}
+
+
+async def test_memory_store_expiry_follows_trios_clock(autojump_clock: trio.abc.Clock) -> None:
+    store = MemorySessionStore()
+    await store.create("s1", ttl=3600)
+    await trio.sleep(3599)
+    assert await store.exists("s1")
+    await trio.sleep(2)
+    assert not await store.exists("s1")

@@ -37,6 +37,16 @@ async def _ping(port: int) -> bool:
     return False
 
 
+async def _wait_ready(process: trio.Process, port: int) -> bool:
+    # Redis has no readiness signal on stdout we can rely on across versions: poll PING.
+    with trio.move_on_after(10):
+        while process.poll() is None:
+            if await _ping(port):
+                return True
+            await trio.sleep(0.02)
+    return False
+
+
 @asynccontextmanager
 async def running_redis() -> AsyncIterator[str]:
     """Yield the `redis://` URL of a fresh, empty, non-persistent Redis; stop it afterwards."""
@@ -44,23 +54,21 @@ async def running_redis() -> AsyncIterator[str]:
     with tempfile.TemporaryDirectory(prefix="mcpgw-redis-") as workdir:
         for _attempt in range(3):  # the free port may be taken between probe and bind: retry
             port = free_port()
-            process = subprocess.Popen(
+            process = await trio.lowlevel.open_process(
                 [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no", "--dir", workdir, "--loglevel", "warning"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             try:
-                with trio.move_on_after(10):
-                    while process.poll() is None and not await _ping(port):
-                        await trio.sleep(0.02)
-                if process.poll() is None and await _ping(port):
+                if await _wait_ready(process, port):
                     yield f"redis://127.0.0.1:{port}/0"
                     return
             finally:
-                process.terminate()
-                try:
-                    await trio.to_thread.run_sync(process.wait, 5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+                with trio.CancelScope(shield=True):
+                    process.terminate()
+                    with trio.move_on_after(5):
+                        await process.wait()
+                    if process.returncode is None:
+                        process.kill()
+                        await process.wait()
         raise RuntimeError("redis-server did not start")

@@ -1,0 +1,870 @@
+"""The gateway config: Kuadrant's mcp-gateway file shape, unchanged, plus our own keys.
+
+A Kuadrant user can point us at the `config.yaml` their controller wrote (or their standalone
+file) and it loads: `servers:` entries with name, url, hostname, prefix (or the older
+`toolPrefix`), credential, state `Enabled|Disabled` (or the older `enabled: bool`) and the rest
+of their keys; `virtualServers:` with name, tools and prompts. Keys of theirs that we do not act
+on (auth, caCert, tags, hint, guardrails ...) are accepted and kept, so a file round-trips.
+Our own keys live under `gateway:` (snake_case) and a few per-server camelCase keys next to
+theirs (`transport`, `command`, `timeoutSeconds`, `credentialEnvVar`).
+
+Every problem is reported at once, each with its dotted path (`servers[2].prefix`), because a
+config is fixed in one edit, not in one edit per error. See docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shlex
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TextIO
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "ConfigDiff",
+    "ConfigError",
+    "ConfigProblem",
+    "EnvoySettings",
+    "GatewayConfig",
+    "GatewaySettings",
+    "LimitsSettings",
+    "ServerConfig",
+    "SessionSettings",
+    "VirtualServer",
+    "check_config_main",
+    "diff_configs",
+    "dump_config",
+    "load_config",
+    "parse_config",
+]
+
+# The tool-name alphabet of the MCP spec (names are 1-128 chars of A-Za-z0-9_.-); a prefix is the
+# start of such a name, so it uses the same characters and leaves room for at least one more.
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_.\-]{0,127}")
+# RFC 1123 host labels; an HTTPRoute hostname may also start with a `*.` wildcard label.
+_LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_SERVER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,252}")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+Transport = Literal["http", "stdio", "websocket"]
+_SCHEMES_FOR_TRANSPORT: dict[str, tuple[str, ...]] = {
+    "http": ("http", "https"),
+    "websocket": ("ws", "wss"),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# problems
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong with a config. `path` is dotted (`servers[2].prefix`); "" = the file."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(Exception):
+    """A config that cannot be used, with every problem found (never just the first)."""
+
+    def __init__(self, problems: Sequence[ConfigProblem], source: str = "<string>") -> None:
+        self.problems = list(problems)
+        self.source = source
+        super().__init__(
+            f"{source}: {len(self.problems)} problem(s):\n"
+            + "\n".join(f"  {p}" for p in self.problems)
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# value checks shared by the models
+
+
+def _check_host_port(value: str) -> str:
+    """`host:port` for a listening socket; IPv6 hosts in brackets (`[::1]:8080`)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    if host.startswith("["):
+        if not host.endswith("]") or len(host) < 3:
+            raise ValueError(f"malformed IPv6 host in {value!r}")
+    elif ":" in host:
+        raise ValueError(f"an IPv6 host needs brackets: [{host}]:{port}")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"port must be a number 0-65535, got {port!r}")
+    return value
+
+
+def _check_url(value: str, schemes: Iterable[str]) -> str:
+    allowed = tuple(schemes)
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises ValueError on a non-numeric or out-of-range port
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if parts.scheme not in allowed:
+        shown = parts.scheme or "none"
+        raise ValueError(f"scheme must be {' or '.join(allowed)}, got {shown} in {value!r}")
+    if not parts.hostname:
+        raise ValueError(f"URL has no host: {value!r}")
+    if port == 0:
+        raise ValueError(f"URL port 0 is not connectable: {value!r}")
+    if any(ch.isspace() for ch in value):
+        raise ValueError("URL contains whitespace")
+    return value
+
+
+def _check_hostname(value: str) -> str:
+    name = value[2:] if value.startswith("*.") else value
+    if len(value) > 253 or not name:
+        raise ValueError(f"not a valid hostname: {value!r}")
+    if not all(_LABEL_RE.fullmatch(label) for label in name.rstrip(".").split(".")):
+        raise ValueError(
+            f"not a valid hostname: {value!r} (labels of A-Z a-z 0-9 -, no port, no scheme)"
+        )
+    return value
+
+
+def is_valid_prefix(prefix: str) -> bool:
+    return _PREFIX_RE.fullmatch(prefix) is not None
+
+
+# --------------------------------------------------------------------------------------------
+# Kuadrant's nested objects: accepted and kept; we do not act on them
+
+
+class _Theirs(BaseModel):
+    """A Kuadrant sub-object: its known keys, nothing else (a typo should not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+
+class AuthConfig(_Theirs):
+    type: str = ""
+    token: str | None = Field(default=None, repr=False)
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False)
+
+
+class TokenURLElicitation(_Theirs):
+    url: str | None = None
+
+
+class GuardrailsConfig(_Theirs):
+    url: str = ""
+    config_ids: list[str] = Field(default_factory=list, alias="configIDs")
+    model: str = ""
+    fail_mode: str | None = Field(default=None, alias="failMode")
+
+
+# --------------------------------------------------------------------------------------------
+# servers
+
+
+class ServerConfig(BaseModel):
+    """One upstream MCP server (a `servers:` entry)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+    # -- Kuadrant's keys --
+    name: str
+    transport: Transport = "http"  # ours; declared before url/command so their checks can see it
+    url: str = ""
+    hostname: str | None = None
+    prefix: str = ""
+    enabled: bool = True
+    # `state` is how current Kuadrant says `enabled`; validated here, folded into `enabled`.
+    state: Literal["Enabled", "Disabled", ""] | None = Field(default=None, repr=False, exclude=True)
+    credential: str | None = Field(default=None, repr=False)
+    auth: AuthConfig | None = Field(default=None, repr=False)
+    ca_cert: str | None = Field(default=None, alias="caCert", repr=False)
+    token_url_elicitation: TokenURLElicitation | None = Field(
+        default=None, alias="tokenURLElicitation"
+    )
+    user_specific_list: bool = Field(default=False, alias="userSpecificList")
+    category: list[str] | str | None = None  # a string in older Kuadrant, a list in newer
+    hint: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    guardrails_config_ids: list[str] = Field(default_factory=list, alias="guardrailsConfigIDs")
+    # -- ours --
+    command: list[str] | None = Field(default=None, validate_default=True)
+    timeout_seconds: float = Field(default=30.0, alias="timeoutSeconds", gt=0, le=3600)
+    credential_env_var: str | None = Field(default=None, alias="credentialEnvVar")
+
+    _credential_from_env: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_legacy_keys(cls, data: Any) -> Any:
+        """`toolPrefix` (Kuadrant < 0.4) is `prefix`; `state` and `enabled` must agree."""
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        if "toolPrefix" in data:
+            legacy = data.pop("toolPrefix")
+            if "prefix" in data and data["prefix"] != legacy:
+                raise ValueError("`prefix` and `toolPrefix` (its old name) disagree; keep one")
+            data["prefix"] = legacy
+        state = data.get("state")
+        if state in ("Enabled", "Disabled", ""):
+            from_state = state != "Disabled"
+            given = data.get("enabled")
+            if isinstance(given, bool) and given != from_state:
+                raise ValueError(f"`state: {state}` contradicts `enabled: {str(given).lower()}`")
+            data["enabled"] = from_state
+        if isinstance(data.get("command"), str):
+            data["command"] = shlex.split(data["command"])
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _SERVER_NAME_RE.fullmatch(value):
+            raise ValueError(
+                "must be 1-253 chars of A-Z a-z 0-9 . _ : / @ - starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str, info: ValidationInfo) -> str:
+        transport = info.data.get("transport")
+        if transport is None:  # transport itself was invalid; that is reported on its own
+            return value
+        if transport == "stdio":
+            return value
+        if not value:
+            raise ValueError(f"required for transport {transport}")
+        return _check_url(value, _SCHEMES_FOR_TRANSPORT[transport])
+
+    @field_validator("hostname")
+    @classmethod
+    def _check_hostname(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        return _check_hostname(value)
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not is_valid_prefix(value):
+            raise ValueError(
+                f"invalid prefix {value!r}: at most 127 chars of A-Z a-z 0-9 _ . - "
+                "(the characters of MCP tool names)"
+            )
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _check_command(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        transport = info.data.get("transport")
+        if transport == "stdio" and not value:
+            raise ValueError("transport stdio needs a command (the program and its arguments)")
+        if transport in ("http", "websocket") and value:
+            raise ValueError(f"only a stdio server has a command, this one is {transport}")
+        return value
+
+    @field_validator("credential_env_var")
+    @classmethod
+    def _check_env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME_RE.fullmatch(value):
+            raise ValueError(f"not an environment variable name: {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_credential_env(self) -> ServerConfig:
+        if self.credential_env_var is None:
+            return self
+        if self.credential is not None:
+            raise ValueError("give either `credential` or `credentialEnvVar`, not both")
+        value = os.environ.get(self.credential_env_var)
+        if not value:
+            raise ValueError(f"credentialEnvVar: environment variable {self.credential_env_var} is not set")
+        # Frozen model: the resolved value is set once, here, while validation builds it.
+        object.__setattr__(self, "credential", value)
+        self._credential_from_env = True
+        return self
+
+    @property
+    def path(self) -> str:
+        """The path part of the url (`/mcp`), what Envoy rewrites `:path` to for this upstream."""
+        return urlsplit(self.url).path or "/"
+
+    @property
+    def state_name(self) -> Literal["Enabled", "Disabled"]:
+        return "Enabled" if self.enabled else "Disabled"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.transport} {self.url or ' '.join(self.command or [])})"
+
+
+class VirtualServer(BaseModel):
+    """A named subset of the aggregated tools (Kuadrant's MCPVirtualServer)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    name: str
+    tools: list[str] = Field(default_factory=list)
+    prompts: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_lists(cls, data: Any) -> Any:
+        # Go's YAML writer emits `tools: null` for an empty list.
+        if isinstance(data, Mapping):
+            data = {k: ([] if k in ("tools", "prompts") and v is None else v) for k, v in data.items()}
+        return data
+
+
+# --------------------------------------------------------------------------------------------
+# our own section
+
+
+class _Ours(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class LimitsSettings(_Ours):
+    """Bounds on what a client may send (the protocol parser enforces them)."""
+
+    max_body_bytes: int = Field(default=1_048_576, ge=64, le=64 * 1_048_576)
+    max_depth: int = Field(default=64, ge=2, le=1000)
+    max_batch: int = Field(default=100, ge=1, le=10_000)
+    max_string_length: int = Field(default=1_048_576, ge=16)
+
+
+class SessionSettings(_Ours):
+    """Where gateway sessions live and the keys that seal their ids."""
+
+    store: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = None
+    keys: list[str] = Field(default_factory=list, repr=False)
+    keys_env: str | None = None
+    ttl_seconds: int = Field(default=3600, ge=1, le=30 * 86400)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is None or value.startswith("unix://"):  # a socket path has no host to check
+            return value
+        return _check_url(value, ("redis", "rediss"))
+
+    @field_validator("keys")
+    @classmethod
+    def _check_keys(cls, value: list[str]) -> list[str]:
+        for index, key in enumerate(value):
+            if len(key.encode()) < 16:
+                # the index, never the key: this message is printed and logged
+                raise ValueError(f"key #{index} is shorter than 16 bytes")
+        return value
+
+    @field_validator("keys_env")
+    @classmethod
+    def _check_keys_env(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME_RE.fullmatch(value):
+            raise ValueError(f"not an environment variable name: {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_store(self) -> SessionSettings:
+        if self.store == "redis" and not self.redis_url:
+            raise ValueError("store redis needs redis_url")
+        if self.keys and self.keys_env:
+            raise ValueError("give either keys or keys_env, not both")
+        return self
+
+
+class EnvoySettings(_Ours):
+    """The Envoy in front of the gateway (what `mcp-gateway up` starts and configures)."""
+
+    listen: str = "127.0.0.1:8080"
+    admin_port: int = Field(default=9901, ge=0, le=65535)
+    xds_dir: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        return _check_host_port(value)
+
+
+class GatewaySettings(_Ours):
+    broker_listen: str = "127.0.0.1:8081"
+    router_listen: str = "127.0.0.1:9002"
+    public_url: str | None = None
+    allowed_origins: list[str] = Field(default_factory=list)
+    page_size: int = Field(default=100, ge=1, le=10_000)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
+    envoy: EnvoySettings = Field(default_factory=EnvoySettings)
+
+    @field_validator("broker_listen", "router_listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        return _check_host_port(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value, ("http", "https"))
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin == "*":
+                continue
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+                raise ValueError(f"an origin is scheme://host[:port] or *, got {origin!r}")
+        return value
+
+
+# --------------------------------------------------------------------------------------------
+# the whole file
+
+
+class GatewayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+    servers: list[ServerConfig] = Field(default_factory=list)
+    virtual_servers: list[VirtualServer] = Field(default_factory=list, alias="virtualServers")
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    # Kuadrant's top-level keys we accept and keep but do not act on.
+    gateway_ca_cert_pem: str | None = Field(default=None, alias="gatewayCACertPEM", repr=False)
+    ca_cert_bundle: str | None = Field(default=None, alias="caCertBundle", repr=False)
+    global_guardrails: GuardrailsConfig | None = Field(default=None, alias="globalGuardrails")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_sections(cls, data: Any) -> Any:
+        # `servers:` with nothing under it is YAML null; Kuadrant treats it as no servers.
+        if isinstance(data, Mapping):
+            defaults: dict[str, Any] = {"servers": [], "virtualServers": [], "gateway": {}}
+            data = {k: (defaults[k] if v is None and k in defaults else v) for k, v in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _check_across_servers(self, info: ValidationInfo) -> GatewayConfig:
+        if info.context and info.context.get("cross_checked"):
+            return self  # parse_config ran these checks on the raw data, with paths
+        problems = _cross_problems(
+            [s.model_dump(by_alias=True) for s in self.servers],
+            [v.model_dump() for v in self.virtual_servers],
+        )
+        if problems:
+            raise ValueError("; ".join(str(p) for p in problems))
+        return self
+
+    def server(self, name: str) -> ServerConfig | None:
+        for server in self.servers:
+            if server.name == name:
+                return server
+        return None
+
+    def enabled_servers(self) -> list[ServerConfig]:
+        return [server for server in self.servers if server.enabled]
+
+
+def _cross_problems(
+    servers: Sequence[Any], virtual_servers: Sequence[Any]
+) -> list[ConfigProblem]:
+    """Rules that span entries: unique names, unambiguous prefixes. Works on raw (unvalidated)
+    data too, so a duplicate name is reported next to a bad URL in the same entry."""
+    problems: list[ConfigProblem] = []
+    first_by_name: dict[str, int] = {}
+    prefixes: list[tuple[int, str]] = []
+    for index, entry in enumerate(servers):
+        if not isinstance(entry, Mapping):
+            continue
+        name = entry.get("name")
+        if isinstance(name, str):
+            if name in first_by_name:
+                problems.append(
+                    ConfigProblem(
+                        f"servers[{index}].name",
+                        f"duplicate server name {name!r} (first used by servers[{first_by_name[name]}])",
+                    )
+                )
+            else:
+                first_by_name[name] = index
+        prefix_key = "prefix" if "prefix" in entry else "toolPrefix"
+        prefix = entry.get(prefix_key, "")
+        if isinstance(prefix, str) and is_valid_prefix(prefix):
+            prefixes.append((index, prefix))
+    empty_prefix_first: int | None = None
+    for position, (index, prefix) in enumerate(prefixes):
+        key = "prefix" if "prefix" in servers[index] else "toolPrefix"
+        if prefix == "":
+            if empty_prefix_first is None:
+                empty_prefix_first = index
+            else:
+                problems.append(
+                    ConfigProblem(
+                        f"servers[{index}].{key}",
+                        f"a second server without a prefix (servers[{empty_prefix_first}] has none "
+                        "too): unprefixed tool names would be ambiguous",
+                    )
+                )
+            continue
+        for earlier_index, earlier in prefixes[:position]:
+            if earlier == "":
+                continue
+            if earlier == prefix:
+                problems.append(
+                    ConfigProblem(
+                        f"servers[{index}].{key}",
+                        f"prefix {prefix!r} is already used by servers[{earlier_index}]",
+                    )
+                )
+            elif prefix.startswith(earlier) or earlier.startswith(prefix):
+                problems.append(
+                    ConfigProblem(
+                        f"servers[{index}].{key}",
+                        f"prefix {prefix!r} and {earlier!r} of servers[{earlier_index}] overlap: "
+                        "a tool name could belong to either",
+                    )
+                )
+    first_virtual: dict[str, int] = {}
+    for index, entry in enumerate(virtual_servers):
+        if isinstance(entry, Mapping) and isinstance(entry.get("name"), str):
+            name = entry["name"]
+            if name in first_virtual:
+                problems.append(
+                    ConfigProblem(
+                        f"virtualServers[{index}].name",
+                        f"duplicate virtual server name {name!r} (first used by "
+                        f"virtualServers[{first_virtual[name]}])",
+                    )
+                )
+            else:
+                first_virtual[name] = index
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML keeps the last one silently)."""
+
+    duplicate_keys: list[tuple[str, yaml.Mark]]
+
+
+def _construct_mapping_no_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            is_duplicate = key in seen
+        except TypeError:  # an unhashable key; construct_mapping reports it properly
+            continue
+        if is_duplicate:
+            loader.duplicate_keys.append((str(key), key_node.start_mark))
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping_no_duplicates
+)
+
+
+def _read_yaml(text: str) -> tuple[Any, list[ConfigProblem]]:
+    loader = _StrictLoader(text)
+    loader.duplicate_keys = []
+    try:
+        document = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = " ".join(part for part in (exc.context, exc.problem) if part)
+        return None, [ConfigProblem("", f"YAML syntax error at {where}{what}")]
+    except yaml.YAMLError as exc:
+        return None, [ConfigProblem("", f"YAML error: {exc}")]
+    finally:
+        loader.dispose()
+    problems = [
+        ConfigProblem("", f"duplicate key {key!r} at line {mark.line + 1}: YAML keeps only one")
+        for key, mark in loader.duplicate_keys
+    ]
+    return document, problems
+
+
+def _format_path(loc: Sequence[int | str]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def _known_keys(model: type[BaseModel]) -> list[str]:
+    keys = [field.alias or name for name, field in model.model_fields.items()]
+    return keys + (["toolPrefix"] if model is ServerConfig else [])
+
+
+def _model_at(loc: Sequence[int | str]) -> type[BaseModel] | None:
+    """The model whose key set applies at `loc` (used to suggest a fix for a typo)."""
+    model: type[BaseModel] | None = GatewayConfig
+    for part in loc:
+        if model is None or isinstance(part, int):
+            continue
+        field = next(
+            (f for n, f in model.model_fields.items() if part in (n, f.alias)), None
+        )
+        if field is None:
+            return model
+        annotation = field.annotation
+        model = None
+        for candidate in (ServerConfig, VirtualServer, GatewaySettings, LimitsSettings,
+                          SessionSettings, EnvoySettings, AuthConfig, TokenURLElicitation,
+                          GuardrailsConfig):
+            if candidate.__name__ in str(annotation):
+                model = candidate
+                break
+    return model
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    loc = error["loc"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1]) if loc else ""
+        model = _model_at(loc[:-1])
+        hint = ""
+        if model is not None:
+            close = difflib.get_close_matches(key, _known_keys(model), n=1)
+            if close:
+                hint = f" (did you mean {close[0]!r}?)"
+        return f"unknown key{hint}"
+    if kind == "missing":
+        return "required"
+    message = str(error["msg"])
+    for noise in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(noise)
+    return message
+
+
+def _problems_from(error: ValidationError) -> list[ConfigProblem]:
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        loc = [part for part in item["loc"] if not _is_union_tag(part)]
+        problems.append(ConfigProblem(_format_path(loc), _message({**item, "loc": loc})))
+    return problems
+
+
+def _is_union_tag(part: int | str) -> bool:
+    # pydantic names the union member it tried (`list[str]`, `str`, `function-after[...]`)
+    return isinstance(part, str) and (
+        "[" in part or part in ("str", "int", "float", "bool", "none", "list")
+    )
+
+
+def parse_config(text: str, source: str = "<string>") -> GatewayConfig:
+    """Validate a config document; raise `ConfigError` listing every problem."""
+    if not text.strip():
+        raise ConfigError([ConfigProblem("", "the file is empty (an empty config is `servers: []`)")], source)
+    document, problems = _read_yaml(text)
+    if problems and document is None:
+        raise ConfigError(problems, source)
+    if not isinstance(document, Mapping):
+        kind = "nothing" if document is None else type(document).__name__
+        problems.append(ConfigProblem("", f"the top level must be a mapping of keys, got {kind}"))
+        raise ConfigError(problems, source)
+    try:
+        config = GatewayConfig.model_validate(document, context={"cross_checked": True})
+    except ValidationError as exc:
+        problems.extend(_problems_from(exc))
+        config = None
+    servers = document.get("servers")
+    virtual = document.get("virtualServers")
+    problems.extend(
+        _cross_problems(
+            servers if isinstance(servers, list) else [],
+            virtual if isinstance(virtual, list) else [],
+        )
+    )
+    if problems or config is None:
+        raise ConfigError(_sorted_unique(problems), source)
+    return config
+
+
+def _sorted_unique(problems: Iterable[ConfigProblem]) -> list[ConfigProblem]:
+    def order(problem: ConfigProblem) -> tuple[Any, ...]:
+        # file-level first, then in document order: servers[2] before servers[10]
+        parts = re.split(r"\[(\d+)\]", problem.path)
+        return (problem.path != "", [int(p) if p.isdigit() else p for p in parts])
+
+    return sorted(dict.fromkeys(problems), key=order)
+
+
+def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
+    source = os.fspath(path)
+    try:
+        with open(source, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise ConfigError([ConfigProblem("", "no such file")], source) from None
+    except IsADirectoryError:
+        raise ConfigError([ConfigProblem("", "is a directory, not a config file")], source) from None
+    except PermissionError:
+        raise ConfigError([ConfigProblem("", "permission denied")], source) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [ConfigProblem("", f"not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})")],
+            source,
+        ) from None
+    except OSError as exc:
+        raise ConfigError([ConfigProblem("", f"cannot read: {exc.strerror or exc}")], source) from None
+    return parse_config(text, source)
+
+
+# --------------------------------------------------------------------------------------------
+# diff for hot reload
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigDiff:
+    """What a reload changes. Server names, in config order."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    virtual_servers_changed: bool = False
+    gateway_changed: bool = False
+
+    @property
+    def servers_changed(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+    def __bool__(self) -> bool:
+        return self.servers_changed or self.virtual_servers_changed or self.gateway_changed
+
+
+def diff_configs(old: GatewayConfig, new: GatewayConfig) -> ConfigDiff:
+    """Servers added, removed or changed in any key (credential included) between two configs."""
+    old_by_name = {server.name: server for server in old.servers}
+    new_by_name = {server.name: server for server in new.servers}
+    return ConfigDiff(
+        added=tuple(name for name in new_by_name if name not in old_by_name),
+        removed=tuple(name for name in old_by_name if name not in new_by_name),
+        changed=tuple(
+            name
+            for name, server in new_by_name.items()
+            if name in old_by_name and old_by_name[name] != server
+        ),
+        virtual_servers_changed=old.virtual_servers != new.virtual_servers,
+        gateway_changed=old.gateway != new.gateway,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# canonical output
+
+
+def config_document(config: GatewayConfig) -> dict[str, Any]:
+    """The config as plain data in file shape: Kuadrant keys in their spelling, defaults left out,
+    a credential read from the environment written back as its variable name, not its value."""
+    servers = []
+    for server in config.servers:
+        entry = server.model_dump(by_alias=True, exclude_defaults=True, exclude={"enabled", "credential"})
+        entry["name"] = server.name
+        if server.transport != "stdio" or server.url:
+            entry["url"] = server.url
+        if server.credential is not None and not server._credential_from_env:
+            entry["credential"] = server.credential
+        entry["state"] = server.state_name
+        servers.append(entry)
+    document: dict[str, Any] = {
+        "servers": servers,
+        "virtualServers": [vs.model_dump(exclude_defaults=True) | {"name": vs.name} for vs in config.virtual_servers],
+    }
+    for key in ("gatewayCACertPEM", "caCertBundle", "globalGuardrails"):
+        value = config.model_dump(by_alias=True, exclude_defaults=True).get(key)
+        if value is not None:
+            document[key] = value
+    gateway = config.gateway.model_dump(exclude_defaults=True)
+    if gateway:
+        document["gateway"] = gateway
+    return document
+
+
+def dump_config(config: GatewayConfig) -> str:
+    """Canonical YAML: same config → same bytes (keys sorted), so a writer can skip no-op updates.
+    `parse_config(dump_config(c)) == c` for every valid config."""
+    return yaml.safe_dump(config_document(config), sort_keys=True, default_flow_style=False, allow_unicode=True)
+
+
+# --------------------------------------------------------------------------------------------
+# `mcp-gateway check-config FILE`
+
+
+def check_config_main(path: str, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: {len(exc.problems)} problem(s)", file=err)
+        for problem in exc.problems:
+            print(f"  {problem}", file=err)
+        return 1
+    print(_summary(path, config), file=out)
+    return 0
+
+
+def _summary(path: str, config: GatewayConfig) -> str:
+    header = ("NAME", "PREFIX", "URL", "TRANSPORT", "STATE")
+    rows = [
+        (
+            server.name,
+            server.prefix or '""',
+            server.url or " ".join(shlex.quote(arg) for arg in server.command or []),
+            server.transport,
+            server.state_name,
+        )
+        for server in config.servers
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [f"{path}: valid, {len(config.servers)} server(s), "
+             f"{len(config.enabled_servers())} enabled, {len(config.virtual_servers)} virtual server(s)"]
+    if rows:
+        lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                  for row in [header, *rows]]
+    settings = config.gateway
+    lines.append(
+        f"envoy {settings.envoy.listen}  broker {settings.broker_listen}  "
+        f"router {settings.router_listen}  sessions {settings.sessions.store}"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,566 @@
+"""Our conformance fixture: an MCP server that answers every server scenario of the pinned
+`@modelcontextprotocol/conformance` suite (0.1.16) by the names those scenarios call.
+
+The suite's own reference server is not published; the expectations were read from the
+scenario descriptions and checks shipped in the suite's `dist/`, and everything here is ours.
+The same server is the upstream of `make conformance` (federated under an empty prefix), so a
+scenario that passes directly but fails through the gateway is a gateway bug.
+
+Beyond the suite it also offers what the gateway's e2e tests need to observe from the upstream
+side: a resource whose update notifies its subscribers, a `roots/list` round trip, and a slow
+operation that records whether it was cancelled.
+
+Run it: `python -m mcp_gateway.samples.conformance_fixture --port P` (binds 127.0.0.1; Host and
+Origin are checked, as the `dns-rebinding-protection` scenario requires).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import itertools
+import json
+import struct
+import sys
+import wave
+import weakref
+import zlib
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+from mcp import types
+from mcp.server.mcpserver import Context, MCPServer, UserMessage
+from mcp.server.session import ServerSession
+from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.message import ServerMessageMetadata
+from mcp.types import JSONRPCMessage
+from starlette.types import ASGIApp
+
+FIXTURE_NAME = "mcp-gateway-conformance-fixture"
+WATCHED_RESOURCE = "test://watched-resource"
+# SSE `retry:` the fixture advertises (ms): short, so resumption tests stay fast.
+SSE_RETRY_MS = 100
+
+# Severity order of MCP log levels (RFC 5424 names), lowest first.
+_LOG_LEVELS: tuple[types.LoggingLevel, ...] = (
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+)
+
+
+def _png_1x1_red() -> bytes:
+    """A valid one-pixel red PNG, built from the PNG spec rather than shipped as a blob."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)  # 1x1, 8-bit RGB
+    pixels = zlib.compress(b"\x00\xff\x00\x00")  # filter byte 0, then R G B
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def _wav_silence() -> bytes:
+    """A short valid WAV file (10 ms of 8 kHz mono silence)."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(1)
+        wav.setframerate(8000)
+        wav.writeframes(b"\x80" * 80)
+    return buffer.getvalue()
+
+
+PNG_BYTES = _png_1x1_red()
+PNG_BASE64 = base64.b64encode(PNG_BYTES).decode()
+WAV_BASE64 = base64.b64encode(_wav_silence()).decode()
+
+
+class _FixtureState:
+    """What the fixture remembers per client session: log level and resource subscriptions.
+
+    Keyed weakly by the SDK's session object so a closed session leaves nothing behind.
+    """
+
+    def __init__(self) -> None:
+        self.log_levels: weakref.WeakKeyDictionary[ServerSession, types.LoggingLevel] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.subscribers: dict[str, weakref.WeakSet[ServerSession]] = {}
+        self.watched_version = 0
+        self.cancelled_operations: list[str] = []
+        self.completed_operations: list[str] = []
+
+    def wants_log(self, session: ServerSession, level: types.LoggingLevel) -> bool:
+        # Before any logging/setLevel the client gets everything, as the spec allows.
+        threshold = self.log_levels.get(session, "debug")
+        return _LOG_LEVELS.index(level) >= _LOG_LEVELS.index(threshold)
+
+
+class MemoryEventStore(EventStore):
+    """A bounded in-memory SSE event log so clients can resume with Last-Event-ID (SEP-1699).
+
+    The SDK ships only the interface; this is enough for one test process.
+    """
+
+    def __init__(self, max_events: int = 10_000) -> None:
+        self._events: deque[tuple[str, str, JSONRPCMessage | None]] = deque(maxlen=max_events)
+        self._ids = itertools.count(1)
+
+    async def store_event(self, stream_id: str, message: JSONRPCMessage | None) -> str:
+        event_id = str(next(self._ids))
+        self._events.append((event_id, stream_id, message))
+        return event_id
+
+    async def replay_events_after(self, last_event_id: str, send_callback: EventCallback) -> str | None:
+        position = next(
+            (index for index, event in enumerate(self._events) if event[0] == last_event_id), None
+        )
+        if position is None:
+            return None
+        stream_id = self._events[position][1]
+        for event_id, event_stream, message in list(self._events)[position + 1 :]:
+            if event_stream == stream_id and message is not None:
+                await send_callback(EventMessage(message, event_id))
+        return stream_id
+
+
+def _related(ctx: Context) -> ServerMessageMetadata:
+    """Server-to-client requests ride the SSE stream of the tool call that caused them."""
+    return ServerMessageMetadata(related_request_id=ctx.request_context.request_id)
+
+
+def _text(text: str, *, is_error: bool = False) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=is_error)
+
+
+def build_fixture() -> MCPServer:
+    """The fixture server with every tool, prompt and resource the suite names."""
+    server = MCPServer(FIXTURE_NAME, version="1.0.0", log_level="WARNING")
+    state = _FixtureState()
+    _add_content_tools(server)
+    _add_interactive_tools(server, state)
+    _add_observation_tools(server, state)
+    _add_prompts(server)
+    _add_resources(server, state)
+    _add_handshake_era_handlers(server, state)
+    return server
+
+
+def _add_content_tools(server: MCPServer) -> None:
+    @server.tool(description="Returns one text block")
+    def test_simple_text() -> types.CallToolResult:
+        return _text("This is a simple text response for testing.")
+
+    @server.tool(description="Returns a 1x1 red PNG image")
+    def test_image_content() -> types.CallToolResult:
+        image = types.ImageContent(type="image", data=PNG_BASE64, mime_type="image/png")
+        return types.CallToolResult(content=[image])
+
+    @server.tool(description="Returns a short WAV clip")
+    def test_audio_content() -> types.CallToolResult:
+        audio = types.AudioContent(type="audio", data=WAV_BASE64, mime_type="audio/wav")
+        return types.CallToolResult(content=[audio])
+
+    @server.tool(description="Returns an embedded text resource")
+    def test_embedded_resource() -> types.CallToolResult:
+        resource = types.TextResourceContents(
+            uri="test://embedded-resource",
+            mime_type="text/plain",
+            text="This is an embedded resource content.",
+        )
+        return types.CallToolResult(content=[types.EmbeddedResource(type="resource", resource=resource)])
+
+    @server.tool(description="Returns text, image and embedded resource blocks")
+    def test_multiple_content_types() -> types.CallToolResult:
+        resource = types.TextResourceContents(
+            uri="test://mixed-content-resource",
+            mime_type="application/json",
+            text=json.dumps({"test": "data", "value": 123}),
+        )
+        return types.CallToolResult(
+            content=[
+                types.TextContent(type="text", text="Multiple content types test:"),
+                types.ImageContent(type="image", data=PNG_BASE64, mime_type="image/png"),
+                types.EmbeddedResource(type="resource", resource=resource),
+            ]
+        )
+
+    @server.tool(description="Closes its SSE stream mid-call, then answers on the resumed stream")
+    async def test_reconnection(ctx: Context) -> types.CallToolResult:
+        await ctx.close_sse_stream()
+        # Answer after the client has seen the stream close; it resumes with Last-Event-ID.
+        await anyio.sleep(SSE_RETRY_MS / 1000)
+        return _text("Reconnection test completed successfully")
+
+    @server.tool(description="Always fails with a tool error result")
+    def test_error_handling() -> types.CallToolResult:
+        return _text("This tool intentionally returns an error for testing", is_error=True)
+
+    def json_schema_2020_12_tool(
+        name: str | None = None, address: dict[str, Any] | None = None
+    ) -> types.CallToolResult:
+        return _text(json.dumps({"name": name, "address": address}))
+
+    server.add_tool(json_schema_2020_12_tool, description="Tool with JSON Schema 2020-12 features")
+    # The listed schema must keep 2020-12 keywords verbatim (SEP-1613); the function signature
+    # above still validates the arguments.
+    tool = server._tool_manager.get_tool("json_schema_2020_12_tool")
+    assert tool is not None
+    tool.parameters = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "$defs": {
+            "address": {
+                "type": "object",
+                "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
+            }
+        },
+        "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+        "additionalProperties": False,
+    }
+
+
+def _add_interactive_tools(server: MCPServer, state: _FixtureState) -> None:
+    @server.tool(description="Sends three info log notifications while it runs")
+    async def test_tool_with_logging(ctx: Context) -> types.CallToolResult:
+        session = ctx.request_context.session
+        for step, message in enumerate(
+            ("Tool execution started", "Tool processing data", "Tool execution completed")
+        ):
+            if step:
+                await anyio.sleep(0.05)
+            if state.wants_log(session, "info"):
+                notification = types.LoggingMessageNotification(
+                    params=types.LoggingMessageNotificationParams(
+                        level="info", logger=FIXTURE_NAME, data=message
+                    )
+                )
+                await session.send_notification(
+                    notification, related_request_id=ctx.request_context.request_id
+                )
+        return _text("Tool with logging executed successfully")
+
+    @server.tool(description="Reports progress 0, 50 and 100 of 100")
+    async def test_tool_with_progress(ctx: Context) -> types.CallToolResult:
+        for step, progress in enumerate((0.0, 50.0, 100.0)):
+            if step:
+                await anyio.sleep(0.05)
+            await ctx.report_progress(progress, 100.0)
+        return _text("Tool with progress executed successfully")
+
+    @server.tool(description="Asks the client's LLM (sampling/createMessage) and returns its answer")
+    async def test_sampling(prompt: str, ctx: Context) -> types.CallToolResult:
+        session = ctx.request_context.session
+        if not session.check_client_capability(
+            types.ClientCapabilities(sampling=types.SamplingCapability())
+        ):
+            return _text("Client does not support sampling", is_error=True)
+        request = types.CreateMessageRequest(
+            params=types.CreateMessageRequestParams(
+                messages=[
+                    types.SamplingMessage(
+                        role="user", content=types.TextContent(type="text", text=prompt)
+                    )
+                ],
+                max_tokens=100,
+            )
+        )
+        result = await session.send_request(
+            request, types.CreateMessageResult, metadata=_related(ctx)
+        )
+        answer = result.content.text if isinstance(result.content, types.TextContent) else "<non-text>"
+        return _text(f"LLM response: {answer}")
+
+    @server.tool(description="Asks the user (elicitation/create) for a username and an email")
+    async def test_elicitation(message: str, ctx: Context) -> types.CallToolResult:
+        schema = {
+            "type": "object",
+            "properties": {
+                "username": {"type": "string", "description": "User's response"},
+                "email": {"type": "string", "description": "User's email address"},
+            },
+            "required": ["username", "email"],
+        }
+        return await _elicit(ctx, message, schema, prefix="User response")
+
+    @server.tool(description="Elicitation with a default for every primitive type (SEP-1034)")
+    async def test_elicitation_sep1034_defaults(ctx: Context) -> types.CallToolResult:
+        schema = {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "description": "User name", "default": "John Doe"},
+                "age": {"type": "integer", "description": "User age", "default": 30},
+                "score": {"type": "number", "description": "User score", "default": 95.5},
+                "status": {
+                    "type": "string",
+                    "description": "User status",
+                    "enum": ["active", "inactive", "pending"],
+                    "default": "active",
+                },
+                "verified": {"type": "boolean", "description": "Verified", "default": True},
+            },
+            "required": [],
+        }
+        return await _elicit(ctx, "Please confirm your details", schema, prefix="Elicitation completed")
+
+    @server.tool(description="Elicitation with all five enum schema shapes (SEP-1330)")
+    async def test_elicitation_sep1330_enums(ctx: Context) -> types.CallToolResult:
+        def titled(values: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+            return [{"const": value, "title": title} for value, title in values]
+
+        schema = {
+            "type": "object",
+            "properties": {
+                "untitledSingle": {"type": "string", "enum": ["option1", "option2", "option3"]},
+                "titledSingle": {
+                    "type": "string",
+                    "oneOf": titled(
+                        [("value1", "First Option"), ("value2", "Second Option"), ("value3", "Third Option")]
+                    ),
+                },
+                "legacyEnum": {
+                    "type": "string",
+                    "enum": ["opt1", "opt2", "opt3"],
+                    "enumNames": ["Option One", "Option Two", "Option Three"],
+                },
+                "untitledMulti": {
+                    "type": "array",
+                    "items": {"type": "string", "enum": ["option1", "option2", "option3"]},
+                },
+                "titledMulti": {
+                    "type": "array",
+                    "items": {
+                        "anyOf": titled(
+                            [("value1", "First Choice"), ("value2", "Second Choice"), ("value3", "Third Choice")]
+                        )
+                    },
+                },
+            },
+            "required": [],
+        }
+        return await _elicit(ctx, "Pick some options", schema, prefix="Elicitation completed")
+
+
+async def _elicit(
+    ctx: Context, message: str, schema: dict[str, Any], *, prefix: str
+) -> types.CallToolResult:
+    session = ctx.request_context.session
+    if not session.check_client_capability(
+        types.ClientCapabilities(elicitation=types.ElicitationCapability())
+    ):
+        return _text("Client does not support elicitation", is_error=True)
+    result = await session.elicit_form(
+        message, schema, related_request_id=ctx.request_context.request_id
+    )
+    return _text(f"{prefix}: action={result.action}, content={json.dumps(result.content)}")
+
+
+def _add_observation_tools(server: MCPServer, state: _FixtureState) -> None:
+    """Tools that let a test see, from the upstream side, what reached the upstream."""
+
+    @server.tool(description="Changes test://watched-resource and notifies its subscribers")
+    async def test_update_watched_resource() -> types.CallToolResult:
+        state.watched_version += 1
+        sessions = list(state.subscribers.get(WATCHED_RESOURCE, ()))
+        for session in sessions:
+            await session.send_resource_updated(WATCHED_RESOURCE)
+        return _text(f"notified {len(sessions)} subscriber(s)")
+
+    @server.tool(description="Asks the client for its roots (roots/list) and returns them")
+    async def test_list_roots(ctx: Context) -> types.CallToolResult:
+        result = await ctx.request_context.session.send_request(
+            types.ListRootsRequest(), types.ListRootsResult, metadata=_related(ctx)
+        )
+        return _text(json.dumps([str(root.uri) for root in result.roots]))
+
+    @server.tool(description="Runs until cancelled (at most `seconds`); records the outcome")
+    async def test_slow_operation(label: str, seconds: float = 30.0) -> types.CallToolResult:
+        try:
+            await anyio.sleep(seconds)
+        except anyio.get_cancelled_exc_class():
+            state.cancelled_operations.append(label)
+            raise
+        state.completed_operations.append(label)
+        return _text(f"{label} completed")
+
+    @server.tool(description="Lists the labels of slow operations that were cancelled")
+    def test_cancelled_operations() -> types.CallToolResult:
+        return _text(json.dumps(state.cancelled_operations))
+
+
+def _add_prompts(server: MCPServer) -> None:
+    @server.prompt(description="A prompt without arguments")
+    def test_simple_prompt() -> list[UserMessage]:
+        return [UserMessage("This is a simple prompt for testing.")]
+
+    @server.prompt(description="A prompt with two required arguments")
+    def test_prompt_with_arguments(arg1: str, arg2: str) -> list[UserMessage]:
+        return [UserMessage(f"Prompt with arguments: arg1='{arg1}', arg2='{arg2}'")]
+
+    @server.prompt(description="A prompt that embeds the resource it is given")
+    def test_prompt_with_embedded_resource(resourceUri: str) -> list[UserMessage]:
+        resource = types.TextResourceContents(
+            uri=resourceUri, mime_type="text/plain", text="Embedded resource content for testing."
+        )
+        return [
+            UserMessage(types.EmbeddedResource(type="resource", resource=resource)),
+            UserMessage("Please process the embedded resource above."),
+        ]
+
+    @server.prompt(description="A prompt with an image")
+    def test_prompt_with_image() -> list[UserMessage]:
+        image = types.ImageContent(type="image", data=PNG_BASE64, mime_type="image/png")
+        return [UserMessage(image), UserMessage("Please analyze the image above.")]
+
+    @server.completion()  # type: ignore[no-untyped-call, untyped-decorator]  # SDK leaves it unannotated
+    async def complete(
+        ref: types.PromptReference | types.ResourceTemplateReference,
+        argument: types.CompletionArgument,
+        context: types.CompletionContext | None,
+    ) -> types.Completion:
+        candidates: tuple[str, ...] = ()
+        if isinstance(ref, types.PromptReference) and ref.name == "test_prompt_with_arguments":
+            candidates = ("paris", "park", "party", "test-value", "testing")
+        elif isinstance(ref, types.ResourceTemplateReference) and argument.name == "id":
+            candidates = ("123", "124", "456")
+        values = [value for value in candidates if value.startswith(argument.value)]
+        return types.Completion(values=values, total=len(values), has_more=False)
+
+
+def _add_resources(server: MCPServer, state: _FixtureState) -> None:
+    @server.resource(
+        "test://static-text",
+        name="static-text",
+        description="A static text resource",
+        mime_type="text/plain",
+    )
+    def static_text() -> str:
+        return "This is the content of the static text resource."
+
+    @server.resource(
+        "test://static-binary",
+        name="static-binary",
+        description="A static binary resource (a PNG image)",
+        mime_type="image/png",
+    )
+    def static_binary() -> bytes:
+        return PNG_BYTES
+
+    @server.resource(
+        "test://template/{id}/data",
+        name="template-data",
+        description="Data for one id (a resource template)",
+        mime_type="application/json",
+    )
+    def template_data(id: str) -> str:
+        return json.dumps({"id": id, "templateTest": True, "data": f"Data for ID: {id}"})
+
+    @server.resource(
+        WATCHED_RESOURCE,
+        name="watched-resource",
+        description="A resource that test_update_watched_resource changes",
+        mime_type="text/plain",
+    )
+    def watched_resource() -> str:
+        return f"watched resource, version {state.watched_version}"
+
+
+def _add_handshake_era_handlers(server: MCPServer, state: _FixtureState) -> None:
+    """`logging/setLevel` and `resources/subscribe` belong to the handshake-era revisions that
+    the suite (2025-06-18, 2025-11-25) exercises; MCPServer does not wire them, so they go on its
+    low-level server as the SDK's Extension docs direct."""
+    lowlevel = server._lowlevel_server
+
+    async def set_level(ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        state.log_levels[ctx.session] = params.level
+        return types.EmptyResult()
+
+    async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        state.subscribers.setdefault(str(params.uri), weakref.WeakSet()).add(ctx.session)
+        return types.EmptyResult()
+
+    async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        state.subscribers.get(str(params.uri), weakref.WeakSet()).discard(ctx.session)
+        return types.EmptyResult()
+
+    lowlevel.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
+    lowlevel.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscribe)
+    lowlevel.add_request_handler(
+        "resources/unsubscribe", types.UnsubscribeRequestParams, unsubscribe
+    )
+
+
+def fixture_app(server: MCPServer | None = None, *, host: str = "127.0.0.1") -> ASGIApp:
+    """The fixture's Streamable HTTP ASGI app at `/mcp`, with Host/Origin checks for loopback."""
+    server = server or build_fixture()
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost"],
+        allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+    )
+    return server.streamable_http_app(
+        host=host,
+        transport_security=security,
+        event_store=MemoryEventStore(),
+        retry_interval=SSE_RETRY_MS,
+    )
+
+
+async def serve_fixture(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the fixture on Trio until cancelled; `task_status.started(bound_port)`."""
+    config = HypercornConfig()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    config.graceful_timeout = 1.0
+    app = fixture_app(host=host)
+    async with trio.open_nursery() as nursery:
+        # hypercorn reports the URLs it bound once it is listening.
+        bound: list[str] = await nursery.start(hypercorn_serve, app, config)
+        task_status.started(int(bound[0].rsplit(":", 1)[1]))
+
+
+def run_fixture(host: str = "127.0.0.1", port: int = 0) -> int:
+    """Blocking entry point (the `python -m` form and `sample-server conformance`)."""
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            bound_port = await nursery.start(serve_fixture, host, port)
+            print(f"{FIXTURE_NAME} listening on http://{host}:{bound_port}/mcp", flush=True)
+
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
+    args = parser.parse_args(argv)
+    return run_fixture(args.host, args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

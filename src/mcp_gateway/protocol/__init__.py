@@ -1,0 +1,28 @@
+"""The sans-I/O MCP protocol core: JSON-RPC 2.0 parsing, errors, revisions, names, headers.
+
+No I/O and nothing of ours is imported here; everything public is re-exported below.
+"""
+
+from mcp_gateway.protocol._errors import ErrorCode as ErrorCode
+from mcp_gateway.protocol._errors import ProtocolError as ProtocolError
+from mcp_gateway.protocol._limits import Limits as Limits
+from mcp_gateway.protocol._messages import ErrorResponse as ErrorResponse
+from mcp_gateway.protocol._messages import Message as Message
+from mcp_gateway.protocol._messages import Notification as Notification
+from mcp_gateway.protocol._messages import Request as Request
+from mcp_gateway.protocol._messages import RequestId as RequestId
+from mcp_gateway.protocol._messages import Response as Response
+from mcp_gateway.protocol._names import apply_prefix as apply_prefix
+from mcp_gateway.protocol._names import is_valid_prefix as is_valid_prefix
+from mcp_gateway.protocol._names import is_valid_tool_name as is_valid_tool_name
+from mcp_gateway.protocol._names import strip_prefix as strip_prefix
+from mcp_gateway.protocol._parse import parse_message as parse_message
+from mcp_gateway.protocol._peek import Peek as Peek
+from mcp_gateway.protocol._peek import peek as peek
+from mcp_gateway.protocol._serialize import error_response as error_response
+from mcp_gateway.protocol._serialize import result_response as result_response
+from mcp_gateway.protocol._serialize import serialize as serialize
+from mcp_gateway.protocol._versions import LATEST_STABLE as LATEST_STABLE
+from mcp_gateway.protocol._versions import SUPPORTED_VERSIONS as SUPPORTED_VERSIONS
+from mcp_gateway.protocol._versions import negotiate_version as negotiate_version
+from mcp_gateway.protocol._versions import supports_batch as supports_batch

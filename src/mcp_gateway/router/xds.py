@@ -1,0 +1,281 @@
+"""Envoy configuration: the bootstrap, and file-based CDS/RDS generated from the gateway config.
+
+Why files rather than an ADS server: Envoy watches a directory and applies a renamed-in file in
+~2 ms, a bad file is rejected whole (with --reject-unknown-dynamic-fields) and the old config
+stays, and there is no nonce/ACK/reconnect state to get wrong. The price is ordering, which
+`XdsWriter.apply` handles: clusters are added before the routes that use them, routes removed
+before their clusters (a route to an unknown cluster answers 503).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from ipaddress import ip_address
+from pathlib import Path
+from string import Template
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
+
+import httpx
+import structlog
+import trio
+
+if TYPE_CHECKING:
+    from mcp_gateway.config import GatewayConfig, ServerConfig
+
+_log = structlog.get_logger(__name__)
+
+CLUSTER_TYPE: Final = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ROUTE_TYPE: Final = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+ROUTE_CONFIG_NAME: Final = "mcp_routes"
+BROKER_CLUSTER: Final = "mcp_broker"
+SERVER_HEADER: Final = "x-mcp-servername"
+CDS_FILE: Final = "cds.json"
+RDS_FILE: Final = "rds.json"
+
+_TEMPLATE_ENV = "MCP_GATEWAY_ENVOY_TEMPLATE"
+
+
+def bootstrap_template_path() -> Path:
+    override = os.environ.get(_TEMPLATE_ENV)
+    if override:
+        return Path(override)
+    # src/mcp_gateway/router/xds.py → repository root → envoy/
+    return Path(__file__).resolve().parents[3] / "envoy" / "bootstrap.yaml.tmpl"
+
+
+def _split_host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapParams:
+    listen: str = "127.0.0.1:8080"
+    admin_port: int = 9901
+    broker: str = "127.0.0.1:8081"
+    router: str = "127.0.0.1:9002"
+    xds_dir: str = "/tmp/mcp-gateway-xds"
+    access_log_path: str = "/dev/stdout"
+    message_timeout: str = "30s"
+    disallow_is_error: bool = False
+
+
+def render_bootstrap(params: BootstrapParams, template: Path | None = None) -> str:
+    text = (template or bootstrap_template_path()).read_text()
+    listen_host, listen_port = _split_host_port(params.listen)
+    broker_host, broker_port = _split_host_port(params.broker)
+    router_host, router_port = _split_host_port(params.router)
+    return Template(text).substitute(
+        listen_host=listen_host,
+        listen_port=listen_port,
+        admin_port=params.admin_port,
+        broker_host=broker_host,
+        broker_port=broker_port,
+        router_host=router_host,
+        router_port=router_port,
+        xds_dir=params.xds_dir,
+        access_log_path=params.access_log_path,
+        message_timeout=params.message_timeout,
+        disallow_is_error="true" if params.disallow_is_error else "false",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Resources
+
+
+def cluster_name(server: str) -> str:
+    return f"mcp_upstream_{server}"
+
+
+def upstream_cluster(server: ServerConfig) -> dict[str, Any]:
+    url = urlsplit(server.url)
+    tls = url.scheme == "https"
+    host = url.hostname or ""
+    port = url.port or (443 if tls else 80)
+    try:
+        ip_address(host)
+        discovery = "STATIC"
+    except ValueError:
+        discovery = "STRICT_DNS"
+    cluster: dict[str, Any] = {
+        "@type": CLUSTER_TYPE,
+        "name": cluster_name(server.name),
+        "type": discovery,
+        "connect_timeout": "5s",
+        "dns_lookup_family": "V4_PREFERRED",
+        "load_assignment": {
+            "cluster_name": cluster_name(server.name),
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+                    ]
+                }
+            ],
+        },
+    }
+    if tls:
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": server.hostname or host,
+            },
+        }
+    return cluster
+
+
+def route_configuration(servers: Iterable[str]) -> dict[str, Any]:
+    routes: list[dict[str, Any]] = [
+        {
+            "name": f"to_{name}",
+            "match": {
+                "prefix": "/",
+                "headers": [{"name": SERVER_HEADER, "string_match": {"exact": name}}],
+            },
+            # timeout 0s: a slow tool's SSE stream lives as long as it needs.
+            "route": {"cluster": cluster_name(name), "timeout": "0s"},
+        }
+        for name in sorted(servers)
+    ]
+    routes.append(
+        {"name": "to_broker", "match": {"prefix": "/"}, "route": {"cluster": BROKER_CLUSTER, "timeout": "0s"}}
+    )
+    return {
+        "@type": ROUTE_TYPE,
+        "name": ROUTE_CONFIG_NAME,
+        "virtual_hosts": [{"name": "mcp", "domains": ["*"], "routes": routes}],
+    }
+
+
+def routable_servers(config: GatewayConfig) -> dict[str, ServerConfig]:
+    """Servers Envoy can reach directly: enabled, over HTTP(S)."""
+    return {s.name: s for s in config.enabled_servers() if s.transport == "http"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_atomically(path: Path, document: Mapping[str, Any]) -> None:
+    """Envoy notices only a rename into the watched directory, never an in-place write."""
+    data = json.dumps(document, indent=1, sort_keys=True).encode()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with _suppress_oserror():
+            os.unlink(tmp)
+        raise
+
+
+class _suppress_oserror:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
+        return isinstance(exc, OSError)
+
+
+class XdsWriter:
+    """Keeps `cds.json` and `rds.json` in `xds_dir` equal to the config's routable servers.
+
+    With `admin_url`, each cluster addition waits until Envoy reports the cluster before the
+    routes to it are written; without it, a short fixed pause stands in.
+    """
+
+    def __init__(self, xds_dir: str | Path, admin_url: str | None = None) -> None:
+        self.xds_dir = Path(xds_dir)
+        self.admin_url = admin_url
+        self._version = 0
+        self._clusters: dict[str, dict[str, Any]] = {}
+        self._routes: frozenset[str] | None = None
+
+    def _next_version(self) -> str:
+        self._version += 1
+        return str(self._version)
+
+    def _write_clusters(self, clusters: Mapping[str, dict[str, Any]]) -> None:
+        document = {
+            "version_info": self._next_version(),
+            "resources": [clusters[name] for name in sorted(clusters)],
+        }
+        write_atomically(self.xds_dir / CDS_FILE, document)
+
+    def _write_routes(self, servers: Iterable[str]) -> None:
+        document = {"version_info": self._next_version(), "resources": [route_configuration(servers)]}
+        write_atomically(self.xds_dir / RDS_FILE, document)
+
+    def write_initial(self, config: GatewayConfig) -> None:
+        """Before Envoy starts: both files at once (Envoy loads CDS before the listener's RDS)."""
+        self.xds_dir.mkdir(parents=True, exist_ok=True)
+        servers = routable_servers(config)
+        self._clusters = {name: upstream_cluster(s) for name, s in servers.items()}
+        self._write_clusters(self._clusters)
+        self._routes = frozenset(servers)
+        self._write_routes(self._routes)
+
+    async def apply(self, config: GatewayConfig) -> None:
+        """Move Envoy to `config` without a window where a route points at a missing cluster."""
+        if self._routes is None:
+            await trio.to_thread.run_sync(self.write_initial, config)
+            return
+        servers = routable_servers(config)
+        wanted = {name: upstream_cluster(s) for name, s in servers.items()}
+        added = [name for name in wanted if self._clusters.get(name) != wanted[name]]
+        if added:
+            # 1. the union of old and new clusters, so every current and future route resolves.
+            union = {**self._clusters, **wanted}
+            await trio.to_thread.run_sync(self._write_clusters, union)
+            await self._wait_for_clusters(cluster_name(n) for n in added)
+            self._clusters = union
+        # 2. the new routes.
+        if frozenset(servers) != self._routes:
+            await trio.to_thread.run_sync(self._write_routes, frozenset(servers))
+            self._routes = frozenset(servers)
+            await self._wait_for_routes()
+        # 3. only the new clusters (drops the removed ones, now unreferenced).
+        if set(self._clusters) != set(wanted):
+            await trio.to_thread.run_sync(self._write_clusters, wanted)
+        self._clusters = wanted
+        _log.info("envoy xds updated", servers=sorted(servers), added=added)
+
+    async def _wait_for_clusters(self, names: Iterable[str]) -> None:
+        expected = set(names)
+        if self.admin_url is None:
+            await trio.sleep(0.1)
+            return
+        with trio.move_on_after(5) as scope:
+            async with httpx.AsyncClient(base_url=self.admin_url, timeout=2) as admin:
+                while True:
+                    try:
+                        known = await _envoy_cluster_names(admin)
+                    except httpx.HTTPError:
+                        known = set()
+                    if expected <= known:
+                        return
+                    await trio.sleep(0.01)
+        if scope.cancelled_caught:
+            _log.warning("envoy did not confirm new clusters in time", clusters=sorted(expected))
+
+    async def _wait_for_routes(self) -> None:
+        # RDS applies in ~2 ms; removal of a cluster right after must not race it.
+        await trio.sleep(0.05)
+
+
+async def _envoy_cluster_names(admin: httpx.AsyncClient) -> set[str]:
+    response = await admin.get("/clusters", params={"format": "json"})
+    response.raise_for_status()
+    statuses = response.json().get("cluster_statuses", [])
+    return {str(item.get("name")) for item in statuses}

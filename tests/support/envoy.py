@@ -55,8 +55,9 @@ class RunningEnvoy:
 async def _read_admin_address(path: Path, process: trio.Process) -> str:
     with trio.fail_after(20):
         while process.poll() is None:
-            if path.exists() and path.read_text().strip():
-                return path.read_text().strip()
+            text = (await trio.Path(path).read_text()).strip() if path.exists() else ""  # noqa: ASYNC240
+            if text:
+                return text
             await trio.sleep(0.02)
     raise RuntimeError(f"envoy exited early with code {process.returncode}")
 

@@ -21,6 +21,7 @@ import base64
 import io
 import itertools
 import json
+import signal
 import struct
 import sys
 import wave
@@ -540,17 +541,21 @@ async def serve_fixture(
 
 
 def run_fixture(host: str = "127.0.0.1", port: int = 0) -> int:
-    """Blocking entry point (the `python -m` form and `sample-server conformance`)."""
+    """Blocking entry point (the `python -m` form and `sample-server conformance`).
 
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            bound_port = await nursery.start(serve_fixture, host, port)
-            print(f"{FIXTURE_NAME} listening on http://{host}:{bound_port}/mcp", flush=True)
+    Prints `... listening on URL` as its only stdout line once bound; SIGINT or SIGTERM stop it.
+    """
 
-    try:
-        trio.run(main)
-    except KeyboardInterrupt:
-        return 0
+    async def serve_until_signalled() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                bound_port = await nursery.start(serve_fixture, host, port)
+                print(f"{FIXTURE_NAME} listening on http://{host}:{bound_port}/mcp", flush=True)
+                async for _signal in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+
+    trio.run(serve_until_signalled)
     return 0
 
 

@@ -1,0 +1,250 @@
+"""Run the pinned MCP conformance suite (server mode) and read what it found.
+
+The suite is `@modelcontextprotocol/conformance` 0.1.16 under `.tools/` (installed by
+`make node22`), run with the Node 22 from the same place (the system Node 20 cannot import it).
+Results are read from the per-scenario `checks.json` files the suite writes with `-o`, and
+cross-checked against the `Total: X passed, Y failed` line it prints: a check passes when its
+status is SUCCESS and fails when it is FAILURE (INFO and WARNING count as neither, as in the
+suite's own summary).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOOLS = REPO_ROOT / ".tools" / "node_modules"
+NODE22 = TOOLS / "node" / "bin" / "node"
+SUITE_PACKAGE = TOOLS / "@modelcontextprotocol" / "conformance"
+SUITE_CLI = SUITE_PACKAGE / "dist" / "index.js"
+SUITE_VERSION = "0.1.16"
+
+# The server scenarios of suite 0.1.16, as `conformance list --server` names them. "active" is the
+# suite's default selection; the two pending ones are excluded from it by the suite itself.
+ACTIVE_SERVER_SCENARIOS: tuple[str, ...] = (
+    "server-initialize",
+    "logging-set-level",
+    "ping",
+    "completion-complete",
+    "tools-list",
+    "tools-call-simple-text",
+    "tools-call-image",
+    "tools-call-audio",
+    "tools-call-embedded-resource",
+    "tools-call-mixed-content",
+    "tools-call-with-logging",
+    "tools-call-error",
+    "tools-call-with-progress",
+    "tools-call-sampling",
+    "tools-call-elicitation",
+    "elicitation-sep1034-defaults",
+    "server-sse-multiple-streams",
+    "elicitation-sep1330-enums",
+    "resources-list",
+    "resources-read-text",
+    "resources-read-binary",
+    "resources-templates-read",
+    "resources-subscribe",
+    "resources-unsubscribe",
+    "prompts-list",
+    "prompts-get-simple",
+    "prompts-get-with-args",
+    "prompts-get-embedded-resource",
+    "prompts-get-with-image",
+    "dns-rebinding-protection",
+)
+PENDING_SERVER_SCENARIOS: tuple[str, ...] = ("json-schema-2020-12", "server-sse-polling")
+# SUCCESS checks the active scenarios produce when all pass (most have one; the SEP-1034 and
+# SEP-1330 elicitation scenarios five each; multiple-streams and DNS rebinding two each).
+ACTIVE_SERVER_CHECKS = 40
+
+_RESULT_DIR = re.compile(r"^server-(?P<scenario>.+)-\d{4}-\d{2}-\d{2}T[\d-]+Z$")
+_TOTAL_LINE = re.compile(r"^Total: (\d+) passed, (\d+) failed$", re.MULTILINE)
+_SUITE_TIMEOUT_SECONDS = 120
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    status: str  # SUCCESS | FAILURE | WARNING | INFO
+    description: str
+    error_message: str | None
+
+
+@dataclass(frozen=True)
+class ScenarioResult:
+    name: str
+    checks: tuple[Check, ...]
+
+    def count(self, status: str) -> int:
+        return sum(1 for check in self.checks if check.status == status)
+
+    @property
+    def passed(self) -> int:
+        return self.count("SUCCESS")
+
+    @property
+    def failed(self) -> int:
+        return self.count("FAILURE")
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    url: str
+    exit_code: int
+    output: str
+    scenarios: dict[str, ScenarioResult]
+
+    @property
+    def checks_passed(self) -> int:
+        return sum(result.passed for result in self.scenarios.values())
+
+    @property
+    def checks_failed(self) -> int:
+        return sum(result.failed for result in self.scenarios.values())
+
+    @property
+    def scenarios_passed(self) -> list[str]:
+        return [name for name, result in self.scenarios.items() if result.ok]
+
+    @property
+    def reported_total(self) -> tuple[int, int] | None:
+        """`Total: X passed, Y failed` as the suite printed it (suite runs only)."""
+        match = _TOTAL_LINE.search(self.output)
+        return (int(match[1]), int(match[2])) if match else None
+
+    def failures(self) -> list[str]:
+        """One line per failed check, for assertion messages."""
+        return [
+            f"{name}/{check.id}: {check.error_message or check.description}"
+            for name, result in self.scenarios.items()
+            for check in result.checks
+            if check.status == "FAILURE"
+        ]
+
+    def warnings(self) -> list[str]:
+        return [
+            f"{name}/{check.id}: {check.error_message or check.description}"
+            for name, result in self.scenarios.items()
+            for check in result.checks
+            if check.status == "WARNING"
+        ]
+
+
+def require_suite() -> None:
+    """Fail loudly (never skip) when the pinned suite or Node 22 is missing."""
+    if not NODE22.exists() or not SUITE_CLI.exists():
+        raise RuntimeError(f"conformance suite or Node 22 missing under {TOOLS}: run `make node22`")
+    version = json.loads((SUITE_PACKAGE / "package.json").read_text())["version"]
+    if version != SUITE_VERSION:
+        raise RuntimeError(f"conformance suite {version} installed, {SUITE_VERSION} pinned")
+
+
+async def run_suite(url: str, *, suite: str = "active", scenario: str | None = None) -> SuiteRun:
+    """Run the suite (or one scenario) against `url` and parse every scenario's checks."""
+    require_suite()
+    selection = ["--scenario", scenario] if scenario else ["--suite", suite]
+    with tempfile.TemporaryDirectory(prefix="mcpgw-conformance-") as out_dir:
+        command = [str(NODE22), str(SUITE_CLI), "server", "--url", url, *selection, "-o", out_dir]
+        with trio.fail_after(_SUITE_TIMEOUT_SECONDS):
+            completed = await trio.run_process(
+                command,
+                capture_stdout=True,
+                stderr=subprocess.STDOUT,
+                check=False,
+                cwd=str(REPO_ROOT),
+            )
+        return SuiteRun(
+            url=url,
+            exit_code=completed.returncode,
+            output=completed.stdout.decode(errors="replace"),
+            scenarios=_read_results(Path(out_dir)),
+        )
+
+
+def _read_results(out_dir: Path) -> dict[str, ScenarioResult]:
+    results: dict[str, ScenarioResult] = {}
+    for entry in sorted(out_dir.iterdir()):
+        match = _RESULT_DIR.match(entry.name)
+        if match is None or not (entry / "checks.json").exists():
+            continue
+        raw = json.loads((entry / "checks.json").read_text())
+        checks = tuple(
+            Check(
+                id=str(item["id"]),
+                status=str(item["status"]),
+                description=str(item.get("description", "")),
+                error_message=item.get("errorMessage"),
+            )
+            for item in raw
+        )
+        results[match["scenario"]] = ScenarioResult(match["scenario"], checks)
+    return results
+
+
+@asynccontextmanager
+async def running_fixture() -> AsyncIterator[str]:
+    """Start our conformance fixture server as its own process; yield its `/mcp` URL.
+
+    It picks a free port itself and prints the URL as its only stdout line, so there is no
+    probe-then-bind race. Its log (stderr) goes to a temporary file, shown if it fails to start.
+    """
+    with tempfile.TemporaryFile() as log:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "mcp_gateway.samples.conformance_fixture", "--port", "0"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+        try:
+            url = await _read_listening_url(process)
+            if url is None:
+                log.seek(0)
+                raise RuntimeError(
+                    "conformance fixture did not start:\n" + log.read().decode(errors="replace")
+                )
+            yield url
+        finally:
+            with trio.CancelScope(shield=True):
+                await stop_process(process)
+
+
+async def _read_listening_url(process: trio.Process) -> str | None:
+    assert process.stdout is not None
+    buffer = b""
+    with trio.move_on_after(20):
+        while b"\n" not in buffer:
+            chunk = await process.stdout.receive_some(4096)
+            if not chunk:
+                return None  # the process exited before it listened
+            buffer += chunk
+        match = re.search(rb"listening on (http://\S+)", buffer)
+        return match[1].decode() if match else None
+    return None
+
+
+async def stop_process(process: trio.Process, grace_seconds: float = 5.0) -> None:
+    """SIGTERM, wait a bounded time, then SIGKILL."""
+    if process.returncode is None:
+        process.terminate()
+        with trio.move_on_after(grace_seconds):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    if process.stdout is not None:
+        await process.stdout.aclose()

@@ -115,20 +115,29 @@ def _check_host_port(value: str) -> str:
     return value
 
 
+def _shown_url(value: str) -> str:
+    """The URL as we may print it: any `user:password@` replaced, since messages get logged."""
+    scheme, sep, rest = value.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return value
+
+
 def _check_url(value: str, schemes: Iterable[str]) -> str:
     allowed = tuple(schemes)
+    shown = _shown_url(value)
     try:
         parts = urlsplit(value)
         port = parts.port  # raises ValueError on a non-numeric or out-of-range port
     except ValueError as exc:
         raise ValueError(f"not a valid URL: {exc}") from None
     if parts.scheme not in allowed:
-        shown = parts.scheme or "none"
-        raise ValueError(f"scheme must be {' or '.join(allowed)}, got {shown} in {value!r}")
+        scheme = parts.scheme or "none"
+        raise ValueError(f"scheme must be {' or '.join(allowed)}, got {scheme} in {shown!r}")
     if not parts.hostname:
-        raise ValueError(f"URL has no host: {value!r}")
+        raise ValueError(f"URL has no host: {shown!r}")
     if port == 0:
-        raise ValueError(f"URL port 0 is not connectable: {value!r}")
+        raise ValueError(f"URL port 0 is not connectable: {shown!r}")
     if any(ch.isspace() for ch in value):
         raise ValueError("URL contains whitespace")
     return value
@@ -227,6 +236,8 @@ class ServerConfig(BaseModel):
             data["prefix"] = legacy
         state = data.get("state")
         if state in ("Enabled", "Disabled", ""):
+            # Folded into `enabled` and dropped, so `state: Enabled` and no state compare equal.
+            del data["state"]
             from_state = state != "Disabled"
             given = data.get("enabled")
             if isinstance(given, bool) and given != from_state:
@@ -499,7 +510,7 @@ def _cross_problems(
     data too, so a duplicate name is reported next to a bad URL in the same entry."""
     problems: list[ConfigProblem] = []
     first_by_name: dict[str, int] = {}
-    prefixes: list[tuple[int, str]] = []
+    prefixes: list[tuple[int, str, str]] = []  # (index, file key used, prefix)
     for index, entry in enumerate(servers):
         if not isinstance(entry, Mapping):
             continue
@@ -514,13 +525,14 @@ def _cross_problems(
                 )
             else:
                 first_by_name[name] = index
-        prefix_key = "prefix" if "prefix" in entry else "toolPrefix"
-        prefix = entry.get(prefix_key, "")
+        key = "toolPrefix" if "toolPrefix" in entry and "prefix" not in entry else "prefix"
+        prefix = entry.get(key, "")
+        if prefix is None:
+            prefix = ""
         if isinstance(prefix, str) and is_valid_prefix(prefix):
-            prefixes.append((index, prefix))
+            prefixes.append((index, key, prefix))
     empty_prefix_first: int | None = None
-    for position, (index, prefix) in enumerate(prefixes):
-        key = "prefix" if "prefix" in servers[index] else "toolPrefix"
+    for position, (index, key, prefix) in enumerate(prefixes):
         if prefix == "":
             if empty_prefix_first is None:
                 empty_prefix_first = index
@@ -533,7 +545,7 @@ def _cross_problems(
                     )
                 )
             continue
-        for earlier_index, earlier in prefixes[:position]:
+        for earlier_index, _, earlier in prefixes[:position]:
             if earlier == "":
                 continue
             if earlier == prefix:
@@ -599,10 +611,15 @@ _StrictLoader.add_constructor(
 
 
 def _read_yaml(text: str) -> tuple[Any, list[ConfigProblem]]:
-    loader = _StrictLoader(text)
+    try:
+        loader = _StrictLoader(text)  # the reader rejects control characters right here
+    except yaml.YAMLError as exc:
+        return None, [ConfigProblem("", f"not a YAML document: {exc}")]
     loader.duplicate_keys = []
     try:
         document = loader.get_single_data()
+    except RecursionError:
+        return None, [ConfigProblem("", "YAML nested too deeply")]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -698,6 +715,8 @@ def parse_config(text: str, source: str = "<string>") -> GatewayConfig:
     document, problems = _read_yaml(text)
     if problems and document is None:
         raise ConfigError(problems, source)
+    if document is None and not problems:
+        raise ConfigError([ConfigProblem("", "the file is empty (an empty config is `servers: []`)")], source)
     if not isinstance(document, Mapping):
         kind = "nothing" if document is None else type(document).__name__
         problems.append(ConfigProblem("", f"the top level must be a mapping of keys, got {kind}"))
@@ -850,7 +869,7 @@ def _summary(path: str, config: GatewayConfig) -> str:
         (
             server.name,
             server.prefix or '""',
-            server.url or " ".join(shlex.quote(arg) for arg in server.command or []),
+            _shown_url(server.url) or " ".join(shlex.quote(arg) for arg in server.command or []),
             server.transport,
             server.state_name,
         )

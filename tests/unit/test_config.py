@@ -1,0 +1,391 @@
+"""The config model: Kuadrant's file shape loads unchanged, every problem is named by its path."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from mcp_gateway.config import (
+    ConfigError,
+    GatewayConfig,
+    ServerConfig,
+    diff_configs,
+    dump_config,
+    load_config,
+    parse_config,
+)
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def problems_of(text: str) -> dict[str, str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(textwrap.dedent(text))
+    return {problem.path: problem.message for problem in caught.value.problems}
+
+
+def one_server(**keys: object) -> str:
+    entry = {"name": "s", "url": "http://127.0.0.1:9000/mcp", **keys}
+    lines = "\n".join(f"    {key}: {value}" for key, value in entry.items())
+    return f"servers:\n  - {lines.lstrip()}\n"
+
+
+# --- Kuadrant's shape ------------------------------------------------------------------------
+
+
+def test_kuadrant_example_loads_with_their_meaning() -> None:
+    config = load_config(EXAMPLES / "kuadrant-config.yaml")
+    by_name = {server.name: server for server in config.servers}
+    first = by_name["mcp-test/mcp-server1-route"]
+    assert first.url == "http://mcp-test-server1.mcp-test.svc.cluster.local:9090/mcp"
+    assert first.hostname == "server1.mcp.local"
+    assert first.prefix == "test1_"
+    assert first.enabled is True
+    assert first.transport == "http"
+    assert first.path == "/mcp"
+    assert by_name["mcp-test/mcp-server3-route"].enabled is False  # state: Disabled
+    assert by_name["mcp-test/mcp-server3-route"].path == "/v1/mcp"
+    assert by_name["weather-service"].prefix == "weather_"  # from the old `toolPrefix`
+    assert by_name["mcp-test/mcp-api-key-server-route"].credential == "Bearer test-api-key-secret-token"
+    assert [s.name for s in config.enabled_servers()] == [
+        "mcp-test/mcp-server1-route",
+        "mcp-test/mcp-api-key-server-route",
+        "weather-service",
+    ]
+    assert config.virtual_servers[0].name == "mcp-test/test-virtual-server"
+    assert config.virtual_servers[0].tools == ["test1_greet", "apikey_hello_world"]
+    assert config.virtual_servers[0].prompts == ["test1_greeting"]
+    assert config.server("weather-service") is by_name["weather-service"]
+    assert config.server("nope") is None
+
+
+def test_kuadrant_controller_empty_config_is_valid() -> None:
+    # What their controller writes into a fresh Secret.
+    config = parse_config("servers: []\nvirtualServers: []\n")
+    assert config.servers == [] and config.virtual_servers == []
+
+
+def test_go_null_lists_read_as_empty() -> None:
+    config = parse_config("servers:\nvirtualServers:\n  - name: v\n    tools: null\n")
+    assert config.servers == []
+    assert config.virtual_servers[0].tools == []
+
+
+def test_their_keys_we_do_not_act_on_are_accepted() -> None:
+    config = parse_config(
+        textwrap.dedent(
+            """\
+            servers:
+              - name: ns/r
+                url: https://r.example.com/mcp
+                hostname: r.example.com
+                prefix: r_
+                state: ""
+                auth: {type: bearer, token: abc}
+                caCert: PEM
+                tokenURLElicitation: {url: https://login.example.com/token}
+                userSpecificList: true
+                category: [search]
+                hint: use for search
+                tags: [a, b]
+                guardrailsConfigIDs: [g1]
+            gatewayCACertPEM: PEM
+            globalGuardrails: {url: http://guard.local, configIDs: [x], model: m, failMode: deny}
+            """
+        )
+    )
+    server = config.servers[0]
+    assert server.enabled is True  # Kuadrant reads an empty state as Enabled
+    assert server.tags == ["a", "b"]
+    assert server.user_specific_list is True
+
+
+def test_example_config_for_make_up() -> None:
+    config = load_config(EXAMPLES / "config.yaml")
+    assert [(s.name, s.url, s.prefix) for s in config.servers] == [
+        ("dynamic", "http://127.0.0.1:9101/mcp", "dyn_"),
+        ("slow", "http://127.0.0.1:9102/mcp", "slow_"),
+    ]
+    assert config.gateway.envoy.listen == "127.0.0.1:8080"
+    assert config.gateway.broker_listen == "127.0.0.1:8081"
+    assert config.gateway.router_listen == "127.0.0.1:9002"
+
+
+def test_defaults_of_our_section() -> None:
+    settings = parse_config("servers: []").gateway
+    assert settings.broker_listen == "127.0.0.1:8081"
+    assert settings.router_listen == "127.0.0.1:9002"
+    assert settings.envoy.listen == "127.0.0.1:8080"
+    assert settings.sessions.store == "memory"
+    assert settings.limits.max_body_bytes == 1_048_576
+    assert settings.limits.max_depth == 64
+    assert settings.limits.max_batch == 100
+
+
+# --- the problems the issue names -------------------------------------------------------------
+
+
+def test_bad_prefix_duplicate_name_and_bad_url_are_all_reported_with_paths() -> None:
+    found = problems_of(
+        """\
+        servers:
+          - name: alpha
+            url: http://alpha.local/mcp
+            prefix: alpha_
+          - name: alpha
+            url: http://beta.local/mcp
+            prefix: beta_
+          - name: gamma
+            url: not a url
+            prefix: "gam ma!"
+        """
+    )
+    assert set(found) == {"servers[1].name", "servers[2].url", "servers[2].prefix"}
+    assert "duplicate server name 'alpha'" in found["servers[1].name"]
+    assert "invalid prefix" in found["servers[2].prefix"]
+    assert "scheme must be http or https" in found["servers[2].url"]
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("ftp://h/mcp", "scheme must be http or https"),
+        ("http:///mcp", "no host"),
+        ("http://h:99999/mcp", "not a valid URL"),
+        ("http://h:0/mcp", "port 0"),
+        ("ws://h/mcp", "scheme must be http or https"),
+        ('""', "required for transport http"),
+    ],
+)
+def test_bad_urls(url: str, fragment: str) -> None:
+    assert fragment in problems_of(one_server(url=url))["servers[0].url"]
+
+
+def test_url_credentials_are_not_echoed_in_problems() -> None:
+    message = problems_of(one_server(url="ftp://user:hunter22@h/mcp"))["servers[0].url"]
+    assert "hunter22" not in message and "***@h" in message
+
+
+@pytest.mark.parametrize("prefix", ['"a b"', '"a/b"', '"ü_"', "x" * 128])
+def test_bad_prefixes(prefix: str) -> None:
+    assert "invalid prefix" in problems_of(one_server(prefix=prefix))["servers[0].prefix"]
+
+
+@pytest.mark.parametrize("prefix", ['""', "a", "A.b-c_", "x" * 127])
+def test_good_prefixes(prefix: str) -> None:
+    parse_config(one_server(prefix=prefix))
+
+
+def test_prefixes_unique_and_not_prefixes_of_each_other() -> None:
+    found = problems_of(
+        """\
+        servers:
+          - {name: a, url: "http://a/mcp", prefix: gh_}
+          - {name: b, url: "http://b/mcp", prefix: gh_}
+          - {name: c, url: "http://c/mcp", prefix: gh_issues_}
+          - {name: d, url: "http://d/mcp", prefix: g}
+        """
+    )
+    assert "already used by servers[0]" in found["servers[1].prefix"]
+    assert "overlap" in found["servers[2].prefix"]
+    assert "overlap" in found["servers[3].prefix"]
+
+
+def test_at_most_one_server_without_prefix() -> None:
+    parse_config('servers:\n  - {name: a, url: "http://a/mcp"}\n  - {name: b, url: "http://b/mcp", prefix: b_}\n')
+    found = problems_of('servers:\n  - {name: a, url: "http://a/mcp"}\n  - {name: b, url: "http://b/mcp"}\n')
+    assert "second server without a prefix" in found["servers[1].prefix"]
+
+
+def test_hostname_checked() -> None:
+    assert "not a valid hostname" in problems_of(one_server(hostname="bad_host.local"))["servers[0].hostname"]
+    assert "not a valid hostname" in problems_of(one_server(hostname='"h.local:8080"'))["servers[0].hostname"]
+    assert parse_config(one_server(hostname='"*.mcp.local"')).servers[0].hostname == "*.mcp.local"
+
+
+def test_transports() -> None:
+    assert "needs a command" in problems_of(one_server(transport="stdio", url='""'))["servers[0].command"]
+    stdio = parse_config(one_server(transport="stdio", url='""', command='"uvx my-server --flag \'a b\'"'))
+    assert stdio.servers[0].command == ["uvx", "my-server", "--flag", "a b"]
+    ws = parse_config(one_server(transport="websocket", url="wss://h/ws")).servers[0]
+    assert ws.transport == "websocket"
+    assert "ws or wss" in problems_of(one_server(transport="websocket"))["servers[0].url"]
+    assert "only a stdio server" in problems_of(one_server(command="[x]"))["servers[0].command"]
+    assert "'http', 'stdio' or 'websocket'" in problems_of(one_server(transport="grpc"))["servers[0].transport"]
+
+
+def test_unknown_keys_rejected_with_a_suggestion() -> None:
+    found = problems_of(one_server(prefx="a_") + "gateway:\n  brokr_listen: 127.0.0.1:1\n")
+    assert found["servers[0].prefx"] == "unknown key (did you mean 'prefix'?)"
+    assert found["gateway.brokr_listen"] == "unknown key (did you mean 'broker_listen'?)"
+    assert problems_of("servers: []\nextra: 1\n")["extra"].startswith("unknown key")
+
+
+def test_old_and_new_spellings_must_agree() -> None:
+    assert "disagree" in problems_of(one_server(prefix="a_", toolPrefix="b_"))["servers[0]"]
+    assert "contradicts" in problems_of(one_server(state="Disabled", enabled="true"))["servers[0]"]
+    assert parse_config(one_server(state="Disabled", enabled="false")).servers[0].enabled is False
+    assert parse_config(one_server(enabled="false")).servers[0].enabled is False
+    assert "'Enabled', 'Disabled'" in problems_of(one_server(state="enabled"))["servers[0].state"]
+
+
+def test_types_are_strict() -> None:
+    assert "valid boolean" in problems_of(one_server(enabled='"yes"'))["servers[0].enabled"]
+    assert problems_of(one_server(timeoutSeconds=0))["servers[0].timeoutSeconds"].startswith(
+        "Input should be greater than 0"
+    )
+    assert problems_of("servers:\n  - url: http://a/mcp\n")["servers[0].name"] == "required"
+
+
+def test_credential_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UPSTREAM_TOKEN", "Bearer from-env-123")
+    server = parse_config(one_server(credentialEnvVar="UPSTREAM_TOKEN")).servers[0]
+    assert server.credential == "Bearer from-env-123"
+    monkeypatch.delenv("UPSTREAM_TOKEN")
+    assert "is not set" in problems_of(one_server(credentialEnvVar="UPSTREAM_TOKEN"))["servers[0]"]
+    assert "not both" in problems_of(one_server(credentialEnvVar="X", credential="y"))["servers[0]"]
+
+
+def test_credential_never_in_repr_str_or_problems() -> None:
+    text = one_server(credential='"Bearer s3cr3t-value"', url="ftp://x/mcp")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert "s3cr3t" not in str(caught.value)
+    server = parse_config(one_server(credential='"Bearer s3cr3t-value"'))
+    assert "s3cr3t" not in repr(server) and "s3cr3t" not in str(server)
+    assert "s3cr3t" not in repr(server.servers[0]) and "s3cr3t" not in str(server.servers[0])
+
+
+def test_gateway_section_problems() -> None:
+    found = problems_of(
+        """\
+        servers: []
+        gateway:
+          broker_listen: "localhost"
+          router_listen: "::1:9002"
+          public_url: "ftp://x"
+          allowed_origins: ["http://ok.example", "http://x/path"]
+          page_size: 0
+          limits: {max_depth: 1}
+          sessions: {keys: ["too-short"]}
+          envoy: {admin_port: 70000}
+        """
+    )
+    assert set(found) == {
+        "gateway.broker_listen",
+        "gateway.router_listen",
+        "gateway.public_url",
+        "gateway.allowed_origins",
+        "gateway.page_size",
+        "gateway.limits.max_depth",
+        "gateway.sessions.keys",
+        "gateway.envoy.admin_port",
+    }
+    assert "too-short" not in found["gateway.sessions.keys"]  # never echo a key
+    assert "needs redis_url" in problems_of("gateway: {sessions: {store: redis}}")["gateway.sessions"]
+    redis = parse_config("gateway: {sessions: {store: redis, redis_url: 'redis://127.0.0.1:6379/0'}}")
+    assert redis.gateway.sessions.redis_url == "redis://127.0.0.1:6379/0"
+    assert parse_config("gateway: {broker_listen: '[::1]:0'}").gateway.broker_listen == "[::1]:0"
+
+
+def test_virtual_server_names_unique() -> None:
+    found = problems_of("virtualServers:\n  - {name: v, tools: [a]}\n  - {name: v}\n")
+    assert "duplicate virtual server name" in found["virtualServers[1].name"]
+
+
+# --- the file itself --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("", "the file is empty"),
+        ("   \n# only a comment\n", "the file is empty"),
+        ("servers: [\n", "YAML syntax error at line 2"),
+        ("- a\n- b\n", "top level must be a mapping"),
+        ("just text", "top level must be a mapping"),
+        ("servers: []\nservers: []\n", "duplicate key 'servers' at line 2"),
+        ("servers: {name: a}", "Input should be a valid list"),
+    ],
+)
+def test_file_level_problems(text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "f.yaml")
+    assert any(fragment in str(problem) for problem in caught.value.problems), caught.value.problems
+    assert str(caught.value).startswith("f.yaml:")
+
+
+def test_comment_only_file_is_empty_not_null() -> None:
+    with pytest.raises(ConfigError):
+        parse_config("# nothing\n")
+
+
+def test_load_config_file_errors(tmp_path: Path) -> None:
+    for path, fragment in [
+        (tmp_path / "missing.yaml", "no such file"),
+        (tmp_path, "is a directory"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert caught.value.problems[0].message.startswith(fragment)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"servers: \xff\xfe\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(binary)
+    assert "not UTF-8" in caught.value.problems[0].message
+
+
+def test_problems_in_document_order() -> None:
+    servers = "".join(f'  - {{name: s{i}, prefix: p{i}_, url: "bad{i}"}}\n' for i in range(12))
+    with pytest.raises(ConfigError) as caught:
+        parse_config("servers:\n" + servers)
+    assert [p.path for p in caught.value.problems] == [f"servers[{i}].url" for i in range(12)]
+
+
+def test_models_built_in_code_are_cross_checked_too() -> None:
+    server = ServerConfig(name="a", url="http://a/mcp", prefix="a_")
+    with pytest.raises(ValidationError, match="duplicate server name"):
+        GatewayConfig(servers=[server, server])
+
+
+# --- diff and dump ----------------------------------------------------------------------------
+
+
+def test_diff_names_added_removed_and_changed_servers() -> None:
+    old = parse_config(
+        'servers:\n  - {name: a, url: "http://a/mcp", prefix: a_}\n'
+        '  - {name: b, url: "http://b/mcp", prefix: b_}\n'
+        '  - {name: c, url: "http://c/mcp", prefix: c_, credential: one}\n'
+    )
+    new = parse_config(
+        'servers:\n  - {name: a, url: "http://a/mcp", prefix: a_}\n'
+        '  - {name: c, url: "http://c/mcp", prefix: c_, credential: two}\n'
+        '  - {name: d, url: "http://d/mcp", prefix: d_}\n'
+    )
+    diff = diff_configs(old, new)
+    assert (diff.added, diff.removed, diff.changed) == (("d",), ("b",), ("c",))
+    assert not diff.gateway_changed and not diff.virtual_servers_changed
+    assert not diff_configs(new, parse_config(dump_config(new)))
+    moved = parse_config(
+        'servers:\n  - {name: a, url: "http://a/mcp", prefix: a_}\ngateway: {page_size: 5}\n'
+    )
+    assert diff_configs(parse_config('servers:\n  - {name: a, url: "http://a/mcp", prefix: a_}\n'), moved).gateway_changed
+
+
+def test_dump_round_trips_and_is_stable(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("config.yaml", "kuadrant-config.yaml"):
+        config = load_config(EXAMPLES / name)
+        text = dump_config(config)
+        assert parse_config(text) == config
+        assert dump_config(parse_config(text)) == text
+
+
+def test_dump_writes_the_env_var_not_the_credential(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOK", "Bearer env-secret-1")
+    config = parse_config(one_server(credentialEnvVar="TOK"))
+    text = dump_config(config)
+    assert "env-secret-1" not in text and "credentialEnvVar: TOK" in text
+    assert "state: Enabled" in text  # current Kuadrant spelling

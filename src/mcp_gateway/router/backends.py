@@ -1,0 +1,170 @@
+"""Backend sessions behind gateway sessions: lazy creation with single-flight, and the 404 replay.
+
+Runs on Trio. A backend session per (gateway session, upstream) is created on the first routed
+call: ten concurrent first calls share one `initialize` (a "flight" keyed by the pair). A flight
+runs in this object's own nursery, not in the caller's task, so a caller that gives up (Envoy
+closed its stream) does not cancel the initialisation the others are waiting for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import httpx
+import structlog
+import trio
+
+from mcp_gateway.config import ServerConfig
+from mcp_gateway.router.decision import SESSION_HEADER, NeedsBackend
+from mcp_gateway.sessions.store import SessionStore
+from mcp_gateway.upstream.client import open_backend_session
+from mcp_gateway.upstream.errors import UpstreamError
+
+_log = structlog.get_logger(__name__)
+
+GATEWAY_CLIENT_INFO: Final[Mapping[str, str]] = {"name": "mcp-gateway-router", "version": "0.1.0"}
+
+OpenSession = Callable[[ServerConfig, str, Mapping[str, Any]], Awaitable[str]]
+
+
+class SessionGone(Exception):
+    """The gateway session was deleted or expired: the client must re-initialise (404)."""
+
+
+class BackendUnavailable(Exception):
+    """The upstream could not give us a session (down, refused, timed out)."""
+
+
+@dataclass
+class _Flight:
+    done: trio.Event = field(default_factory=trio.Event)
+    backend_id: str | None = None
+    error: Exception | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayedResponse:
+    status: int
+    content_type: str
+    body: bytes
+
+
+class BackendSessions:
+    def __init__(
+        self,
+        store: SessionStore,
+        nursery: trio.Nursery,
+        servers: Callable[[], Mapping[str, ServerConfig]],
+        *,
+        open_session: OpenSession = open_backend_session,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._store = store
+        self._nursery = nursery
+        self._servers = servers
+        self._open_session = open_session
+        self._http = http
+        self._flights: dict[tuple[str, str], _Flight] = {}
+        self.initializations = 0  # backend initialize calls made (observability and tests)
+
+    async def backend_for(self, need: NeedsBackend) -> str:
+        """The backend session id for this call's (gateway session, upstream), created if new."""
+        sid, server = need.claims.session_id, need.upstream.server
+        existing = await self._store.get_backend(sid, server)
+        if existing is not None:
+            return existing
+        key = (sid, server)
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = _Flight()
+            self._flights[key] = flight
+            self._nursery.start_soon(self._fly, key, need, flight)
+        await flight.done.wait()
+        if flight.error is not None:
+            raise flight.error
+        assert flight.backend_id is not None
+        return flight.backend_id
+
+    async def _fly(self, key: tuple[str, str], need: NeedsBackend, flight: _Flight) -> None:
+        try:
+            flight.backend_id = await self._initialize(need)
+        except (SessionGone, BackendUnavailable) as error:
+            flight.error = error
+        except Exception as error:  # fail closed: the caller answers the client
+            _log.exception("backend session initialisation failed", server=need.upstream.server)
+            flight.error = BackendUnavailable(str(error))
+        finally:
+            del self._flights[key]
+            flight.done.set()
+
+    async def _initialize(self, need: NeedsBackend) -> str:
+        sid, name = need.claims.session_id, need.upstream.server
+        if not await self._store.exists(sid):
+            raise SessionGone(sid)
+        server = self._servers().get(name)
+        if server is None:
+            raise BackendUnavailable(f"server {name!r} is no longer configured")
+        self.initializations += 1
+        try:
+            backend_id = await self._open_session(server, need.claims.protocol_version, GATEWAY_CLIENT_INFO)
+        except UpstreamError as error:
+            _log.warning("backend initialize failed", server=name, error=error.message)
+            raise BackendUnavailable(error.message) from error
+        # Written only into a live session: a client that deleted its session meanwhile gets 404.
+        if not await self._store.set_backend(sid, name, backend_id):
+            raise SessionGone(sid)
+        _log.info("backend session created", server=name)
+        return backend_id
+
+    async def forget(self, need: NeedsBackend, stale_backend_id: str) -> None:
+        # Compare-and-delete: a concurrent call may already have replaced the stale id.
+        await self._store.delete_backend(need.claims.session_id, need.upstream.server, stale_backend_id)
+
+    async def replay(self, need: NeedsBackend, stale_backend_id: str) -> ReplayedResponse:
+        """The upstream forgot our backend session (it restarted): re-initialise, send the call again.
+
+        The replayed answer is read whole (an SSE stream included) and handed to Envoy as one
+        immediate response: the client gets its result, never the 404. Only one replay: a second
+        404 becomes `BackendUnavailable`.
+        """
+        await self.forget(need, stale_backend_id)
+        backend_id = await self.backend_for(need)
+        server = self._servers().get(need.upstream.server)
+        if server is None:
+            raise BackendUnavailable(f"server {need.upstream.server!r} is no longer configured")
+        headers = {
+            "content-type": "application/json",
+            "accept": "application/json, text/event-stream",
+            SESSION_HEADER: backend_id,
+            "mcp-protocol-version": need.claims.protocol_version,
+        }
+        if server.credential:
+            scheme = server.credential.split(" ", 1)[0].lower()
+            headers["authorization"] = (
+                server.credential if scheme in ("bearer", "basic") else f"Bearer {server.credential}"
+            )
+        try:
+            with trio.fail_after(server.timeout_seconds):
+                response = await self._client().post(server.url, content=need.body, headers=headers)
+        except (httpx.HTTPError, trio.TooSlowError) as error:
+            raise BackendUnavailable(f"replay to {server.name!r} failed: {error!r}") from error
+        if response.status_code == 404:
+            await self.forget(need, backend_id)
+            raise BackendUnavailable(f"{server.name!r} refused a fresh backend session")
+        _log.info("call replayed on a new backend session", server=server.name)
+        return ReplayedResponse(
+            response.status_code,
+            response.headers.get("content-type", "application/json"),
+            response.content,
+        )
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()

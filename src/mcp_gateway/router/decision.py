@@ -1,0 +1,324 @@
+"""The routing decision: request headers and body in, a decision out. No I/O, no gRPC.
+
+The ext_proc servicer (router/service.py) only converts protobuf to these values and back; the
+tests and the fuzzers call the same functions. A decision is made in two pure steps because the
+backend session id lives in the session store:
+
+1. `route_request(...)` → `ToBroker` | `Reply` (answer at once) | `NeedsBackend` (an upstream
+   was chosen; the servicer looks up or lazily creates the backend session), then
+2. `forward(need, backend_session_id)` → `ToUpstream` (the header and body mutations).
+
+On the way back, `rewrite_response_headers(...)` swaps any backend session id for the gateway's.
+
+Routed methods and their routing name (adding one is one line in `ROUTED_METHODS`):
+`tools/call` and `prompts/get` by `params.name`, prefix-matched against the config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+from urllib.parse import urlsplit
+
+from mcp_gateway.protocol import (
+    ErrorCode,
+    Limits,
+    Peek,
+    ProtocolError,
+    RequestId,
+    error_response,
+    peek,
+    strip_prefix,
+)
+
+try:
+    from mcp_gateway.protocol import replace_routing_name
+except ImportError:  # pragma: no cover - TEMPORARY until protocol/ ships it (see docs/architecture.md)
+    import json as _json
+
+    def replace_routing_name(data: bytes, peek: Peek, new_name: str) -> bytes:
+        document = _json.loads(data)
+        member = "uri" if peek.method == "resources/read" else "name"
+        document["params"][member] = new_name
+        return _json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+from mcp_gateway.sessions.tokens import SessionClaims, SessionTokens
+
+if TYPE_CHECKING:
+    from mcp_gateway.config import GatewayConfig, ServerConfig
+
+# Headers only the gateway may set. A client's copy is removed before anything else happens,
+# so it can neither choose an upstream nor impersonate the router (Envoy also strips them natively
+# in a header_mutation filter placed before ext_proc: defence in depth).
+INTERNAL_HEADER_PREFIX: Final = "x-mcp-"
+SESSION_HEADER: Final = "mcp-session-id"
+SERVER_HEADER: Final = "x-mcp-servername"
+METHOD_HEADER: Final = "x-mcp-method"
+TOOL_HEADER: Final = "x-mcp-toolname"
+JSON_CONTENT: Final = (("content-type", "application/json"),)
+
+# method → what the routing name is called in error messages. The name itself comes from
+# protocol.peek (`params.name`, or `params.uri` for resources/read).
+DEFAULT_LIMITS: Final = Limits()
+
+ROUTED_METHODS: Final[Mapping[str, str]] = {
+    "tools/call": "tool",
+    "prompts/get": "prompt",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The config snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRoute:
+    server: str  # the server's config name; also the value of x-mcp-servername
+    prefix: str
+    authority: str  # :authority the upstream expects (its hostname override, else its URL's)
+    path: str  # :path of the upstream's MCP endpoint
+    credential: str | None  # sent as Authorization; never logged (see __repr__)
+
+    def __repr__(self) -> str:
+        return f"UpstreamRoute(server={self.server!r}, prefix={self.prefix!r}, authority={self.authority!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    # Longest prefix first, so that `weather_eu_` wins over `weather_` for `weather_eu_forecast`.
+    routes: tuple[UpstreamRoute, ...]
+    limits: Limits = DEFAULT_LIMITS
+
+    @classmethod
+    def of(cls, routes: Iterable[UpstreamRoute], limits: Limits = DEFAULT_LIMITS) -> RoutingTable:
+        ordered = sorted(routes, key=lambda r: (-len(r.prefix), r.server))
+        return cls(tuple(ordered), limits)
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig) -> RoutingTable:
+        limits_cfg = config.gateway.limits
+        limits = Limits(
+            max_body_bytes=limits_cfg.max_body_bytes,
+            max_depth=limits_cfg.max_depth,
+            max_batch=limits_cfg.max_batch,
+            max_string_length=limits_cfg.max_string_length,
+        )
+        routes = [
+            upstream_route(server)
+            for server in config.enabled_servers()
+            if server.transport == "http"
+        ]
+        return cls.of(routes, limits)
+
+    def match(self, name: str) -> tuple[UpstreamRoute, str] | None:
+        """The upstream owning a prefixed name, and the name as that upstream knows it."""
+        for route in self.routes:
+            stripped = strip_prefix(route.prefix, name)
+            if stripped is not None:
+                return route, stripped
+        return None
+
+    def server(self, name: str) -> UpstreamRoute | None:
+        return next((r for r in self.routes if r.server == name), None)
+
+
+def upstream_route(server: ServerConfig) -> UpstreamRoute:
+    url = urlsplit(server.url)
+    default_port = 443 if url.scheme == "https" else 80
+    port = url.port or default_port
+    host = server.hostname or url.hostname or ""
+    authority = host if port == default_port else f"{host}:{port}"
+    path = url.path or "/"
+    if url.query:
+        path = f"{path}?{url.query}"
+    return UpstreamRoute(server.name, server.prefix, authority, path, server.credential)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decisions
+
+
+@dataclass(frozen=True, slots=True)
+class ToBroker:
+    """Let Envoy's default route take it to the broker, minus the client's internal headers."""
+
+    remove_headers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Answer the client at once (Envoy ImmediateResponse); nothing reaches an upstream."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = JSON_CONTENT
+
+
+@dataclass(frozen=True, slots=True)
+class NeedsBackend:
+    """An upstream was chosen; `forward` completes it once the backend session id is known."""
+
+    upstream: UpstreamRoute
+    claims: SessionClaims
+    gateway_session: str  # the client's token, put back on every response
+    request_id: RequestId
+    method: str
+    routed_name: str  # the name without its prefix, as the upstream knows it
+    body: bytes  # the body with the prefix stripped
+    remove_headers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ToUpstream:
+    set_headers: tuple[tuple[str, str], ...]
+    remove_headers: tuple[str, ...]
+    body: bytes
+
+
+Decision = ToBroker | Reply | NeedsBackend
+
+
+def client_internal_headers(headers: Iterable[str]) -> tuple[str, ...]:
+    """Names of every header the client may not set itself (case-insensitive)."""
+    return tuple(name for name in headers if name.lower().startswith(INTERNAL_HEADER_PREFIX))
+
+
+def route_request(
+    headers: Mapping[str, str], body: bytes, table: RoutingTable, tokens: SessionTokens
+) -> Decision:
+    """Decide where one POSTed JSON-RPC body goes. Never raises on any input.
+
+    `headers` are the client's request headers with lower-case names (Envoy's form).
+    """
+    removed = client_internal_headers(headers)
+    if headers.get(":method", "POST") != "POST":
+        return ToBroker(removed)
+    try:
+        seen = peek(body, table.limits, allow_batch=True)
+    except ProtocolError as error:
+        return Reply(error.http_status, error.to_json())
+    kind = ROUTED_METHODS.get(seen.method or "")
+    if kind is None or seen.id is None:
+        # initialize, tools/list, ping, notifications, responses, batches: the broker's.
+        return ToBroker(removed)
+    return _route_named(headers, body, seen, kind, table, tokens, removed)
+
+
+def _route_named(
+    headers: Mapping[str, str],
+    body: bytes,
+    seen: Peek,
+    kind: str,
+    table: RoutingTable,
+    tokens: SessionTokens,
+    removed: tuple[str, ...],
+) -> Decision:
+    assert seen.id is not None and seen.method is not None
+    request_id = seen.id
+    name = seen.name
+    if not isinstance(name, str) or not name:
+        return reply_error(request_id, ErrorCode.INVALID_PARAMS, f"params.name is required for {seen.method}")
+    token = headers.get(SESSION_HEADER, "")
+    if not token:
+        return reply_error(request_id, ErrorCode.INVALID_REQUEST, "Bad Request: Missing session ID", status=400)
+    claims = tokens.verify(token)
+    if claims is None:
+        return session_not_found(request_id)
+    matched = table.match(name)
+    if matched is None:
+        # MCP 2025-11-25, tools: an unknown tool is a JSON-RPC error, -32602 Invalid params.
+        return reply_error(request_id, ErrorCode.INVALID_PARAMS, f"Unknown {kind}: {name}")
+    upstream, routed_name = matched
+    new_body = body if routed_name == name else replace_routing_name(body, seen, routed_name)
+    return NeedsBackend(
+        upstream=upstream,
+        claims=claims,
+        gateway_session=token,
+        request_id=request_id,
+        method=seen.method,
+        routed_name=routed_name,
+        body=new_body,
+        remove_headers=removed,
+    )
+
+
+def forward(need: NeedsBackend, backend_session_id: str | None) -> ToUpstream:
+    """The mutations that send the call to its upstream with the backend session."""
+    upstream = need.upstream
+    set_headers: list[tuple[str, str]] = [
+        (SERVER_HEADER, upstream.server),
+        (METHOD_HEADER, need.method),
+        (TOOL_HEADER, need.routed_name),
+        (":authority", upstream.authority),
+        (":path", upstream.path),
+        ("content-length", str(len(need.body))),
+    ]
+    remove = set(need.remove_headers)
+    # The client's gateway token is ours, not the upstream's: replace it, or drop it for a
+    # session-less upstream. Likewise the client's Authorization is for the gateway.
+    if backend_session_id:
+        set_headers.append((SESSION_HEADER, backend_session_id))
+    else:
+        remove.add(SESSION_HEADER)
+    if upstream.credential:
+        set_headers.append(("authorization", _authorization(upstream.credential)))
+    else:
+        remove.add("authorization")
+    # Never remove a header we also set (Envoy applies removals after sets).
+    remove -= {name for name, _ in set_headers}
+    return ToUpstream(tuple(set_headers), tuple(sorted(remove)), need.body)
+
+
+def _authorization(credential: str) -> str:
+    scheme = credential.split(" ", 1)[0].lower()
+    return credential if scheme in ("bearer", "basic") else f"Bearer {credential}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The way back
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseMutation:
+    set_headers: tuple[tuple[str, str], ...]
+    remove_headers: tuple[str, ...]
+
+
+def rewrite_response_headers(headers: Mapping[str, str], gateway_session: str) -> ResponseMutation:
+    """Put the gateway session on the response; drop any backend session id or internal header."""
+    remove = tuple(
+        name
+        for name in headers
+        if name.lower().startswith(INTERNAL_HEADER_PREFIX) and name.lower() != SESSION_HEADER
+    )
+    return ResponseMutation(((SESSION_HEADER, gateway_session),), remove)
+
+
+def backend_session_expired(status: int, backend_session_id: str | None) -> bool:
+    """An upstream answers 404 to a session it no longer knows (it restarted, or expired it)."""
+    return status == 404 and bool(backend_session_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Immediate answers
+
+
+def reply_error(
+    request_id: RequestId | None, code: ErrorCode | int, message: str, *, status: int = 200
+) -> Reply:
+    # A JSON-RPC error about the call itself is an ordinary response (200); transport-level
+    # problems (missing/unknown session, malformed body) carry their HTTP status as the SDKs do.
+    return Reply(status, error_response(request_id, code, message))
+
+
+def session_not_found(request_id: RequestId | None) -> Reply:
+    # Streamable HTTP: a session id the server does not know → 404; the client re-initialises.
+    return reply_error(request_id, ErrorCode.INVALID_REQUEST, "Session not found", status=404)
+
+
+def upstream_unavailable(need: NeedsBackend) -> Reply:
+    return reply_error(
+        need.request_id,
+        ErrorCode.INTERNAL_ERROR,
+        f"Upstream {need.upstream.server!r} is unavailable",
+    )

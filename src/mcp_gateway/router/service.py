@@ -1,0 +1,356 @@
+"""The Envoy ext_proc service: thin grpclib glue around router/decision.py.
+
+grpclib is asyncio-only; it runs on the asyncio loop that trio-asyncio opens inside the gateway's
+Trio run, so it lives and dies with the router's nursery. Each ext_proc stream (one per HTTP
+request) is a short conversation:
+
+  request_headers   → strip client x-mcp-* headers (a POST without body is decided right here)
+  request_body      → decision: to the broker, to an upstream (mutations), or an immediate reply
+  response_headers  → for upstream calls, the backend session id becomes the gateway's; a
+                      backend 404 is replayed once (router/backends.py)
+
+Only the steps that need the session store or an upstream cross into Trio (`trio_as_aio`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import structlog
+import trio
+import trio_asyncio
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.type.v3 import http_status_pb2
+from grpclib.const import Cardinality, Handler
+from grpclib.server import Server, Stream
+
+from mcp_gateway.config import GatewayConfig, ServerConfig
+from mcp_gateway.router.backends import BackendSessions, BackendUnavailable, SessionGone
+from mcp_gateway.router.decision import (
+    SESSION_HEADER,
+    NeedsBackend,
+    Reply,
+    RoutingTable,
+    ToBroker,
+    ToUpstream,
+    backend_session_expired,
+    client_internal_headers,
+    forward,
+    reply_error,
+    rewrite_response_headers,
+    route_request,
+    session_not_found,
+    upstream_unavailable,
+)
+from mcp_gateway.router.xds import XdsWriter
+from mcp_gateway.sessions.store import SessionStore
+from mcp_gateway.sessions.tokens import SessionTokens
+
+_log = structlog.get_logger(__name__)
+
+PROCESS_METHOD: Final = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
+_OVERWRITE: Final = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_CONTINUE: Final = pb.CommonResponse()
+
+
+# ---------------------------------------------------------------------------------------------
+# Router state shared by all streams; swapped whole on reload
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    table: RoutingTable
+    servers: Mapping[str, ServerConfig]
+
+    @classmethod
+    def of(cls, config: GatewayConfig) -> Snapshot:
+        servers = {s.name: s for s in config.enabled_servers() if s.transport == "http"}
+        return cls(RoutingTable.from_config(config), servers)
+
+
+class Router:
+    """What the servicer needs: the current snapshot, the tokens, the backend sessions."""
+
+    def __init__(self, config: GatewayConfig, tokens: SessionTokens, backends: BackendSessions) -> None:
+        self.snapshot = Snapshot.of(config)
+        self.tokens = tokens
+        self.backends = backends
+
+    def reload(self, config: GatewayConfig) -> None:
+        self.snapshot = Snapshot.of(config)
+
+
+# ---------------------------------------------------------------------------------------------
+# protobuf ↔ decision values
+
+
+def _headers_of(http_headers: pb.HttpHeaders) -> dict[str, str]:
+    # Envoy sends values in raw_value (bytes); `value` stays empty.
+    return {
+        h.key.lower(): (h.raw_value.decode("latin-1") if h.raw_value else h.value)
+        for h in http_headers.headers.headers
+    }
+
+
+def _header_mutation(
+    set_headers: tuple[tuple[str, str], ...] = (), remove_headers: tuple[str, ...] = ()
+) -> pb.HeaderMutation:
+    return pb.HeaderMutation(
+        set_headers=[
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key=name, raw_value=value.encode("latin-1")),
+                append_action=_OVERWRITE,
+            )
+            for name, value in set_headers
+        ],
+        remove_headers=list(remove_headers),
+    )
+
+
+def _immediate(reply: Reply, extra_headers: tuple[tuple[str, str], ...] = ()) -> pb.ProcessingResponse:
+    return pb.ProcessingResponse(
+        immediate_response=pb.ImmediateResponse(
+            status=http_status_pb2.HttpStatus(code=reply.status),
+            headers=_header_mutation(reply.headers + extra_headers),
+            body=reply.body,
+            details="mcp_gateway_router",
+        )
+    )
+
+
+def _to_upstream(decision: ToUpstream) -> pb.ProcessingResponse:
+    return pb.ProcessingResponse(
+        request_body=pb.BodyResponse(
+            response=pb.CommonResponse(
+                status=pb.CommonResponse.CONTINUE_AND_REPLACE,
+                header_mutation=_header_mutation(decision.set_headers, decision.remove_headers),
+                body_mutation=pb.BodyMutation(body=decision.body),
+                # Re-route on the x-mcp-servername we just set; otherwise the route chosen at
+                # header time (the broker) silently stays.
+                clear_route_cache=True,
+            )
+        )
+    )
+
+
+_BODY_CONTINUE: Final = pb.ProcessingResponse(request_body=pb.BodyResponse(response=_CONTINUE))
+_RESPONSE_HEADERS_CONTINUE: Final = pb.ProcessingResponse(
+    response_headers=pb.HeadersResponse(response=_CONTINUE)
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# The servicer
+
+
+class _Exchange:
+    """One HTTP request's ext_proc conversation."""
+
+    __slots__ = ("backend_id", "headers", "need", "router")
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.headers: dict[str, str] = {}
+        self.need: NeedsBackend | None = None
+        self.backend_id: str | None = None
+
+    async def on_request_headers(self, message: pb.HttpHeaders) -> pb.ProcessingResponse:
+        self.headers = _headers_of(message)
+        if message.end_of_stream and self.headers.get(":method") == "POST":
+            # A POST without a body never reaches the body phase: decide now.
+            return await self._decide(b"", phase="request_headers")
+        removed = client_internal_headers(self.headers)
+        return pb.ProcessingResponse(
+            request_headers=pb.HeadersResponse(
+                response=pb.CommonResponse(
+                    header_mutation=_header_mutation(remove_headers=removed),
+                    clear_route_cache=bool(removed),
+                )
+            )
+        )
+
+    async def on_request_body(self, message: pb.HttpBody) -> pb.ProcessingResponse:
+        return await self._decide(message.body, phase="request_body")
+
+    async def _decide(self, body: bytes, *, phase: str) -> pb.ProcessingResponse:
+        snapshot = self.router.snapshot
+        decision = route_request(self.headers, body, snapshot.table, self.router.tokens)
+        if isinstance(decision, ToBroker):
+            if phase == "request_headers":
+                return pb.ProcessingResponse(
+                    request_headers=pb.HeadersResponse(
+                        response=pb.CommonResponse(
+                            header_mutation=_header_mutation(remove_headers=decision.remove_headers)
+                        )
+                    )
+                )
+            return _BODY_CONTINUE
+        if isinstance(decision, Reply):
+            return _immediate(decision)
+        try:
+            backend_id = await trio_asyncio.trio_as_aio(self.router.backends.backend_for)(decision)
+        except SessionGone:
+            return _immediate(session_not_found(decision.request_id))
+        except BackendUnavailable:
+            return _immediate(upstream_unavailable(decision), ((SESSION_HEADER, decision.gateway_session),))
+        self.need, self.backend_id = decision, backend_id
+        return _to_upstream(forward(decision, backend_id))
+
+    async def on_response_headers(self, message: pb.HttpHeaders) -> pb.ProcessingResponse:
+        need, backend_id = self.need, self.backend_id
+        if need is None:
+            return _RESPONSE_HEADERS_CONTINUE  # the broker's answer: its own session ids
+        headers = _headers_of(message)
+        status = int(headers.get(":status", "0") or 0)
+        if backend_session_expired(status, backend_id) and backend_id is not None:
+            return await self._replay(need, backend_id)
+        mutation = rewrite_response_headers(headers, need.gateway_session)
+        return pb.ProcessingResponse(
+            response_headers=pb.HeadersResponse(
+                response=pb.CommonResponse(
+                    header_mutation=_header_mutation(mutation.set_headers, mutation.remove_headers)
+                )
+            )
+        )
+
+    async def _replay(self, need: NeedsBackend, stale: str) -> pb.ProcessingResponse:
+        session_header = ((SESSION_HEADER, need.gateway_session),)
+        try:
+            replayed = await trio_asyncio.trio_as_aio(self.router.backends.replay)(need, stale)
+        except SessionGone:
+            return _immediate(session_not_found(need.request_id))
+        except BackendUnavailable:
+            return _immediate(upstream_unavailable(need), session_header)
+        reply = Reply(replayed.status, replayed.body, (("content-type", replayed.content_type),))
+        return _immediate(reply, session_header)
+
+
+class ExternalProcessor:
+    """`envoy.service.ext_proc.v3.ExternalProcessor`, served by grpclib."""
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return {
+            PROCESS_METHOD: Handler(
+                self.process, Cardinality.STREAM_STREAM, pb.ProcessingRequest, pb.ProcessingResponse
+            )
+        }
+
+    async def process(self, stream: Stream[pb.ProcessingRequest, pb.ProcessingResponse]) -> None:
+        exchange = _Exchange(self._router)
+        while (request := await stream.recv_message()) is not None:
+            await stream.send_message(await self._answer(exchange, request))
+
+    async def _answer(self, exchange: _Exchange, request: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        try:
+            which = request.WhichOneof("request")
+            if which == "request_headers":
+                return await exchange.on_request_headers(request.request_headers)
+            if which == "request_body":
+                return await exchange.on_request_body(request.request_body)
+            if which == "response_headers":
+                return await exchange.on_response_headers(request.response_headers)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Fail closed: a bug here must never send a call anywhere; the client gets a
+            # JSON-RPC error instead of a 5xx or a hang.
+            _log.exception("ext_proc failure", phase=request.WhichOneof("request"))
+            return _immediate(reply_error(None, -32603, "Internal error in the gateway router", status=503))
+        # A phase we did not ask for (trailers, response body): let it through untouched.
+        return _passthrough(request)
+
+
+def _passthrough(request: pb.ProcessingRequest) -> pb.ProcessingResponse:
+    which = request.WhichOneof("request")
+    if which == "response_body":
+        return pb.ProcessingResponse(response_body=pb.BodyResponse(response=_CONTINUE))
+    if which == "request_trailers":
+        return pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
+    return pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
+
+
+# ---------------------------------------------------------------------------------------------
+# The service
+
+
+def _host_port(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _xds_writer(config: GatewayConfig) -> XdsWriter | None:
+    envoy = config.gateway.envoy
+    if not envoy.xds_dir:
+        return None
+    admin = f"http://127.0.0.1:{envoy.admin_port}" if envoy.admin_port else None
+    return XdsWriter(envoy.xds_dir, admin)
+
+
+async def serve_router(
+    config: GatewayConfig,
+    reloads: trio.MemoryReceiveChannel[GatewayConfig],
+    tokens: SessionTokens,
+    store: SessionStore,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ext_proc on `gateway.router_listen` until cancelled; follow config reloads."""
+    xds = _xds_writer(config)
+    if xds is not None:
+        await xds.apply(config)
+    async with trio.open_nursery() as nursery:
+        backends = BackendSessions(store, nursery, lambda: router.snapshot.servers)
+        router = Router(config, tokens, backends)
+        nursery.start_soon(_follow_reloads, reloads, router, xds)
+        try:
+            async with trio_asyncio.open_loop():
+                host, port = _host_port(config.gateway.router_listen)
+                server = Server([ExternalProcessor(router)])
+                await trio_asyncio.aio_as_trio(server.start)(host, port)
+                bound = _bound_port(server)
+                _log.info("router listening", address=f"{host}:{bound}")
+                task_status.started(bound)
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    with trio.CancelScope(shield=True):
+                        server.close()
+                        with trio.move_on_after(2):
+                            await trio_asyncio.aio_as_trio(server.wait_closed)()
+        finally:
+            with trio.CancelScope(shield=True):
+                await backends.aclose()
+            nursery.cancel_scope.cancel()
+
+
+def _bound_port(server: Server) -> int:
+    # grpclib keeps its asyncio server private; the bound port (listen on :0) is only there.
+    sockets: list[Any] = list(getattr(server._server, "sockets", None) or [])
+    if not sockets:
+        raise RuntimeError("the ext_proc server is not listening")
+    return int(sockets[0].getsockname()[1])
+
+
+async def _follow_reloads(
+    reloads: trio.MemoryReceiveChannel[GatewayConfig], router: Router, xds: XdsWriter | None
+) -> None:
+    async for new_config in reloads:
+        # Envoy first when servers were added (their clusters and routes must exist before we
+        # route to them); the table first when servers were removed (stop routing, then drop).
+        old_servers = set(router.snapshot.servers)
+        new_servers = {s.name for s in new_config.enabled_servers() if s.transport == "http"}
+        if xds is not None and not new_servers <= old_servers:
+            await xds.apply(new_config)
+            router.reload(new_config)
+        else:
+            router.reload(new_config)
+            if xds is not None:
+                await xds.apply(new_config)
+        _log.info("router config reloaded", servers=sorted(new_servers))

@@ -1,0 +1,298 @@
+"""The pure routing decision: examples first, then the invariants as hypothesis properties.
+
+docs/invariants.md maps each invariant to the property that checks it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mcp_gateway.config import parse_config
+from mcp_gateway.router.decision import (
+    SESSION_HEADER,
+    NeedsBackend,
+    Reply,
+    RoutingTable,
+    ToBroker,
+    UpstreamRoute,
+    backend_session_expired,
+    forward,
+    rewrite_response_headers,
+    route_request,
+    upstream_unavailable,
+)
+from mcp_gateway.sessions import SessionTokens, derive_key
+
+CONFIG = parse_config(
+    """
+servers:
+  - name: dynamic
+    url: http://127.0.0.1:9101/mcp
+    prefix: dyn_
+  - name: europe
+    url: http://127.0.0.1:9103/eu/mcp
+    prefix: eu_
+  - name: slow
+    url: https://slow.example:8443/mcp
+    hostname: slow.internal
+    prefix: slow_
+    credential: s3cret-token
+  - name: retired
+    url: http://127.0.0.1:9104/mcp
+    prefix: off_
+    state: Disabled
+"""
+)
+TABLE = RoutingTable.from_config(CONFIG)
+TOKENS = SessionTokens([derive_key("k" * 32)])
+OTHER_TOKENS = SessionTokens([derive_key("x" * 32)])
+TOKEN = TOKENS.issue("2025-11-25")
+
+
+def call(name: object, request_id: object = 7, method: str = "tools/call") -> bytes:
+    return json.dumps(
+        {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {"name": name, "arguments": {"a": 1}}}
+    ).encode()
+
+
+def headers(**extra: str) -> dict[str, str]:
+    base = {
+        ":method": "POST",
+        ":path": "/mcp",
+        ":authority": "127.0.0.1:8080",
+        "content-type": "application/json",
+        SESSION_HEADER: TOKEN,
+    }
+    base.update({k.replace("_", "-"): v for k, v in extra.items()})
+    return base
+
+
+def error_of(reply: Reply) -> tuple[object, int, str]:
+    document = json.loads(reply.body)
+    return document["id"], document["error"]["code"], document["error"]["message"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Examples
+
+
+def test_prefixed_tool_goes_to_its_upstream_with_prefix_stripped() -> None:
+    decision = route_request(headers(), call("dyn_add"), TABLE, TOKENS)
+    assert isinstance(decision, NeedsBackend)
+    assert decision.upstream.server == "dynamic"
+    assert decision.routed_name == "add"
+    assert json.loads(decision.body)["params"] == {"name": "add", "arguments": {"a": 1}}
+    assert decision.request_id == 7
+    assert decision.claims.protocol_version == "2025-11-25"
+
+
+def test_longest_prefix_wins() -> None:
+    # The config refuses overlapping prefixes; the table still prefers the longest one.
+    short = UpstreamRoute("short", "dyn_", "a:1", "/mcp", None)
+    long = UpstreamRoute("long", "dyn_eu_", "b:1", "/mcp", None)
+    table = RoutingTable.of([short, long])
+    assert table.match("dyn_eu_forecast") == (long, "forecast")
+    assert table.match("dyn_add") == (short, "add")
+
+
+def test_forward_sets_routing_headers_backend_session_and_content_length() -> None:
+    need = route_request(headers(), call("dyn_add"), TABLE, TOKENS)
+    assert isinstance(need, NeedsBackend)
+    out = forward(need, "backend-123")
+    set_headers = dict(out.set_headers)
+    assert set_headers["x-mcp-servername"] == "dynamic"
+    assert set_headers["x-mcp-toolname"] == "add"
+    assert set_headers["x-mcp-method"] == "tools/call"
+    assert set_headers[":authority"] == "127.0.0.1:9101"
+    assert set_headers[":path"] == "/mcp"
+    assert set_headers[SESSION_HEADER] == "backend-123"
+    assert set_headers["content-length"] == str(len(out.body))
+    assert "authorization" in out.remove_headers  # the client's credential is the gateway's
+
+
+def test_forward_uses_hostname_and_credential_of_the_upstream() -> None:
+    need = route_request(headers(authorization="Bearer client"), call("slow_sleep"), TABLE, TOKENS)
+    assert isinstance(need, NeedsBackend)
+    out = forward(need, "b")
+    set_headers = dict(out.set_headers)
+    assert set_headers[":authority"] == "slow.internal:8443"
+    assert set_headers["authorization"] == "Bearer s3cret-token"
+    assert "authorization" not in out.remove_headers
+    assert "s3cret" not in repr(need.upstream)
+
+
+def test_path_of_a_non_root_upstream() -> None:
+    need = route_request(headers(), call("eu_x"), TABLE, TOKENS)
+    assert isinstance(need, NeedsBackend)
+    assert dict(forward(need, "b").set_headers)[":path"] == "/eu/mcp"
+
+
+def test_prompts_get_is_routed_by_name_too() -> None:
+    decision = route_request(headers(), call("slow_greeting", method="prompts/get"), TABLE, TOKENS)
+    assert isinstance(decision, NeedsBackend)
+    assert (decision.upstream.server, decision.routed_name, decision.method) == ("slow", "greeting", "prompts/get")
+
+
+def test_unknown_prefix_is_the_specs_unknown_tool_error_with_the_request_id() -> None:
+    decision = route_request(headers(), call("nope_add", request_id="abc"), TABLE, TOKENS)
+    assert isinstance(decision, Reply)
+    assert decision.status == 200
+    assert error_of(decision) == ("abc", -32602, "Unknown tool: nope_add")
+
+
+def test_disabled_server_is_unknown() -> None:
+    decision = route_request(headers(), call("off_x"), TABLE, TOKENS)
+    assert isinstance(decision, Reply)
+    assert error_of(decision)[1] == -32602
+
+
+def test_missing_session_is_400_and_foreign_session_is_404() -> None:
+    without = headers()
+    del without[SESSION_HEADER]
+    missing = route_request(without, call("dyn_add"), TABLE, TOKENS)
+    assert isinstance(missing, Reply) and missing.status == 400
+    assert error_of(missing)[0] == 7
+    foreign = route_request(headers(mcp_session_id=OTHER_TOKENS.issue("2025-11-25")), call("dyn_add"), TABLE, TOKENS)
+    assert isinstance(foreign, Reply) and foreign.status == 404
+    assert error_of(foreign)[:2] == (7, -32600)
+
+
+def test_missing_name_is_invalid_params() -> None:
+    body = b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{}}'
+    decision = route_request(headers(), body, TABLE, TOKENS)
+    assert isinstance(decision, Reply)
+    assert error_of(decision)[:2] == (3, -32602)
+
+
+def test_broker_methods_and_non_posts_go_to_the_broker() -> None:
+    for method in ("initialize", "tools/list", "ping", "prompts/list"):
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": {}}).encode()
+        assert isinstance(route_request(headers(), body, TABLE, TOKENS), ToBroker)
+    notification = b'{"jsonrpc":"2.0","method":"notifications/initialized"}'
+    assert isinstance(route_request(headers(), notification, TABLE, TOKENS), ToBroker)
+    batch = b'[{"jsonrpc":"2.0","id":1,"method":"ping"}]'
+    assert isinstance(route_request(headers(), batch, TABLE, TOKENS), ToBroker)
+    assert isinstance(route_request(headers(**{":method": "GET"}), b"", TABLE, TOKENS), ToBroker)
+
+
+def test_malformed_bodies_get_precise_errors_never_5xx() -> None:
+    parse = route_request(headers(), b"{not json", TABLE, TOKENS)
+    assert isinstance(parse, Reply) and parse.status == 400
+    assert error_of(parse)[:2] == (None, -32700)
+    invalid = route_request(headers(), b'{"jsonrpc":"1.0","id":5,"method":"tools/call"}', TABLE, TOKENS)
+    assert isinstance(invalid, Reply) and invalid.status == 400
+    assert error_of(invalid)[1] == -32600
+    big = route_request(headers(), b'{"a":"' + b"x" * 2_000_000 + b'"}', TABLE, TOKENS)
+    assert isinstance(big, Reply) and big.status == 413
+
+
+def test_response_headers_carry_the_gateway_session_only() -> None:
+    upstream = {":status": "200", SESSION_HEADER: "backend-123", "x-mcp-servername": "dynamic", "content-type": "text/event-stream"}
+    mutation = rewrite_response_headers(upstream, TOKEN)
+    assert dict(mutation.set_headers) == {SESSION_HEADER: TOKEN}
+    assert "x-mcp-servername" in mutation.remove_headers
+
+
+def test_only_a_404_of_a_mapped_session_counts_as_expired() -> None:
+    assert backend_session_expired(404, "b")
+    assert not backend_session_expired(404, None)
+    assert not backend_session_expired(200, "b")
+    assert not backend_session_expired(500, "b")
+
+
+def test_upstream_unavailable_is_a_json_rpc_error_with_the_id() -> None:
+    need = route_request(headers(), call("dyn_add", request_id=99), TABLE, TOKENS)
+    assert isinstance(need, NeedsBackend)
+    reply = upstream_unavailable(need)
+    assert reply.status == 200
+    assert error_of(reply)[:2] == (99, -32603)
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties (the invariants of docs/invariants.md)
+
+request_ids = st.one_of(st.integers(min_value=-(2**53), max_value=2**53), st.text(max_size=20))
+known_tools = st.sampled_from(["dyn_add", "eu_forecast", "slow_sleep", "dyn_"])
+any_tool = st.one_of(known_tools, st.text(min_size=1, max_size=30))
+x_mcp_names = st.builds(
+    lambda suffix, upper: ("X-MCP-" if upper else "x-mcp-") + suffix,
+    st.sampled_from(["servername", "toolname", "method", "virtualserver", "anything", "session"]),
+    st.booleans(),
+)
+client_headers = st.dictionaries(
+    st.one_of(x_mcp_names, st.sampled_from(["authorization", "accept", "user-agent"])),
+    st.text(min_size=1, max_size=20),
+    max_size=6,
+)
+bodies = st.one_of(
+    st.builds(call, any_tool, request_ids),
+    st.builds(lambda n, i: call(n, i, "prompts/get"), any_tool, request_ids),
+    st.binary(max_size=200),
+    st.sampled_from([b"", b"[]", b"{}", b"null", b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":[]}']),
+)
+
+
+def effective_request_headers(client: Mapping[str, str], decision: object) -> dict[str, str] | None:
+    """What the request carries after Envoy applies the decision (None: it goes nowhere)."""
+    if isinstance(decision, Reply):
+        return None
+    if isinstance(decision, ToBroker):
+        return {k: v for k, v in client.items() if k not in decision.remove_headers}
+    assert isinstance(decision, NeedsBackend)
+    out = forward(decision, "backend-id")
+    result = {k: v for k, v in client.items() if k not in decision.remove_headers and k not in out.remove_headers}
+    result.update(dict(out.set_headers))
+    return result
+
+
+@given(client_headers, bodies)
+def test_property_client_x_mcp_headers_never_survive(extra: dict[str, str], body: bytes) -> None:
+    client = {**headers(), **extra}
+    decision = route_request(client, body, TABLE, TOKENS)
+    effective = effective_request_headers(client, decision)
+    if effective is None:
+        return
+    set_by_gateway = dict(forward(decision, "backend-id").set_headers) if isinstance(decision, NeedsBackend) else {}
+    for name, value in effective.items():
+        if name.lower().startswith("x-mcp-"):
+            assert set_by_gateway.get(name) == value, f"client header {name} survived"
+
+
+@given(
+    st.dictionaries(st.sampled_from([SESSION_HEADER, "x-mcp-servername", "x-mcp-session", "content-type"]), st.just("BACKEND-SECRET")),
+)
+def test_property_no_backend_session_id_in_response_mutations(upstream: dict[str, str]) -> None:
+    mutation = rewrite_response_headers({":status": "200", **upstream}, TOKEN)
+    result = {k: v for k, v in upstream.items() if k not in mutation.remove_headers}
+    result.update(dict(mutation.set_headers))
+    assert result[SESSION_HEADER] == TOKEN
+    assert all(v != "BACKEND-SECRET" for k, v in result.items() if k == SESSION_HEADER or k.startswith("x-mcp-"))
+
+
+@given(st.text(min_size=1, max_size=40).filter(lambda n: TABLE.match(n) is None), request_ids)
+def test_property_unknown_tool_is_invalid_params_with_the_request_id(name: str, request_id: object) -> None:
+    decision = route_request(headers(), call(name, request_id), TABLE, TOKENS)
+    assert isinstance(decision, Reply)
+    assert decision.status == 200
+    assert error_of(decision)[:2] == (request_id, -32602)
+
+
+@given(client_headers, bodies, st.sampled_from([TOKEN, "", "garbage", OTHER_TOKENS.issue("2025-11-25")]))
+def test_property_fail_closed(extra: dict[str, str], body: bytes, token: str) -> None:
+    """Never raises; only a well-formed routed call with a valid session reaches an upstream,
+    and always one whose prefix is configured; every Reply is a JSON-RPC error, never a 5xx."""
+    client = {**headers(), **extra, SESSION_HEADER: token}
+    decision = route_request(client, body, TABLE, TOKENS)
+    if isinstance(decision, NeedsBackend):
+        assert token == TOKEN
+        document = json.loads(body)
+        assert document["method"] in ("tools/call", "prompts/get")
+        matched = TABLE.match(document["params"]["name"])
+        assert matched is not None and matched[0] == decision.upstream
+    elif isinstance(decision, Reply):
+        assert 400 <= decision.status < 500 or decision.status == 200
+        assert "error" in json.loads(decision.body)

@@ -7,24 +7,37 @@ reloaded configs, so a reload reaches both without either knowing about the othe
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Literal
 
+import structlog
 import trio
 
-from mcp_gateway.config import GatewayConfig, load_config
+from mcp_gateway.broker.reload import ReloadState
+from mcp_gateway.config import ConfigError, GatewayConfig, load_config
 from mcp_gateway.sessions import SessionTokens
 from mcp_gateway.sessions.store import SessionStore, open_store, session_keys
 
 Role = Literal["all", "broker", "router"]
+log = structlog.get_logger("mcp_gateway.serve")
+
+CONFIG_POLL_SECONDS = 1.0
 
 
-async def serve(config_path: str, role: Role, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    config_path: str,
+    role: Role,
+    *,
+    poll_seconds: float = CONFIG_POLL_SECONDS,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     config = load_config(config_path)
     # Broker and router share one token key set and one store: the broker issues the session the
     # router later verifies and maps to backend sessions.
     tokens = SessionTokens(session_keys(config.gateway.sessions))
     store: SessionStore = open_store(config.gateway.sessions)
+    reload_state = ReloadState(path=config_path)
     async with trio.open_nursery() as nursery:
         reload_channels: list[trio.MemorySendChannel[GatewayConfig]] = []
         if role in ("all", "broker"):
@@ -32,22 +45,69 @@ async def serve(config_path: str, role: Role, *, task_status: trio.TaskStatus[No
 
             send, receive = trio.open_memory_channel[GatewayConfig](1)
             reload_channels.append(send)
-            await nursery.start(serve_broker, config, receive, tokens, store)
+            await nursery.start(
+                lambda task_status: serve_broker(
+                    config, receive, tokens, store,
+                    reload_state=reload_state, task_status=task_status,
+                )
+            )
         if role in ("all", "router"):
             from mcp_gateway.router.service import serve_router
 
             send, receive = trio.open_memory_channel[GatewayConfig](1)
             reload_channels.append(send)
             await nursery.start(serve_router, config, receive, tokens, store)
-        nursery.start_soon(_watch_config, config_path, config, reload_channels)
+        nursery.start_soon(
+            _watch_config, config_path, config, reload_channels, reload_state, poll_seconds
+        )
         task_status.started()
 
 
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime_ns / 1e9
+    except OSError:
+        return None
+
+
 async def _watch_config(
-    path: str, current: GatewayConfig, targets: list[trio.MemorySendChannel[GatewayConfig]]
+    path: str,
+    current: GatewayConfig,
+    targets: list[trio.MemorySendChannel[GatewayConfig]],
+    reload_state: ReloadState | None = None,
+    poll_seconds: float = CONFIG_POLL_SECONDS,
 ) -> None:
-    """Poll the config file; hand every valid new version to each service. (TODO: broker owner.)"""
-    raise NotImplementedError
+    """Poll the config file; hand every valid new version to each service.
+
+    Polling the mtime (not inotify) works the same for a plain file, an editor's atomic rename
+    and a Kubernetes Secret volume's symlink swap. A file that does not load is logged and shown
+    in /status; the running config stays.
+    """
+    state = reload_state or ReloadState(path=path)
+    seen = _mtime(path)
+    while True:
+        await trio.sleep(poll_seconds)
+        mtime = _mtime(path)
+        if mtime == seen:
+            continue
+        seen = mtime
+        try:
+            new = await trio.to_thread.run_sync(load_config, path)
+        except ConfigError as exc:
+            problems = "; ".join(str(p) for p in exc.problems)
+            state.refused(problems)
+            log.warning("config refused; keeping the running one", path=path, problems=problems)
+            continue
+        except OSError as exc:
+            state.refused(f"cannot read {path}: {exc.strerror or exc}")
+            log.warning("config unreadable; keeping the running one", path=path, error=str(exc))
+            continue
+        if new == current:
+            continue
+        current = new
+        for target in targets:
+            await target.send(new)
+        log.info("config change handed to services", path=path, servers=len(new.servers))
 
 
 def run_serve(config_path: str, role: Role) -> int:
@@ -56,6 +116,8 @@ def run_serve(config_path: str, role: Role) -> int:
             async with trio.open_nursery() as nursery:
                 await nursery.start(serve, config_path, role)
                 async for _ in signals:
+                    # Cancel everything now: each service's cleanup is shielded and bounded
+                    # (DELETEs to upstreams within 2 s), so the process exits within 5 s.
                     nursery.cancel_scope.cancel()
                     break
 

@@ -1,0 +1,149 @@
+"""The federated view: every serving upstream's items under their prefixed names (pure code).
+
+Built once per catalog change, read by every list request: a list request never waits on an
+upstream. A name two upstreams would both expose (possible only next to the one unprefixed
+server) goes to the server with the longer prefix — the same server the router's longest-prefix
+match sends a call to — ties broken by server name; the loser is reported in /status.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcp_gateway.config import ServerConfig
+from mcp_gateway.protocol import apply_prefix
+from mcp_gateway.upstream.catalog import KINDS, TOOLS, ListKind, ServerCatalog
+
+JsonObject = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One federated item: what clients see, and where it really lives."""
+
+    exposed: JsonObject
+    server: str
+    original_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Collision:
+    kind: str
+    name: str
+    kept: str  # server whose item is exposed
+    dropped: str
+
+    def to_json(self) -> JsonObject:
+        return {"kind": self.kind, "name": self.name, "kept": self.kept, "dropped": self.dropped}
+
+
+@dataclass(frozen=True, slots=True)
+class Federation:
+    entries: dict[str, tuple[Entry, ...]] = field(default_factory=dict)
+    by_name: dict[str, dict[str, Entry]] = field(default_factory=dict)
+    collisions: tuple[Collision, ...] = ()
+
+    def items(self, kind: ListKind) -> tuple[Entry, ...]:
+        return self.entries.get(kind.kind, ())
+
+    def lookup(self, kind: ListKind, name: str) -> Entry | None:
+        return self.by_name.get(kind.kind, {}).get(name)
+
+    def fingerprint(self, kind: ListKind) -> int:
+        """Changes whenever what a client would list for `kind` changes."""
+        return hash(json.dumps([e.exposed for e in self.items(kind)], sort_keys=True, default=str))
+
+
+def federate(catalog: Sequence[tuple[ServerConfig, ServerCatalog]]) -> Federation:
+    entries: dict[str, tuple[Entry, ...]] = {}
+    by_name: dict[str, dict[str, Entry]] = {}
+    collisions: list[Collision] = []
+    # Longer prefix first, then server name: the first claim on a name wins.
+    ranked = sorted(catalog, key=lambda pair: (-len(pair[0].prefix), pair[0].name))
+    for kind in KINDS:
+        winners: dict[str, Entry] = {}
+        for server, server_catalog in ranked:
+            for item in server_catalog.of(kind):
+                original = str(item[kind.id_field])
+                exposed_name = _exposed_name(kind, server.prefix, original)
+                kept = winners.get(exposed_name)
+                if kept is not None:
+                    collisions.append(Collision(kind.kind, exposed_name, kept.server, server.name))
+                    continue
+                exposed = dict(item)
+                exposed[kind.id_field] = exposed_name
+                winners[exposed_name] = Entry(exposed, server.name, original)
+        # Present items in config order of their servers, each server's items in its own order.
+        order = {server.name: index for index, (server, _) in enumerate(catalog)}
+        listed = sorted(winners.values(), key=lambda e: order[e.server])
+        entries[kind.kind] = tuple(listed)
+        by_name[kind.kind] = winners
+    return Federation(entries, by_name, tuple(collisions))
+
+
+def _exposed_name(kind: ListKind, prefix: str, original: str) -> str:
+    # Tools and prompts carry a prefix; resource URIs stay as the upstream wrote them for now
+    # (a reversible URI scheme comes with resource routing).
+    if kind.id_field == "name":
+        return apply_prefix(prefix, original)
+    return original
+
+
+# -- pagination ---------------------------------------------------------------------------------
+
+
+class BadCursor(ValueError):
+    pass
+
+
+def encode_cursor(kind: ListKind, offset: int) -> str:
+    raw = json.dumps({"k": kind.kind, "o": offset}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(kind: ListKind, cursor: str) -> int:
+    """The offset a cursor we issued for `kind` stands for; BadCursor for anything else."""
+    if len(cursor) > 200:
+        raise BadCursor("cursor too long")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise BadCursor("not a cursor this server issued") from exc
+    if not isinstance(data, dict) or data.get("k") != kind.kind:
+        raise BadCursor("not a cursor this server issued for this list")
+    offset = data.get("o")
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise BadCursor("not a cursor this server issued")
+    return offset
+
+
+def page(
+    federation: Federation, kind: ListKind, cursor: str | None, page_size: int
+) -> JsonObject:
+    """One page of a federated list result; raises BadCursor for a cursor we did not issue."""
+    items = federation.items(kind)
+    start = 0 if cursor is None else decode_cursor(kind, cursor)
+    chunk = items[start : start + page_size]
+    result: JsonObject = {kind.result_key: [entry.exposed for entry in chunk]}
+    if start + page_size < len(items):
+        result["nextCursor"] = encode_cursor(kind, start + page_size)
+    return result
+
+
+__all__ = [
+    "TOOLS",
+    "BadCursor",
+    "Collision",
+    "Entry",
+    "Federation",
+    "decode_cursor",
+    "encode_cursor",
+    "federate",
+    "page",
+]

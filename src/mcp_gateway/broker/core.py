@@ -1,0 +1,286 @@
+"""The broker's MCP server logic, HTTP-free: sessions, initialize, federated lists, forwarding.
+
+The HTTP layer (`broker/http.py`) turns requests into calls here and bytes back into responses.
+Answers are JSON-RPC response bodies (bytes); anything the upstream streams before its answer
+(progress, log messages) is handed to an `emit` callback as serialized notifications.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+import trio
+
+from mcp_gateway import __version__
+from mcp_gateway.broker.aggregate import BadCursor, Federation, federate, page
+from mcp_gateway.broker.fanout import Fanout
+from mcp_gateway.broker.metrics import BrokerMetrics
+from mcp_gateway.config import GatewayConfig
+from mcp_gateway.protocol import (
+    ErrorCode,
+    Request,
+    error_response,
+    negotiate_version,
+    result_response,
+    serialize,
+)
+from mcp_gateway.protocol import Notification as NotificationMessage
+from mcp_gateway.sessions import SessionTokens
+from mcp_gateway.sessions.store import SessionStore
+from mcp_gateway.upstream import (
+    KINDS,
+    PROMPTS,
+    RESOURCES,
+    TOOLS,
+    ListKind,
+    Supervisor,
+    UpstreamClient,
+    UpstreamError,
+    open_backend_session,
+)
+
+log = structlog.get_logger("mcp_gateway.broker")
+
+Emit = Callable[[bytes], Awaitable[None]]
+JsonObject = dict[str, Any]
+
+LIST_METHODS: dict[str, ListKind] = {k.method: k for k in KINDS}
+# Requests that name one federated item and go to the upstream that owns it.
+ROUTED_METHODS: dict[str, ListKind] = {
+    "tools/call": TOOLS,
+    "prompts/get": PROMPTS,
+    "resources/read": RESOURCES,
+}
+NOT_FOUND_CODE = {TOOLS.kind: ErrorCode.INVALID_PARAMS, PROMPTS.kind: ErrorCode.INVALID_PARAMS}
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSession:
+    token: str  # the Mcp-Session-Id the client holds
+    sid: str  # the store key sealed inside it
+    protocol_version: str
+
+
+class SessionProblem(Exception):
+    """A request's session header is missing (400) or names no live session (404)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class BrokerCore:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        supervisor: Supervisor,
+        tokens: SessionTokens,
+        store: SessionStore,
+        *,
+        fanout: Fanout | None = None,
+        metrics: BrokerMetrics | None = None,
+    ) -> None:
+        self.config = config
+        self.supervisor = supervisor
+        self.tokens = tokens
+        self.store = store
+        self.fanout = fanout or Fanout()
+        self.metrics = metrics or BrokerMetrics()
+        self.federation = Federation()
+        self._fingerprints: dict[str, int] = {}
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    async def open_session(self, protocol_version: str) -> ClientSession:
+        token = self.tokens.issue(protocol_version)
+        claims = self.tokens.verify(token)
+        assert claims is not None  # we just sealed it with our own first key
+        await self.store.create(claims.session_id, self.config.gateway.sessions.ttl_seconds)
+        self.metrics.sessions_created.inc()
+        return ClientSession(token, claims.session_id, protocol_version)
+
+    async def session_for(self, token: str | None) -> ClientSession:
+        if not token:
+            raise SessionProblem(400, "Bad Request: Mcp-Session-Id header is required")
+        claims = self.tokens.verify(token)
+        if claims is None or not await self.store.exists(claims.session_id):
+            raise SessionProblem(404, "Session not found")
+        return ClientSession(token, claims.session_id, claims.protocol_version)
+
+    async def end_session(self, session: ClientSession) -> None:
+        await self.store.delete(session.sid)
+        self.fanout.close_session(session.sid)
+        self.metrics.sessions_deleted.inc()
+
+    # -- the federated catalog ---------------------------------------------------------------
+
+    def refresh(self) -> list[ListKind]:
+        """Rebuild the federation from the supervisor's catalog; return the kinds that changed."""
+        self.federation = federate(self.supervisor.catalog())
+        changed = []
+        for kind in KINDS:
+            fingerprint = self.federation.fingerprint(kind)
+            if self._fingerprints.get(kind.kind) != fingerprint:
+                self._fingerprints[kind.kind] = fingerprint
+                changed.append(kind)
+        self.metrics.federated_tools.set(len(self.federation.items(TOOLS)))
+        self.metrics.observe_upstreams(self.supervisor.status())
+        return changed
+
+    def announce(self, changed: list[ListKind]) -> None:
+        """Tell every open GET stream which lists changed (templates ride on resources)."""
+        methods = {k.changed_notification for k in changed}
+        for method in sorted(methods):
+            delivered = self.fanout.publish(serialize(NotificationMessage(method, None)))
+            self.metrics.notifications_sent.inc(delivered)
+        self.metrics.notifications_dropped.inc(self.fanout.dropped - self._reported_drops)
+        self._reported_drops = self.fanout.dropped
+
+    _reported_drops = 0
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def initialize(self, request: Request) -> tuple[bytes, str] | bytes:
+        """Check initialize params; return (error body) or (result body, negotiated version)."""
+        params = request.params or {}
+        requested = params.get("protocolVersion")
+        if not isinstance(requested, str):
+            return error_response(
+                request.id, ErrorCode.INVALID_PARAMS, "initialize needs params.protocolVersion"
+            )
+        if not isinstance(params.get("capabilities", {}), dict):
+            return error_response(request.id, ErrorCode.INVALID_PARAMS, "capabilities must be an object")
+        version = negotiate_version(requested)
+        result = {
+            "protocolVersion": version,
+            "capabilities": {
+                "tools": {"listChanged": True},
+                "prompts": {"listChanged": True},
+                "resources": {"listChanged": True},
+            },
+            "serverInfo": {"name": "mcp-gateway", "version": __version__},
+            "instructions": "One MCP endpoint for many servers: each server's tools carry its prefix.",
+        }
+        return result_response(request.id, result), version
+
+    async def handle(self, request: Request, session: ClientSession, emit: Emit | None) -> bytes:
+        method = request.method
+        if method == "ping":
+            return result_response(request.id, {})
+        kind = LIST_METHODS.get(method)
+        if kind is not None:
+            return self._list(request, kind)
+        routed = ROUTED_METHODS.get(method)
+        if routed is not None:
+            return await self._forward(request, routed, session, emit)
+        if method == "initialize":
+            return error_response(
+                request.id, ErrorCode.INVALID_REQUEST, "session already initialized"
+            )
+        if method == "logging/setLevel":
+            return result_response(request.id, {})
+        return error_response(request.id, ErrorCode.METHOD_NOT_FOUND, f"Method not found: {method}")
+
+    def _list(self, request: Request, kind: ListKind) -> bytes:
+        cursor = (request.params or {}).get("cursor")
+        if cursor is not None and not isinstance(cursor, str):
+            return error_response(request.id, ErrorCode.INVALID_PARAMS, "cursor must be a string")
+        try:
+            result = page(self.federation, kind, cursor, self.config.gateway.page_size)
+        except BadCursor as exc:
+            return error_response(request.id, ErrorCode.INVALID_PARAMS, f"Invalid cursor: {exc}")
+        return result_response(request.id, result)
+
+    async def _forward(
+        self, request: Request, kind: ListKind, session: ClientSession, emit: Emit | None
+    ) -> bytes:
+        """A routed request that reached the broker (no Envoy in front): relay it ourselves."""
+        params = request.params or {}
+        key = kind.id_field
+        name = params.get(key)
+        if not isinstance(name, str):
+            return error_response(request.id, ErrorCode.INVALID_PARAMS, f"params.{key} must be a string")
+        entry = self.federation.lookup(kind, name)
+        if entry is None:
+            code = NOT_FOUND_CODE.get(kind.kind, ErrorCode.RESOURCE_NOT_FOUND)
+            what = {"tools": "tool", "prompts": "prompt"}.get(kind.kind, "resource")
+            return error_response(request.id, code, f"Unknown {what}: {name}")
+        server = self.config.server(entry.server)
+        if server is None:
+            return error_response(request.id, ErrorCode.INVALID_PARAMS, f"Unknown {kind.kind}: {name}")
+        message: JsonObject = {
+            "jsonrpc": "2.0",
+            "id": request.id,
+            "method": request.method,
+            "params": {**params, key: entry.original_name},
+        }
+
+        async def relay(incoming: JsonObject) -> None:
+            if "id" in incoming and "method" in incoming:
+                # Server→client requests during a forwarded call need a bidirectional relay
+                # (issue 7); say so to the upstream instead of leaving it waiting.
+                await client.respond({
+                    "jsonrpc": "2.0", "id": incoming["id"],
+                    "error": {"code": ErrorCode.METHOD_NOT_FOUND,
+                              "message": "not relayed by the broker's fallback path"},
+                })
+            elif emit is not None and "method" in incoming:
+                await emit(json.dumps(incoming, separators=(",", ":")).encode())
+
+        http = self.supervisor.http_client(server.name)
+        for attempt in (1, 2):
+            try:
+                backend = await self._backend_session(session, server.name, http)
+            except UpstreamError as exc:
+                return self._upstream_failed(request, server.name, exc)
+            client = UpstreamClient(
+                server, http=http, session_id=backend, protocol_version=session.protocol_version
+            )
+            try:
+                with trio.fail_after(server.timeout_seconds):
+                    answer = await client.request_raw(message, relay)
+            except UpstreamError as exc:
+                if exc.session_expired and attempt == 1:
+                    # The upstream restarted and forgot our session: open a new one, replay once.
+                    await self.store.delete_backend(session.sid, server.name, expected=backend)
+                    continue
+                return self._upstream_failed(request, server.name, exc)
+            except trio.TooSlowError:
+                return error_response(
+                    request.id, ErrorCode.INTERNAL_ERROR,
+                    f"upstream {server.name} did not answer within {server.timeout_seconds:g}s",
+                )
+            finally:
+                if http is None:
+                    await client.aclose(end_session=False)
+            answer["id"] = request.id
+            return json.dumps(answer, separators=(",", ":")).encode()
+        raise AssertionError("unreachable")
+
+    async def _backend_session(self, session: ClientSession, server_name: str, http: Any) -> str:
+        backend = await self.store.get_backend(session.sid, server_name)
+        if backend is not None:
+            return backend
+        server = self.config.server(server_name)
+        assert server is not None
+        backend = await open_backend_session(
+            server,
+            session.protocol_version,
+            {"name": "mcp-gateway", "version": __version__},
+            http=http,
+        )
+        await self.store.set_backend(session.sid, server_name, backend)
+        return backend
+
+    def _upstream_failed(self, request: Request, server: str, exc: UpstreamError) -> bytes:
+        log.warning("forwarded request failed", server=server, method=request.method, reason=exc.message)
+        if exc.rpc_code is not None:
+            return error_response(request.id, exc.rpc_code, exc.message, exc.rpc_data)
+        return error_response(
+            request.id, ErrorCode.INTERNAL_ERROR, f"upstream {server} is unavailable"
+        )

@@ -1,0 +1,261 @@
+"""The /mcp endpoint: Streamable HTTP (2025-11-25, accepting 2025-03-26 and 2025-06-18 clients).
+
+POST carries one JSON-RPC message (a batch for 2025-03-26 sessions) and is answered with JSON or,
+when the client accepts it and the upstream streams (progress), with SSE. GET opens the
+session's notification stream; DELETE ends the session. Every refusal is a JSON-RPC error
+body with the request's id when it could be read, and the HTTP status the spec names.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import trio
+from quart import Quart, Response, request
+
+from mcp_gateway.broker.core import BrokerCore, ClientSession, SessionProblem
+from mcp_gateway.broker.origin import origin_allowed
+from mcp_gateway.protocol import (
+    SUPPORTED_VERSIONS,
+    ErrorCode,
+    Limits,
+    ProtocolError,
+    Request,
+    error_response,
+    parse_message,
+    supports_batch,
+)
+from mcp_gateway.sessions.tokens import MAX_TOKEN_LENGTH
+
+JSON = "application/json"
+SSE = "text/event-stream"
+DEFAULT_PROTOCOL_VERSION = "2025-03-26"  # what the spec says to assume without the header
+DISCOVER = "server/discover"
+
+
+def register(
+    app: Quart, core: BrokerCore, nursery: trio.Nursery, *, keepalive_seconds: float = 15.0
+) -> None:
+    """Add the /mcp routes; streamed answers run their upstream call in `nursery`."""
+    def limits() -> Limits:
+        settings = core.config.gateway.limits
+        return Limits(
+            max_body_bytes=settings.max_body_bytes,
+            max_depth=settings.max_depth,
+            max_batch=settings.max_batch,
+            max_string_length=settings.max_string_length,
+        )
+
+    def refusal(status: int, code: int, message: str, request_id: Any = None) -> Response:
+        return Response(error_response(request_id, code, message), status, content_type=JSON)
+
+    def origin_refused() -> Response | None:
+        if origin_allowed(request.headers.get("origin"), core.config.gateway.allowed_origins):
+            return None
+        return refusal(403, ErrorCode.INVALID_REQUEST, "Forbidden: Origin not allowed")
+
+    def version_refused(session: ClientSession | None, request_id: Any = None) -> Response | None:
+        header = request.headers.get("mcp-protocol-version")
+        if header is None or header in SUPPORTED_VERSIONS:
+            return None
+        return refusal(
+            400, ErrorCode.INVALID_REQUEST,
+            f"Bad Request: unsupported MCP-Protocol-Version {header[:40]!r}", request_id,
+        )
+
+    async def read_body(limit: int) -> bytes | None:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.body:
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def accepts(*types: str) -> list[str]:
+        accept = request.headers.get("accept", "")
+        if not accept.strip() or "*/*" in accept:
+            return list(types)
+        return [t for t in types if t in accept]
+
+    async def session_or_refusal(request_id: Any = None) -> ClientSession | Response:
+        token = request.headers.get("mcp-session-id")
+        if token is not None and len(token) > MAX_TOKEN_LENGTH:
+            return refusal(404, ErrorCode.INVALID_REQUEST, "Session not found", request_id)
+        try:
+            return await core.session_for(token)
+        except SessionProblem as problem:
+            return refusal(problem.status, ErrorCode.INVALID_REQUEST, problem.message, request_id)
+
+    def record(method: str, status: int, started: float) -> None:
+        core.metrics.requests.labels(method, str(status)).inc()
+        core.metrics.latency.labels(method).observe(time.perf_counter() - started)
+
+    @app.post("/mcp")
+    async def post_mcp() -> Response:
+        started = time.perf_counter()
+        response = await _post(started)
+        return response
+
+    async def _post(started: float) -> Response:
+        if (refused := origin_refused()) is not None:
+            return refused
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() != JSON:
+            return refusal(415, ErrorCode.INVALID_REQUEST, "Unsupported Media Type: use application/json")
+        acceptable = accepts(JSON, SSE)
+        if not acceptable:
+            return refusal(406, ErrorCode.INVALID_REQUEST, "Not Acceptable: accept application/json or text/event-stream")
+        body_limits = limits()
+        body = await read_body(body_limits.max_body_bytes)
+        if body is None:
+            return refusal(413, ErrorCode.INVALID_REQUEST, "Request body too large")
+        token = request.headers.get("mcp-session-id")
+        claims = core.tokens.verify(token) if token and len(token) <= MAX_TOKEN_LENGTH else None
+        allow_batch = claims is not None and supports_batch(claims.protocol_version)
+        try:
+            parsed = parse_message(body, body_limits, allow_batch=allow_batch)
+        except ProtocolError as error:
+            record("invalid", error.http_status, started)
+            return Response(error.to_json(), error.http_status, content_type=JSON)
+        messages = parsed if isinstance(parsed, list) else [parsed]
+        first = messages[0] if messages else None
+        if isinstance(first, Request) and not isinstance(parsed, list):
+            if first.method == DISCOVER:
+                # The 2026-07-28 discovery probe: not served yet. METHOD_NOT_FOUND is what makes
+                # the SDK client fall back to the initialize handshake.
+                record(DISCOVER, 200, started)
+                return Response(
+                    error_response(first.id, ErrorCode.METHOD_NOT_FOUND,
+                                   "server/discover is not supported; use initialize"),
+                    200, content_type=JSON,
+                )
+            if first.method == "initialize":
+                return await _initialize(first, started)
+        request_ids = [m.id for m in messages if isinstance(m, Request)]
+        first_id = request_ids[0] if len(request_ids) == 1 else None
+        session = await session_or_refusal(first_id)
+        if isinstance(session, Response):
+            record("session", session.status_code, started)
+            return session
+        if (refused := version_refused(session, first_id)) is not None:
+            return refused
+        requests = [m for m in messages if isinstance(m, Request)]
+        if not requests:
+            return Response(b"", 202)  # notifications and responses only: accepted, no body
+        if isinstance(parsed, list):
+            bodies = [await core.handle(r, session, None) for r in requests]
+            record("batch", 200, started)
+            return Response(b"[" + b",".join(bodies) + b"]", 200, content_type=JSON)
+        only = requests[0]
+        if SSE in acceptable and _wants_progress(only):
+            return _streamed(only, session, started)
+        answer = await core.handle(only, session, None)
+        record(only.method, 200, started)
+        return Response(answer, 200, content_type=JSON)
+
+    async def _initialize(message: Request, started: float) -> Response:
+        outcome = core.initialize(message)
+        if isinstance(outcome, bytes):
+            record("initialize", 200, started)
+            return Response(outcome, 200, content_type=JSON)
+        body, version = outcome
+        session = await core.open_session(version)
+        record("initialize", 200, started)
+        return Response(body, 200, content_type=JSON, headers={"mcp-session-id": session.token})
+
+    def _streamed(message: Request, session: ClientSession, started: float) -> Response:
+        """Answer on an SSE stream: the upstream's notifications (progress) first, then the result."""
+        send, receive = trio.open_memory_channel[bytes](32)
+        scope = trio.CancelScope()
+
+        async def work() -> None:
+            async with send:
+                with scope:
+                    async def emit(notification: bytes) -> None:
+                        await send.send(notification)
+
+                    await send.send(await core.handle(message, session, emit))
+
+        nursery.start_soon(work)
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                async with receive:
+                    async for data in receive:
+                        yield b"event: message\ndata: " + data + b"\n\n"
+            finally:
+                scope.cancel()  # the client went away: stop the upstream call it asked for
+                record(message.method, 200, started)
+
+        return _sse_response(events())
+
+    @app.get("/mcp")
+    async def get_mcp() -> Response:
+        if (refused := origin_refused()) is not None:
+            return refused
+        if SSE not in accepts(SSE):
+            return refusal(406, ErrorCode.INVALID_REQUEST, "Not Acceptable: GET /mcp streams text/event-stream")
+        session = await session_or_refusal()
+        if isinstance(session, Response):
+            return session
+        if (refused := version_refused(session)) is not None:
+            return refused
+
+        async def events() -> AsyncIterator[bytes]:
+            with core.fanout.subscribe(session.sid) as queue:
+                core.metrics.open_streams.inc()
+                try:
+                    yield b": stream open\n\n"
+                    while True:
+                        # No yield inside the cancel scope: a generator may be suspended there.
+                        data: bytes | None = None
+                        with trio.move_on_after(keepalive_seconds):
+                            try:
+                                data = await queue.receive()
+                            except trio.EndOfChannel:
+                                return  # the session was deleted
+                        if data is None:
+                            yield b": keep-alive\n\n"
+                        else:
+                            yield b"event: message\ndata: " + data + b"\n\n"
+                finally:
+                    core.metrics.open_streams.dec()
+
+        return _sse_response(events())
+
+    @app.delete("/mcp")
+    async def delete_mcp() -> Response:
+        if (refused := origin_refused()) is not None:
+            return refused
+        session = await session_or_refusal()
+        if isinstance(session, Response):
+            return session
+        await core.end_session(session)
+        return Response(b"", 200)
+
+    @app.route("/mcp", methods=["PUT", "PATCH"])
+    async def other_mcp() -> Response:
+        response = refusal(405, ErrorCode.INVALID_REQUEST, "Method Not Allowed")
+        response.headers["allow"] = "GET, POST, DELETE"
+        return response
+
+
+def _wants_progress(message: Request) -> bool:
+    params = message.params or {}
+    meta = params.get("_meta")
+    return isinstance(meta, dict) and "progressToken" in meta
+
+
+def _sse_response(body: AsyncIterator[bytes]) -> Response:
+    response = Response(body, 200, content_type=SSE)
+    response.headers["cache-control"] = "no-store"
+    response.headers["x-accel-buffering"] = "no"
+    response.timeout = None  # streams live as long as the client
+    return response

@@ -1,0 +1,74 @@
+"""Prometheus metrics of one broker (its own registry, so several brokers can share a process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from mcp_gateway.upstream.supervisor import UpstreamState, UpstreamStatus
+
+__all__ = ["CONTENT_TYPE_LATEST", "BrokerMetrics"]
+
+
+class BrokerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "mcp_gateway_broker_requests",
+            "MCP requests answered by the broker, by JSON-RPC method and HTTP status.",
+            ["method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "mcp_gateway_broker_request_seconds",
+            "Time to answer an MCP request (to the first byte for streams).",
+            ["method"],
+            registry=self.registry,
+        )
+        self.upstream_state = Gauge(
+            "mcp_gateway_upstream_state",
+            "1 for the current state of each upstream, 0 for the others.",
+            ["server", "state"],
+            registry=self.registry,
+        )
+        self.upstream_items = Gauge(
+            "mcp_gateway_upstream_items", "Items an upstream offers, by kind.", ["server", "kind"],
+            registry=self.registry,
+        )
+        self.federated_tools = Gauge(
+            "mcp_gateway_tools", "Tools in the federated tools/list.", registry=self.registry
+        )
+        self.sessions_created = Counter(
+            "mcp_gateway_sessions_created", "Gateway sessions issued at initialize.", registry=self.registry
+        )
+        self.sessions_deleted = Counter(
+            "mcp_gateway_sessions_deleted", "Gateway sessions ended by DELETE.", registry=self.registry
+        )
+        self.open_streams = Gauge(
+            "mcp_gateway_open_streams", "Open GET SSE streams.", registry=self.registry
+        )
+        self.notifications_sent = Counter(
+            "mcp_gateway_notifications_sent",
+            "Notifications queued to client GET streams.", registry=self.registry,
+        )
+        self.notifications_dropped = Counter(
+            "mcp_gateway_notifications_dropped",
+            "Notifications dropped because a client's queue was full.", registry=self.registry,
+        )
+        self.config_reloads = Counter(
+            "mcp_gateway_config_reloads", "Config reloads applied.", registry=self.registry
+        )
+
+    def observe_upstreams(self, statuses: list[UpstreamStatus]) -> None:
+        self.upstream_state.clear()
+        self.upstream_items.clear()
+        for status in statuses:
+            for state in UpstreamState:
+                self.upstream_state.labels(status.name, state.value).set(
+                    1 if status.state is state else 0
+                )
+            for kind, count in status.counts.items():
+                self.upstream_items.labels(status.name, kind).set(count)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

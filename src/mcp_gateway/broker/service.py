@@ -1,0 +1,97 @@
+"""`serve_broker`: the broker's lifetime — supervisor, catalog watcher, reloads and the HTTP app.
+
+One nursery owns it all: the supervisor (and through it every upstream task), the task that
+turns catalog changes into list_changed notifications, the task that applies reloaded configs,
+and hypercorn serving the Quart app. Cancelling it stops everything, within hypercorn's
+graceful timeout for open streams.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hypercorn.config
+import hypercorn.trio
+import structlog
+import trio
+from quart_trio import QuartTrio
+
+from mcp_gateway.broker import http, status
+from mcp_gateway.broker.core import BrokerCore
+from mcp_gateway.broker.reload import ReloadState
+from mcp_gateway.config import GatewayConfig
+from mcp_gateway.sessions import SessionTokens
+from mcp_gateway.sessions.store import SessionStore
+from mcp_gateway.upstream import Supervisor, Timing
+
+log = structlog.get_logger("mcp_gateway.broker")
+
+GRACEFUL_SHUTDOWN_SECONDS = 2.0
+
+
+async def serve_broker(
+    config: GatewayConfig,
+    reloads: trio.MemoryReceiveChannel[GatewayConfig],
+    tokens: SessionTokens,
+    store: SessionStore,
+    *,
+    reload_state: ReloadState | None = None,
+    timing: Timing | None = None,
+    keepalive_seconds: float = 15.0,
+    listen: str | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the broker until cancelled; `task_status.started(port)` once it accepts connections."""
+    reload_state = reload_state or ReloadState()
+    supervisor = Supervisor(config, timing=timing or Timing())
+    core = BrokerCore(config, supervisor, tokens, store)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        changes = supervisor.changes()
+        app = build_app(core, reload_state, nursery, keepalive_seconds=keepalive_seconds)
+        nursery.start_soon(_announce_changes, core, changes)
+        nursery.start_soon(_apply_reloads, core, reloads, reload_state)
+        urls = await nursery.start(_serve_http, app, listen or config.gateway.broker_listen)
+        port = int(urls[0].rsplit(":", 1)[1])
+        log.info("broker listening", url=f"{urls[0]}/mcp", upstreams=len(config.servers))
+        task_status.started(port)
+
+
+def build_app(
+    core: BrokerCore, reload_state: ReloadState, nursery: trio.Nursery, *, keepalive_seconds: float
+) -> QuartTrio:
+    app = QuartTrio("mcp_gateway.broker")
+    app.config["RESPONSE_TIMEOUT"] = None  # SSE streams last as long as their client
+    app.config["BODY_TIMEOUT"] = 30
+    http.register(app, core, nursery, keepalive_seconds=keepalive_seconds)
+    status.register(app, core, reload_state)
+    return app
+
+
+async def _serve_http(app: QuartTrio, bind: str, *, task_status: trio.TaskStatus[Any]) -> None:
+    settings = hypercorn.config.Config()
+    settings.bind = [bind]
+    settings.accesslog = None
+    settings.graceful_timeout = GRACEFUL_SHUTDOWN_SECONDS
+    settings.keep_alive_timeout = 75  # longer than Envoy's idle timeout, so Envoy closes first
+    await hypercorn.trio.serve(app, settings, task_status=task_status)
+
+
+async def _announce_changes(core: BrokerCore, changes: trio.MemoryReceiveChannel[int]) -> None:
+    core.refresh()
+    async for _version in changes:
+        changed = core.refresh()
+        if changed:
+            log.info("federated lists changed", kinds=[k.kind for k in changed])
+            core.announce(changed)
+
+
+async def _apply_reloads(
+    core: BrokerCore, reloads: trio.MemoryReceiveChannel[GatewayConfig], reload_state: ReloadState
+) -> None:
+    async for new_config in reloads:
+        core.config = new_config
+        await core.supervisor.apply(new_config)
+        reload_state.accepted()
+        core.metrics.config_reloads.inc()
+        log.info("config reloaded", servers=len(new_config.servers))

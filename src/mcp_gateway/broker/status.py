@@ -1,0 +1,55 @@
+"""/status, /status/{name}, /healthz, /readyz, /metrics: what an operator (or a probe) reads."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from quart import Quart, Response
+
+from mcp_gateway.broker.core import BrokerCore
+from mcp_gateway.broker.metrics import CONTENT_TYPE_LATEST
+from mcp_gateway.broker.reload import ReloadState
+from mcp_gateway.upstream import TOOLS
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data, indent=2).encode(), status, content_type="application/json")
+
+
+def register(app: Quart, core: BrokerCore, reload_state: ReloadState) -> None:
+    @app.get("/status")
+    async def status() -> Response:
+        upstreams = core.supervisor.status()
+        return _json({
+            "ready": core.supervisor.first_round_done(),
+            "config": reload_state.to_json(),
+            "tools": len(core.federation.items(TOOLS)),
+            "collisions": [c.to_json() for c in core.federation.collisions],
+            "openStreams": core.fanout.stream_count,
+            "upstreams": [u.to_json() for u in upstreams],
+        })
+
+    @app.get("/status/<path:name>")
+    async def status_of(name: str) -> Response:
+        upstream = core.supervisor.status_of(name)
+        if upstream is None:
+            return _json({"error": f"no upstream named {name!r}"}, 404)
+        return _json(upstream.to_json())
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        # Ready once the config is loaded and every upstream had its first connect attempt:
+        # before that, tools/list would be missing tools that are merely slow to appear.
+        if core.supervisor.first_round_done():
+            return _json({"status": "ready"})
+        return _json({"status": "discovering"}, 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        core.metrics.observe_upstreams(core.supervisor.status())
+        return Response(core.metrics.render(), 200, content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,30 @@
+"""Capped exponential backoff with jitter, so a flapping upstream is retried without a storm."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Backoff:
+    """Delays base, 2·base, 4·base … up to `cap`, each drawn from [(1-jitter)·d, d].
+
+    Jitter spreads the reconnects of many upstreams that failed together (a network blip) so
+    they do not retry in lockstep.
+    """
+
+    base: float = 0.25
+    cap: float = 3.0
+    factor: float = 2.0
+    jitter: float = 0.5
+    rng: random.Random = field(default_factory=random.Random)
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.base * self.factor**self.attempt)
+        self.attempt += 1
+        return ceiling * (1.0 - self.jitter * self.rng.random())
+
+    def reset(self) -> None:
+        self.attempt = 0

@@ -1,0 +1,310 @@
+"""A Streamable HTTP client for one upstream MCP server (httpx + httpx-sse, on Trio via anyio).
+
+Covers what the gateway needs from an upstream: the initialize handshake, requests whose answer
+comes as JSON or as an SSE stream (with notifications before the result), notifications, the
+standalone GET stream, paging through list results, and DELETE at the end. Every transport
+failure leaves this module as an `UpstreamError`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Self
+
+import httpx
+import httpx_sse
+import trio
+
+from mcp_gateway.config import ServerConfig
+from mcp_gateway.protocol import LATEST_STABLE
+from mcp_gateway.upstream.errors import UpstreamError
+
+JsonObject = dict[str, Any]
+# Called with each server→client message (notification or request) seen while waiting.
+MessageHandler = Callable[[JsonObject], Awaitable[None]]
+
+DEFAULT_CLIENT_INFO: Mapping[str, str] = {"name": "mcp-gateway", "version": "0.1.0"}
+# A list method that keeps handing out cursors is a bug or an attack; stop following it.
+MAX_LIST_PAGES = 1000
+_ACCEPT_BOTH = "application/json, text/event-stream"
+
+
+class UpstreamClient:
+    """One logical MCP connection to one upstream; create with `open_client` or use as a context."""
+
+    def __init__(
+        self,
+        server: ServerConfig,
+        *,
+        http: httpx.AsyncClient | None = None,
+        protocol_version: str = LATEST_STABLE,
+        client_info: Mapping[str, Any] = DEFAULT_CLIENT_INFO,
+        capabilities: Mapping[str, Any] | None = None,
+        session_id: str | None = None,
+    ) -> None:
+        self.server = server
+        self._owns_http = http is None
+        self._http = http if http is not None else new_http_client(server)
+        self.requested_version = protocol_version
+        self.client_info = dict(client_info)
+        self.capabilities = dict(capabilities or {})
+        # Set by initialize(), or given to attach to an existing backend session.
+        self.session_id = session_id
+        self.protocol_version: str | None = protocol_version if session_id else None
+        self.initialize_result: JsonObject = {}
+        self._ids = itertools.count(1)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- handshake ---------------------------------------------------------------------------
+
+    async def initialize(self) -> JsonObject:
+        """Run initialize + notifications/initialized; return the server's InitializeResult."""
+        params = {
+            "protocolVersion": self.requested_version,
+            "capabilities": self.capabilities,
+            "clientInfo": self.client_info,
+        }
+        result = await self.request("initialize", params)
+        version = result.get("protocolVersion")
+        if not isinstance(version, str):
+            raise UpstreamError("initialize result has no protocolVersion")
+        self.protocol_version = version
+        self.initialize_result = result
+        await self.notify("notifications/initialized")
+        return result
+
+    # -- messages ----------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None = None,
+        on_message: MessageHandler | None = None,
+        *,
+        request_id: int | str | None = None,
+    ) -> JsonObject:
+        """Send one request; return its result, or raise UpstreamError (rpc_code set for errors)."""
+        rid = next(self._ids) if request_id is None else request_id
+        message: JsonObject = {"jsonrpc": "2.0", "id": rid, "method": method}
+        if params is not None:
+            message["params"] = dict(params)
+        answer = await self._post_request(message, on_message)
+        if "error" in answer:
+            error = answer["error"] if isinstance(answer["error"], dict) else {}
+            code = error.get("code")
+            raise UpstreamError(
+                f"{self.server.name}: {method} failed: {error.get('message', 'error')}",
+                rpc_code=code if isinstance(code, int) else None,
+                rpc_data=error.get("data"),
+            )
+        result = answer.get("result")
+        if not isinstance(result, dict):
+            raise UpstreamError(f"{self.server.name}: {method} answered without a result object")
+        return result
+
+    async def request_raw(
+        self, message: JsonObject, on_message: MessageHandler | None = None
+    ) -> JsonObject:
+        """Send a request as given (id included) and return the whole response message."""
+        return await self._post_request(message, on_message)
+
+    async def notify(self, method: str, params: Mapping[str, Any] | None = None) -> None:
+        message: JsonObject = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = dict(params)
+        async with self._post(message) as response:
+            await response.aread()
+
+    async def respond(self, message: JsonObject) -> None:
+        """Send a response to a server→client request (e.g. a ping the upstream sent us)."""
+        async with self._post(message) as response:
+            await response.aread()
+
+    async def ping(self) -> None:
+        await self.request("ping")
+
+    async def list_all(self, method: str, key: str) -> list[JsonObject]:
+        """Every item of a paginated list method, following nextCursor to the end."""
+        items: list[JsonObject] = []
+        cursor: str | None = None
+        seen: set[str] = set()
+        for _ in range(MAX_LIST_PAGES):
+            result = await self.request(method, {"cursor": cursor} if cursor else None)
+            page = result.get(key)
+            if not isinstance(page, list):
+                raise UpstreamError(f"{self.server.name}: {method} result has no {key!r} list")
+            items.extend(item for item in page if isinstance(item, dict))
+            next_cursor = result.get("nextCursor")
+            if not next_cursor:
+                return items
+            if not isinstance(next_cursor, str) or next_cursor in seen:
+                raise UpstreamError(f"{self.server.name}: {method} repeats or mangles its cursor")
+            seen.add(next_cursor)
+            cursor = next_cursor
+        raise UpstreamError(f"{self.server.name}: {method} has more than {MAX_LIST_PAGES} pages")
+
+    async def listen(
+        self,
+        on_message: MessageHandler,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Hold the standalone GET SSE stream open, handing each message to `on_message`.
+
+        Calls `task_status.started()` once the upstream accepted the stream; returns when the
+        upstream ends it. An upstream without a GET stream answers 405: UpstreamError(status=405).
+        """
+        try:
+            async with self._http.stream(
+                "GET", self.server.url, headers=self._headers(accept="text/event-stream")
+            ) as response:
+                _raise_for_status(self.server.name, "GET stream", response)
+                task_status.started()
+                async for event in httpx_sse.EventSource(response).aiter_sse():
+                    message = _decode_event(self.server.name, event)
+                    if message is not None:
+                        await on_message(message)
+        except (httpx.HTTPError, httpx_sse.SSEError) as exc:
+            raise UpstreamError(f"{self.server.name}: GET stream failed: {_describe(exc)}") from exc
+
+    async def aclose(self, *, end_session: bool = True) -> None:
+        """End the backend session (DELETE, best effort, bounded) and close the HTTP client."""
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            if end_session and self.session_id is not None:
+                try:
+                    response = await self._http.delete(self.server.url, headers=self._headers())
+                    await response.aclose()
+                except httpx.HTTPError:
+                    pass  # the session expires on its own; nothing else to do
+            if self._owns_http:
+                await self._http.aclose()
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _headers(self, *, accept: str = _ACCEPT_BOTH) -> dict[str, str]:
+        headers = {"accept": accept}
+        if self.session_id is not None:
+            headers["mcp-session-id"] = self.session_id
+        if self.protocol_version is not None:
+            headers["mcp-protocol-version"] = self.protocol_version
+        if self.server.credential:
+            headers["authorization"] = f"Bearer {self.server.credential}"
+        return headers
+
+    @asynccontextmanager
+    async def _post(self, message: JsonObject) -> Any:
+        body = json.dumps(message, separators=(",", ":")).encode()
+        headers = self._headers()
+        headers["content-type"] = "application/json"
+        try:
+            async with self._http.stream(
+                "POST", self.server.url, content=body, headers=headers
+            ) as response:
+                _raise_for_status(self.server.name, str(message.get("method", "response")), response)
+                if message.get("method") == "initialize":
+                    self.session_id = response.headers.get("mcp-session-id") or None
+                yield response
+        except httpx.HTTPError as exc:
+            raise UpstreamError(
+                f"{self.server.name}: {message.get('method', 'message')}: {_describe(exc)}"
+            ) from exc
+
+    async def _post_request(
+        self, message: JsonObject, on_message: MessageHandler | None
+    ) -> JsonObject:
+        rid = message["id"]
+        try:
+            async with self._post(message) as response:
+                content_type = response.headers.get("content-type", "").partition(";")[0].strip()
+                if content_type == "application/json":
+                    answer = _decode_json(self.server.name, await response.aread())
+                    if isinstance(answer, dict) and answer.get("id") == rid:
+                        return answer
+                    raise UpstreamError(f"{self.server.name}: JSON answer does not match id {rid!r}")
+                if content_type == "text/event-stream":
+                    async for event in httpx_sse.EventSource(response).aiter_sse():
+                        incoming = _decode_event(self.server.name, event)
+                        if incoming is None:
+                            continue
+                        if "method" not in incoming and incoming.get("id") == rid:
+                            return incoming
+                        if on_message is not None:
+                            await on_message(incoming)
+                    raise UpstreamError(f"{self.server.name}: stream ended before the answer to {rid!r}")
+                raise UpstreamError(
+                    f"{self.server.name}: unexpected content type {content_type!r}",
+                    status=response.status_code,
+                )
+        except (httpx.HTTPError, httpx_sse.SSEError) as exc:
+            raise UpstreamError(f"{self.server.name}: {message.get('method')}: {_describe(exc)}") from exc
+
+
+def new_http_client(server: ServerConfig) -> httpx.AsyncClient:
+    """An httpx client for one upstream: HTTP/2 when TLS negotiates it, bounded connect/read."""
+    timeout = httpx.Timeout(server.timeout_seconds, connect=min(server.timeout_seconds, 5.0))
+    return httpx.AsyncClient(http2=True, timeout=timeout, follow_redirects=False, trust_env=False)
+
+
+async def open_backend_session(
+    server: ServerConfig,
+    protocol_version: str,
+    client_info: Mapping[str, Any],
+    *,
+    http: httpx.AsyncClient | None = None,
+    capabilities: Mapping[str, Any] | None = None,
+) -> str:
+    """Initialize a new session on `server` for a gateway client; return its Mcp-Session-Id.
+
+    The router calls this on a client's first routed call to that upstream. The session stays
+    open on the upstream (no DELETE here); it belongs to the gateway session that asked for it.
+    """
+    client = UpstreamClient(
+        server,
+        http=http,
+        protocol_version=protocol_version,
+        client_info=client_info,
+        capabilities=capabilities,
+    )
+    try:
+        with trio.fail_after(server.timeout_seconds):
+            await client.initialize()
+    except trio.TooSlowError as exc:
+        raise UpstreamError(f"{server.name}: initialize timed out") from exc
+    finally:
+        await client.aclose(end_session=False)
+    if client.session_id is None:
+        raise UpstreamError(f"{server.name}: upstream issued no Mcp-Session-Id (stateless server)")
+    return client.session_id
+
+
+def _raise_for_status(name: str, what: str, response: httpx.Response) -> None:
+    if response.status_code >= 400 or response.status_code in (301, 302, 303, 307, 308):
+        raise UpstreamError(f"{name}: {what}: HTTP {response.status_code}", status=response.status_code)
+
+
+def _decode_json(name: str, data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UpstreamError(f"{name}: answer is not JSON") from exc
+
+
+def _decode_event(name: str, event: httpx_sse.ServerSentEvent) -> JsonObject | None:
+    if event.event != "message" or not event.data:
+        return None  # priming events and keep-alives carry no message
+    message = _decode_json(name, event.data.encode())
+    if not isinstance(message, dict):
+        raise UpstreamError(f"{name}: SSE event is not a JSON-RPC message")
+    return message
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,414 @@
+"""The supervisor: one task per upstream, each in its own cancel scope, all in one nursery.
+
+Each upstream task loops: connect, initialize, validate, list everything it offers, then hold
+its GET stream (re-listing on list_changed) and ping it; on any failure its items leave the
+catalog, its status says why, and it retries after a capped, jittered backoff. Nothing one
+upstream does can block another: they share no lock and no request, and readers (the broker's
+tools/list) only ever read the last published catalog.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import structlog
+import trio
+
+from mcp_gateway.config import GatewayConfig, ServerConfig, diff_configs
+from mcp_gateway.protocol import LATEST_STABLE
+from mcp_gateway.upstream.backoff import Backoff
+from mcp_gateway.upstream.catalog import (
+    TOOLS,
+    ListKind,
+    Rejected,
+    ServerCatalog,
+    accept_items,
+    offered_kinds,
+    validate_initialize,
+)
+from mcp_gateway.upstream.client import JsonObject, UpstreamClient, new_http_client
+from mcp_gateway.upstream.errors import UpstreamError
+
+log = structlog.get_logger("mcp_gateway.upstream")
+
+GATEWAY_CLIENT_INFO: Mapping[str, str] = {"name": "mcp-gateway-discovery", "version": "0.1.0"}
+
+
+class UpstreamState(enum.StrEnum):
+    CONNECTING = "connecting"
+    READY = "ready"
+    DEGRADED = "degraded"  # serving its items, but something is partly wrong (see reason)
+    FAILED = "failed"
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamStatus:
+    name: str
+    url: str
+    prefix: str
+    state: UpstreamState
+    reason: str | None
+    counts: Mapping[str, int]
+    last_refresh: float | None  # unix time of the last successful listing
+    protocol_version: str | None
+    server_info: Mapping[str, Any] | None
+    consecutive_failures: int
+    rejected: tuple[Rejected, ...] = ()
+
+    @property
+    def tool_count(self) -> int:
+        return self.counts.get(TOOLS.kind, 0)
+
+    def to_json(self) -> JsonObject:
+        return {
+            "name": self.name,
+            "url": self.url,
+            "prefix": self.prefix,
+            "state": self.state.value,
+            "reason": self.reason,
+            "toolCount": self.tool_count,
+            "counts": dict(self.counts),
+            "lastRefresh": self.last_refresh,
+            "protocolVersion": self.protocol_version,
+            "serverInfo": dict(self.server_info) if self.server_info else None,
+            "consecutiveFailures": self.consecutive_failures,
+            "rejected": [{"item": r.item, "reason": r.reason} for r in self.rejected],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """How often and how patiently the supervisor talks to upstreams (tests shrink these)."""
+
+    ping_interval: float = 10.0
+    poll_interval: float = 30.0  # re-list period for upstreams without a GET stream
+    stream_reopen_delay: float = 0.5
+    backoff_base: float = 0.25
+    backoff_cap: float = 3.0
+
+
+ClientFactory = Callable[[ServerConfig, httpx.AsyncClient | None], UpstreamClient]
+
+
+def default_client_factory(server: ServerConfig, http: httpx.AsyncClient | None) -> UpstreamClient:
+    """Streamable HTTP here; other transports come from `mcp_gateway.upstream.<transport>`.
+
+    Such a module provides `open_client(server, *, protocol_version, client_info)` returning an
+    object with UpstreamClient's interface (initialize, request, list_all, listen, ping, aclose).
+    """
+    if server.transport == "http":
+        return UpstreamClient(
+            server, http=http, protocol_version=LATEST_STABLE, client_info=GATEWAY_CLIENT_INFO
+        )
+    try:
+        module = importlib.import_module(f"mcp_gateway.upstream.{server.transport}")
+    except ImportError as exc:
+        raise UpstreamError(f"transport {server.transport!r} is not available") from exc
+    client: UpstreamClient = module.open_client(
+        server, protocol_version=LATEST_STABLE, client_info=GATEWAY_CLIENT_INFO
+    )
+    return client
+
+
+@dataclass
+class _Upstream:
+    """One supervised upstream: its task, its cancel scope, its published state."""
+
+    server: ServerConfig
+    on_change: Callable[[], None]
+    timing: Timing
+    client_factory: ClientFactory
+    state: UpstreamState = UpstreamState.CONNECTING
+    reason: str | None = None
+    catalog: ServerCatalog = field(default_factory=ServerCatalog)
+    last_refresh: float | None = None
+    protocol_version: str | None = None
+    server_info: Mapping[str, Any] | None = None
+    failures: int = 0
+    cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    finished: trio.Event = field(default_factory=trio.Event)
+    attempted: trio.Event = field(default_factory=trio.Event)  # first connect tried (ok or not)
+    http: httpx.AsyncClient | None = None
+
+    def status(self) -> UpstreamStatus:
+        return UpstreamStatus(
+            name=self.server.name,
+            url=self.server.url,
+            prefix=self.server.prefix,
+            state=self.state,
+            reason=self.reason,
+            counts={kind: len(items) for kind, items in self.catalog.items.items()},
+            last_refresh=self.last_refresh,
+            protocol_version=self.protocol_version,
+            server_info=self.server_info,
+            consecutive_failures=self.failures,
+            rejected=self.catalog.rejected,
+        )
+
+    @property
+    def serving(self) -> bool:
+        return self.state in (UpstreamState.READY, UpstreamState.DEGRADED)
+
+    async def run(self) -> None:
+        backoff = Backoff(base=self.timing.backoff_base, cap=self.timing.backoff_cap)
+        try:
+            with self.cancel_scope:
+                if self.server.transport == "http":
+                    self.http = new_http_client(self.server)
+                while True:
+                    self._publish(UpstreamState.CONNECTING, self.reason, keep_items=False)
+                    try:
+                        await self._session(backoff)
+                        reason = "session ended"
+                    except UpstreamError as exc:
+                        reason = exc.message
+                    except trio.TooSlowError:
+                        reason = f"no answer within {self.server.timeout_seconds:g}s"
+                    self.failures += 1
+                    self._publish(UpstreamState.FAILED, reason, keep_items=False)
+                    log.warning("upstream failed", server=self.server.name, reason=reason)
+                    self.attempted.set()
+                    await trio.sleep(backoff.next_delay())
+        finally:
+            if self.http is not None:
+                with trio.CancelScope(shield=True):
+                    await self.http.aclose()
+            self.finished.set()
+
+    async def stop(self) -> None:
+        self.cancel_scope.cancel()
+        await self.finished.wait()
+
+    def _publish(self, state: UpstreamState, reason: str | None, *, keep_items: bool) -> None:
+        was_serving = self.serving
+        self.state, self.reason = state, reason
+        if not keep_items and self.catalog.items:
+            self.catalog = ServerCatalog()
+        if was_serving or self.serving:
+            self.on_change()
+
+    async def _session(self, backoff: Backoff) -> None:
+        client = self.client_factory(self.server, self.http)
+        async with client:
+            with trio.fail_after(self.server.timeout_seconds):
+                result = await client.initialize()
+            problems = validate_initialize(result)
+            if problems:
+                raise UpstreamError("; ".join(problems))
+            self.protocol_version = client.protocol_version
+            info = result.get("serverInfo")
+            self.server_info = info if isinstance(info, dict) else None
+            kinds = offered_kinds(result)
+            await self._refresh(client, kinds)
+            self.attempted.set()
+            log.info("upstream ready", server=self.server.name, tools=self.catalog.count(TOOLS))
+            async with trio.open_nursery() as nursery:
+                relist_requests = _Flag()
+                nursery.start_soon(self._listen, client, kinds, relist_requests)
+                nursery.start_soon(self._relist_on_request, client, kinds, relist_requests)
+                nursery.start_soon(self._ping, client, backoff)
+
+    async def _refresh(self, client: UpstreamClient, kinds: tuple[ListKind, ...]) -> None:
+        items: dict[str, tuple[JsonObject, ...]] = {}
+        rejected: list[Rejected] = []
+        with trio.fail_after(self.server.timeout_seconds):
+            for kind in kinds:
+                listed = await client.list_all(kind.method, kind.result_key)
+                items[kind.kind], bad = accept_items(kind, listed)
+                rejected.extend(bad)
+        changed = items != self.catalog.items
+        self.catalog = ServerCatalog(items, tuple(rejected))
+        self.last_refresh = time.time()
+        self.failures = 0
+        if rejected:
+            state, reason = UpstreamState.DEGRADED, f"{len(rejected)} item(s) rejected"
+        elif self.state is UpstreamState.DEGRADED and self.reason and "GET stream" in self.reason:
+            state, reason = UpstreamState.DEGRADED, self.reason
+        else:
+            state, reason = UpstreamState.READY, None
+        became_serving = not self.serving
+        self.state, self.reason = state, reason
+        if changed or became_serving:
+            self.on_change()
+
+    async def _listen(
+        self, client: UpstreamClient, kinds: tuple[ListKind, ...], relist: _Flag
+    ) -> None:
+        watched = {k.changed_notification for k in kinds}
+
+        async def on_message(message: JsonObject) -> None:
+            method = message.get("method")
+            if method in watched:
+                relist.set()
+            elif "id" in message and isinstance(method, str):
+                await _answer_server_request(client, message)
+
+        while True:
+            try:
+                await client.listen(on_message)
+            except UpstreamError as exc:
+                if exc.status not in (405, 406):
+                    raise
+                await self._poll_instead(client, kinds, relist)
+            # The upstream ended the stream on purpose (idle timeout, restart of its side); a
+            # list_changed may have been missed meanwhile, so re-list after reopening.
+            await trio.sleep(self.timing.stream_reopen_delay)
+            relist.set()
+
+    async def _poll_instead(
+        self, client: UpstreamClient, kinds: tuple[ListKind, ...], relist: _Flag
+    ) -> None:
+        self.state = UpstreamState.DEGRADED
+        self.reason = f"no GET stream; re-listing every {self.timing.poll_interval:g}s"
+        while True:
+            await trio.sleep(self.timing.poll_interval)
+            relist.set()
+
+    async def _relist_on_request(
+        self, client: UpstreamClient, kinds: tuple[ListKind, ...], relist: _Flag
+    ) -> None:
+        while True:
+            await relist.wait_and_clear()
+            await self._refresh(client, kinds)
+
+    async def _ping(self, client: UpstreamClient, backoff: Backoff) -> None:
+        while True:
+            await trio.sleep(self.timing.ping_interval)
+            with trio.fail_after(self.server.timeout_seconds):
+                await client.ping()
+            # Alive for a whole ping interval: a later failure starts backoff from the bottom.
+            backoff.reset()
+
+
+class _Flag:
+    """A coalescing 'something to do' signal: many set() calls before a wait → one wake-up."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait_and_clear(self) -> None:
+        await self._event.wait()
+        self._event = trio.Event()
+
+
+async def _answer_server_request(client: UpstreamClient, message: JsonObject) -> None:
+    """Answer a server→client request on the discovery session (it has no user behind it)."""
+    if message.get("method") == "ping":
+        reply: JsonObject = {"jsonrpc": "2.0", "id": message["id"], "result": {}}
+    else:
+        reply = {
+            "jsonrpc": "2.0",
+            "id": message["id"],
+            "error": {"code": -32601, "message": "the gateway's discovery session has no client"},
+        }
+    await client.respond(reply)
+
+
+class Supervisor:
+    """Supervises every upstream of a config; `apply` a new config to start/stop/restart the diff."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        timing: Timing | None = None,
+        client_factory: ClientFactory = default_client_factory,
+    ) -> None:
+        self.config = config
+        self.timing = timing or Timing()
+        self._client_factory = client_factory
+        self._upstreams: dict[str, _Upstream] = {}
+        self._nursery: trio.Nursery | None = None
+        self._subscribers: list[trio.MemorySendChannel[int]] = []
+        self.version = 0  # bumped on every catalog change
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for server in self.config.servers:
+                self._start(server)
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+
+    async def apply(self, new_config: GatewayConfig) -> None:
+        """Restart only the upstreams whose config changed; the rest keep their sessions."""
+        diff = diff_configs(self.config, new_config)
+        self.config = new_config
+        async with trio.open_nursery() as stopping:
+            for name in (*diff.removed, *diff.changed):
+                upstream = self._upstreams.pop(name, None)
+                if upstream is not None:
+                    stopping.start_soon(upstream.stop)
+        for name in (*diff.added, *diff.changed):
+            server = new_config.server(name)
+            if server is not None:
+                self._start(server)
+        if diff.removed or diff.changed or diff.added:
+            self._changed()
+
+    def _start(self, server: ServerConfig) -> None:
+        upstream = _Upstream(server, self._changed, self.timing, self._client_factory)
+        self._upstreams[server.name] = upstream
+        if not server.enabled:
+            upstream.state = UpstreamState.DISABLED
+            upstream.reason = "disabled in config"
+            upstream.attempted.set()
+            upstream.finished.set()
+            return
+        if self._nursery is None:
+            raise RuntimeError("Supervisor.run() must be running")
+        self._nursery.start_soon(upstream.run, name=f"upstream:{server.name}")
+
+    def _changed(self) -> None:
+        self.version += 1
+        for channel in list(self._subscribers):
+            try:
+                channel.send_nowait(self.version)
+            except trio.WouldBlock:
+                pass  # an undelivered change is already queued; the reader re-reads everything
+            except trio.BrokenResourceError:
+                self._subscribers.remove(channel)
+
+    # -- readers -----------------------------------------------------------------------------
+
+    def changes(self) -> trio.MemoryReceiveChannel[int]:
+        """A new subscription to catalog changes (the value is the new catalog version)."""
+        send, receive = trio.open_memory_channel[int](1)
+        self._subscribers.append(send)
+        return receive
+
+    def status(self) -> list[UpstreamStatus]:
+        return [u.status() for u in self._upstreams.values()]
+
+    def status_of(self, name: str) -> UpstreamStatus | None:
+        upstream = self._upstreams.get(name)
+        return upstream.status() if upstream is not None else None
+
+    def catalog(self) -> list[tuple[ServerConfig, ServerCatalog]]:
+        """Each serving upstream's config and items, in config order."""
+        return [(u.server, u.catalog) for u in self._upstreams.values() if u.serving]
+
+    def first_round_done(self) -> bool:
+        return all(u.attempted.is_set() for u in self._upstreams.values())
+
+    async def wait_first_round(self) -> None:
+        for upstream in list(self._upstreams.values()):
+            await upstream.attempted.wait()
+
+    def http_client(self, name: str) -> httpx.AsyncClient | None:
+        """The pooled HTTP client of a running upstream, for calls the broker forwards."""
+        upstream = self._upstreams.get(name)
+        return upstream.http if upstream is not None else None

@@ -1,0 +1,184 @@
+"""Sample MCP servers and the broker on loopback ephemeral ports, each owned by the test.
+
+    async with sample_process("dynamic") as upstream:         # a real subprocess
+        upstream.url                                           # http://127.0.0.1:PORT/mcp
+        await upstream.kill()                                  # SIGKILL, for failure tests
+    async with sample_process("dynamic", port=upstream.port):  # restart on the same port
+    async with sample_in_process("echo") as url:               # same app, hypercorn on trio
+    config = gateway_config([("dyn", url, "dyn_")], page_size=50)
+    async with running_broker(config) as broker:               # serve_broker in this trio run
+        broker.url, broker.base, await broker.reload(new_config)
+
+`sample_process` runs `.venv/bin/mcp-gateway sample-server NAME --port 0` and reads the port the
+sample prints once it is bound (no free-port race). `running_broker` uses FAST_TIMING so pings,
+reconnects and keep-alives happen within a test's patience.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from mcp_gateway.broker.reload import ReloadState
+from mcp_gateway.broker.service import serve_broker
+from mcp_gateway.config import GatewayConfig
+from mcp_gateway.samples import READY_LINE_PREFIX, serve_sample
+from mcp_gateway.sessions import SessionTokens
+from mcp_gateway.sessions.store import MemorySessionStore, SessionStore
+from mcp_gateway.upstream import Timing
+
+CLI = str(Path(sys.executable).with_name("mcp-gateway"))
+FAST_TIMING = Timing(
+    ping_interval=0.5, poll_interval=1.0, stream_reopen_delay=0.1, backoff_base=0.05, backoff_cap=0.5
+)
+TEST_KEY = b"k" * 32
+
+
+@dataclass
+class SampleProcess:
+    name: str
+    process: trio.Process
+    url: str
+    port: int
+    output: list[str] = field(default_factory=list)
+
+    async def kill(self) -> None:
+        self.process.kill()
+        await self.process.wait()
+
+
+@asynccontextmanager
+async def sample_process(
+    name: str, *, port: int = 0, env: Mapping[str, str] | None = None
+) -> AsyncIterator[SampleProcess]:
+    """Run a sample server as its own process until the block ends (then terminate, then kill)."""
+    process = await trio.lowlevel.open_process(
+        [CLI, "sample-server", name, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        url = await _read_ready_line(process)
+        yield SampleProcess(name, process, url, int(url.rsplit(":", 1)[1].split("/")[0]))
+    finally:
+        with trio.CancelScope(shield=True):
+            await _stop(process)
+
+
+async def _read_ready_line(process: trio.Process) -> str:
+    assert process.stdout is not None
+    buffered = b""
+    with trio.fail_after(20):
+        while b"\n" not in buffered:
+            chunk = await process.stdout.receive_some(4096)
+            if not chunk:
+                raise RuntimeError(f"sample exited before listening (code {process.poll()})")
+            buffered += chunk
+    line = buffered.split(b"\n", 1)[0].decode()
+    if not line.startswith(READY_LINE_PREFIX):
+        raise RuntimeError(f"unexpected first line from sample: {line!r}")
+    return line[len(READY_LINE_PREFIX) :].strip()
+
+
+async def _stop(process: trio.Process) -> None:
+    if process.poll() is None:
+        process.terminate()
+        with trio.move_on_after(5):
+            await process.wait()
+    if process.poll() is None:
+        process.kill()
+        await process.wait()
+    if process.stdout is not None:
+        await process.stdout.aclose()
+
+
+@asynccontextmanager
+async def sample_in_process(name: str) -> AsyncIterator[str]:
+    """Serve a sample app with hypercorn inside this trio run; yield its /mcp URL."""
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_sample, name)
+        yield f"http://127.0.0.1:{port}/mcp"
+        nursery.cancel_scope.cancel()
+
+
+def gateway_config(
+    servers: Sequence[tuple[str, str, str]], **gateway: Any
+) -> GatewayConfig:
+    """A config of (name, url, prefix) servers; keyword arguments go to the `gateway:` section."""
+    document: dict[str, Any] = {
+        "servers": [
+            {"name": name, "url": url, "prefix": prefix, "timeoutSeconds": 5.0}
+            for name, url, prefix in servers
+        ],
+        "gateway": {"broker_listen": "127.0.0.1:0", **gateway},
+    }
+    return GatewayConfig.model_validate(document)
+
+
+@dataclass
+class Broker:
+    port: int
+    reloads: trio.MemorySendChannel[GatewayConfig]
+    tokens: SessionTokens
+    store: SessionStore
+    reload_state: ReloadState
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base}/mcp"
+
+    async def reload(self, config: GatewayConfig) -> None:
+        await self.reloads.send(config)
+
+
+@asynccontextmanager
+async def running_broker(
+    config: GatewayConfig,
+    *,
+    timing: Timing = FAST_TIMING,
+    keepalive_seconds: float = 15.0,
+    wait_ready: bool = True,
+) -> AsyncIterator[Broker]:
+    """serve_broker on an ephemeral port; waits for the first discovery round unless told not to."""
+    send, receive = trio.open_memory_channel[GatewayConfig](1)
+    tokens = SessionTokens([TEST_KEY])
+    store = MemorySessionStore()
+    reload_state = ReloadState()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(
+            lambda task_status: serve_broker(
+                config, receive, tokens, store,
+                reload_state=reload_state, timing=timing,
+                keepalive_seconds=keepalive_seconds, task_status=task_status,
+            )
+        )
+        broker = Broker(port, send, tokens, store, reload_state)
+        if wait_ready:
+            await wait_until_ready(broker)
+        yield broker
+        nursery.cancel_scope.cancel()
+
+
+async def wait_until_ready(broker: Broker) -> None:
+    """Poll /readyz (an HTTP probe has nothing to wait on but the answer) for up to 10 s."""
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+        for _attempt in range(500):
+            if (await client.get(f"{broker.base}/readyz")).status_code == 200:
+                return
+            await trio.sleep(0.02)
+    raise TimeoutError("broker not ready within 10 s")

@@ -197,15 +197,24 @@ def _read_results(out_dir: Path) -> dict[str, ScenarioResult]:
 
 
 @asynccontextmanager
-async def running_fixture() -> AsyncIterator[str]:
-    """Start our conformance fixture server as its own process; yield its `/mcp` URL.
+async def running_fixture(transport: str = "http") -> AsyncIterator[str]:
+    """Start our conformance fixture server as its own process; yield its URL
+    (`http://…/mcp`, or `ws://…/mcp` for transport "websocket").
 
     It picks a free port itself and prints the URL as its only stdout line, so there is no
     probe-then-bind race. Its log (stderr) goes to a temporary file, shown if it fails to start.
     """
     with tempfile.TemporaryFile() as log:
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "mcp_gateway.samples.conformance_fixture", "--port", "0"],
+            [
+                sys.executable,
+                "-m",
+                "mcp_gateway.samples.conformance_fixture",
+                "--port",
+                "0",
+                "--transport",
+                transport,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -232,7 +241,7 @@ async def _read_listening_url(process: trio.Process) -> str | None:
             if not chunk:
                 return None  # the process exited before it listened
             buffer += chunk
-        match = re.search(rb"listening on (http://\S+)", buffer)
+        match = re.search(rb"listening on ((?:http|ws)://\S+)", buffer)
         return match[1].decode() if match else None
     return None
 

@@ -40,9 +40,11 @@ from mcp.server.mcpserver import Context, MCPServer, UserMessage
 from mcp.server.session import ServerSession
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.shared.message import ServerMessageMetadata
+from mcp.shared.message import ServerMessageMetadata, SessionMessage
 from mcp.types import JSONRPCMessage
+from pydantic import ValidationError
 from starlette.types import ASGIApp
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
 FIXTURE_NAME = "mcp-gateway-conformance-fixture"
 WATCHED_RESOURCE = "test://watched-resource"
@@ -540,17 +542,95 @@ async def serve_fixture(
         task_status.started(int(bound[0].rsplit(":", 1)[1]))
 
 
-def run_fixture(host: str = "127.0.0.1", port: int = 0) -> int:
+# Browsers send Origin on WebSocket upgrades too; a page on another site must not reach us.
+_LOOPBACK_ORIGINS = ("http://127.0.0.1", "http://localhost", "http://[::1]")
+
+
+async def serve_fixture_websocket(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the fixture over WebSocket (subprotocol `mcp`, one MCP session per connection).
+
+    The SDK has no WebSocket server transport, so each connection is bridged to the SDK
+    server's own message loop through in-memory streams: text frames in, text frames out.
+    """
+    lowlevel = build_fixture()._lowlevel_server
+
+    async def handle(request: WebSocketRequest) -> None:
+        origin = dict(request.headers).get(b"origin", b"").decode(errors="replace")
+        if origin and not origin.startswith(_LOOPBACK_ORIGINS):
+            await request.reject(403, body=b"origin not allowed")
+            return
+        if "mcp" not in request.proposed_subprotocols:
+            await request.reject(400, body=b"the WebSocket subprotocol must be mcp")
+            return
+        connection = await request.accept(subprotocol="mcp")
+        await _bridge(lowlevel, connection)
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve_websocket, handle, host, port, None)
+        task_status.started(server.port)
+
+
+async def _bridge(lowlevel: Any, connection: WebSocketConnection) -> None:
+    to_server, server_reads = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+    server_writes, from_server = anyio.create_memory_object_stream[SessionMessage](0)
+
+    async def frames_in() -> None:
+        async with to_server:
+            while True:
+                try:
+                    text = await connection.get_message()
+                except ConnectionClosed:
+                    return
+                try:
+                    message = types.jsonrpc_message_adapter.validate_json(text, by_name=False)
+                except ValidationError as exc:
+                    await to_server.send(exc)  # the SDK answers it as a parse error
+                    continue
+                await to_server.send(SessionMessage(message))
+
+    async def frames_out() -> None:
+        async with from_server:
+            async for outgoing in from_server:
+                data = outgoing.message.model_dump_json(by_alias=True, exclude_unset=True)
+                try:
+                    await connection.send_message(data)
+                except ConnectionClosed:
+                    return
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(frames_in)
+        nursery.start_soon(frames_out)
+        await lowlevel.run(server_reads, server_writes, lowlevel.create_initialization_options())
+        nursery.cancel_scope.cancel()
+
+
+def run_fixture(host: str = "127.0.0.1", port: int = 0, transport: str = "http") -> int:
     """Blocking entry point (the `python -m` form and `sample-server conformance`).
 
-    Prints `... listening on URL` as its only stdout line once bound; SIGINT or SIGTERM stop it.
+    `http` (Streamable HTTP at /mcp) and `websocket` print `... listening on URL` as their only
+    stdout line once bound, and stop on SIGINT or SIGTERM. `stdio` speaks MCP on stdin/stdout
+    until stdin closes.
     """
+    if transport == "stdio":
+        build_fixture().run("stdio")
+        return 0
+    service, url = (
+        (serve_fixture, "http://{host}:{port}/mcp")
+        if transport == "http"
+        else (serve_fixture_websocket, "ws://{host}:{port}/mcp")
+    )
 
     async def serve_until_signalled() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
-                bound_port = await nursery.start(serve_fixture, host, port)
-                print(f"{FIXTURE_NAME} listening on http://{host}:{bound_port}/mcp", flush=True)
+                bound_port = await nursery.start(service, host, port)
+                where = url.format(host=host, port=bound_port)
+                print(f"{FIXTURE_NAME} listening on {where}", flush=True)
                 async for _signal in signals:
                     nursery.cancel_scope.cancel()
                     break
@@ -563,8 +643,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
+    parser.add_argument("--transport", choices=("http", "stdio", "websocket"), default="http")
     args = parser.parse_args(argv)
-    return run_fixture(args.host, args.port)
+    return run_fixture(args.host, args.port, args.transport)
 
 
 if __name__ == "__main__":

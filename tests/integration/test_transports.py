@@ -1,0 +1,280 @@
+"""The stdio and WebSocket upstream clients against real official-SDK servers.
+
+stdio: our conformance fixture (an `MCPServer`) run by the SDK's own stdio transport as a
+subprocess. WebSocket: the SDK ships no WebSocket server transport, so the same fixture is
+served by trio-websocket with each connection bridged to the SDK server's message loop (the
+bridge is the I/O seam; the MCP server behind it is the SDK's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
+
+from mcp_gateway.config import ServerConfig
+from mcp_gateway.protocol import LATEST_STABLE
+from mcp_gateway.samples.conformance_fixture import FIXTURE_NAME
+from mcp_gateway.upstream.client import UpstreamClient
+from mcp_gateway.upstream.errors import UpstreamError
+from mcp_gateway.upstream.stdio import MessageStreamClient, StdioUpstreamClient
+from mcp_gateway.upstream.websocket import WebSocketUpstreamClient
+from tests.support.conformance import running_fixture
+
+pytestmark = pytest.mark.integration
+
+FIXTURE_STDIO_COMMAND = [
+    sys.executable,
+    "-m",
+    "mcp_gateway.samples.conformance_fixture",
+    "--transport",
+    "stdio",
+]
+JsonObject = dict[str, Any]
+
+
+def stdio_config(command: list[str] = FIXTURE_STDIO_COMMAND, **extra: Any) -> ServerConfig:
+    return ServerConfig(name="fixture-stdio", transport="stdio", command=command, **extra)
+
+
+def websocket_config(url: str) -> ServerConfig:
+    return ServerConfig(name="fixture-ws", transport="websocket", url=url)
+
+
+def text_of(result: JsonObject) -> str:
+    return "".join(block["text"] for block in result["content"] if block["type"] == "text")
+
+
+async def check_initialize_list_and_call(client: MessageStreamClient) -> None:
+    result = await client.initialize()
+    assert result["serverInfo"]["name"] == FIXTURE_NAME
+    assert result["protocolVersion"] == LATEST_STABLE
+    assert client.protocol_version == LATEST_STABLE
+
+    tools = await client.list_all("tools/list", "tools")
+    names = {tool["name"] for tool in tools}
+    assert {"test_simple_text", "test_sampling", "test_tool_with_progress"} <= names
+
+    called = await client.request("tools/call", {"name": "test_simple_text", "arguments": {}})
+    assert text_of(called) == "This is a simple text response for testing."
+    await client.ping()
+
+
+def test_message_stream_clients_offer_the_http_clients_surface() -> None:
+    surface = {"initialize", "request", "request_raw", "notify", "respond", "ping", "list_all",
+               "listen", "aclose"}
+    assert surface <= {name for name in dir(UpstreamClient) if not name.startswith("_")}
+    for transport_client in (StdioUpstreamClient, WebSocketUpstreamClient):
+        assert surface <= {name for name in dir(transport_client) if not name.startswith("_")}
+
+
+# -- stdio -------------------------------------------------------------------------------------
+
+
+async def test_stdio_upstream_answers_initialize_tools_list_and_a_call() -> None:
+    client = StdioUpstreamClient(stdio_config())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        assert client.process_id is not None
+        await check_initialize_list_and_call(client)
+        nursery.cancel_scope.cancel()
+
+
+async def test_stdio_sampling_request_reaches_the_calling_request_and_its_answer_the_server() -> (
+    None
+):
+    client = StdioUpstreamClient(stdio_config(), capabilities={"sampling": {}})
+    seen: list[JsonObject] = []
+
+    async def answer_sampling(message: JsonObject) -> None:
+        seen.append(message)
+        assert message["method"] == "sampling/createMessage"
+        await client.respond(
+            {
+                "jsonrpc": "2.0",
+                "id": message["id"],
+                "result": {
+                    "role": "assistant",
+                    "content": {"type": "text", "text": "hello from the client"},
+                    "model": "test-model",
+                    "stopReason": "endTurn",
+                },
+            }
+        )
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        await client.initialize()
+        result = await client.request(
+            "tools/call",
+            {"name": "test_sampling", "arguments": {"prompt": "say hello"}},
+            answer_sampling,
+        )
+        nursery.cancel_scope.cancel()
+
+    assert [message["params"]["messages"][0]["content"]["text"] for message in seen] == ["say hello"]
+    assert text_of(result) == "LLM response: hello from the client"
+
+
+async def test_stdio_progress_is_routed_to_the_request_that_set_the_token() -> None:
+    client = StdioUpstreamClient(stdio_config())
+    progress: list[float] = []
+
+    async def collect(message: JsonObject) -> None:
+        assert message["method"] == "notifications/progress"
+        assert message["params"]["progressToken"] == "token-7"
+        progress.append(message["params"]["progress"])
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        await client.initialize()
+        result = await client.request(
+            "tools/call",
+            {"name": "test_tool_with_progress", "arguments": {}, "_meta": {"progressToken": "token-7"}},
+            collect,
+        )
+        nursery.cancel_scope.cancel()
+
+    assert progress == [0, 50, 100]
+    assert "progress" in text_of(result)
+
+
+async def test_stdio_restarts_a_crashed_server_and_handshakes_again() -> None:
+    client = StdioUpstreamClient(stdio_config())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        await client.initialize()
+        first_pid = client.process_id
+        assert first_pid is not None
+
+        os.kill(first_pid, signal.SIGKILL)
+        with trio.fail_after(15):
+            await client.wait_connected(2)
+
+        # No initialize() by the caller: the client re-ran the handshake on the new process.
+        called = await client.request("tools/call", {"name": "test_simple_text", "arguments": {}})
+        assert text_of(called) == "This is a simple text response for testing."
+        assert client.process_id not in (None, first_pid)
+        nursery.cancel_scope.cancel()
+
+
+async def test_stdio_cancelled_call_is_cancelled_on_the_upstream() -> None:
+    client = StdioUpstreamClient(stdio_config())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        await client.initialize()
+        with trio.move_on_after(0.5) as scope:
+            await client.request(
+                "tools/call", {"name": "test_slow_operation", "arguments": {"label": "abandoned"}}
+            )
+        assert scope.cancelled_caught
+
+        with trio.fail_after(10):
+            while True:
+                answer = await client.request(
+                    "tools/call", {"name": "test_cancelled_operations", "arguments": {}}
+                )
+                if json.loads(text_of(answer)) == ["abandoned"]:
+                    break
+                await trio.sleep(0.05)  # the server cancels the handler asynchronously
+        nursery.cancel_scope.cancel()
+
+
+async def test_stdio_command_that_cannot_start_fails_at_start() -> None:
+    client = StdioUpstreamClient(stdio_config(["/nonexistent/mcp-server"]))
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(UpstreamError, match="connect"):
+            await nursery.start(client.run)
+
+
+SCRIPTED_SERVER = r"""
+import json, sys
+request = json.loads(sys.stdin.readline())
+print("this line is not JSON-RPC", flush=True)
+print(json.dumps({"jsonrpc": "2.0", "method": 7}), flush=True)
+print(json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": {
+    "protocolVersion": request["params"]["protocolVersion"], "capabilities": {},
+    "serverInfo": {"name": "scripted", "version": "0"}}}), flush=True)
+sys.stdin.readline()
+"""
+
+
+async def test_stdio_skips_invalid_lines_without_dropping_the_session() -> None:
+    client = StdioUpstreamClient(stdio_config([sys.executable, "-c", SCRIPTED_SERVER]))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        result = await client.initialize()
+        assert result["serverInfo"]["name"] == "scripted"
+        assert client.connects == 1
+        nursery.cancel_scope.cancel()
+
+
+# -- WebSocket ---------------------------------------------------------------------------------
+
+
+async def test_websocket_upstream_answers_initialize_tools_list_and_a_call() -> None:
+    async with running_fixture("websocket") as url:
+        client = WebSocketUpstreamClient(websocket_config(url))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client.run)
+            await check_initialize_list_and_call(client)
+            nursery.cancel_scope.cancel()
+
+
+async def test_websocket_elicitation_round_trip() -> None:
+    async with running_fixture("websocket") as url:
+        client = WebSocketUpstreamClient(websocket_config(url), capabilities={"elicitation": {}})
+
+        async def accept(message: JsonObject) -> None:
+            assert message["method"] == "elicitation/create"
+            await client.respond(
+                {
+                    "jsonrpc": "2.0",
+                    "id": message["id"],
+                    "result": {"action": "accept", "content": {"username": "ada", "email": "a@b.c"}},
+                }
+            )
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client.run)
+            await client.initialize()
+            result = await client.request(
+                "tools/call",
+                {"name": "test_elicitation", "arguments": {"message": "who are you?"}},
+                accept,
+            )
+            nursery.cancel_scope.cancel()
+    assert text_of(result).startswith("User response: action=accept")
+    assert '"username": "ada"' in text_of(result)
+
+
+async def serve_scripted_websocket(
+    handler: Callable[[WebSocketRequest], Awaitable[None]],
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
+        task_status.started(server.port)
+
+
+async def test_websocket_server_that_ignores_the_mcp_subprotocol_is_refused() -> None:
+    async def accept_without_subprotocol(request: WebSocketRequest) -> None:
+        connection = await request.accept()
+        with contextlib.suppress(ConnectionClosed):
+            await connection.get_message()  # until the client hangs up
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_scripted_websocket, accept_without_subprotocol)
+        client = WebSocketUpstreamClient(websocket_config(f"ws://127.0.0.1:{port}/mcp"))
+        with pytest.raises(UpstreamError, match="subprotocol"):
+            await nursery.start(client.run)
+        nursery.cancel_scope.cancel()

@@ -502,6 +502,15 @@ class GatewayConfig(BaseModel):
     def enabled_servers(self) -> list[ServerConfig]:
         return [server for server in self.servers if server.enabled]
 
+    def secrets(self) -> list[str]:
+        """Every secret value this config holds, for `logs.register_secrets` (never log them)."""
+        found: list[str] = list(self.gateway.sessions.keys)
+        for server in self.servers:
+            found += [server.credential or ""]
+            if server.auth is not None:
+                found += [server.auth.token or "", server.auth.password or ""]
+        return [value for value in found if value]
+
 
 def _cross_problems(
     servers: Sequence[Any], virtual_servers: Sequence[Any]

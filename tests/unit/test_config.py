@@ -389,3 +389,13 @@ def test_dump_writes_the_env_var_not_the_credential(monkeypatch: pytest.MonkeyPa
     text = dump_config(config)
     assert "env-secret-1" not in text and "credentialEnvVar: TOK" in text
     assert "state: Enabled" in text  # current Kuadrant spelling
+
+
+def test_secrets_lists_every_secret_value() -> None:
+    config = parse_config(
+        "servers:\n"
+        "  - {name: a, url: 'http://a/mcp', prefix: a_, credential: 'Bearer c1'}\n"
+        "  - {name: b, url: 'http://b/mcp', prefix: b_, auth: {type: basic, username: u, password: p1}}\n"
+        "gateway: {sessions: {keys: ['0123456789abcdef-key']}}\n"
+    )
+    assert sorted(config.secrets()) == ["0123456789abcdef-key", "Bearer c1", "p1"]

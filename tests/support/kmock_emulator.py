@@ -122,6 +122,7 @@ class RealisticEmulator(kmock.KubernetesEmulator):
     _events: list[WatchEvent] = attrs.field(factory=list, init=False)
     _compacted_below: int = attrs.field(default=0, init=False)
     _changed: asyncio.Condition | None = attrs.field(default=None, init=False)
+    _closing: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -135,10 +136,22 @@ class RealisticEmulator(kmock.KubernetesEmulator):
     def resource_version(self) -> int:
         return self._rv
 
+    @property
+    def requests(self) -> list[rendering.Request]:
+        """Every request served so far, in arrival order (kmock's own log)."""
+        return list(self._requests)
+
     def compact(self) -> None:
         """Forget the event history, like etcd compaction: older watches get 410 Gone."""
         self._compacted_below = self._rv + 1
         self._events.clear()
+
+    async def close_watches(self) -> None:
+        """End every open watch stream (as an API server does on shutdown)."""
+        self._closing = True
+        if self._changed is not None:
+            async with self._changed:
+                self._changed.notify_all()
 
     # -- request dispatch ------------------------------------------------------------------------
 
@@ -464,7 +477,7 @@ class RealisticEmulator(kmock.KubernetesEmulator):
                     if self._watch_matches(request, event):
                         await self._write_event(response, {"type": event.type, "object": event.obj})
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or self._closing:
                     break
                 async with self._changed:
                     if not any(e.resource_version > last_sent for e in self._events):
@@ -516,6 +529,7 @@ class EmulatorThread:
             self.url = str(server.url).rstrip("/")
             self._ready.set()
             await self._stop.wait()
+            await self.emulator.close_watches()
 
     def start(self) -> EmulatorThread:
         self._thread.start()

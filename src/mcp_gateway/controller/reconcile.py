@@ -1,0 +1,466 @@
+"""The reconciler as a pure function: cluster state in, desired config and statuses out.
+
+No I/O here. `reconcile()` decides, for every MCPServerRegistration, MCPVirtualServer and
+MCPGatewayExtension, what the gateway config should hold and which Ready condition the object
+should carry; `render_config()` turns that into the exact `config.yaml` text; `status_patch()`
+says whether an object's status needs a write. The I/O layer (service.py) only feeds it and
+applies the result, so every rule below is unit-tested without a cluster.
+
+Registrations are judged oldest first (creationTimestamp, then namespace/name), so when two
+claim the same prefix the one that was there first keeps it and the newcomer is told why.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from mcp_gateway.config import dump_config, parse_config
+from mcp_gateway.controller.resources import (
+    CREDENTIAL_LABELS,
+    EXTENSIONS,
+    GATEWAY_API_GROUP,
+    REGISTRATIONS,
+    VIRTUAL_SERVERS,
+    BackendRef,
+    Extension,
+    ObjectKey,
+    Registration,
+    Route,
+    SecretRef,
+    SecretView,
+    VirtualServerSpec,
+)
+
+# Kuadrant's v1 pattern for `prefix`; the MCP tool-name alphabet allows more, but a prefix that
+# passes here is valid on both, so a registration is portable between the two gateways.
+PREFIX_PATTERN = re.compile(r"[a-z0-9][a-z0-9_]*")
+PREFIX_MAX_LENGTH = 100
+
+READY = "Ready"
+
+
+class Reason:
+    """Condition reasons (CamelCase, stable: documented in docs/troubleshooting.md)."""
+
+    CONFIG_WRITTEN = "ConfigWritten"
+    DISABLED = "Disabled"
+    INVALID_PREFIX = "InvalidPrefix"
+    INVALID_TARGET_REF = "InvalidTargetRef"
+    ROUTE_NOT_FOUND = "RouteNotFound"
+    INVALID_ROUTE = "InvalidRoute"
+    NO_GATEWAY_EXTENSION = "NoGatewayExtension"
+    ROUTE_NOT_ATTACHED = "RouteNotAttached"
+    CREDENTIAL_SECRET_MISSING = "CredentialSecretMissing"
+    CREDENTIAL_SECRET_NOT_LABELLED = "CredentialSecretNotLabelled"
+    CREDENTIAL_KEY_MISSING = "CredentialKeyMissing"
+    CA_CERT_SECRET_MISSING = "CACertSecretMissing"
+    CA_CERT_KEY_MISSING = "CACertKeyMissing"
+    DUPLICATE_PREFIX = "DuplicatePrefix"
+    PREFIX_OVERLAP = "PrefixOverlap"
+    VALID_EXTENSION = "ValidMCPGatewayExtension"
+    INVALID_EXTENSION = "InvalidMCPGatewayExtension"
+    VIRTUAL_SERVER_PROGRAMMED = "Programmed"
+    UNKNOWN_TOOL_PREFIX = "UnknownToolPrefix"
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str  # "True" | "False"
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class DesiredStatus:
+    """The status one object should have. `extra` holds fields beside conditions."""
+
+    plural: str
+    key: ObjectKey
+    generation: int
+    conditions: tuple[Condition, ...]
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> Condition:
+        return next(c for c in self.conditions if c.type == READY)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the informers hold right now (only the fields reconcile needs)."""
+
+    registrations: Sequence[Registration] = ()
+    routes: Mapping[ObjectKey, Route] = field(default_factory=dict)
+    extensions: Sequence[Extension] = ()  # those in the controller's own namespace
+    virtual_servers: Sequence[VirtualServerSpec] = ()
+    secrets: Mapping[ObjectKey, SecretView] = field(default_factory=dict)  # labelled ones
+    unlabelled_secrets: frozenset[ObjectKey] = frozenset()  # exist, but lack the label
+    tool_counts: Mapping[str, int] = field(default_factory=dict)  # server name -> tools
+
+
+@dataclass(frozen=True)
+class Desired:
+    servers: tuple[Mapping[str, Any], ...]
+    virtual_servers: tuple[Mapping[str, Any], ...]
+    statuses: tuple[DesiredStatus, ...]
+
+    def status_of(self, plural: str, key: ObjectKey) -> DesiredStatus | None:
+        return next((s for s in self.statuses if s.plural == plural and s.key == key), None)
+
+
+class _NotReady(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+def server_name(key: ObjectKey) -> str:
+    """The config name of a registration's server: `namespace/name`, as Kuadrant names it."""
+    return f"{key.namespace}/{key.name}"
+
+
+# --------------------------------------------------------------------------------------------
+# the decision
+
+
+def reconcile(snapshot: Snapshot, *, namespace: str, secret_name: str) -> Desired:
+    statuses: list[DesiredStatus] = []
+    active, extension_statuses = _judge_extensions(snapshot.extensions, namespace, secret_name)
+    statuses.extend(extension_statuses)
+
+    servers: list[dict[str, Any]] = []
+    admitted: list[tuple[str, Registration]] = []  # (prefix, registration) in admission order
+    for registration in sorted(snapshot.registrations, key=lambda r: (r.created, r.key)):
+        try:
+            entry = _server_entry(registration, snapshot, active)
+            _check_prefix_free(entry["prefix"], admitted)
+        except _NotReady as not_ready:
+            statuses.append(_registration_status(registration, False, not_ready.reason, not_ready.message, snapshot))
+            continue
+        admitted.append((entry["prefix"], registration))
+        servers.append(entry)
+        if entry["state"] == "Disabled":
+            statuses.append(
+                _registration_status(
+                    registration,
+                    False,
+                    Reason.DISABLED,
+                    "spec.state is Disabled: the server stays in the config but the gateway does not "
+                    "connect to it or list its tools",
+                    snapshot,
+                )
+            )
+        else:
+            statuses.append(
+                _registration_status(
+                    registration,
+                    True,
+                    Reason.CONFIG_WRITTEN,
+                    f"server {entry['name']} at {entry['url']} (prefix {entry['prefix']!r}) written to "
+                    f"Secret {namespace}/{secret_name}",
+                    snapshot,
+                )
+            )
+
+    virtual_servers, virtual_statuses = _judge_virtual_servers(snapshot.virtual_servers, admitted)
+    statuses.extend(virtual_statuses)
+    servers.sort(key=lambda s: str(s["name"]))
+    return Desired(tuple(servers), tuple(virtual_servers), tuple(statuses))
+
+
+def _judge_extensions(
+    extensions: Sequence[Extension], namespace: str, secret_name: str
+) -> tuple[Extension | None, list[DesiredStatus]]:
+    """One MCPGatewayExtension per namespace configures this gateway instance; the oldest wins."""
+    statuses: list[DesiredStatus] = []
+    active: Extension | None = None
+    for extension in sorted(extensions, key=lambda e: (e.created, e.key)):
+        if extension.key.namespace != namespace:
+            continue  # another gateway instance's extension: not ours to judge
+        if extension.target_kind != "Gateway" or not extension.gateway.name:
+            condition = Condition(
+                READY, "False", Reason.INVALID_EXTENSION, "spec.targetRef must name a Gateway"
+            )
+        elif active is not None:
+            condition = Condition(
+                READY,
+                "False",
+                Reason.INVALID_EXTENSION,
+                f"MCPGatewayExtension {active.key} already configures the gateway instance in "
+                f"namespace {namespace} (one per namespace; the oldest wins)",
+            )
+        else:
+            active = extension
+            listener = f" listener {extension.section}" if extension.section else ""
+            condition = Condition(
+                READY,
+                "True",
+                Reason.VALID_EXTENSION,
+                f"serving Gateway {extension.gateway}{listener}; server config in Secret "
+                f"{namespace}/{secret_name}",
+            )
+        statuses.append(
+            DesiredStatus(EXTENSIONS, extension.key, extension.generation, (condition,))
+        )
+    return active, statuses
+
+
+def _server_entry(
+    registration: Registration, snapshot: Snapshot, active: Extension | None
+) -> dict[str, Any]:
+    """The config entry for one registration, or _NotReady naming the first thing wrong."""
+    prefix = _valid_prefix(registration)
+    if registration.target_group != GATEWAY_API_GROUP or registration.target_kind != "HTTPRoute":
+        raise _NotReady(
+            Reason.INVALID_TARGET_REF,
+            f"spec.targetRef must be a {GATEWAY_API_GROUP} HTTPRoute, not "
+            f"{registration.target_group or 'core'} {registration.target_kind}",
+        )
+    route = snapshot.routes.get(registration.target)
+    if route is None:
+        raise _NotReady(Reason.ROUTE_NOT_FOUND, f"HTTPRoute {registration.target} not found")
+    url = _backend_url(route, registration.path)
+    if active is None:
+        raise _NotReady(
+            Reason.NO_GATEWAY_EXTENSION,
+            "no valid MCPGatewayExtension configures this gateway instance: create one in the "
+            "controller's namespace targeting the Gateway your HTTPRoutes attach to",
+        )
+    if not _attached(route, active):
+        listener = f" listener {active.section}" if active.section else ""
+        raise _NotReady(
+            Reason.ROUTE_NOT_ATTACHED,
+            f"HTTPRoute {route.key} has no parentRef to Gateway {active.gateway}{listener}, which "
+            f"MCPGatewayExtension {active.key} extends",
+        )
+    entry: dict[str, Any] = {
+        "name": server_name(registration.key),
+        "url": url,
+        "prefix": prefix,
+        "state": "Disabled" if registration.state == "Disabled" else "Enabled",
+    }
+    if route.hostnames:
+        entry["hostname"] = route.hostnames[0]
+    if registration.credential is not None:
+        entry["credential"] = _secret_value(
+            registration, registration.credential, snapshot, "credential",
+            (Reason.CREDENTIAL_SECRET_MISSING, Reason.CREDENTIAL_SECRET_NOT_LABELLED, Reason.CREDENTIAL_KEY_MISSING),
+        )
+    if registration.ca_cert is not None:
+        entry["caCert"] = _secret_value(
+            registration, registration.ca_cert, snapshot, "CA certificate",
+            (Reason.CA_CERT_SECRET_MISSING, Reason.CA_CERT_SECRET_MISSING, Reason.CA_CERT_KEY_MISSING),
+        )
+    return entry
+
+
+def _valid_prefix(registration: Registration) -> str:
+    if registration.prefix_conflict:
+        raise _NotReady(
+            Reason.INVALID_PREFIX,
+            "spec.prefix and spec.toolPrefix (its old name) are both set and differ; keep one",
+        )
+    prefix = registration.prefix or ""
+    if prefix and (not PREFIX_PATTERN.fullmatch(prefix) or len(prefix) > PREFIX_MAX_LENGTH):
+        raise _NotReady(
+            Reason.INVALID_PREFIX,
+            f"prefix {prefix!r} must match ^[a-z0-9][a-z0-9_]*$ (lower-case letters, digits, "
+            f"underscores) and be at most {PREFIX_MAX_LENGTH} characters",
+        )
+    return prefix
+
+
+def _backend_url(route: Route, path: str) -> str:
+    if not route.backends:
+        raise _NotReady(Reason.INVALID_ROUTE, f"HTTPRoute {route.key} has no backendRefs")
+    if len(route.backends) > 1:
+        raise _NotReady(
+            Reason.INVALID_ROUTE,
+            f"HTTPRoute {route.key} has {len(route.backends)} different backendRefs; an MCP server's "
+            "route must have exactly one backend",
+        )
+    backend = route.backends[0]
+    if not path.startswith("/"):
+        raise _NotReady(Reason.INVALID_ROUTE, f"spec.path {path!r} must start with /")
+    if backend.kind == "Service" and backend.group in ("", "core"):
+        if backend.port is None:
+            raise _NotReady(
+                Reason.INVALID_ROUTE, f"HTTPRoute {route.key}: backendRef to Service {backend.name} has no port"
+            )
+        return f"http://{backend.name}.{backend.namespace}.svc.cluster.local:{backend.port}{path}"
+    if backend.kind == "Hostname":
+        return _external_url(backend, path)
+    raise _NotReady(
+        Reason.INVALID_ROUTE,
+        f"HTTPRoute {route.key}: backendRef kind {backend.kind} is not supported (Service or Hostname)",
+    )
+
+
+def _external_url(backend: BackendRef, path: str) -> str:
+    """An Istio `Hostname` backend (an external server): TLS on 443, plain HTTP elsewhere."""
+    if backend.port in (None, 443):
+        return f"https://{backend.name}{path}"
+    return f"http://{backend.name}:{backend.port}{path}"
+
+
+def _attached(route: Route, extension: Extension) -> bool:
+    return any(
+        parent.name == extension.gateway.name
+        and parent.namespace == extension.gateway.namespace
+        and (parent.section is None or extension.section is None or parent.section == extension.section)
+        for parent in route.parents
+    )
+
+
+def _secret_value(
+    registration: Registration,
+    ref: SecretRef,
+    snapshot: Snapshot,
+    what: str,
+    reasons: tuple[str, str, str],
+) -> str:
+    missing, not_labelled, key_missing = reasons
+    secret_key = ObjectKey(registration.key.namespace, ref.name)
+    secret = snapshot.secrets.get(secret_key)
+    if secret is None:
+        if secret_key in snapshot.unlabelled_secrets:
+            raise _NotReady(
+                not_labelled,
+                f"Secret {secret_key} for the {what} exists but lacks the label "
+                f"{CREDENTIAL_LABELS[0]}=true (the controller only reads labelled Secrets)",
+            )
+        raise _NotReady(missing, f"Secret {secret_key} for the {what} not found")
+    if ref.key not in secret.values:
+        keys = ", ".join(sorted(secret.values)) or "none"
+        raise _NotReady(
+            key_missing, f"Secret {secret_key} has no key {ref.key!r} for the {what} (keys: {keys})"
+        )
+    return secret.values[ref.key]
+
+
+def _check_prefix_free(prefix: str, admitted: Sequence[tuple[str, Registration]]) -> None:
+    """Same rule as the config file's: equal, both empty, or one a prefix of the other."""
+    for other_prefix, other in admitted:
+        if other_prefix == prefix:
+            what = "no prefix" if not prefix else f"prefix {prefix!r}"
+            raise _NotReady(
+                Reason.DUPLICATE_PREFIX,
+                f"{what} is already used by MCPServerRegistration {other.key} (older); tool names "
+                "would be ambiguous",
+            )
+        if prefix and other_prefix and (prefix.startswith(other_prefix) or other_prefix.startswith(prefix)):
+            raise _NotReady(
+                Reason.PREFIX_OVERLAP,
+                f"prefix {prefix!r} overlaps {other_prefix!r} of MCPServerRegistration {other.key} "
+                "(older): a tool name could belong to either",
+            )
+
+
+def _registration_status(
+    registration: Registration, ready: bool, reason: str, message: str, snapshot: Snapshot
+) -> DesiredStatus:
+    extra: dict[str, Any] = {}
+    tools = snapshot.tool_counts.get(server_name(registration.key))
+    if ready and tools is not None:
+        extra["discoveredTools"] = tools
+    condition = Condition(READY, "True" if ready else "False", reason, message)
+    return DesiredStatus(REGISTRATIONS, registration.key, registration.generation, (condition,), extra)
+
+
+def _judge_virtual_servers(
+    virtual_servers: Sequence[VirtualServerSpec], admitted: Sequence[tuple[str, Registration]]
+) -> tuple[list[dict[str, Any]], list[DesiredStatus]]:
+    entries: list[dict[str, Any]] = []
+    statuses: list[DesiredStatus] = []
+    prefixes = [prefix for prefix, _ in admitted]
+    for virtual in sorted(virtual_servers, key=lambda v: v.key):
+        entry: dict[str, Any] = {"name": f"{virtual.key.namespace}/{virtual.key.name}", "tools": list(virtual.tools)}
+        if virtual.prompts:
+            entry["prompts"] = list(virtual.prompts)
+        entries.append(entry)
+        # Tool names are only known to the broker; what the controller can tell is a tool whose
+        # name starts with no admitted server's prefix when every server has one.
+        orphans = (
+            [t for t in virtual.tools if not any(t.startswith(p) for p in prefixes)]
+            if prefixes and "" not in prefixes
+            else []
+        )
+        if orphans:
+            condition = Condition(
+                READY,
+                "False",
+                Reason.UNKNOWN_TOOL_PREFIX,
+                f"no registered server's prefix matches tools {', '.join(orphans)}; tool names "
+                "must include their server's prefix",
+            )
+        else:
+            condition = Condition(
+                READY,
+                "True",
+                Reason.VIRTUAL_SERVER_PROGRAMMED,
+                f"{len(virtual.tools)} tools exposed to sessions started with header "
+                f"X-Mcp-Virtualserver: {entry['name']}",
+            )
+        statuses.append(DesiredStatus(VIRTUAL_SERVERS, virtual.key, virtual.generation, (condition,)))
+    return entries, statuses
+
+
+# --------------------------------------------------------------------------------------------
+# applying the decision (still pure)
+
+
+def render_config(desired: Desired, existing_text: str | None) -> str:
+    """The `config.yaml` to write: the existing file with `servers` and `virtualServers` replaced.
+
+    The controller owns those two keys; everything else (our `gateway:` section with listen
+    addresses, origins, session store) is the operator's and is kept as it is. The result is
+    validated by the same parser the gateway uses and dumped canonically, so an unchanged
+    cluster renders the same bytes and the Secret is not rewritten.
+    Raises config.ConfigError if the result would not load (the caller logs and keeps the old).
+    """
+    base: dict[str, Any] = {}
+    if existing_text and existing_text.strip():
+        base = yaml.safe_load(dump_config(parse_config(existing_text, source="existing Secret")))
+    document = {
+        **base,
+        "servers": [dict(server) for server in desired.servers],
+        "virtualServers": [dict(virtual) for virtual in desired.virtual_servers],
+    }
+    return dump_config(parse_config(yaml.safe_dump(document), source="controller output"))
+
+
+def status_patch(current: Mapping[str, Any], desired: DesiredStatus, now: str) -> dict[str, Any] | None:
+    """The merge patch that brings `current` status to `desired`, or None when it already is.
+
+    lastTransitionTime moves only when a condition's status changes (Kubernetes convention).
+    """
+    old_conditions = {
+        c.get("type"): c for c in current.get("conditions") or [] if isinstance(c, Mapping)
+    }
+    conditions = []
+    for condition in desired.conditions:
+        old = old_conditions.get(condition.type)
+        unchanged = old is not None and old.get("status") == condition.status and old.get("lastTransitionTime")
+        conditions.append(
+            {
+                "type": condition.type,
+                "status": condition.status,
+                "reason": condition.reason,
+                "message": condition.message,
+                "observedGeneration": desired.generation,
+                "lastTransitionTime": old["lastTransitionTime"] if unchanged and old else now,
+            }
+        )
+    new: dict[str, Any] = {"observedGeneration": desired.generation, "conditions": conditions, **desired.extra}
+    if desired.plural == REGISTRATIONS and "discoveredTools" not in desired.extra and "discoveredTools" in current:
+        new["discoveredTools"] = None  # merge patch: drop a count that no longer applies
+    settled = all(
+        (k not in current) if v is None else current.get(k) == v for k, v in new.items()
+    )
+    return None if settled else {"status": new}

@@ -1,0 +1,239 @@
+"""The Kubernetes resources the controller reads and writes, and plain-data views of them.
+
+Objects arrive as the API server's JSON (dicts). The views below pick out only what the
+reconciler needs, so reconcile.py never indexes raw dicts and a missing field has one default.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+GROUP = "mcp.kuadrant.io"
+VERSION = "v1"
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+GATEWAY_API_VERSION = "v1"
+
+REGISTRATIONS = "mcpserverregistrations"
+VIRTUAL_SERVERS = "mcpvirtualservers"
+EXTENSIONS = "mcpgatewayextensions"
+HTTPROUTES = "httproutes"
+
+# Credential Secrets must opt in with one of these labels (current Kuadrant, then the older one):
+# the controller only lists labelled Secrets, so it never holds unrelated secrets in memory.
+CREDENTIAL_LABELS = ("mcp.kuadrant.io/secret", "mcp.kuadrant.io/credential")
+
+DEFAULT_PATH = "/mcp"
+DEFAULT_CREDENTIAL_KEY = "token"
+DEFAULT_CA_KEY = "ca.crt"
+
+
+@dataclass(frozen=True, order=True)
+class ObjectKey:
+    """namespace/name of a namespaced object."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def key_of(obj: Mapping[str, Any]) -> ObjectKey:
+    meta = obj.get("metadata") or {}
+    return ObjectKey(str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
+def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, Mapping) else {}
+
+
+def _spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    spec = obj.get("spec")
+    return spec if isinstance(spec, Mapping) else {}
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    name: str
+    key: str
+
+
+def _secret_ref(raw: Any, default_key: str) -> SecretRef | None:
+    if not isinstance(raw, Mapping) or not raw.get("name"):
+        return None
+    return SecretRef(str(raw["name"]), str(raw.get("key") or default_key))
+
+
+@dataclass(frozen=True)
+class Registration:
+    """An MCPServerRegistration."""
+
+    key: ObjectKey
+    generation: int
+    created: str
+    prefix: str | None  # None: neither `prefix` nor `toolPrefix` given
+    prefix_conflict: bool  # `prefix` and its old name `toolPrefix` both given and different
+    path: str
+    state: str
+    target_group: str
+    target_kind: str
+    target: ObjectKey
+    credential: SecretRef | None
+    ca_cert: SecretRef | None
+    status: Mapping[str, Any]
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> Registration:
+        key = key_of(obj)
+        spec = _spec(obj)
+        raw_target = spec.get("targetRef")
+        target: Mapping[str, Any] = raw_target if isinstance(raw_target, Mapping) else {}
+        prefix = spec.get("prefix")
+        legacy = spec.get("toolPrefix")
+        given = [str(p) for p in (prefix, legacy) if p is not None]
+        status = obj.get("status")
+        return cls(
+            key=key,
+            generation=int(_meta(obj).get("generation") or 0),
+            created=str(_meta(obj).get("creationTimestamp") or ""),
+            prefix=given[0] if given else None,
+            prefix_conflict=len(set(given)) > 1,
+            path=str(spec.get("path") or DEFAULT_PATH),
+            state=str(spec.get("state") or "Enabled"),
+            target_group=str(target.get("group") or GATEWAY_API_GROUP),
+            target_kind=str(target.get("kind") or "HTTPRoute"),
+            target=ObjectKey(str(target.get("namespace") or key.namespace), str(target.get("name") or "")),
+            credential=_secret_ref(spec.get("credentialRef"), DEFAULT_CREDENTIAL_KEY),
+            ca_cert=_secret_ref(spec.get("caCertSecretRef"), DEFAULT_CA_KEY),
+            status=status if isinstance(status, Mapping) else {},
+        )
+
+
+@dataclass(frozen=True)
+class BackendRef:
+    group: str
+    kind: str
+    name: str
+    namespace: str
+    port: int | None
+
+
+@dataclass(frozen=True)
+class ParentRef:
+    name: str
+    namespace: str
+    section: str | None
+
+
+@dataclass(frozen=True)
+class Route:
+    """An HTTPRoute: its hostnames, parent Gateways and backends."""
+
+    key: ObjectKey
+    hostnames: tuple[str, ...]
+    parents: tuple[ParentRef, ...]
+    backends: tuple[BackendRef, ...]
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> Route:
+        key = key_of(obj)
+        spec = _spec(obj)
+        parents = tuple(
+            ParentRef(str(p.get("name") or ""), str(p.get("namespace") or key.namespace), p.get("sectionName"))
+            for p in spec.get("parentRefs") or []
+            if isinstance(p, Mapping)
+        )
+        backends: list[BackendRef] = []
+        for rule in spec.get("rules") or []:
+            if not isinstance(rule, Mapping):
+                continue
+            for ref in rule.get("backendRefs") or []:
+                if not isinstance(ref, Mapping):
+                    continue
+                port = ref.get("port")
+                backends.append(
+                    BackendRef(
+                        group=str(ref.get("group") or ""),
+                        kind=str(ref.get("kind") or "Service"),
+                        name=str(ref.get("name") or ""),
+                        namespace=str(ref.get("namespace") or key.namespace),
+                        port=int(port) if isinstance(port, int) else None,
+                    )
+                )
+        hostnames = tuple(str(h) for h in spec.get("hostnames") or [])
+        return cls(key, hostnames, parents, tuple(dict.fromkeys(backends)))
+
+
+@dataclass(frozen=True)
+class Extension:
+    """An MCPGatewayExtension: which Gateway (and listener) this gateway instance serves."""
+
+    key: ObjectKey
+    generation: int
+    created: str
+    gateway: ObjectKey
+    section: str | None
+    target_kind: str
+    status: Mapping[str, Any]
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> Extension:
+        key = key_of(obj)
+        raw_target = _spec(obj).get("targetRef")
+        target: Mapping[str, Any] = raw_target if isinstance(raw_target, Mapping) else {}
+        status = obj.get("status")
+        return cls(
+            key=key,
+            generation=int(_meta(obj).get("generation") or 0),
+            created=str(_meta(obj).get("creationTimestamp") or ""),
+            gateway=ObjectKey(str(target.get("namespace") or key.namespace), str(target.get("name") or "")),
+            section=target.get("sectionName"),
+            target_kind=str(target.get("kind") or "Gateway"),
+            status=status if isinstance(status, Mapping) else {},
+        )
+
+
+@dataclass(frozen=True)
+class VirtualServerSpec:
+    """An MCPVirtualServer."""
+
+    key: ObjectKey
+    generation: int
+    tools: tuple[str, ...]
+    prompts: tuple[str, ...]
+    status: Mapping[str, Any]
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> VirtualServerSpec:
+        spec = _spec(obj)
+        status = obj.get("status")
+        return cls(
+            key=key_of(obj),
+            generation=int(_meta(obj).get("generation") or 0),
+            tools=tuple(str(t) for t in spec.get("tools") or []),
+            prompts=tuple(str(p) for p in spec.get("prompts") or []),
+            status=status if isinstance(status, Mapping) else {},
+        )
+
+
+@dataclass(frozen=True)
+class SecretView:
+    """A labelled Secret: its keys and decoded values. `repr` never shows the values."""
+
+    key: ObjectKey
+    values: Mapping[str, str] = field(repr=False)
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> SecretView:
+        values: dict[str, str] = {}
+        for name, encoded in (obj.get("data") or {}).items():
+            try:
+                values[str(name)] = base64.b64decode(str(encoded), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                continue  # not a text credential; treated as a missing key
+        return cls(key_of(obj), values)

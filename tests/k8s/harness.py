@@ -1,0 +1,164 @@
+"""Shared pieces for driving the real controller against the kmock emulator."""
+
+from __future__ import annotations
+
+import base64
+import pathlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import kubernetes
+import trio
+import yaml
+from kubernetes.client.exceptions import ApiException
+
+from mcp_gateway.config import GatewayConfig, parse_config
+from mcp_gateway.controller.informer import WatchTiming
+from mcp_gateway.controller.leader import LeaseTiming
+from mcp_gateway.controller.main import USER_AGENT
+from mcp_gateway.controller.service import Controller, ControllerSettings
+from tests.support.kmock_emulator import api_client
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CRD_DIR = ROOT / "deploy" / "crds"
+GROUP, VERSION = "mcp.kuadrant.io", "v1"
+NS = "mcp-system"
+TEST_NS = "mcp-test"
+SECRET = "mcp-gateway-config"
+
+T = TypeVar("T")
+
+
+def install_crds(client: Any) -> None:
+    api = kubernetes.client.ApiextensionsV1Api(client)
+    for path in sorted(CRD_DIR.glob("mcp*.yaml")):
+        api.create_custom_resource_definition(yaml.safe_load(path.read_text()))
+
+
+def fast_settings(identity: str = "replica-a", **overrides: Any) -> ControllerSettings:
+    settings = ControllerSettings(
+        namespace=NS,
+        identity=identity,
+        secret_name=SECRET,
+        resync_seconds=5.0,
+        debounce_seconds=0.02,
+        watch=WatchTiming(timeout_seconds=2, retry_seconds=0.2),
+        lease=LeaseTiming(lease_duration=2.0, renew_deadline=1.5, retry_period=0.2),
+    )
+    for name, value in overrides.items():
+        setattr(settings, name, value)
+    return settings
+
+
+@asynccontextmanager
+async def running_controller(url: str, settings: ControllerSettings) -> AsyncIterator[Controller]:
+    client = api_client(url, user_agent=f"{USER_AGENT} ({settings.identity})")
+    controller = Controller(client, settings)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(controller.run)
+            yield controller
+            nursery.cancel_scope.cancel()
+    finally:
+        client.close()
+
+
+async def eventually(probe: Callable[[], T | None], what: str = "", within: float = 10.0) -> T:
+    """Poll `probe` (run in a thread: it calls the API) until it returns something truthy."""
+    with trio.move_on_after(within):
+        while True:
+            result = await trio.to_thread.run_sync(probe)
+            if result:
+                return result
+            await trio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or probe}")
+
+
+# -- objects ------------------------------------------------------------------------------------
+
+
+def extension(name: str = "mcp-gateway", gateway: str = "mcp-gateway", gateway_ns: str = "gateway-system") -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "MCPGatewayExtension",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"targetRef": {"name": gateway, "namespace": gateway_ns, "sectionName": "mcp"}},
+    }
+
+
+def route(name: str, service: str, port: int = 9090, hostname: str | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": TEST_NS, "labels": {"mcp-server": "true"}},
+        "spec": {
+            "parentRefs": [{"name": "mcp-gateway", "namespace": "gateway-system", "sectionName": "mcp"}],
+            "hostnames": [hostname or f"{service}.mcp.local"],
+            "rules": [{"backendRefs": [{"name": service, "port": port}]}],
+        },
+    }
+
+
+def registration(name: str, route_name: str, prefix: str | None, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"targetRef": {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": route_name}}
+    if prefix is not None:
+        body["prefix"] = prefix
+    body.update(spec)
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "MCPServerRegistration",
+        "metadata": {"name": name, "namespace": TEST_NS},
+        "spec": body,
+    }
+
+
+def credential_secret(name: str, value: str, labelled: bool = True, key: str = "token") -> dict[str, Any]:
+    labels = {"mcp.kuadrant.io/secret": "true"} if labelled else {}
+    return {"metadata": {"name": name, "namespace": TEST_NS, "labels": labels}, "stringData": {key: value}}
+
+
+class Cluster:
+    """Thin helpers over the real client, as the tests' own user."""
+
+    def __init__(self, client: Any) -> None:
+        self.core = kubernetes.client.CoreV1Api(client)
+        self.custom = kubernetes.client.CustomObjectsApi(client)
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        group, version = obj["apiVersion"].split("/")
+        plural = {
+            "MCPGatewayExtension": "mcpgatewayextensions",
+            "MCPServerRegistration": "mcpserverregistrations",
+            "MCPVirtualServer": "mcpvirtualservers",
+            "HTTPRoute": "httproutes",
+        }[obj["kind"]]
+        ns = obj["metadata"]["namespace"]
+        return dict(self.custom.create_namespaced_custom_object(group, version, ns, plural, obj))
+
+    def delete(self, plural: str, name: str, group: str = GROUP, ns: str = TEST_NS) -> None:
+        self.custom.delete_namespaced_custom_object(group, VERSION, ns, plural, name)
+
+    def registration(self, name: str) -> dict[str, Any]:
+        return dict(self.custom.get_namespaced_custom_object(GROUP, VERSION, TEST_NS, "mcpserverregistrations", name))
+
+    def ready(self, plural: str, name: str, ns: str = TEST_NS) -> dict[str, Any] | None:
+        obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, plural, name)
+        for condition in (obj.get("status") or {}).get("conditions") or []:
+            if condition["type"] == "Ready":
+                return dict(condition)
+        return None
+
+    def config(self) -> GatewayConfig | None:
+        try:
+            secret = self.core.read_namespaced_secret(SECRET, NS)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        text = base64.b64decode((secret.data or {})["config.yaml"]).decode()
+        return parse_config(text, source="config Secret")
+
+    def config_text(self) -> str:
+        secret = self.core.read_namespaced_secret(SECRET, NS)
+        return base64.b64decode((secret.data or {})["config.yaml"]).decode()

@@ -1,0 +1,177 @@
+"""The controller, driven through the real `kubernetes` client against the kmock emulator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from tests.k8s.harness import (
+    NS,
+    Cluster,
+    credential_secret,
+    eventually,
+    extension,
+    fast_settings,
+    install_crds,
+    registration,
+    route,
+    running_controller,
+)
+from tests.support.kmock_emulator import EmulatorThread
+
+
+@pytest.fixture
+def cluster(client: Any) -> Cluster:
+    install_crds(client)
+    return Cluster(client)
+
+
+def _reason(cluster: Cluster, name: str, expected: str) -> Any:
+    def probe() -> dict[str, Any] | None:
+        ready = cluster.ready("mcpserverregistrations", name)
+        return ready if ready is not None and ready["reason"] == expected else None
+
+    return probe
+
+
+async def test_registration_and_route_put_the_server_in_the_secret(k8s: EmulatorThread, cluster: Cluster) -> None:
+    cluster.create(extension())
+    cluster.create(route("server1-route", "server1"))
+    cluster.create(registration("server1", "server1-route", "test1_"))
+    async with running_controller(k8s.url, fast_settings()):
+        config = await eventually(cluster.config, what="config Secret")
+        ready = await eventually(_reason(cluster, "server1", "ConfigWritten"))
+    server = config.server("mcp-test/server1")
+    assert server is not None
+    assert server.url == "http://server1.mcp-test.svc.cluster.local:9090/mcp"
+    assert server.hostname == "server1.mcp.local"
+    assert server.prefix == "test1_"
+    assert server.enabled
+    assert ready["status"] == "True"
+    status = cluster.registration("server1")["status"]
+    assert status["observedGeneration"] == 1
+    assert ready["observedGeneration"] == 1
+    assert cluster.ready("mcpgatewayextensions", "mcp-gateway", ns=NS)["reason"] == "ValidMCPGatewayExtension"
+
+
+async def test_invalid_prefix_is_ready_false_with_its_reason(k8s: EmulatorThread, cluster: Cluster) -> None:
+    cluster.create(extension())
+    cluster.create(route("bad-route", "bad"))
+    cluster.create(registration("bad", "bad-route", "Bad Prefix!"))
+    cluster.create(route("good-route", "good"))
+    cluster.create(registration("good", "good-route", "good_"))
+    async with running_controller(k8s.url, fast_settings()):
+        ready = await eventually(_reason(cluster, "bad", "InvalidPrefix"))
+        await eventually(_reason(cluster, "good", "ConfigWritten"))
+        config = cluster.config()
+    assert ready["status"] == "False"
+    assert "Bad Prefix!" in ready["message"]
+    assert config is not None and [s.name for s in config.servers] == ["mcp-test/good"]
+
+
+async def test_route_created_later_turns_ready_true(k8s: EmulatorThread, cluster: Cluster) -> None:
+    cluster.create(extension())
+    cluster.create(registration("late", "late-route", "late_"))
+    async with running_controller(k8s.url, fast_settings()):
+        missing = await eventually(_reason(cluster, "late", "RouteNotFound"))
+        assert missing["status"] == "False" and "mcp-test/late-route" in missing["message"]
+        cluster.create(route("late-route", "late"))
+        ready = await eventually(_reason(cluster, "late", "ConfigWritten"))
+        config = await eventually(lambda: (c := cluster.config()) and c.server("mcp-test/late") and c)
+    assert ready["status"] == "True"
+    assert config.server("mcp-test/late") is not None
+
+
+async def test_delete_removes_the_server_from_the_secret(k8s: EmulatorThread, cluster: Cluster) -> None:
+    cluster.create(extension())
+    for name in ("one", "two"):
+        cluster.create(route(f"{name}-route", name))
+        cluster.create(registration(name, f"{name}-route", f"{name}_"))
+    async with running_controller(k8s.url, fast_settings()):
+        await eventually(lambda: (c := cluster.config()) and len(c.servers) == 2)
+        cluster.delete("mcpserverregistrations", "one")
+        config = await eventually(lambda: (c := cluster.config()) and len(c.servers) == 1 and c)
+    assert [s.name for s in config.servers] == ["mcp-test/two"]
+
+
+async def test_missing_credential_secret_has_its_reason_and_value_never_leaks(
+    k8s: EmulatorThread, cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = "Bearer s3cr3t-token-value"
+    cluster.create(extension())
+    cluster.create(route("auth-route", "auth"))
+    cluster.create(registration("auth", "auth-route", "auth_", credentialRef={"name": "auth-token"}))
+    async with running_controller(k8s.url, fast_settings()):
+        missing = await eventually(_reason(cluster, "auth", "CredentialSecretMissing"))
+        assert "mcp-test/auth-token" in missing["message"]
+        await trio.to_thread.run_sync(
+            cluster.core.create_namespaced_secret, "mcp-test", credential_secret("auth-token", token, labelled=False)
+        )
+        unlabelled = await eventually(_reason(cluster, "auth", "CredentialSecretNotLabelled"))
+        assert "mcp.kuadrant.io/secret=true" in unlabelled["message"]
+        await trio.to_thread.run_sync(
+            cluster.core.patch_namespaced_secret,
+            "auth-token",
+            "mcp-test",
+            {"metadata": {"labels": {"mcp.kuadrant.io/secret": "true"}}},
+        )
+        await eventually(_reason(cluster, "auth", "ConfigWritten"))
+        config = await eventually(lambda: (c := cluster.config()) and c.server("mcp-test/auth") and c)
+    server = config.server("mcp-test/auth")
+    assert server is not None and server.credential == token
+    assert token not in str(cluster.registration("auth"))
+    captured = capsys.readouterr()
+    assert token not in captured.out + captured.err
+
+
+async def test_two_replicas_one_writer_and_failover(k8s: EmulatorThread, cluster: Cluster) -> None:
+    cluster.create(extension())
+    cluster.create(route("r1", "s1"))
+    cluster.create(registration("s1", "r1", "s1_"))
+
+    def writers() -> list[str]:
+        found = []
+        for request in list(k8s.emulator.requests):
+            agent = request.headers.get("User-Agent", "")
+            method = request.method.value if request.method is not None else ""
+            kind = request.resource.plural if request.resource is not None else ""
+            if "mcp-gateway-controller" in agent and method in ("POST", "PUT", "PATCH") and kind in (
+                "secrets",
+                "mcpserverregistrations",
+                "mcpgatewayextensions",
+            ):
+                found.append(agent.split("(")[-1].rstrip(")"))
+        return found
+
+    replicas: dict[str, Any] = {}
+    a_started = trio.Event()
+    stop_a = trio.CancelScope()
+
+    async def replica_a() -> None:
+        with stop_a:
+            async with running_controller(k8s.url, fast_settings("replica-a")) as controller:
+                replicas["a"] = controller
+                a_started.set()
+                await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(replica_a)
+        await a_started.wait()
+        await eventually(lambda: replicas["a"].is_leader, what="replica-a leading")
+        async with running_controller(k8s.url, fast_settings("replica-b")) as replica_b:
+            await eventually(cluster.config, what="config Secret")
+            await eventually(_reason(cluster, "s1", "ConfigWritten"))
+            await trio.sleep(0.6)  # several renew periods: the standby must stay quiet
+            assert not replica_b.is_leader
+            assert set(writers()) == {"replica-a"}
+            writes_before = len(writers())
+
+            stop_a.cancel()  # the leader goes away and releases the Lease
+            cluster.create(route("r2", "s2"))
+            cluster.create(registration("s2", "r2", "s2_"))
+            await eventually(lambda: (c := cluster.config()) and c.server("mcp-test/s2"), what="failover write")
+            assert replica_b.is_leader
+            after = writers()[writes_before:]
+            assert after and set(after) == {"replica-b"}

@@ -20,8 +20,8 @@ import re
 import shlex
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, TextIO
+from dataclasses import dataclass, replace
+from typing import Any, Literal, TextIO, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -75,13 +75,16 @@ _SCHEMES_FOR_TRANSPORT: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True, slots=True)
 class ConfigProblem:
-    """One thing wrong with a config. `path` is dotted (`servers[2].prefix`); "" = the file."""
+    """One thing wrong with a config. `path` is dotted (`servers[2].prefix`); "" = the file.
+    `line` (1-based) is where that path is in the YAML text, when it is there at all."""
 
     path: str
     message: str
+    line: int | None = None
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
+        where = f" (line {self.line})" if self.line is not None else ""
+        return f"{self.path}: {self.message}{where}" if self.path else self.message
 
 
 class ConfigError(Exception):
@@ -198,7 +201,7 @@ class ServerConfig(BaseModel):
     # -- Kuadrant's keys --
     name: str
     transport: Transport = "http"  # ours; declared before url/command so their checks can see it
-    url: str = ""
+    url: str = Field(default="", validate_default=True)
     hostname: str | None = None
     prefix: str = ""
     enabled: bool = True
@@ -529,7 +532,7 @@ def _cross_problems(
                 problems.append(
                     ConfigProblem(
                         f"servers[{index}].name",
-                        f"duplicate server name {name!r} (first used by servers[{first_by_name[name]}])",
+                        f"duplicate server name {name!r}, first used by servers[{first_by_name[name]}]",
                     )
                 )
             else:
@@ -580,8 +583,8 @@ def _cross_problems(
                 problems.append(
                     ConfigProblem(
                         f"virtualServers[{index}].name",
-                        f"duplicate virtual server name {name!r} (first used by "
-                        f"virtualServers[{first_virtual[name]}])",
+                        f"duplicate virtual server name {name!r}, first used by "
+                        f"virtualServers[{first_virtual[name]}]",
                     )
                 )
             else:
@@ -619,30 +622,53 @@ _StrictLoader.add_constructor(
 )
 
 
-def _read_yaml(text: str) -> tuple[Any, list[ConfigProblem]]:
+def _read_yaml(text: str) -> tuple[Any, yaml.Node | None, list[ConfigProblem]]:
+    """The document, its node tree (for line numbers) and the problems of the YAML itself."""
     try:
         loader = _StrictLoader(text)  # the reader rejects control characters right here
     except yaml.YAMLError as exc:
-        return None, [ConfigProblem("", f"not a YAML document: {exc}")]
+        return None, None, [ConfigProblem("", f"not a YAML document: {exc}")]
     loader.duplicate_keys = []
     try:
-        document = loader.get_single_data()
+        node = loader.get_single_node()
+        document = None if node is None else loader.construct_document(node)
     except RecursionError:
-        return None, [ConfigProblem("", "YAML nested too deeply")]
+        return None, None, [ConfigProblem("", "YAML nested too deeply")]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         what = " ".join(part for part in (exc.context, exc.problem) if part)
-        return None, [ConfigProblem("", f"YAML syntax error at {where}{what}")]
+        return None, None, [ConfigProblem("", f"YAML syntax error at {where}{what}")]
     except yaml.YAMLError as exc:
-        return None, [ConfigProblem("", f"YAML error: {exc}")]
+        return None, None, [ConfigProblem("", f"YAML error: {exc}")]
     finally:
         loader.dispose()
     problems = [
         ConfigProblem("", f"duplicate key {key!r} at line {mark.line + 1}: YAML keeps only one")
         for key, mark in loader.duplicate_keys
     ]
-    return document, problems
+    return document, node, problems
+
+
+def _line_of(root: yaml.Node | None, path: str) -> int | None:
+    """The line of `path` in the node tree: of the key for a mapping entry, of the item for a
+    list entry; the deepest part of the path that exists (an unknown key's own line)."""
+    if root is None or not path:
+        return None
+    node, line = root, None
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
+        if index and isinstance(node, yaml.SequenceNode) and int(index) < len(node.value):
+            node = node.value[int(index)]
+            line = node.start_mark.line + 1
+        elif name and isinstance(node, yaml.MappingNode):
+            entry = next(((k, v) for k, v in node.value if getattr(k, "value", None) == name), None)
+            if entry is None:
+                break
+            line = entry[0].start_mark.line + 1
+            node = entry[1]
+        else:
+            break
+    return line
 
 
 def _format_path(loc: Sequence[int | str]) -> str:
@@ -660,25 +686,25 @@ def _known_keys(model: type[BaseModel]) -> list[str]:
     return keys + (["toolPrefix"] if model is ServerConfig else [])
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model class inside an annotation such as `list[ServerConfig]` or `AuthConfig | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
+
+
 def _model_at(loc: Sequence[int | str]) -> type[BaseModel] | None:
     """The model whose key set applies at `loc` (used to suggest a fix for a typo)."""
     model: type[BaseModel] | None = GatewayConfig
     for part in loc:
         if model is None or isinstance(part, int):
             continue
-        field = next(
-            (f for n, f in model.model_fields.items() if part in (n, f.alias)), None
-        )
-        if field is None:
-            return model
-        annotation = field.annotation
-        model = None
-        for candidate in (ServerConfig, VirtualServer, GatewaySettings, LimitsSettings,
-                          SessionSettings, EnvoySettings, AuthConfig, TokenURLElicitation,
-                          GuardrailsConfig):
-            if candidate.__name__ in str(annotation):
-                model = candidate
-                break
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        model = None if field is None else _model_in(field.annotation)
     return model
 
 
@@ -721,7 +747,7 @@ def parse_config(text: str, source: str = "<string>") -> GatewayConfig:
     """Validate a config document; raise `ConfigError` listing every problem."""
     if not text.strip():
         raise ConfigError([ConfigProblem("", "the file is empty (an empty config is `servers: []`)")], source)
-    document, problems = _read_yaml(text)
+    document, root, problems = _read_yaml(text)
     if problems and document is None:
         raise ConfigError(problems, source)
     if document is None and not problems:
@@ -744,15 +770,16 @@ def parse_config(text: str, source: str = "<string>") -> GatewayConfig:
         )
     )
     if problems or config is None:
-        raise ConfigError(_sorted_unique(problems), source)
+        located = [replace(p, line=_line_of(root, p.path)) if p.line is None else p for p in problems]
+        raise ConfigError(_sorted_unique(located), source)
     return config
 
 
 def _sorted_unique(problems: Iterable[ConfigProblem]) -> list[ConfigProblem]:
     def order(problem: ConfigProblem) -> tuple[Any, ...]:
         # file-level first, then in document order: servers[2] before servers[10]
-        parts = re.split(r"\[(\d+)\]", problem.path)
-        return (problem.path != "", [int(p) if p.isdigit() else p for p in parts])
+        parts = re.split(r"\[(\d+)\]", problem.path)  # names at even places, indexes at odd
+        return (problem.path != "", [int(p) if i % 2 else p for i, p in enumerate(parts)])
 
     return sorted(dict.fromkeys(problems), key=order)
 

@@ -399,3 +399,32 @@ def test_secrets_lists_every_secret_value() -> None:
         "gateway: {sessions: {keys: ['0123456789abcdef-key']}}\n"
     )
     assert sorted(config.secrets()) == ["0123456789abcdef-key", "Bearer c1", "p1"]
+
+
+def test_problems_carry_the_line_of_their_key() -> None:
+    text = textwrap.dedent(
+        """\
+        servers:
+          - name: a
+            url: http://a/mcp
+            prefix: a_
+          - name: a
+            url: ftp://b/mcp
+            prefx: b_
+          - name: c
+            prefix: c_
+        gateway:
+          page_size: 0
+        """
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    lines = {problem.path: problem.line for problem in caught.value.problems}
+    assert lines == {
+        "servers[1].name": 5,
+        "servers[1].url": 6,
+        "servers[1].prefx": 7,
+        "servers[2].url": 8,  # missing: the line of the entry that lacks it
+        "gateway.page_size": 11,
+    }
+    assert str(caught.value.problems[0]).endswith("(line 11)")

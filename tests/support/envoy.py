@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +42,15 @@ class RunningEnvoy:
     def access_entries(self) -> list[dict[str, object]]:
         lines = self.access_log.read_text().splitlines() if self.access_log.exists() else []
         return [json.loads(line) for line in lines if line.strip()]
+
+    async def wait_for_access(
+        self, predicate: Callable[[dict[str, object]], bool], timeout: float = 5.0
+    ) -> list[dict[str, object]]:
+        """Access-log entries matching `predicate`, once there is at least one (Envoy flushes)."""
+        with trio.fail_after(timeout):
+            while not (found := [e for e in self.access_entries() if predicate(e)]):
+                await trio.sleep(0.02)
+        return found
 
     async def stat(self, name: str) -> int:
         async with httpx.AsyncClient(base_url=self.admin_url) as admin:
@@ -124,7 +133,9 @@ async def running_envoy(
         [
             envoy_binary(), "-c", str(bootstrap), "--reject-unknown-dynamic-fields",
             "--disable-hot-restart", "--admin-address-path", str(admin_path),
-            "--log-level", "warning", "--concurrency", "1", *extra_args,
+            "--log-level", "warning", "--concurrency", "1",
+            # Access-log lines reach the file within 50 ms (tests read it).
+            "--file-flush-interval-msec", "50", *extra_args,
         ],
         stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ},
     )

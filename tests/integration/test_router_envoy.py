@@ -1,0 +1,394 @@
+"""The router behind a real Envoy, with the real broker and real MCP servers (official SDK).
+
+Each test starts: upstream MCP servers (SDK `MCPServer`s on hypercorn), the broker and the
+ext_proc router (serve_broker / serve_router in this Trio run, sharing tokens and store), and
+the `envoy` binary in front of them. Clients are the official SDK client (asyncio and trio
+backends) and, where raw bytes matter, httpx.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import hypercorn.config
+import hypercorn.trio
+import pytest
+import trio
+from mcp.client.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+
+from mcp_gateway.config import GatewayConfig
+from mcp_gateway.router.service import serve_router
+from tests.support.envoy import RunningEnvoy, running_envoy
+from tests.support.servers import Broker, gateway_config, running_broker, sample_process
+
+pytestmark = pytest.mark.integration
+
+# The official SDK client (mcp 2.3.0) leaves its httpx2 SSE iterators to the garbage collector when
+# a stream ends; Trio warns about each one. Only those generators, only in tests that use it.
+SDK_CLIENT_WARNINGS = pytest.mark.filterwarnings(
+    "ignore:Async generator 'httpx2.:ResourceWarning",
+    "ignore:Async generator 'httpcore2.:ResourceWarning",
+)
+
+PROTOCOL = "2025-11-25"
+
+
+# ---------------------------------------------------------------------------------------------
+# A probe upstream: reports what reached it, so the tests can see the routed request itself.
+
+
+def probe_server(name: str) -> MCPServer:
+    server = MCPServer(name, version="1.0.0")
+
+    @server.tool(description="Report the routing headers and a hash of the session this call used.")
+    def observe(ctx: Context) -> str:
+        headers = {k.lower(): v for k, v in (ctx.headers or {}).items()}
+        session = headers.get("mcp-session-id", "")
+        return json.dumps(
+            {
+                "server": name,
+                "servername": headers.get("x-mcp-servername"),
+                "toolname": headers.get("x-mcp-toolname"),
+                "method": headers.get("x-mcp-method"),
+                "forged": sorted(k for k in headers if k.startswith("x-mcp-") and k not in (
+                    "x-mcp-servername", "x-mcp-toolname", "x-mcp-method")),
+                "authorization": headers.get("authorization"),
+                # A hash, not the id: this result reaches the client, a backend id must not.
+                "session_hash": hashlib.sha256(session.encode()).hexdigest()[:16] if session else None,
+            }
+        )
+
+    @server.tool(description="Add two integers.")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    return server
+
+
+async def serve_probe(name: str, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    app = probe_server(name).streamable_http_app(
+        transport_security=TransportSecuritySettings(
+            enable_dns_rebinding_protection=True, allowed_hosts=["127.0.0.1:*"], allowed_origins=[]
+        )
+    )
+    settings = hypercorn.config.Config()
+    settings.bind = ["127.0.0.1:0"]
+    settings.accesslog = None
+    settings.graceful_timeout = 0.5
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(hypercorn.trio.serve, app, settings)
+        task_status.started(int(urls[0].rsplit(":", 1)[1]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The stack
+
+
+@dataclass
+class Stack:
+    envoy: RunningEnvoy
+    broker: Broker
+    config: GatewayConfig
+    router_reloads: trio.MemorySendChannel[GatewayConfig]
+
+    @property
+    def url(self) -> str:
+        return self.envoy.url
+
+
+@asynccontextmanager
+async def gateway_stack(servers: Sequence[tuple[str, str, str]], workdir: Path) -> AsyncIterator[Stack]:
+    config = gateway_config(servers, router_listen="127.0.0.1:0")
+    async with running_broker(config) as broker, trio.open_nursery() as nursery:
+        send, receive = trio.open_memory_channel[GatewayConfig](1)
+        router_port = await nursery.start(serve_router, config, receive, broker.tokens, broker.store)
+        async with running_envoy(
+            config, broker_port=broker.port, router_port=router_port, workdir=workdir
+        ) as envoy:
+            yield Stack(envoy, broker, config, send)
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def probes(*names: str) -> AsyncIterator[dict[str, str]]:
+    async with trio.open_nursery() as nursery:
+        urls = {}
+        for name in names:
+            port = await nursery.start(serve_probe, name)
+            urls[name] = f"http://127.0.0.1:{port}/mcp"
+        yield urls
+        nursery.cancel_scope.cancel()
+
+
+def text_of(result: Any) -> str:
+    assert not result.is_error, result
+    return str(result.content[0].text)
+
+
+async def initialize_raw(client: httpx.AsyncClient, url: str) -> str:
+    """The legacy handshake over raw HTTP; returns the gateway session id."""
+    response = await client.post(
+        url,
+        json={
+            "jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+        },
+        headers={"accept": "application/json, text/event-stream"},
+    )
+    assert response.status_code == 200, response.text
+    session = response.headers["mcp-session-id"]
+    await client.post(
+        url,
+        json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+        headers=_session_headers(session),
+    )
+    return session
+
+
+def _session_headers(session: str, **extra: str) -> dict[str, str]:
+    return {
+        "accept": "application/json, text/event-stream",
+        "mcp-session-id": session,
+        "mcp-protocol-version": PROTOCOL,
+        **extra,
+    }
+
+
+def call_body(name: str, arguments: dict[str, Any] | None = None, request_id: int = 1) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": name, "arguments": arguments or {}}}
+
+
+def sse_result(response: httpx.Response) -> dict[str, Any]:
+    """The JSON-RPC message with an id from a JSON or SSE answer."""
+    if response.headers.get("content-type", "").startswith("application/json"):
+        return dict(response.json())
+    for line in response.text.splitlines():
+        if line.startswith("data:"):
+            message = json.loads(line[5:])
+            if "id" in message:
+                return dict(message)
+    raise AssertionError(f"no result in {response.text!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tests
+
+
+@SDK_CLIENT_WARNINGS
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+async def test_sdk_client_lists_and_calls_tools_of_two_upstreams_through_envoy(
+    tmp_path: Path, backend: str
+) -> None:
+    async with probes("alpha", "beta") as urls, gateway_stack(
+        [("alpha", urls["alpha"], "a_"), ("beta", urls["beta"], "b_")], tmp_path
+    ) as stack:
+        if backend == "trio":
+            observed = await _list_and_call(stack.url)
+        else:
+            # The SDK client on asyncio, in a worker thread with its own event loop.
+            import asyncio
+
+            observed = await trio.to_thread.run_sync(lambda: asyncio.run(_list_and_call(stack.url)))
+        tools, alpha, beta, added = observed
+        assert {"a_observe", "a_add", "b_observe", "b_add"} <= set(tools)
+        assert alpha["server"] == "alpha" and beta["server"] == "beta"
+        # Reached the upstream with the prefix stripped and the routing headers set by the router.
+        assert (alpha["servername"], alpha["toolname"], alpha["method"]) == ("alpha", "observe", "tools/call")
+        assert (beta["servername"], beta["toolname"]) == ("beta", "observe")
+        # ...and with a backend session of its own.
+        assert alpha["session_hash"] and beta["session_hash"]
+        assert added == "5"
+        # Envoy's access log: the calls went straight from Envoy to each upstream's cluster.
+        calls = await stack.envoy.wait_for_access(
+            lambda e: e["mcp_method"] == "tools/call" and e["upstream_cluster"] == "mcp_upstream_beta"
+        )
+        assert calls[0]["mcp_server"] == "beta" and calls[0]["status"] == 200
+        alpha_adds = await stack.envoy.wait_for_access(
+            lambda e: e["upstream_cluster"] == "mcp_upstream_alpha" and e["mcp_tool"] == "add"
+        )
+        assert alpha_adds[0]["mcp_server"] == "alpha"
+
+
+async def _list_and_call(url: str) -> tuple[list[str], dict[str, Any], dict[str, Any], str]:
+    async with Client(url) as client:
+        tools = [t.name for t in (await client.list_tools()).tools]
+        alpha = json.loads(text_of(await client.call_tool("a_observe", {})))
+        beta = json.loads(text_of(await client.call_tool("b_observe", {})))
+        added = text_of(await client.call_tool("a_add", {"a": 2, "b": 3}))
+    return tools, alpha, beta, added
+
+
+async def test_client_forged_internal_headers_cannot_steer_routing(tmp_path: Path) -> None:
+    async with probes("alpha", "beta") as urls, gateway_stack(
+        [("alpha", urls["alpha"], "a_"), ("beta", urls["beta"], "b_")], tmp_path
+    ) as stack, httpx.AsyncClient(timeout=10) as client:
+        session = await initialize_raw(client, stack.url)
+        forged = _session_headers(
+            session,
+            **{"x-mcp-servername": "beta", "x-mcp-toolname": "add", "x-mcp-method": "tools/list",
+               "X-MCP-Evil": "1", "x-mcp-anything": "yes"},
+        )
+        response = await client.post(stack.url, json=call_body("a_observe"), headers=forged)
+        observed = json.loads(sse_result(response)["result"]["content"][0]["text"])
+        assert observed["server"] == "alpha"
+        assert (observed["servername"], observed["toolname"], observed["method"]) == ("alpha", "observe", "tools/call")
+        assert observed["forged"] == []
+        # A forged x-mcp-servername on a broker request does not send it to an upstream either.
+        listed = await client.post(
+            stack.url, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=forged
+        )
+        assert "a_observe" in json.dumps(sse_result(listed))
+        await stack.envoy.wait_for_access(lambda e: e["upstream_cluster"] == "mcp_broker")
+        assert not [e for e in stack.envoy.access_entries() if e["upstream_cluster"] == "mcp_upstream_beta"]
+
+
+async def test_no_backend_session_id_reaches_the_client(tmp_path: Path) -> None:
+    async with probes("alpha") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path) as stack, \
+            httpx.AsyncClient(timeout=10) as client:
+        session = await initialize_raw(client, stack.url)
+        response = await client.post(stack.url, json=call_body("a_add", {"a": 1, "b": 1}), headers=_session_headers(session))
+        claims = stack.broker.tokens.verify(session)
+        assert claims is not None
+        backend = await stack.broker.store.get_backend(claims.session_id, "alpha")
+        assert backend  # a backend session exists...
+        assert response.headers["mcp-session-id"] == session  # ...but the client sees its own
+        everything = json.dumps(dict(response.headers)) + response.text
+        assert backend not in everything
+        assert sse_result(response)["result"]["content"][0]["text"] == "2"
+
+
+async def test_unknown_tool_and_malformed_bodies_get_precise_errors_through_envoy(tmp_path: Path) -> None:
+    async with probes("alpha") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path) as stack, \
+            httpx.AsyncClient(timeout=10) as client:
+        session = await initialize_raw(client, stack.url)
+        headers = _session_headers(session, **{"content-type": "application/json"})
+        unknown = await client.post(stack.url, json=call_body("zzz_x", request_id=41), headers=headers)
+        assert unknown.status_code == 200
+        assert unknown.json()["id"] == 41 and unknown.json()["error"]["code"] == -32602
+        cases = [
+            (b"{broken", 400, -32700),
+            (b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":"x"}', 400, None),
+            (b"", 400, None),
+            (b'{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{}}', 400, -32602),
+        ]
+        for body, status, code in cases:
+            response = await client.post(stack.url, content=body, headers=headers)
+            assert response.status_code == status, (body, response.status_code, response.text)
+            assert response.status_code < 500
+            document = response.json()
+            assert "error" in document
+            if code is not None:
+                assert document["error"]["code"] == code
+        unknown_session = await client.post(stack.url, json=call_body("a_add"), headers=_session_headers("bogus"))
+        assert unknown_session.status_code == 404
+        assert unknown_session.json()["id"] == 1
+
+
+async def test_ten_concurrent_first_calls_share_one_backend_session(tmp_path: Path) -> None:
+    async with probes("alpha") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path) as stack, \
+            httpx.AsyncClient(timeout=20) as client:
+        session = await initialize_raw(client, stack.url)
+        hashes: list[str] = []
+
+        async def first_call(i: int) -> None:
+            response = await client.post(stack.url, json=call_body("a_observe", request_id=100 + i), headers=_session_headers(session))
+            hashes.append(json.loads(sse_result(response)["result"]["content"][0]["text"])["session_hash"])
+
+        async with trio.open_nursery() as nursery:
+            for i in range(10):
+                nursery.start_soon(first_call, i)
+        # One backend initialize: every call used the same backend session.
+        assert len(hashes) == 10 and len(set(hashes)) == 1
+
+
+async def test_upstream_restart_between_calls_is_invisible_to_the_client(tmp_path: Path) -> None:
+    async with sample_process("echo") as echo:
+        port = echo.port
+        async with gateway_stack([("echo", echo.url, "e_")], tmp_path) as stack, \
+                httpx.AsyncClient(timeout=20) as client:
+            session = await initialize_raw(client, stack.url)
+            first = await client.post(stack.url, json=call_body("e_add", {"a": 1, "b": 2}), headers=_session_headers(session))
+            assert sse_result(first)["result"]["content"][0]["text"] == "3"
+            claims = stack.broker.tokens.verify(session)
+            assert claims is not None
+            old_backend = await stack.broker.store.get_backend(claims.session_id, "echo")
+            await echo.kill()
+            async with sample_process("echo", port=port):
+                second = await client.post(
+                    stack.url, json=call_body("e_add", {"a": 20, "b": 22}, request_id=2), headers=_session_headers(session)
+                )
+                assert second.status_code == 200, second.text
+                assert second.headers["mcp-session-id"] == session
+                assert sse_result(second)["result"]["content"][0]["text"] == "42"
+                new_backend = await stack.broker.store.get_backend(claims.session_id, "echo")
+                assert new_backend and new_backend != old_backend
+                # Later calls use the new backend session directly.
+                third = await client.post(
+                    stack.url, json=call_body("e_add", {"a": 1, "b": 1}, request_id=3), headers=_session_headers(session)
+                )
+                assert sse_result(third)["result"]["content"][0]["text"] == "2"
+
+
+@SDK_CLIENT_WARNINGS
+async def test_progress_streams_through_envoy_before_the_result(tmp_path: Path) -> None:
+    async with sample_process("slow") as slow, gateway_stack([("slow", slow.url, "slow_")], tmp_path) as stack:
+        arrivals: list[tuple[float, float]] = []
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            arrivals.append((trio.current_time(), progress))
+
+        async with Client(stack.url) as client:
+            started = trio.current_time()
+            result = await client.call_tool(
+                "slow_count", {"steps": 3, "delay_seconds": 0.4}, progress_callback=on_progress
+            )
+            finished = trio.current_time()
+        assert text_of(result) == "counted to 3"
+        assert [p for _, p in arrivals] == [1, 2, 3]
+        # Incremental: progress kept the upstream's spacing and the first one arrived long before
+        # the result. Buffered by Envoy or the router, all would arrive together at the end.
+        assert arrivals[2][0] - arrivals[0][0] > 0.6
+        assert finished - arrivals[0][0] > 0.6
+        assert finished - started > 1.2
+
+
+@SDK_CLIENT_WARNINGS
+async def test_added_server_is_callable_without_an_envoy_restart(tmp_path: Path) -> None:
+    async with probes("alpha", "gamma") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path) as stack:
+        envoy_pid = stack.envoy.process.pid
+        new_config = gateway_config(
+            [("alpha", urls["alpha"], "a_"), ("gamma", urls["gamma"], "g_")],
+            router_listen="127.0.0.1:0",
+        )
+        new_config = new_config.model_copy(
+            update={"gateway": new_config.gateway.model_copy(update={"envoy": new_config.gateway.envoy.model_copy(
+                update={"xds_dir": str(stack.envoy.xds.xds_dir), "admin_port": int(stack.envoy.admin_url.rsplit(":", 1)[1])}
+            )})}
+        )
+        await stack.broker.reload(new_config)
+        await stack.router_reloads.send(new_config)
+        async with Client(stack.url) as client:
+            with trio.fail_after(10):
+                while "g_observe" not in [t.name for t in (await client.list_tools()).tools]:
+                    await trio.sleep(0.05)
+            observed = json.loads(text_of(await client.call_tool("g_observe", {})))
+        assert observed["server"] == "gamma"
+        assert stack.envoy.process.poll() is None and stack.envoy.process.pid == envoy_pid
+        await stack.envoy.wait_for_access(lambda e: e["upstream_cluster"] == "mcp_upstream_gamma")
+
+
+_ = os  # (kept for local debugging with MCP_GATEWAY_ENVOY_TEMPLATE)
+_ = httpx2
+_ = streamable_http_client

@@ -1,0 +1,322 @@
+"""The pure reconcile: every Ready reason, conflicts, rendering and status patches, no cluster."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+import yaml
+
+from mcp_gateway.config import ConfigError, parse_config
+from mcp_gateway.controller.reconcile import (
+    Desired,
+    Reason,
+    Snapshot,
+    reconcile,
+    render_config,
+    status_patch,
+)
+from mcp_gateway.controller.resources import (
+    EXTENSIONS,
+    REGISTRATIONS,
+    VIRTUAL_SERVERS,
+    Extension,
+    ObjectKey,
+    Registration,
+    Route,
+    SecretView,
+    VirtualServerSpec,
+)
+
+NS = "mcp-system"
+
+
+def ext(name: str = "ext", created: str = "2026-01-01T00:00:00Z", **target: Any) -> Extension:
+    ref = {"name": "gw", "namespace": "gateway-system", "sectionName": "mcp", **target}
+    return Extension.from_object(
+        {"metadata": {"name": name, "namespace": NS, "creationTimestamp": created, "generation": 1}, "spec": {"targetRef": ref}}
+    )
+
+
+def http_route(name: str, *backends: dict[str, Any], hostnames: tuple[str, ...] = ("h.mcp.local",), parents: Any = None) -> Route:
+    return Route.from_object(
+        {
+            "metadata": {"name": name, "namespace": "apps"},
+            "spec": {
+                "parentRefs": parents if parents is not None else [{"name": "gw", "namespace": "gateway-system"}],
+                "hostnames": list(hostnames),
+                "rules": [{"backendRefs": list(backends)}],
+            },
+        }
+    )
+
+
+def reg(name: str, route: str, prefix: str | None = None, created: str = "2026-01-01T00:00:00Z", **spec: Any) -> Registration:
+    body: dict[str, Any] = {"targetRef": {"name": route}, **spec}
+    if prefix is not None:
+        body["prefix"] = prefix
+    return Registration.from_object(
+        {"metadata": {"name": name, "namespace": "apps", "creationTimestamp": created, "generation": 3}, "spec": body}
+    )
+
+
+def secret(name: str, **values: str) -> SecretView:
+    return SecretView.from_object(
+        {
+            "metadata": {"name": name, "namespace": "apps"},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
+        }
+    )
+
+
+SVC = {"name": "svc", "port": 8080}
+
+
+def run(*registrations: Registration, routes: tuple[Route, ...] = (), **kwargs: Any) -> Desired:
+    kwargs.setdefault("extensions", [ext()])
+    snapshot = Snapshot(registrations=registrations, routes={r.key: r for r in routes}, **kwargs)
+    return reconcile(snapshot, namespace=NS, secret_name="cfg")
+
+
+def ready(desired: Desired, name: str, plural: str = REGISTRATIONS, ns: str = "apps") -> tuple[str, str, str]:
+    status = desired.status_of(plural, ObjectKey(ns, name))
+    assert status is not None
+    return status.ready.status, status.ready.reason, status.ready.message
+
+
+def test_ready_registration_becomes_a_server_entry() -> None:
+    desired = run(reg("a", "ra", "a_"), routes=(http_route("ra", SVC),))
+    assert desired.servers == (
+        {
+            "name": "apps/a",
+            "url": "http://svc.apps.svc.cluster.local:8080/mcp",
+            "hostname": "h.mcp.local",
+            "prefix": "a_",
+            "state": "Enabled",
+        },
+    )
+    status, reason, message = ready(desired, "a")
+    assert (status, reason) == ("True", Reason.CONFIG_WRITTEN)
+    assert "mcp-system/cfg" in message
+    assert desired.status_of(REGISTRATIONS, ObjectKey("apps", "a")).generation == 3  # type: ignore[union-attr]
+
+
+def test_custom_path_and_cross_namespace_backend() -> None:
+    route = http_route("ra", {"name": "svc", "namespace": "other", "port": 9000})
+    desired = run(reg("a", "ra", "a_", path="/v1/mcp"), routes=(route,))
+    assert desired.servers[0]["url"] == "http://svc.other.svc.cluster.local:9000/v1/mcp"
+
+
+@pytest.mark.parametrize(
+    ("backend", "url"),
+    [
+        ({"group": "networking.istio.io", "kind": "Hostname", "name": "api.example.com", "port": 443}, "https://api.example.com/mcp"),
+        ({"group": "networking.istio.io", "kind": "Hostname", "name": "api.example.com", "port": 8080}, "http://api.example.com:8080/mcp"),
+    ],
+)
+def test_external_hostname_backend(backend: dict[str, Any], url: str) -> None:
+    desired = run(reg("a", "ra", "a_"), routes=(http_route("ra", backend),))
+    assert desired.servers[0]["url"] == url
+
+
+@pytest.mark.parametrize("prefix", ["Bad", "has space", "_lead", "dash-", "x" * 101])
+def test_invalid_prefix(prefix: str) -> None:
+    desired = run(reg("a", "ra", prefix), routes=(http_route("ra", SVC),))
+    assert desired.servers == ()
+    assert ready(desired, "a")[:2] == ("False", Reason.INVALID_PREFIX)
+
+
+def test_prefix_and_legacy_tool_prefix_must_agree() -> None:
+    desired = run(reg("a", "ra", "a_", toolPrefix="b_"), routes=(http_route("ra", SVC),))
+    assert ready(desired, "a")[:2] == ("False", Reason.INVALID_PREFIX)
+    legacy_only = run(reg("b", "ra", None, toolPrefix="b_"), routes=(http_route("ra", SVC),))
+    assert legacy_only.servers[0]["prefix"] == "b_"
+
+
+def test_route_not_found() -> None:
+    status, reason, message = ready(run(reg("a", "missing", "a_")), "a")
+    assert (status, reason) == ("False", Reason.ROUTE_NOT_FOUND)
+    assert "apps/missing" in message
+
+
+@pytest.mark.parametrize(
+    ("backends", "fragment"),
+    [
+        ((), "no backendRefs"),
+        (({"name": "one", "port": 1}, {"name": "two", "port": 2}), "2 different backendRefs"),
+        (({"name": "svc"},), "has no port"),
+        (({"kind": "ServiceImport", "group": "multicluster.x-k8s.io", "name": "s", "port": 1},), "not supported"),
+    ],
+)
+def test_invalid_route(backends: tuple[dict[str, Any], ...], fragment: str) -> None:
+    status, reason, message = ready(run(reg("a", "ra", "a_"), routes=(http_route("ra", *backends),)), "a")
+    assert (status, reason) == ("False", Reason.INVALID_ROUTE)
+    assert fragment in message
+
+
+def test_no_gateway_extension() -> None:
+    desired = run(reg("a", "ra", "a_"), routes=(http_route("ra", SVC),), extensions=[])
+    assert ready(desired, "a")[:2] == ("False", Reason.NO_GATEWAY_EXTENSION)
+
+
+def test_extension_in_another_namespace_does_not_count() -> None:
+    other = Extension.from_object(
+        {"metadata": {"name": "x", "namespace": "elsewhere"}, "spec": {"targetRef": {"name": "gw", "sectionName": "mcp"}}}
+    )
+    desired = run(reg("a", "ra", "a_"), routes=(http_route("ra", SVC),), extensions=[other])
+    assert ready(desired, "a")[1] == Reason.NO_GATEWAY_EXTENSION
+    assert desired.status_of(EXTENSIONS, other.key) is None
+
+
+def test_route_not_attached_to_the_extension_gateway() -> None:
+    elsewhere = http_route("ra", SVC, parents=[{"name": "other-gw", "namespace": "gateway-system"}])
+    assert ready(run(reg("a", "ra", "a_"), routes=(elsewhere,)), "a")[1] == Reason.ROUTE_NOT_ATTACHED
+    wrong_listener = http_route("ra", SVC, parents=[{"name": "gw", "namespace": "gateway-system", "sectionName": "http"}])
+    assert ready(run(reg("a", "ra", "a_"), routes=(wrong_listener,)), "a")[1] == Reason.ROUTE_NOT_ATTACHED
+
+
+def test_second_extension_in_namespace_is_invalid_and_oldest_wins() -> None:
+    older, newer = ext("older", "2026-01-01T00:00:00Z"), ext("newer", "2026-02-01T00:00:00Z")
+    desired = run(extensions=[newer, older])
+    assert ready(desired, "older", EXTENSIONS, NS)[:2] == ("True", Reason.VALID_EXTENSION)
+    status, reason, message = ready(desired, "newer", EXTENSIONS, NS)
+    assert (status, reason) == ("False", Reason.INVALID_EXTENSION)
+    assert "mcp-system/older" in message
+
+
+def test_credential_reasons_and_value_only_in_config() -> None:
+    route = (http_route("ra", SVC),)
+    with_cred = reg("a", "ra", "a_", credentialRef={"name": "tok"})
+    assert ready(run(with_cred, routes=route), "a")[1] == Reason.CREDENTIAL_SECRET_MISSING
+    unlabelled = run(with_cred, routes=route, unlabelled_secrets=frozenset({ObjectKey("apps", "tok")}))
+    assert ready(unlabelled, "a")[1] == Reason.CREDENTIAL_SECRET_NOT_LABELLED
+    wrong_key = run(with_cred, routes=route, secrets={ObjectKey("apps", "tok"): secret("tok", other="Bearer xyz-123")})
+    _, reason, message = ready(wrong_key, "a")
+    assert reason == Reason.CREDENTIAL_KEY_MISSING and "other" in message and "xyz-123" not in message
+    good = run(with_cred, routes=route, secrets={ObjectKey("apps", "tok"): secret("tok", token="Bearer xyz-123")})
+    assert good.servers[0]["credential"] == "Bearer xyz-123"
+    assert all("xyz-123" not in c.message for s in good.statuses for c in s.conditions)
+    assert "xyz-123" not in repr(secret("tok", token="Bearer xyz-123"))
+
+
+def test_ca_cert_reasons() -> None:
+    route = (http_route("ra", SVC),)
+    with_ca = reg("a", "ra", "a_", caCertSecretRef={"name": "ca"})
+    assert ready(run(with_ca, routes=route), "a")[1] == Reason.CA_CERT_SECRET_MISSING
+    no_key = run(with_ca, routes=route, secrets={ObjectKey("apps", "ca"): secret("ca", other="x")})
+    assert ready(no_key, "a")[1] == Reason.CA_CERT_KEY_MISSING
+    good = run(with_ca, routes=route, secrets={ObjectKey("apps", "ca"): secret("ca", **{"ca.crt": "PEM"})})
+    assert good.servers[0]["caCert"] == "PEM"
+
+
+def test_duplicate_prefix_oldest_keeps_it() -> None:
+    routes = (http_route("r1", SVC), http_route("r2", {"name": "svc2", "port": 1}))
+    older = reg("older", "r1", "same_", created="2026-01-01T00:00:00Z")
+    newer = reg("newer", "r2", "same_", created="2026-03-01T00:00:00Z")
+    desired = run(newer, older, routes=routes)
+    assert [s["name"] for s in desired.servers] == ["apps/older"]
+    status, reason, message = ready(desired, "newer")
+    assert (status, reason) == ("False", Reason.DUPLICATE_PREFIX)
+    assert "apps/older" in message
+
+
+def test_two_unprefixed_servers_are_duplicates_and_overlaps_are_refused() -> None:
+    routes = (http_route("r1", SVC), http_route("r2", {"name": "svc2", "port": 1}))
+    unprefixed = run(reg("a", "r1", None), reg("b", "r2", None, created="2026-05-01T00:00:00Z"), routes=routes)
+    assert ready(unprefixed, "b")[1] == Reason.DUPLICATE_PREFIX
+    overlap = run(reg("a", "r1", "ab_"), reg("b", "r2", "ab_c_", created="2026-05-01T00:00:00Z"), routes=routes)
+    assert ready(overlap, "b")[1] == Reason.PREFIX_OVERLAP
+
+
+def test_disabled_server_stays_in_config_disabled() -> None:
+    desired = run(reg("a", "ra", "a_", state="Disabled"), routes=(http_route("ra", SVC),))
+    assert desired.servers[0]["state"] == "Disabled"
+    assert ready(desired, "a")[:2] == ("False", Reason.DISABLED)
+
+
+def test_discovered_tools_reported_when_known() -> None:
+    desired = run(reg("a", "ra", "a_"), routes=(http_route("ra", SVC),), tool_counts={"apps/a": 7})
+    status = desired.status_of(REGISTRATIONS, ObjectKey("apps", "a"))
+    assert status is not None and status.extra == {"discoveredTools": 7}
+
+
+def test_virtual_servers() -> None:
+    vs_ok = VirtualServerSpec.from_object({"metadata": {"name": "v", "namespace": "apps"}, "spec": {"tools": ["a_x"]}})
+    vs_bad = VirtualServerSpec.from_object(
+        {"metadata": {"name": "w", "namespace": "apps"}, "spec": {"tools": ["a_x", "zz_y"], "prompts": ["p"]}}
+    )
+    desired = run(reg("a", "ra", "a_"), routes=(http_route("ra", SVC),), virtual_servers=[vs_bad, vs_ok])
+    assert desired.virtual_servers == (
+        {"name": "apps/v", "tools": ["a_x"]},
+        {"name": "apps/w", "tools": ["a_x", "zz_y"], "prompts": ["p"]},
+    )
+    assert ready(desired, "v", VIRTUAL_SERVERS)[:2] == ("True", Reason.VIRTUAL_SERVER_PROGRAMMED)
+    status, reason, message = ready(desired, "w", VIRTUAL_SERVERS)
+    assert (status, reason) == ("False", Reason.UNKNOWN_TOOL_PREFIX) and "zz_y" in message
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+EXISTING = """
+gateway:
+  broker_listen: 0.0.0.0:8081
+  router_listen: 0.0.0.0:9002
+servers:
+  - name: stale
+    url: http://stale:1/mcp
+"""
+
+
+def test_render_replaces_servers_keeps_gateway_section_and_is_canonical() -> None:
+    desired = run(reg("a", "ra", "a_"), routes=(http_route("ra", SVC),))
+    text = render_config(desired, EXISTING)
+    config = parse_config(text)
+    assert [s.name for s in config.servers] == ["apps/a"]
+    assert config.gateway.broker_listen == "0.0.0.0:8081"
+    assert render_config(desired, text) == text  # unchanged cluster -> same bytes -> no write
+    assert yaml.safe_load(text)["servers"][0]["state"] == "Enabled"
+
+
+def test_render_from_nothing_and_invalid_existing_is_refused() -> None:
+    desired = run(reg("a", "ra", "a_"), routes=(http_route("ra", SVC),))
+    assert parse_config(render_config(desired, None)).servers[0].prefix == "a_"
+    with pytest.raises(ConfigError):
+        render_config(desired, "servers: [{name: x}]\n")
+
+
+def test_every_desired_config_parses() -> None:
+    routes = tuple(http_route(f"r{i}", {"name": f"s{i}", "port": 80 + i}) for i in range(5))
+    regs = [reg(f"a{i}", f"r{i}", f"p{i}_", created=f"2026-01-0{i + 1}T00:00:00Z") for i in range(5)]
+    regs.append(reg("dup", "r0", "p0_", created="2026-02-01T00:00:00Z"))
+    config = parse_config(render_config(run(*regs, routes=routes), None))
+    assert len(config.servers) == 5
+
+
+# -- status patches -----------------------------------------------------------------------------
+
+
+def test_status_patch_only_when_something_changed_and_transition_time_kept() -> None:
+    desired = run(reg("a", "ra", "a_"), routes=(http_route("ra", SVC),))
+    status = desired.status_of(REGISTRATIONS, ObjectKey("apps", "a"))
+    assert status is not None
+    first = status_patch({}, status, "2026-01-01T00:00:00Z")
+    assert first is not None
+    applied = first["status"]
+    assert applied["observedGeneration"] == 3
+    assert status_patch(applied, status, "2026-06-01T00:00:00Z") is None
+    broken = run(reg("a", "missing", "a_")).status_of(REGISTRATIONS, ObjectKey("apps", "a"))
+    assert broken is not None
+    moved = status_patch(applied, broken, "2026-06-01T00:00:00Z")
+    assert moved is not None and moved["status"]["conditions"][0]["lastTransitionTime"] == "2026-06-01T00:00:00Z"
+    same_status_new_message = run(reg("a", "gone", "a_")).status_of(REGISTRATIONS, ObjectKey("apps", "a"))
+    assert same_status_new_message is not None
+    kept = status_patch(moved["status"], same_status_new_message, "2026-07-01T00:00:00Z")
+    assert kept is not None and kept["status"]["conditions"][0]["lastTransitionTime"] == "2026-06-01T00:00:00Z"
+
+
+def test_status_patch_drops_stale_tool_count() -> None:
+    status = run(reg("a", "missing", "a_")).status_of(REGISTRATIONS, ObjectKey("apps", "a"))
+    assert status is not None
+    patch = status_patch({"discoveredTools": 4}, status, "2026-01-01T00:00:00Z")
+    assert patch is not None and patch["status"]["discoveredTools"] is None

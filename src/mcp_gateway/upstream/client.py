@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, Self
 
 import httpx
@@ -29,6 +29,8 @@ MessageHandler = Callable[[JsonObject], Awaitable[None]]
 DEFAULT_CLIENT_INFO: Mapping[str, str] = {"name": "mcp-gateway", "version": "0.1.0"}
 # A list method that keeps handing out cursors is a bug or an attack; stop following it.
 MAX_LIST_PAGES = 1000
+# How long to wait for a server to close a POST's SSE stream once its answer has arrived.
+STREAM_DRAIN_SECONDS = 1.0
 _ACCEPT_BOTH = "application/json, text/event-stream"
 
 
@@ -168,10 +170,11 @@ class UpstreamClient:
             ) as response:
                 _raise_for_status(self.server.name, "GET stream", response)
                 task_status.started()
-                async for event in httpx_sse.EventSource(response).aiter_sse():
-                    message = _decode_event(self.server.name, event)
-                    if message is not None:
-                        await on_message(message)
+                async with aclosing(httpx_sse.EventSource(response).aiter_sse()) as events:
+                    async for event in events:
+                        message = _decode_event(self.server.name, event)
+                        if message is not None:
+                            await on_message(message)
         except (httpx.HTTPError, httpx_sse.SSEError) as exc:
             raise UpstreamError(f"{self.server.name}: GET stream failed: {_describe(exc)}") from exc
 
@@ -230,15 +233,27 @@ class UpstreamClient:
                         return answer
                     raise UpstreamError(f"{self.server.name}: JSON answer does not match id {rid!r}")
                 if content_type == "text/event-stream":
-                    async for event in httpx_sse.EventSource(response).aiter_sse():
-                        incoming = _decode_event(self.server.name, event)
-                        if incoming is None:
-                            continue
-                        if "method" not in incoming and incoming.get("id") == rid:
-                            return incoming
-                        if on_message is not None:
-                            await on_message(incoming)
-                    raise UpstreamError(f"{self.server.name}: stream ended before the answer to {rid!r}")
+                    answer: JsonObject | None = None
+                    # Read to the end of the stream (the server closes it after the answer)
+                    # rather than leaving mid-iteration: httpx's body iterators are async
+                    # generators that Trio reports when they are dropped unfinished.
+                    with trio.move_on_after(STREAM_DRAIN_SECONDS) as drain:
+                        drain.deadline = float("inf")
+                        async with aclosing(httpx_sse.EventSource(response).aiter_sse()) as events:
+                            async for event in events:
+                                incoming = _decode_event(self.server.name, event)
+                                if incoming is None:
+                                    continue
+                                if "method" not in incoming and incoming.get("id") == rid:
+                                    answer = incoming
+                                    drain.deadline = trio.current_time() + STREAM_DRAIN_SECONDS
+                                elif on_message is not None and answer is None:
+                                    await on_message(incoming)
+                    if answer is None:
+                        raise UpstreamError(
+                            f"{self.server.name}: stream ended before the answer to {rid!r}"
+                        )
+                    return answer
                 raise UpstreamError(
                     f"{self.server.name}: unexpected content type {content_type!r}",
                     status=response.status_code,

@@ -209,11 +209,18 @@ class _Upstream:
             await self._refresh(client, kinds)
             self.attempted.set()
             log.info("upstream ready", server=self.server.name, tools=self.catalog.count(TOOLS))
-            async with trio.open_nursery() as nursery:
-                relist_requests = _Flag()
-                nursery.start_soon(self._listen, client, kinds, relist_requests)
-                nursery.start_soon(self._relist_on_request, client, kinds, relist_requests)
-                nursery.start_soon(self._ping, client, backoff)
+            try:
+                async with trio.open_nursery() as nursery:
+                    relist_requests = _Flag()
+                    nursery.start_soon(self._listen, client, kinds, relist_requests)
+                    nursery.start_soon(self._relist_on_request, client, kinds, relist_requests)
+                    nursery.start_soon(self._ping, client, backoff)
+            except BaseExceptionGroup as group:
+                # The first of these tasks to fail ends the session; report that failure.
+                failure = _first_failure(group)
+                if failure is None:
+                    raise
+                raise failure from None
 
     async def _refresh(self, client: UpstreamClient, kinds: tuple[ListKind, ...]) -> None:
         items: dict[str, tuple[JsonObject, ...]] = {}
@@ -257,8 +264,11 @@ class _Upstream:
                 if exc.status not in (405, 406):
                     raise
                 await self._poll_instead(client, kinds, relist)
-            # The upstream ended the stream on purpose (idle timeout, restart of its side); a
-            # list_changed may have been missed meanwhile, so re-list after reopening.
+            # The stream ended cleanly. Either the upstream is going away (then this ping fails
+            # and the session ends now, not at the next ping tick) or it closed an idle stream:
+            # reopen, and re-list since a list_changed may have been missed meanwhile.
+            with trio.fail_after(self.server.timeout_seconds):
+                await client.ping()
             await trio.sleep(self.timing.stream_reopen_delay)
             relist.set()
 
@@ -285,6 +295,17 @@ class _Upstream:
                 await client.ping()
             # Alive for a whole ping interval: a later failure starts backoff from the bottom.
             backoff.reset()
+
+
+def _first_failure(group: BaseExceptionGroup[BaseException]) -> Exception | None:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_failure(exc)
+            if found is not None:
+                return found
+        elif isinstance(exc, UpstreamError | trio.TooSlowError):
+            return exc
+    return None
 
 
 class _Flag:

@@ -1,0 +1,77 @@
+import pytest
+
+from mcp_gateway.broker.aggregate import BadCursor, decode_cursor, encode_cursor, federate, page
+from mcp_gateway.config import ServerConfig
+from mcp_gateway.upstream.catalog import PROMPTS, TOOLS, ServerCatalog
+
+SCHEMA = {"type": "object"}
+
+
+def server(name: str, prefix: str) -> ServerConfig:
+    return ServerConfig(name=name, url=f"http://127.0.0.1:1/{name}", prefix=prefix)
+
+
+def tools(*names: str) -> ServerCatalog:
+    return ServerCatalog({"tools": tuple({"name": n, "inputSchema": SCHEMA} for n in names)})
+
+
+def test_the_union_carries_each_servers_prefix_in_config_order() -> None:
+    federation = federate([(server("b", "b_"), tools("x", "y")), (server("a", "a_"), tools("x"))])
+    assert [e.exposed["name"] for e in federation.items(TOOLS)] == ["b_x", "b_y", "a_x"]
+    entry = federation.lookup(TOOLS, "a_x")
+    assert entry is not None and (entry.server, entry.original_name) == ("a", "x")
+    assert federation.collisions == ()
+
+
+def test_a_collision_goes_to_the_longer_prefix_whatever_the_order_and_is_reported() -> None:
+    plain = (server("plain", ""), tools("dyn_hello", "other"))
+    prefixed = (server("dyn", "dyn_"), tools("hello"))
+    for catalog in ([plain, prefixed], [prefixed, plain]):
+        federation = federate(catalog)
+        entry = federation.lookup(TOOLS, "dyn_hello")
+        assert entry is not None and entry.server == "dyn"
+        assert [c.to_json() for c in federation.collisions] == [
+            {"kind": "tools", "name": "dyn_hello", "kept": "dyn", "dropped": "plain"}
+        ]
+        assert sorted(e.exposed["name"] for e in federation.items(TOOLS)) == ["dyn_hello", "other"]
+
+
+def test_three_hundred_tools_page_through_opaque_cursors_without_loss_or_repeat() -> None:
+    federation = federate([
+        (server("a", "a_"), tools(*(f"t{i}" for i in range(150)))),
+        (server("b", "b_"), tools(*(f"t{i}" for i in range(150)))),
+    ])
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        result = page(federation, TOOLS, cursor, 100)
+        seen.extend(t["name"] for t in result["tools"])
+        pages += 1
+        cursor = result.get("nextCursor")
+        if cursor is None:
+            break
+    assert pages == 3
+    assert len(seen) == len(set(seen)) == 300
+
+
+def test_the_fingerprint_moves_only_when_the_listed_items_change() -> None:
+    before = federate([(server("a", "a_"), tools("x"))])
+    same = federate([(server("a", "a_"), tools("x"))])
+    after = federate([(server("a", "a_"), tools("x", "y"))])
+    assert before.fingerprint(TOOLS) == same.fingerprint(TOOLS)
+    assert before.fingerprint(TOOLS) != after.fingerprint(TOOLS)
+    assert before.fingerprint(PROMPTS) == after.fingerprint(PROMPTS)
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ["", "not base64!", "bm90IGpzb24", encode_cursor(PROMPTS, 0), "eyJrIjoidG9vbHMiLCJvIjotMX0", "x" * 500],
+)
+def test_cursors_we_did_not_issue_for_this_list_are_refused(cursor: str) -> None:
+    with pytest.raises(BadCursor):
+        decode_cursor(TOOLS, cursor)
+
+
+def test_a_cursor_round_trips() -> None:
+    assert decode_cursor(TOOLS, encode_cursor(TOOLS, 200)) == 200

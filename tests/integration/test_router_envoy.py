@@ -381,7 +381,8 @@ async def test_added_server_is_callable_without_an_envoy_restart(tmp_path: Path)
         await stack.router_reloads.send(new_config)
         async with Client(stack.url) as client:
             with trio.fail_after(10):
-                while "g_observe" not in [t.name for t in (await client.list_tools()).tools]:
+                # The broker re-lists on reload in the background; ask until it has.
+                while "g_observe" not in [t.name for t in (await client.list_tools()).tools]:  # noqa: ASYNC110
                     await trio.sleep(0.05)
             observed = json.loads(text_of(await client.call_tool("g_observe", {})))
         assert observed["server"] == "gamma"

@@ -44,11 +44,12 @@ class RunningEnvoy:
         return [json.loads(line) for line in lines if line.strip()]
 
     async def wait_for_access(
-        self, predicate: Callable[[dict[str, object]], bool], timeout: float = 5.0
+        self, predicate: Callable[[dict[str, object]], bool], patience: float = 5.0
     ) -> list[dict[str, object]]:
         """Access-log entries matching `predicate`, once there is at least one (Envoy flushes)."""
-        with trio.fail_after(timeout):
-            while not (found := [e for e in self.access_entries() if predicate(e)]):
+        with trio.fail_after(patience):
+            # Another process writes the file: polling is the only way to see it.
+            while not (found := [e for e in self.access_entries() if predicate(e)]):  # noqa: ASYNC110
                 await trio.sleep(0.02)
         return found
 

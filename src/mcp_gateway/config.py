@@ -228,7 +228,7 @@ class ServerConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _fold_legacy_keys(cls, data: Any) -> Any:
-        """`toolPrefix` (Kuadrant < 0.4) is `prefix`; `state` and `enabled` must agree."""
+        """`toolPrefix` (Kuadrant's older name) is `prefix`; `state` and `enabled` must agree."""
         if not isinstance(data, Mapping):
             return data
         data = dict(data)

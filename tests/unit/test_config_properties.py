@@ -125,3 +125,37 @@ def test_prefix_rule_is_the_tool_name_alphabet(prefix: str) -> None:
         ch in string.ascii_letters + string.digits + "_.-" for ch in prefix
     )
     assert is_valid_prefix(prefix) == expected
+
+
+MUTATIONS: list[tuple[str, Any]] = [
+    ("url", "ftp://elsewhere/mcp"),
+    ("url", "http://h:99999/"),
+    ("prefix", "no spaces allowed"),
+    ("hostname", "under_score.local"),
+    ("transport", "carrier-pigeon"),
+    ("state", "enabled"),
+    ("timeoutSeconds", -1),
+    ("prefx", "typo_"),
+    ("name", ""),
+    ("command", ["x"]),
+]
+
+
+@given(
+    credential=st.text(string.ascii_letters + string.digits + "-._~+/", min_size=10, max_size=40),
+    mutations=st.lists(st.sampled_from(MUTATIONS), min_size=1, max_size=4),
+    as_auth=st.booleans(),
+)
+def test_a_credential_is_never_echoed_in_problems(
+    credential: str, mutations: list[tuple[str, Any]], as_auth: bool
+) -> None:
+    server: dict[str, Any] = {"name": "s", "url": "http://127.0.0.1:1/mcp", "prefix": "s_"}
+    if as_auth:
+        server["auth"] = {"type": "bearer", "token": credential, "password": credential}
+    else:
+        server["credential"] = f"Bearer {credential}"
+    server.update(dict(mutations))
+    outcome = parse_or_problem(yaml.safe_dump({"servers": [server, dict(server)]}))
+    assert isinstance(outcome, ConfigError)
+    assert credential not in str(outcome)
+    assert all(credential not in problem.message for problem in outcome.problems)

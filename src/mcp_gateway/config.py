@@ -722,15 +722,47 @@ def _message(error: Mapping[str, Any]) -> str:
         return f"unknown key{hint}"
     if kind == "missing":
         return "required"
+    if kind in _EXPECTED:
+        # The kind of value found, never the value: it may be a misplaced credential.
+        return f"expected {_EXPECTED[kind]}, got {_yaml_kind(error.get('input'))}"
     message = str(error["msg"])
     for noise in ("Value error, ", "Assertion failed, "):
         message = message.removeprefix(noise)
-    return message
+    return message.replace("Input should be", "must be")
+
+
+_EXPECTED = {
+    "model_type": "a mapping of keys",
+    "model_attributes_type": "a mapping of keys",
+    "dict_type": "a mapping of keys",
+    "list_type": "a list",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+}
+
+
+def _yaml_kind(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    for types, name in (
+        (bool, "a boolean"),
+        (int, "a whole number"),
+        (float, "a decimal number"),
+        (str, "a string"),
+        (list, "a list"),
+        (Mapping, "a mapping"),
+    ):
+        if isinstance(value, types):
+            return name
+    return f"a {type(value).__name__}"  # YAML dates and timestamps
 
 
 def _problems_from(error: ValidationError) -> list[ConfigProblem]:
     problems = []
-    for item in error.errors(include_input=False, include_url=False):
+    for item in error.errors(include_url=False):  # the input is used for its type only
         loc = [part for part in item["loc"] if not _is_union_tag(part)]
         problems.append(ConfigProblem(_format_path(loc), _message({**item, "loc": loc})))
     return problems

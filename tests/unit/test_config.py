@@ -233,9 +233,17 @@ def test_old_and_new_spellings_must_agree() -> None:
 
 
 def test_types_are_strict() -> None:
-    assert "valid boolean" in problems_of(one_server(enabled='"yes"'))["servers[0].enabled"]
-    assert problems_of(one_server(timeoutSeconds=0))["servers[0].timeoutSeconds"].startswith(
-        "Input should be greater than 0"
+    assert problems_of(one_server(enabled='"yes"'))["servers[0].enabled"] == (
+        "expected true or false, got a string"
+    )
+    assert problems_of(one_server(timeoutSeconds=0))["servers[0].timeoutSeconds"] == (
+        "must be greater than 0"
+    )
+    assert problems_of("gateway: {page_size: 2.5}")["gateway.page_size"] == (
+        "expected a whole number, got a decimal number"
+    )
+    assert problems_of("servers: [just-a-name]")["servers[0]"] == (
+        "expected a mapping of keys, got a string"
     )
     assert problems_of("servers:\n  - url: http://a/mcp\n")["servers[0].name"] == "required"
 
@@ -308,7 +316,7 @@ def test_virtual_server_names_unique() -> None:
         ("- a\n- b\n", "top level must be a mapping"),
         ("just text", "top level must be a mapping"),
         ("servers: []\nservers: []\n", "duplicate key 'servers' at line 2"),
-        ("servers: {name: a}", "Input should be a valid list"),
+        ("servers: {name: a}", "expected a list, got a mapping"),
     ],
 )
 def test_file_level_problems(text: str, fragment: str) -> None:

@@ -15,12 +15,19 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import trio
+import yaml
+
+from mcp_gateway.config import load_config
+from tests.support.envoy import RunningEnvoy, running_envoy
+from tests.support.redis import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS = REPO_ROOT / ".tools" / "node_modules"
@@ -257,3 +264,90 @@ async def stop_process(process: trio.Process, grace_seconds: float = 5.0) -> Non
             await process.wait()
     if process.stdout is not None:
         await process.stdout.aclose()
+
+
+# -- the whole gateway: `mcp-gateway serve` (broker + router) behind a real Envoy ---------------
+
+GATEWAY_CLI = str(Path(sys.executable).with_name("mcp-gateway"))
+
+
+@dataclass
+class RunningGateway:
+    url: str  # the client-facing endpoint: Envoy's /mcp
+    envoy: RunningEnvoy
+    broker_url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@asynccontextmanager
+async def running_gateway(
+    servers: Sequence[Mapping[str, Any]], workdir: Path
+) -> AsyncIterator[RunningGateway]:
+    """`mcp-gateway serve --config FILE` as its own process, and Envoy in front of it.
+
+    `servers` are config `servers:` entries. The broker and router ports are chosen before
+    the config is written (the CLI does not report them); Envoy binds port 0.
+    """
+    broker_port, router_port = free_port(), free_port()
+    config_path = workdir / "gateway.yaml"
+    config_path.write_text(
+        yaml.safe_dump(
+            {
+                "servers": [dict(server) for server in servers],
+                "gateway": {
+                    "broker_listen": f"127.0.0.1:{broker_port}",
+                    "router_listen": f"127.0.0.1:{router_port}",
+                },
+            }
+        )
+    )
+    config = load_config(str(config_path))
+    log_path = workdir / "gateway.log"
+    with log_path.open("wb") as log:
+        process = await trio.lowlevel.open_process(
+            [GATEWAY_CLI, "serve", "--config", str(config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            broker_url = f"http://127.0.0.1:{broker_port}"
+            await _wait_gateway_ready(process, broker_url, router_port, log_path)
+            async with running_envoy(
+                config, broker_port=broker_port, router_port=router_port, workdir=workdir
+            ) as envoy:
+                yield RunningGateway(envoy.url, envoy, broker_url, log_path)
+        finally:
+            with trio.CancelScope(shield=True):
+                await stop_process(process)
+
+
+async def _wait_gateway_ready(
+    process: trio.Process, broker_url: str, router_port: int, log_path: Path
+) -> None:
+    # Nothing to wait on but the answers: the broker's /readyz (upstreams discovered) and the
+    # router's gRPC port accepting connections.
+    async with httpx.AsyncClient(timeout=2) as client:
+        with trio.move_on_after(30):
+            while process.poll() is None:
+                try:
+                    ready = (await client.get(f"{broker_url}/readyz")).status_code == 200
+                except httpx.HTTPError:
+                    ready = False
+                if ready and await _accepts(router_port):
+                    return
+                await trio.sleep(0.05)
+    log = await trio.Path(log_path).read_text(errors="replace")
+    raise RuntimeError(f"mcp-gateway serve not ready (exit code {process.poll()}):\n{log[-4000:]}")
+
+
+async def _accepts(port: int) -> bool:
+    try:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+    except OSError:
+        return False
+    await stream.aclose()
+    return True

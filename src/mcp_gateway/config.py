@@ -329,7 +329,7 @@ class ServerConfig(BaseModel):
         return "Enabled" if self.enabled else "Disabled"
 
     def __str__(self) -> str:
-        return f"{self.name} ({self.transport} {self.url or ' '.join(self.command or [])})"
+        return f"{self.name} ({self.transport} {_shown_url(self.url) or ' '.join(self.command or [])})"
 
 
 class VirtualServer(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import textwrap
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from mcp_gateway.config import (
     ConfigError,
     GatewayConfig,
     ServerConfig,
+    check_config_main,
     diff_configs,
     dump_config,
     load_config,
@@ -436,3 +438,13 @@ def test_problems_carry_the_line_of_their_key() -> None:
         "gateway.page_size": 11,
     }
     assert str(caught.value.problems[0]).endswith("(line 11)")
+
+
+def test_url_password_is_masked_in_str_and_summary(tmp_path: Path) -> None:
+    server = parse_config(one_server(url="https://user:pa55word@h.example/mcp")).servers[0]
+    assert "pa55word" not in str(server)
+    path = tmp_path / "c.yaml"
+    path.write_text(one_server(url="https://user:pa55word@h.example/mcp"))
+    out = io.StringIO()
+    assert check_config_main(str(path), out=out) == 0
+    assert "pa55word" not in out.getvalue() and "https://***@h.example/mcp" in out.getvalue()

@@ -247,3 +247,17 @@ def test_no_bearer_token_in_free_text_is_ever_logged(token: str, scheme: str) ->
     [line] = json_lines(buffer)
     assert token not in line["event"]
     assert line["event"] == f"upstream rejected {scheme} {REDACTED} (401)"
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_exception_messages_are_redacted_in_both_formats(as_json: bool) -> None:
+    with captured(json_lines=as_json) as buffer:
+        try:
+            raise ValueError("upstream echoed Authorization: Bearer leaked-in-exception")
+        except ValueError:
+            logging.getLogger("grpclib.server").exception(
+                "handler failed", extra={"authorization": "leaked-in-extra", "peer": "127.0.0.1"}
+            )
+    output = buffer.getvalue()
+    assert "leaked-in-exception" not in output and "leaked-in-extra" not in output
+    assert "ValueError" in output and "127.0.0.1" in output

@@ -172,8 +172,11 @@ def test_extension_in_another_namespace_does_not_count() -> None:
 def test_route_not_attached_to_the_extension_gateway() -> None:
     elsewhere = http_route("ra", SVC, parents=[{"name": "other-gw", "namespace": "gateway-system"}])
     assert ready(run(reg("a", "ra", "a_"), routes=(elsewhere,)), "a")[1] == Reason.ROUTE_NOT_ATTACHED
-    wrong_listener = http_route("ra", SVC, parents=[{"name": "gw", "namespace": "gateway-system", "sectionName": "http"}])
-    assert ready(run(reg("a", "ra", "a_"), routes=(wrong_listener,)), "a")[1] == Reason.ROUTE_NOT_ATTACHED
+    other_namespace = http_route("ra", SVC, parents=[{"name": "gw", "namespace": "apps"}])
+    assert ready(run(reg("a", "ra", "a_"), routes=(other_namespace,)), "a")[1] == Reason.ROUTE_NOT_ATTACHED
+    # Server routes attach to a wildcard listener beside the extension's own: still attached.
+    wildcard_listener = http_route("ra", SVC, parents=[{"name": "gw", "namespace": "gateway-system", "sectionName": "mcps"}])
+    assert ready(run(reg("a", "ra", "a_"), routes=(wildcard_listener,)), "a")[1] == Reason.CONFIG_WRITTEN
 
 
 def test_second_extension_in_namespace_is_invalid_and_oldest_wins() -> None:

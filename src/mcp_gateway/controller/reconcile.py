@@ -233,10 +233,9 @@ def _server_entry(
             "controller's namespace targeting the Gateway your HTTPRoutes attach to",
         )
     if not _attached(route, active):
-        listener = f" listener {active.section}" if active.section else ""
         raise _NotReady(
             Reason.ROUTE_NOT_ATTACHED,
-            f"HTTPRoute {route.key} has no parentRef to Gateway {active.gateway}{listener}, which "
+            f"HTTPRoute {route.key} has no parentRef to Gateway {active.gateway}, which "
             f"MCPGatewayExtension {active.key} extends",
         )
     entry: dict[str, Any] = {
@@ -310,10 +309,11 @@ def _external_url(backend: BackendRef, path: str) -> str:
 
 
 def _attached(route: Route, extension: Extension) -> bool:
+    """The route names the extension's Gateway. Listeners are not compared: server routes
+    usually attach to a wildcard listener (`*.mcp.local`) beside the public one the extension
+    names, on the same port, and telling ports apart would need the Gateway itself."""
     return any(
-        parent.name == extension.gateway.name
-        and parent.namespace == extension.gateway.namespace
-        and (parent.section is None or extension.section is None or parent.section == extension.section)
+        parent.name == extension.gateway.name and parent.namespace == extension.gateway.namespace
         for parent in route.parents
     )
 

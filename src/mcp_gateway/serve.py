@@ -47,8 +47,12 @@ async def serve(
             reload_channels.append(send)
             await nursery.start(
                 lambda task_status: serve_broker(
-                    config, receive, tokens, store,
-                    reload_state=reload_state, task_status=task_status,
+                    config,
+                    receive,
+                    tokens,
+                    store,
+                    reload_state=reload_state,
+                    task_status=task_status,
                 )
             )
         if role in ("all", "router"):

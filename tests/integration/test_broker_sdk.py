@@ -108,7 +108,11 @@ async def test_sdk_client_sees_the_prefixed_union_calls_tools_and_hears_list_cha
     gc.collect()
 
     assert seen.tool_names == [
-        "dyn_add_tool", "dyn_remove_tool", "dyn_hello", "slow_count", "slow_sleep",
+        "dyn_add_tool",
+        "dyn_remove_tool",
+        "dyn_hello",
+        "slow_count",
+        "slow_sleep",
     ]
     assert seen.hello == "hello"
     # Progress of the slow tool arrives, in order, before its result.

@@ -37,7 +37,11 @@ from mcp_gateway.upstream import Timing
 
 CLI = str(Path(sys.executable).with_name("mcp-gateway"))
 FAST_TIMING = Timing(
-    ping_interval=0.5, poll_interval=1.0, stream_reopen_delay=0.1, backoff_base=0.05, backoff_cap=0.5
+    ping_interval=0.5,
+    poll_interval=1.0,
+    stream_reopen_delay=0.1,
+    backoff_base=0.05,
+    backoff_cap=0.5,
 )
 TEST_KEY = b"k" * 32
 
@@ -110,9 +114,7 @@ async def sample_in_process(name: str) -> AsyncIterator[str]:
         nursery.cancel_scope.cancel()
 
 
-def gateway_config(
-    servers: Sequence[tuple[str, str, str]], **gateway: Any
-) -> GatewayConfig:
+def gateway_config(servers: Sequence[tuple[str, str, str]], **gateway: Any) -> GatewayConfig:
     """A config of (name, url, prefix) servers; keyword arguments go to the `gateway:` section."""
     document: dict[str, Any] = {
         "servers": [
@@ -160,9 +162,14 @@ async def running_broker(
     async with trio.open_nursery() as nursery:
         port = await nursery.start(
             lambda task_status: serve_broker(
-                config, receive, tokens, store,
-                reload_state=reload_state, timing=timing,
-                keepalive_seconds=keepalive_seconds, task_status=task_status,
+                config,
+                receive,
+                tokens,
+                store,
+                reload_state=reload_state,
+                timing=timing,
+                keepalive_seconds=keepalive_seconds,
+                task_status=task_status,
             )
         )
         broker = Broker(port, send, tokens, store, reload_state)

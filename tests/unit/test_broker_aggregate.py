@@ -37,10 +37,12 @@ def test_a_collision_goes_to_the_longer_prefix_whatever_the_order_and_is_reporte
 
 
 def test_three_hundred_tools_page_through_opaque_cursors_without_loss_or_repeat() -> None:
-    federation = federate([
-        (server("a", "a_"), tools(*(f"t{i}" for i in range(150)))),
-        (server("b", "b_"), tools(*(f"t{i}" for i in range(150)))),
-    ])
+    federation = federate(
+        [
+            (server("a", "a_"), tools(*(f"t{i}" for i in range(150)))),
+            (server("b", "b_"), tools(*(f"t{i}" for i in range(150)))),
+        ]
+    )
     seen: list[str] = []
     cursor = None
     pages = 0
@@ -66,7 +68,14 @@ def test_the_fingerprint_moves_only_when_the_listed_items_change() -> None:
 
 @pytest.mark.parametrize(
     "cursor",
-    ["", "not base64!", "bm90IGpzb24", encode_cursor(PROMPTS, 0), "eyJrIjoidG9vbHMiLCJvIjotMX0", "x" * 500],
+    [
+        "",
+        "not base64!",
+        "bm90IGpzb24",
+        encode_cursor(PROMPTS, 0),
+        "eyJrIjoidG9vbHMiLCJvIjotMX0",
+        "x" * 500,
+    ],
 )
 def test_cursors_we_did_not_issue_for_this_list_are_refused(cursor: str) -> None:
     with pytest.raises(BadCursor):

@@ -20,7 +20,10 @@ def test_a_supported_revision_with_tools_is_usable() -> None:
 
 def test_an_unknown_revision_and_no_capabilities_are_both_reported() -> None:
     problems = validate_initialize({"protocolVersion": "1999-01-01", "capabilities": {}})
-    assert problems == ["unsupported protocol revision '1999-01-01'", "offers none of tools, prompts, resources"]
+    assert problems == [
+        "unsupported protocol revision '1999-01-01'",
+        "offers none of tools, prompts, resources",
+    ]
 
 
 def test_a_server_with_only_prompts_and_resources_is_federated_for_those() -> None:

@@ -20,7 +20,9 @@ from mcp_gateway.config import GatewayConfig
 from mcp_gateway.upstream import Supervisor, Timing, UpstreamClient, UpstreamState
 from mcp_gateway.upstream.supervisor import GATEWAY_CLIENT_INFO
 
-TIMING = Timing(ping_interval=10, poll_interval=30, stream_reopen_delay=1, backoff_base=1, backoff_cap=8)
+TIMING = Timing(
+    ping_interval=10, poll_interval=30, stream_reopen_delay=1, backoff_base=1, backoff_cap=8
+)
 
 
 class _Stream(httpx.AsyncByteStream):
@@ -57,7 +59,9 @@ class FakeUpstream:
         if request.method == "GET":
             send, receive = trio.open_memory_channel[bytes](10)
             self.streams.append(send)
-            return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=_Stream(receive))
+            return httpx.Response(
+                200, headers={"content-type": "text/event-stream"}, stream=_Stream(receive)
+            )
         if request.method == "DELETE":
             return httpx.Response(200)
         message = json.loads(request.content)
@@ -99,24 +103,38 @@ def _json(rid: Any, result: Any, headers: dict[str, str] | None = None) -> httpx
 
 
 def config(*names: str, **changes: Any) -> GatewayConfig:
-    return GatewayConfig.model_validate({
-        "servers": [
-            {"name": n, "url": f"http://{n}.test/mcp", "prefix": f"{n}_", "timeoutSeconds": 5, **changes.get(n, {})}
-            for n in names
-        ]
-    })
+    return GatewayConfig.model_validate(
+        {
+            "servers": [
+                {
+                    "name": n,
+                    "url": f"http://{n}.test/mcp",
+                    "prefix": f"{n}_",
+                    "timeoutSeconds": 5,
+                    **changes.get(n, {}),
+                }
+                for n in names
+            ]
+        }
+    )
 
 
 @pytest.fixture
 def upstreams() -> dict[str, FakeUpstream]:
-    return {"a": FakeUpstream(["one", "two"]), "b": FakeUpstream(["three"]), "c": FakeUpstream(["four"])}
+    return {
+        "a": FakeUpstream(["one", "two"]),
+        "b": FakeUpstream(["three"]),
+        "c": FakeUpstream(["four"]),
+    }
 
 
 def supervisor_for(cfg: GatewayConfig, upstreams: dict[str, FakeUpstream]) -> Supervisor:
     def factory(server: Any, http: Any) -> UpstreamClient:
         fake = upstreams[server.name]
         transport = httpx.MockTransport(fake.handle)
-        return UpstreamClient(server, http=httpx.AsyncClient(transport=transport), client_info=GATEWAY_CLIENT_INFO)
+        return UpstreamClient(
+            server, http=httpx.AsyncClient(transport=transport), client_info=GATEWAY_CLIENT_INFO
+        )
 
     return Supervisor(cfg, timing=TIMING, client_factory=factory)
 

@@ -123,9 +123,7 @@ def decode_cursor(kind: ListKind, cursor: str) -> int:
     return offset
 
 
-def page(
-    federation: Federation, kind: ListKind, cursor: str | None, page_size: int
-) -> JsonObject:
+def page(federation: Federation, kind: ListKind, cursor: str | None, page_size: int) -> JsonObject:
     """One page of a federated list result; raises BadCursor for a cursor we did not issue."""
     items = federation.items(kind)
     start = 0 if cursor is None else decode_cursor(kind, cursor)

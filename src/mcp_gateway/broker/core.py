@@ -154,7 +154,9 @@ class BrokerCore:
                 request.id, ErrorCode.INVALID_PARAMS, "initialize needs params.protocolVersion"
             )
         if not isinstance(params.get("capabilities", {}), dict):
-            return error_response(request.id, ErrorCode.INVALID_PARAMS, "capabilities must be an object")
+            return error_response(
+                request.id, ErrorCode.INVALID_PARAMS, "capabilities must be an object"
+            )
         version = negotiate_version(requested)
         result = {
             "protocolVersion": version,
@@ -204,7 +206,9 @@ class BrokerCore:
         key = kind.id_field
         name = params.get(key)
         if not isinstance(name, str):
-            return error_response(request.id, ErrorCode.INVALID_PARAMS, f"params.{key} must be a string")
+            return error_response(
+                request.id, ErrorCode.INVALID_PARAMS, f"params.{key} must be a string"
+            )
         entry = self.federation.lookup(kind, name)
         if entry is None:
             code = NOT_FOUND_CODE.get(kind.kind, ErrorCode.RESOURCE_NOT_FOUND)
@@ -212,7 +216,9 @@ class BrokerCore:
             return error_response(request.id, code, f"Unknown {what}: {name}")
         server = self.config.server(entry.server)
         if server is None:
-            return error_response(request.id, ErrorCode.INVALID_PARAMS, f"Unknown {kind.kind}: {name}")
+            return error_response(
+                request.id, ErrorCode.INVALID_PARAMS, f"Unknown {kind.kind}: {name}"
+            )
         message: JsonObject = {
             "jsonrpc": "2.0",
             "id": request.id,
@@ -224,11 +230,16 @@ class BrokerCore:
             if "id" in incoming and "method" in incoming:
                 # Server→client requests during a forwarded call need a bidirectional relay
                 # (issue 7); say so to the upstream instead of leaving it waiting.
-                await client.respond({
-                    "jsonrpc": "2.0", "id": incoming["id"],
-                    "error": {"code": ErrorCode.METHOD_NOT_FOUND,
-                              "message": "not relayed by the broker's fallback path"},
-                })
+                await client.respond(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": incoming["id"],
+                        "error": {
+                            "code": ErrorCode.METHOD_NOT_FOUND,
+                            "message": "not relayed by the broker's fallback path",
+                        },
+                    }
+                )
             elif emit is not None and "method" in incoming:
                 await emit(json.dumps(incoming, separators=(",", ":")).encode())
 
@@ -252,7 +263,8 @@ class BrokerCore:
                 return self._upstream_failed(request, server.name, exc)
             except trio.TooSlowError:
                 return error_response(
-                    request.id, ErrorCode.INTERNAL_ERROR,
+                    request.id,
+                    ErrorCode.INTERNAL_ERROR,
                     f"upstream {server.name} did not answer within {server.timeout_seconds:g}s",
                 )
             finally:
@@ -278,7 +290,9 @@ class BrokerCore:
         return backend
 
     def _upstream_failed(self, request: Request, server: str, exc: UpstreamError) -> bytes:
-        log.warning("forwarded request failed", server=server, method=request.method, reason=exc.message)
+        log.warning(
+            "forwarded request failed", server=server, method=request.method, reason=exc.message
+        )
         if exc.rpc_code is not None:
             return error_response(request.id, exc.rpc_code, exc.message, exc.rpc_data)
         return error_response(

@@ -39,6 +39,7 @@ def register(
     app: Quart, core: BrokerCore, nursery: trio.Nursery, *, keepalive_seconds: float = 15.0
 ) -> None:
     """Add the /mcp routes; streamed answers run their upstream call in `nursery`."""
+
     def limits() -> Limits:
         settings = core.config.gateway.limits
         return Limits(
@@ -61,8 +62,10 @@ def register(
         if header is None or header in SUPPORTED_VERSIONS:
             return None
         return refusal(
-            400, ErrorCode.INVALID_REQUEST,
-            f"Bad Request: unsupported MCP-Protocol-Version {header[:40]!r}", request_id,
+            400,
+            ErrorCode.INVALID_REQUEST,
+            f"Bad Request: unsupported MCP-Protocol-Version {header[:40]!r}",
+            request_id,
         )
 
     async def read_body(limit: int) -> bytes | None:
@@ -108,10 +111,16 @@ def register(
             return refused
         content_type = request.headers.get("content-type", "")
         if content_type.split(";")[0].strip().lower() != JSON:
-            return refusal(415, ErrorCode.INVALID_REQUEST, "Unsupported Media Type: use application/json")
+            return refusal(
+                415, ErrorCode.INVALID_REQUEST, "Unsupported Media Type: use application/json"
+            )
         acceptable = accepts(JSON, SSE)
         if not acceptable:
-            return refusal(406, ErrorCode.INVALID_REQUEST, "Not Acceptable: accept application/json or text/event-stream")
+            return refusal(
+                406,
+                ErrorCode.INVALID_REQUEST,
+                "Not Acceptable: accept application/json or text/event-stream",
+            )
         body_limits = limits()
         body = await read_body(body_limits.max_body_bytes)
         if body is None:
@@ -132,9 +141,13 @@ def register(
                 # the SDK client fall back to the initialize handshake.
                 record(DISCOVER, 200, started)
                 return Response(
-                    error_response(first.id, ErrorCode.METHOD_NOT_FOUND,
-                                   "server/discover is not supported; use initialize"),
-                    200, content_type=JSON,
+                    error_response(
+                        first.id,
+                        ErrorCode.METHOD_NOT_FOUND,
+                        "server/discover is not supported; use initialize",
+                    ),
+                    200,
+                    content_type=JSON,
                 )
             if first.method == "initialize":
                 return await _initialize(first, started)
@@ -178,6 +191,7 @@ def register(
         async def work() -> None:
             async with send:
                 with scope:
+
                     async def emit(notification: bytes) -> None:
                         await send.send(notification)
 
@@ -201,7 +215,9 @@ def register(
         if (refused := origin_refused()) is not None:
             return refused
         if SSE not in accepts(SSE):
-            return refusal(406, ErrorCode.INVALID_REQUEST, "Not Acceptable: GET /mcp streams text/event-stream")
+            return refusal(
+                406, ErrorCode.INVALID_REQUEST, "Not Acceptable: GET /mcp streams text/event-stream"
+            )
         session = await session_or_refusal()
         if isinstance(session, Response):
             return session

@@ -32,28 +32,36 @@ class BrokerMetrics:
             registry=self.registry,
         )
         self.upstream_items = Gauge(
-            "mcp_gateway_upstream_items", "Items an upstream offers, by kind.", ["server", "kind"],
+            "mcp_gateway_upstream_items",
+            "Items an upstream offers, by kind.",
+            ["server", "kind"],
             registry=self.registry,
         )
         self.federated_tools = Gauge(
             "mcp_gateway_tools", "Tools in the federated tools/list.", registry=self.registry
         )
         self.sessions_created = Counter(
-            "mcp_gateway_sessions_created", "Gateway sessions issued at initialize.", registry=self.registry
+            "mcp_gateway_sessions_created",
+            "Gateway sessions issued at initialize.",
+            registry=self.registry,
         )
         self.sessions_deleted = Counter(
-            "mcp_gateway_sessions_deleted", "Gateway sessions ended by DELETE.", registry=self.registry
+            "mcp_gateway_sessions_deleted",
+            "Gateway sessions ended by DELETE.",
+            registry=self.registry,
         )
         self.open_streams = Gauge(
             "mcp_gateway_open_streams", "Open GET SSE streams.", registry=self.registry
         )
         self.notifications_sent = Counter(
             "mcp_gateway_notifications_sent",
-            "Notifications queued to client GET streams.", registry=self.registry,
+            "Notifications queued to client GET streams.",
+            registry=self.registry,
         )
         self.notifications_dropped = Counter(
             "mcp_gateway_notifications_dropped",
-            "Notifications dropped because a client's queue was full.", registry=self.registry,
+            "Notifications dropped because a client's queue was full.",
+            registry=self.registry,
         )
         self.config_reloads = Counter(
             "mcp_gateway_config_reloads", "Config reloads applied.", registry=self.registry

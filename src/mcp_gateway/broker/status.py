@@ -21,14 +21,16 @@ def register(app: Quart, core: BrokerCore, reload_state: ReloadState) -> None:
     @app.get("/status")
     async def status() -> Response:
         upstreams = core.supervisor.status()
-        return _json({
-            "ready": core.supervisor.first_round_done(),
-            "config": reload_state.to_json(),
-            "tools": len(core.federation.items(TOOLS)),
-            "collisions": [c.to_json() for c in core.federation.collisions],
-            "openStreams": core.fanout.stream_count,
-            "upstreams": [u.to_json() for u in upstreams],
-        })
+        return _json(
+            {
+                "ready": core.supervisor.first_round_done(),
+                "config": reload_state.to_json(),
+                "tools": len(core.federation.items(TOOLS)),
+                "collisions": [c.to_json() for c in core.federation.collisions],
+                "openStreams": core.fanout.stream_count,
+                "upstreams": [u.to_json() for u in upstreams],
+            }
+        )
 
     @app.get("/status/<path:name>")
     async def status_of(name: str) -> Response:

@@ -21,7 +21,9 @@ def build() -> MCPServer:
     # are remembered from any message (notifications/initialized, tools/list), not from calls.
     sessions: dict[str, Any] = {}
 
-    async def remember_sessions(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    async def remember_sessions(
+        ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
         headers = getattr(ctx.request, "headers", None)
         session_id = headers.get("mcp-session-id") if headers is not None else None
         if session_id:

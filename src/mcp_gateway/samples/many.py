@@ -13,7 +13,9 @@ def build() -> MCPServer:
     server = MCPServer("many", version="1.0.0")
     count = int(os.environ.get(TOOL_COUNT_ENV, "150"))
     for index in range(count):
-        server.add_tool(_numbered(index), name=f"tool_{index:04d}", description=f"Tool number {index}.")
+        server.add_tool(
+            _numbered(index), name=f"tool_{index:04d}", description=f"Tool number {index}."
+        )
     return server
 
 

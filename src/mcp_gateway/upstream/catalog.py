@@ -25,17 +25,27 @@ class ListKind:
     id_field: str  # the field that names one item
 
 
-TOOLS = ListKind("tools", "tools/list", "tools", "tools", "notifications/tools/list_changed", "name")
+TOOLS = ListKind(
+    "tools", "tools/list", "tools", "tools", "notifications/tools/list_changed", "name"
+)
 PROMPTS = ListKind(
     "prompts", "prompts/list", "prompts", "prompts", "notifications/prompts/list_changed", "name"
 )
 RESOURCES = ListKind(
-    "resources", "resources/list", "resources", "resources",
-    "notifications/resources/list_changed", "uri",
+    "resources",
+    "resources/list",
+    "resources",
+    "resources",
+    "notifications/resources/list_changed",
+    "uri",
 )
 RESOURCE_TEMPLATES = ListKind(
-    "resource_templates", "resources/templates/list", "resourceTemplates", "resources",
-    "notifications/resources/list_changed", "uriTemplate",
+    "resource_templates",
+    "resources/templates/list",
+    "resourceTemplates",
+    "resources",
+    "notifications/resources/list_changed",
+    "uriTemplate",
 )
 KINDS: tuple[ListKind, ...] = (TOOLS, PROMPTS, RESOURCES, RESOURCE_TEMPLATES)
 KIND_BY_NAME = {k.kind: k for k in KINDS}
@@ -99,7 +109,9 @@ def check_item(kind: ListKind, item: JsonObject) -> str | None:
     return None
 
 
-def accept_items(kind: ListKind, items: list[JsonObject]) -> tuple[tuple[JsonObject, ...], list[Rejected]]:
+def accept_items(
+    kind: ListKind, items: list[JsonObject]
+) -> tuple[tuple[JsonObject, ...], list[Rejected]]:
     """Split a listed page set into federated items and rejected ones (duplicates included)."""
     accepted: list[JsonObject] = []
     rejected: list[Rejected] = []

@@ -211,7 +211,9 @@ class UpstreamClient:
             async with self._http.stream(
                 "POST", self.server.url, content=body, headers=headers
             ) as response:
-                _raise_for_status(self.server.name, str(message.get("method", "response")), response)
+                _raise_for_status(
+                    self.server.name, str(message.get("method", "response")), response
+                )
                 if message.get("method") == "initialize":
                     self.session_id = response.headers.get("mcp-session-id") or None
                 yield response
@@ -231,7 +233,9 @@ class UpstreamClient:
                     answer = _decode_json(self.server.name, await response.aread())
                     if isinstance(answer, dict) and answer.get("id") == rid:
                         return answer
-                    raise UpstreamError(f"{self.server.name}: JSON answer does not match id {rid!r}")
+                    raise UpstreamError(
+                        f"{self.server.name}: JSON answer does not match id {rid!r}"
+                    )
                 if content_type == "text/event-stream":
                     answer: JsonObject | None = None
                     # Read to the end of the stream (the server closes it after the answer)
@@ -259,7 +263,9 @@ class UpstreamClient:
                     status=response.status_code,
                 )
         except (httpx.HTTPError, httpx_sse.SSEError) as exc:
-            raise UpstreamError(f"{self.server.name}: {message.get('method')}: {_describe(exc)}") from exc
+            raise UpstreamError(
+                f"{self.server.name}: {message.get('method')}: {_describe(exc)}"
+            ) from exc
 
 
 def new_http_client(server: ServerConfig) -> httpx.AsyncClient:
@@ -302,7 +308,9 @@ async def open_backend_session(
 
 def _raise_for_status(name: str, what: str, response: httpx.Response) -> None:
     if response.status_code >= 400 or response.status_code in (301, 302, 303, 307, 308):
-        raise UpstreamError(f"{name}: {what}: HTTP {response.status_code}", status=response.status_code)
+        raise UpstreamError(
+            f"{name}: {what}: HTTP {response.status_code}", status=response.status_code
+        )
 
 
 def _decode_json(name: str, data: bytes) -> Any:

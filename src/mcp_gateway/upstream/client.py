@@ -230,9 +230,9 @@ class UpstreamClient:
             async with self._post(message) as response:
                 content_type = response.headers.get("content-type", "").partition(";")[0].strip()
                 if content_type == "application/json":
-                    answer = _decode_json(self.server.name, await response.aread())
-                    if isinstance(answer, dict) and answer.get("id") == rid:
-                        return answer
+                    decoded = _decode_json(self.server.name, await response.aread())
+                    if isinstance(decoded, dict) and decoded.get("id") == rid:
+                        return decoded
                     raise UpstreamError(
                         f"{self.server.name}: JSON answer does not match id {rid!r}"
                     )
@@ -241,8 +241,7 @@ class UpstreamClient:
                     # Read to the end of the stream (the server closes it after the answer)
                     # rather than leaving mid-iteration: httpx's body iterators are async
                     # generators that Trio reports when they are dropped unfinished.
-                    with trio.move_on_after(STREAM_DRAIN_SECONDS) as drain:
-                        drain.deadline = float("inf")
+                    with trio.CancelScope() as drain:  # given a deadline once answered
                         async with aclosing(httpx_sse.EventSource(response).aiter_sse()) as events:
                             async for event in events:
                                 incoming = _decode_event(self.server.name, event)

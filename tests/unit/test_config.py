@@ -319,6 +319,7 @@ def test_virtual_server_names_unique() -> None:
         ("just text", "top level must be a mapping"),
         ("servers: []\nservers: []\n", "duplicate key 'servers' at line 2"),
         ("servers: {name: a}", "expected a list, got a mapping"),
+        ("servers: []\n  \x08", "character 0x0008 at line 2, column 3 is not allowed in YAML"),
     ],
 )
 def test_file_level_problems(text: str, fragment: str) -> None:

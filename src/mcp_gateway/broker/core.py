@@ -226,6 +226,11 @@ class BrokerCore:
             "params": {**params, key: entry.original_name},
         }
 
+        async def relay_stream(incoming: JsonObject) -> None:
+            # A stdio/WebSocket link routes server requests elsewhere; only notifications here.
+            if emit is not None and "method" in incoming and "id" not in incoming:
+                await emit(json.dumps(incoming, separators=(",", ":")).encode())
+
         async def relay(incoming: JsonObject) -> None:
             if "id" in incoming and "method" in incoming:
                 # Server→client requests during a forwarded call need a bidirectional relay
@@ -242,6 +247,9 @@ class BrokerCore:
                 )
             elif emit is not None and "method" in incoming:
                 await emit(json.dumps(incoming, separators=(",", ":")).encode())
+
+        if server.transport != "http":
+            return await self._forward_on_stream(request, server.name, message, relay_stream)
 
         http = self.supervisor.http_client(server.name)
         for attempt in (1, 2):
@@ -273,6 +281,34 @@ class BrokerCore:
             answer["id"] = request.id
             return json.dumps(answer, separators=(",", ":")).encode()
         raise AssertionError("unreachable")
+
+    async def _forward_on_stream(
+        self, request: Request, server_name: str, message: JsonObject, relay: Any
+    ) -> bytes:
+        """Forward over the shared link of a stdio/WebSocket upstream (Envoy cannot reach it).
+
+        Many clients share that link, so the request goes out under a fresh id of the link's
+        own and the answer comes back under the client's id.
+        """
+        client = self.supervisor.stream_client(server_name)
+        if client is None:
+            return error_response(
+                request.id, ErrorCode.INTERNAL_ERROR, f"upstream {server_name} is unavailable"
+            )
+        server = self.config.server(server_name)
+        timeout = server.timeout_seconds if server is not None else 30.0
+        try:
+            with trio.fail_after(timeout):
+                result = await client.request(message["method"], message["params"], relay)
+        except UpstreamError as exc:
+            return self._upstream_failed(request, server_name, exc)
+        except trio.TooSlowError:
+            return error_response(
+                request.id,
+                ErrorCode.INTERNAL_ERROR,
+                f"upstream {server_name} did not answer within {timeout:g}s",
+            )
+        return result_response(request.id, result)
 
     async def _backend_session(self, session: ClientSession, server_name: str, http: Any) -> str:
         backend = await self.store.get_backend(session.sid, server_name)

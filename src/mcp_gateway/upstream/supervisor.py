@@ -10,9 +10,9 @@ tools/list) only ever read the last published catalog.
 from __future__ import annotations
 
 import enum
-import importlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,27 +94,49 @@ class Timing:
     backoff_cap: float = 3.0
 
 
-ClientFactory = Callable[[ServerConfig, httpx.AsyncClient | None], UpstreamClient]
+# Any client with UpstreamClient's surface: HTTP here, stdio/WebSocket in their own modules.
+ClientFactory = Callable[[ServerConfig, httpx.AsyncClient | None], Any]
 
 
-def default_client_factory(server: ServerConfig, http: httpx.AsyncClient | None) -> UpstreamClient:
-    """Streamable HTTP here; other transports come from `mcp_gateway.upstream.<transport>`.
+def default_client_factory(server: ServerConfig, http: httpx.AsyncClient | None) -> Any:
+    """Streamable HTTP, or the message-stream clients of `stdio.py` and `websocket.py`."""
+    if server.transport == "stdio":
+        from mcp_gateway.upstream.stdio import StdioUpstreamClient
 
-    Such a module provides `open_client(server, *, protocol_version, client_info)` returning an
-    object with UpstreamClient's interface (initialize, request, list_all, listen, ping, aclose).
-    """
-    if server.transport == "http":
-        return UpstreamClient(
-            server, http=http, protocol_version=LATEST_STABLE, client_info=GATEWAY_CLIENT_INFO
+        return StdioUpstreamClient(
+            server, protocol_version=LATEST_STABLE, client_info=GATEWAY_CLIENT_INFO
         )
-    try:
-        module = importlib.import_module(f"mcp_gateway.upstream.{server.transport}")
-    except ImportError as exc:
-        raise UpstreamError(f"transport {server.transport!r} is not available") from exc
-    client: UpstreamClient = module.open_client(
-        server, protocol_version=LATEST_STABLE, client_info=GATEWAY_CLIENT_INFO
+    if server.transport == "websocket":
+        from mcp_gateway.upstream.websocket import WebSocketUpstreamClient
+
+        return WebSocketUpstreamClient(
+            server, protocol_version=LATEST_STABLE, client_info=GATEWAY_CLIENT_INFO
+        )
+    return UpstreamClient(
+        server, http=http, protocol_version=LATEST_STABLE, client_info=GATEWAY_CLIENT_INFO
     )
-    return client
+
+
+@asynccontextmanager
+async def _connected(client: Any) -> AsyncIterator[None]:
+    """Open a client for one supervised session, whatever its kind.
+
+    Message-stream clients (stdio, WebSocket) own a link task (`run`) that must live in a
+    nursery; HTTP clients are plain async context managers. Either way the session ends with
+    the block, and the supervisor (not the client) decides when to reconnect.
+    """
+    run = getattr(client, "run", None)
+    if run is None:
+        async with client:
+            yield
+        return
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run)
+        try:
+            yield
+        finally:
+            await client.aclose()
+            nursery.cancel_scope.cancel()
 
 
 @dataclass
@@ -136,6 +158,7 @@ class _Upstream:
     finished: trio.Event = field(default_factory=trio.Event)
     attempted: trio.Event = field(default_factory=trio.Event)  # first connect tried (ok or not)
     http: httpx.AsyncClient | None = None
+    client: Any = None  # the live discovery client (message-stream upstreams forward through it)
 
     def status(self) -> UpstreamStatus:
         return UpstreamStatus(
@@ -196,7 +219,8 @@ class _Upstream:
 
     async def _session(self, backoff: Backoff) -> None:
         client = self.client_factory(self.server, self.http)
-        async with client:
+        self.client = client
+        async with _connected(client):
             with trio.fail_after(self.server.timeout_seconds):
                 result = await client.initialize()
             problems = validate_initialize(result)
@@ -428,6 +452,13 @@ class Supervisor:
     async def wait_first_round(self) -> None:
         for upstream in list(self._upstreams.values()):
             await upstream.attempted.wait()
+
+    def stream_client(self, name: str) -> Any:
+        """The connected client of a stdio/WebSocket upstream: calls to it share its link."""
+        upstream = self._upstreams.get(name)
+        if upstream is None or upstream.server.transport == "http" or not upstream.serving:
+            return None
+        return upstream.client
 
     def http_client(self, name: str) -> httpx.AsyncClient | None:
         """The pooled HTTP client of a running upstream, for calls the broker forwards."""

@@ -825,9 +825,10 @@ def parse_config(text: str, source: str = "<string>") -> GatewayConfig:
 
 def _sorted_unique(problems: Iterable[ConfigProblem]) -> list[ConfigProblem]:
     def order(problem: ConfigProblem) -> tuple[Any, ...]:
-        # file-level first, then in document order: servers[2] before servers[10]
+        # file-level first, then by line, then by path with numeric indexes (servers[2] < [10])
         parts = re.split(r"\[(\d+)\]", problem.path)  # names at even places, indexes at odd
-        return (problem.path != "", [int(p) if i % 2 else p for i, p in enumerate(parts)])
+        line = problem.line if problem.line is not None else sys.maxsize
+        return (problem.path != "", line, [int(p) if i % 2 else p for i, p in enumerate(parts)])
 
     return sorted(dict.fromkeys(problems), key=order)
 

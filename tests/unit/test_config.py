@@ -438,7 +438,8 @@ def test_problems_carry_the_line_of_their_key() -> None:
         "servers[2].url": 8,  # missing: the line of the entry that lacks it
         "gateway.page_size": 11,
     }
-    assert str(caught.value.problems[0]).endswith("(line 11)")
+    assert [problem.line for problem in caught.value.problems] == [5, 6, 7, 8, 11]  # file order
+    assert str(caught.value.problems[-1]) == "gateway.page_size: must be greater than or equal to 1 (line 11)"
 
 
 def test_url_password_is_masked_in_str_and_summary(tmp_path: Path) -> None:

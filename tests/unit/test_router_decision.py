@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from mcp_gateway.config import parse_config
 from mcp_gateway.router.decision import (
     SESSION_HEADER,
+    UPSTREAM_MARK_HEADER,
+    Answer,
     NeedsBackend,
     Reply,
     RoutingTable,
@@ -21,6 +23,7 @@ from mcp_gateway.router.decision import (
     UpstreamRoute,
     backend_session_expired,
     forward,
+    judge_answer,
     rewrite_response_headers,
     route_request,
     upstream_unavailable,
@@ -202,6 +205,21 @@ def test_only_a_404_of_a_mapped_session_counts_as_expired() -> None:
     assert not backend_session_expired(404, None)
     assert not backend_session_expired(200, "b")
     assert not backend_session_expired(500, "b")
+
+
+def test_an_answer_counts_as_the_upstreams_only_with_envoys_mark_for_that_upstream() -> None:
+    need = route_request(headers(), call("dyn_add"), TABLE, TOKENS)
+    assert isinstance(need, NeedsBackend)
+    marked = {UPSTREAM_MARK_HEADER: "dynamic"}
+    assert judge_answer({":status": "200", **marked}, need, "b") is Answer.FROM_UPSTREAM
+    assert judge_answer({":status": "404", **marked}, need, "b") is Answer.BACKEND_SESSION_EXPIRED
+    # A 404 from anywhere else (the broker on a stale route, an Envoy local reply) is not a
+    # backend session expiry, and nothing unmarked passes as the upstream's answer.
+    assert judge_answer({":status": "404"}, need, "b") is Answer.NOT_FROM_UPSTREAM
+    assert judge_answer({":status": "503"}, need, "b") is Answer.NOT_FROM_UPSTREAM
+    assert judge_answer({":status": "200", UPSTREAM_MARK_HEADER: "slow"}, need, "b") is Answer.NOT_FROM_UPSTREAM
+    # The mark itself never reaches the client.
+    assert UPSTREAM_MARK_HEADER in rewrite_response_headers(marked, TOKEN).remove_headers
 
 
 def test_upstream_unavailable_is_a_json_rpc_error_with_the_id() -> None:

@@ -16,6 +16,7 @@ Routed methods and their routing name (adding one is one line in `ROUTED_METHODS
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -55,6 +56,9 @@ SESSION_HEADER: Final = "mcp-session-id"
 SERVER_HEADER: Final = "x-mcp-servername"
 METHOD_HEADER: Final = "x-mcp-method"
 TOOL_HEADER: Final = "x-mcp-toolname"
+# Envoy adds this to every answer that came through an upstream's route (router/xds.py). The
+# router believes an answer (a 404 above all) is the upstream's only when it names that upstream.
+UPSTREAM_MARK_HEADER: Final = "x-mcp-upstream"
 JSON_CONTENT: Final = (("content-type", "application/json"),)
 
 # method → what the routing name is called in error messages. The name itself comes from
@@ -292,6 +296,22 @@ def rewrite_response_headers(headers: Mapping[str, str], gateway_session: str) -
         if name.lower().startswith(INTERNAL_HEADER_PREFIX) and name.lower() != SESSION_HEADER
     )
     return ResponseMutation(((SESSION_HEADER, gateway_session),), remove)
+
+
+class Answer(enum.Enum):
+    FROM_UPSTREAM = "from_upstream"  # pass it on, with the gateway's session id
+    BACKEND_SESSION_EXPIRED = "backend_session_expired"  # re-initialise and replay once
+    NOT_FROM_UPSTREAM = "not_from_upstream"  # misrouted or a local reply: answer with an error
+
+
+def judge_answer(headers: Mapping[str, str], need: NeedsBackend, backend_session_id: str | None) -> Answer:
+    if headers.get(UPSTREAM_MARK_HEADER) != need.upstream.server:
+        return Answer.NOT_FROM_UPSTREAM
+    raw_status = headers.get(":status", "")
+    status = int(raw_status) if raw_status.isdigit() else 0
+    if backend_session_expired(status, backend_session_id):
+        return Answer.BACKEND_SESSION_EXPIRED
+    return Answer.FROM_UPSTREAM
 
 
 def backend_session_expired(status: int, backend_session_id: str | None) -> bool:

@@ -32,14 +32,15 @@ from mcp_gateway.config import GatewayConfig, ServerConfig
 from mcp_gateway.router.backends import BackendSessions, BackendUnavailable, SessionGone
 from mcp_gateway.router.decision import (
     SESSION_HEADER,
+    Answer,
     NeedsBackend,
     Reply,
     RoutingTable,
     ToBroker,
     ToUpstream,
-    backend_session_expired,
     client_internal_headers,
     forward,
+    judge_answer,
     reply_error,
     rewrite_response_headers,
     route_request,
@@ -205,9 +206,15 @@ class _Exchange:
         if need is None:
             return _RESPONSE_HEADERS_CONTINUE  # the broker's answer: its own session ids
         headers = _headers_of(message)
-        status = int(headers.get(":status", "0") or 0)
-        if backend_session_expired(status, backend_id) and backend_id is not None:
+        answer = judge_answer(headers, need, backend_id)
+        if answer is Answer.BACKEND_SESSION_EXPIRED and backend_id is not None:
             return await self._replay(need, backend_id)
+        if answer is Answer.NOT_FROM_UPSTREAM:
+            # Envoy could not deliver the call (upstream down, route not there yet): a JSON-RPC
+            # error with the request id, never a plain-text 503 or somebody else's 404.
+            _log.warning("routed call not answered by its upstream", server=need.upstream.server,
+                         status=headers.get(":status"))
+            return _immediate(upstream_unavailable(need), ((SESSION_HEADER, need.gateway_session),))
         mutation = rewrite_response_headers(headers, need.gateway_session)
         return pb.ProcessingResponse(
             response_headers=pb.HeadersResponse(
@@ -342,6 +349,11 @@ async def _follow_reloads(
     reloads: trio.MemoryReceiveChannel[GatewayConfig], router: Router, xds: XdsWriter | None
 ) -> None:
     async for new_config in reloads:
+        wanted = _xds_writer(new_config)
+        if wanted is None:
+            xds = None
+        elif xds is None or (xds.xds_dir, xds.admin_url) != (wanted.xds_dir, wanted.admin_url):
+            xds = wanted  # adopts the files already there, so this update is ordered too
         # Envoy first when servers were added (their clusters and routes must exist before we
         # route to them); the table first when servers were removed (stop routing, then drop).
         old_servers = set(router.snapshot.servers)

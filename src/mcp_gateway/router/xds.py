@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import ip_address
@@ -23,6 +24,8 @@ from urllib.parse import urlsplit
 import httpx
 import structlog
 import trio
+
+from mcp_gateway.router.decision import UPSTREAM_MARK_HEADER
 
 if TYPE_CHECKING:
     from mcp_gateway.config import GatewayConfig, ServerConfig
@@ -141,6 +144,12 @@ def route_configuration(servers: Iterable[str]) -> dict[str, Any]:
             },
             # timeout 0s: a slow tool's SSE stream lives as long as it needs.
             "route": {"cluster": cluster_name(name), "timeout": "0s"},
+            "response_headers_to_add": [
+                {
+                    "header": {"key": UPSTREAM_MARK_HEADER, "value": name},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ],
         }
         for name in sorted(servers)
     ]
@@ -203,7 +212,8 @@ class XdsWriter:
         self._routes: frozenset[str] | None = None
 
     def _next_version(self) -> str:
-        self._version += 1
+        # Unique across writers and restarts (the router and `mcp-gateway up` share the files).
+        self._version = max(self._version + 1, time.time_ns())
         return str(self._version)
 
     def _write_clusters(self, clusters: Mapping[str, dict[str, Any]]) -> None:
@@ -226,9 +236,25 @@ class XdsWriter:
         self._routes = frozenset(servers)
         self._write_routes(self._routes)
 
+    def _load_current(self) -> bool:
+        """Adopt what is on disk (Envoy's current state) so the first update is ordered too."""
+        try:
+            clusters = json.loads((self.xds_dir / CDS_FILE).read_text())["resources"]
+            routes = json.loads((self.xds_dir / RDS_FILE).read_text())["resources"][0]
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            return False
+        prefix = cluster_name("")
+        self._clusters = {str(c["name"])[len(prefix) :]: c for c in clusters}
+        self._routes = frozenset(
+            str(r["route"]["cluster"])[len(prefix) :]
+            for r in routes["virtual_hosts"][0]["routes"]
+            if r["route"]["cluster"] != BROKER_CLUSTER
+        )
+        return True
+
     async def apply(self, config: GatewayConfig) -> None:
         """Move Envoy to `config` without a window where a route points at a missing cluster."""
-        if self._routes is None:
+        if self._routes is None and not await trio.to_thread.run_sync(self._load_current):
             await trio.to_thread.run_sync(self.write_initial, config)
             return
         servers = routable_servers(config)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import json
 from typing import Any
 
 import pytest
@@ -175,3 +178,29 @@ async def test_two_replicas_one_writer_and_failover(k8s: EmulatorThread, cluster
             assert replica_b.is_leader
             after = writers()[writes_before:]
             assert after and set(after) == {"replica-b"}
+
+
+async def test_discovered_tool_count_comes_from_the_brokers_status(k8s: EmulatorThread, cluster: Cluster) -> None:
+    """The broker's /status over real HTTP (a stand-in answering with the broker's JSON shape)."""
+    body = json.dumps({"ready": True, "upstreams": [{"name": "mcp-test/counted", "toolCount": 4}]}).encode()
+
+    async def answer(stream: trio.SocketStream) -> None:
+        with contextlib.suppress(trio.BrokenResourceError):
+            await stream.receive_some(65536)
+            head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+            await stream.send_all(head.encode() + body)
+            await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, answer, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        cluster.create(extension())
+        cluster.create(route("counted-route", "counted"))
+        cluster.create(registration("counted", "counted-route", "cnt_"))
+        settings = fast_settings(status_url=f"http://127.0.0.1:{port}/status")
+        async with running_controller(k8s.url, settings):
+            await eventually(
+                lambda: cluster.registration("counted").get("status", {}).get("discoveredTools") == 4,
+                what="discoveredTools",
+            )
+        nursery.cancel_scope.cancel()

@@ -323,3 +323,24 @@ def test_status_patch_drops_stale_tool_count() -> None:
     assert status is not None
     patch = status_patch({"discoveredTools": 4}, status, "2026-01-01T00:00:00Z")
     assert patch is not None and patch["status"]["discoveredTools"] is None
+
+
+def test_tool_counts_read_from_the_brokers_status_shape() -> None:
+    from mcp_gateway.controller.service import tool_counts_from_status
+    from mcp_gateway.upstream.supervisor import UpstreamState, UpstreamStatus
+
+    upstream = UpstreamStatus(
+        name="apps/a",
+        url="http://svc.apps.svc.cluster.local:8080/mcp",
+        prefix="a_",
+        state=UpstreamState.READY,
+        reason=None,
+        counts={"tools": 5, "prompts": 1},
+        last_refresh=None,
+        protocol_version=None,
+        server_info=None,
+        consecutive_failures=0,
+    )
+    document = {"ready": True, "upstreams": [upstream.to_json(), {"name": "x", "toolCount": True}, "junk"]}
+    assert tool_counts_from_status(document) == {"apps/a": 5}
+    assert tool_counts_from_status(["not", "a", "mapping"]) == {}

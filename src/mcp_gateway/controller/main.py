@@ -61,6 +61,7 @@ def run_controller(args: argparse.Namespace) -> int:
         identity=identity,
         secret_name=args.secret_name,
         leader_election=args.leader_election,
+        status_url=os.environ.get("MCP_GATEWAY_STATUS_URL") or None,
     )
     try:
         trio.run(serve_until_signalled, Controller(client, settings))

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import httpx
 import kubernetes
 import trio
 from kubernetes.client.exceptions import ApiException
@@ -83,6 +84,8 @@ class ControllerSettings:
     debounce_seconds: float = 0.05
     watch: WatchTiming = field(default_factory=WatchTiming)
     lease: LeaseTiming = field(default_factory=LeaseTiming)
+    # The broker's /status: per-server tool counts for status.discoveredTools (optional).
+    status_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,7 @@ class Controller:
         self.synced: set[str] = set()
         self.reconciles = 0
         self.config_writes = 0
+        self.tool_counts: dict[str, int] = {}
 
     # -- what is watched -------------------------------------------------------------------------
 
@@ -215,10 +219,13 @@ class Controller:
             ],
             secrets=secrets,
             unlabelled_secrets=unlabelled,
+            tool_counts=dict(self.tool_counts),
         )
 
     async def reconcile_once(self) -> None:
         self.reconciles += 1
+        if self.settings.status_url:
+            await self._refresh_tool_counts(self.settings.status_url)
         first = self.snapshot()
         unlabelled = await self._unlabelled_secrets(first)
         desired = reconcile(
@@ -228,6 +235,18 @@ class Controller:
         )
         if await self._write_config(desired):
             await self._write_statuses(desired)
+
+    async def _refresh_tool_counts(self, url: str) -> None:
+        """Ask the broker how many tools each server has; keep the last answer if it is down."""
+        try:
+            async with httpx.AsyncClient(timeout=2.0) as http:
+                response = await http.get(url)
+                response.raise_for_status()
+                document = response.json()
+        except (httpx.HTTPError, ValueError) as err:
+            log.debug("broker status unavailable", url=url, error=type(err).__name__)
+            return
+        self.tool_counts = tool_counts_from_status(document)
 
     async def _unlabelled_secrets(self, snapshot: Snapshot) -> frozenset[ObjectKey]:
         """Referenced Secrets missing from the labelled cache that do exist: a precise reason."""
@@ -357,6 +376,19 @@ class Controller:
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, status.key.namespace, status.plural, status.key.name, patch, _request_timeout=10
         )
+
+
+def tool_counts_from_status(document: Any) -> dict[str, int]:
+    """`{"upstreams": [{"name": ..., "toolCount": N}, ...]}` (the broker's /status) -> counts."""
+    counts: dict[str, int] = {}
+    upstreams = document.get("upstreams") if isinstance(document, Mapping) else None
+    for upstream in upstreams if isinstance(upstreams, list) else []:
+        if not isinstance(upstream, Mapping):
+            continue
+        name, count = upstream.get("name"), upstream.get("toolCount")
+        if isinstance(name, str) and isinstance(count, int) and not isinstance(count, bool):
+            counts[name] = count
+    return counts
 
 
 def _decoded(secret: Mapping[str, Any], key: str) -> str | None:

@@ -19,7 +19,7 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TextIO, get_args
 from urllib.parse import urlsplit
@@ -48,8 +48,10 @@ __all__ = [
     "SessionSettings",
     "VirtualServer",
     "check_config_main",
+    "config_document",
     "diff_configs",
     "dump_config",
+    "is_valid_prefix",
     "load_config",
     "parse_config",
 ]
@@ -231,7 +233,8 @@ class ServerConfig(BaseModel):
         """`toolPrefix` (Kuadrant's older name) is `prefix`; `state` and `enabled` must agree."""
         if not isinstance(data, Mapping):
             return data
-        data = dict(data)
+        # Go reads `key:` (null) as the field's zero value; here that is the default.
+        data = {key: value for key, value in data.items() if value is not None}
         if "toolPrefix" in data:
             legacy = data.pop("toolPrefix")
             if "prefix" in data and data["prefix"] != legacy:
@@ -515,81 +518,62 @@ class GatewayConfig(BaseModel):
         return [value for value in found if value]
 
 
-def _cross_problems(
-    servers: Sequence[Any], virtual_servers: Sequence[Any]
-) -> list[ConfigProblem]:
+def _cross_problems(servers: Sequence[Any], virtual_servers: Sequence[Any]) -> list[ConfigProblem]:
     """Rules that span entries: unique names, unambiguous prefixes. Works on raw (unvalidated)
     data too, so a duplicate name is reported next to a bad URL in the same entry."""
-    problems: list[ConfigProblem] = []
+    return [
+        *_duplicate_names(servers, "servers", "server"),
+        *_prefix_problems(servers),
+        *_duplicate_names(virtual_servers, "virtualServers", "virtual server"),
+    ]
+
+
+def _duplicate_names(entries: Sequence[Any], section: str, noun: str) -> Iterator[ConfigProblem]:
     first_by_name: dict[str, int] = {}
-    prefixes: list[tuple[int, str, str]] = []  # (index, file key used, prefix)
+    for index, entry in enumerate(entries):
+        name = entry.get("name") if isinstance(entry, Mapping) else None
+        if not isinstance(name, str):
+            continue
+        if name in first_by_name:
+            yield ConfigProblem(
+                f"{section}[{index}].name",
+                f"duplicate {noun} name {name!r}, first used by {section}[{first_by_name[name]}]",
+            )
+        else:
+            first_by_name[name] = index
+
+
+def _prefix_problems(servers: Sequence[Any]) -> Iterator[ConfigProblem]:
+    """The router maps a tool name to its server by prefix; that must never have two answers."""
+    seen: list[tuple[int, str]] = []  # (index, prefix) of the servers before this one
+    unprefixed: int | None = None
     for index, entry in enumerate(servers):
         if not isinstance(entry, Mapping):
             continue
-        name = entry.get("name")
-        if isinstance(name, str):
-            if name in first_by_name:
-                problems.append(
-                    ConfigProblem(
-                        f"servers[{index}].name",
-                        f"duplicate server name {name!r}, first used by servers[{first_by_name[name]}]",
-                    )
-                )
-            else:
-                first_by_name[name] = index
         key = "toolPrefix" if "toolPrefix" in entry and "prefix" not in entry else "prefix"
-        prefix = entry.get(key, "")
-        if prefix is None:
-            prefix = ""
-        if isinstance(prefix, str) and is_valid_prefix(prefix):
-            prefixes.append((index, key, prefix))
-    empty_prefix_first: int | None = None
-    for position, (index, key, prefix) in enumerate(prefixes):
+        prefix = entry.get(key) or ""
+        if not isinstance(prefix, str) or not is_valid_prefix(prefix):
+            continue  # reported on its own
+        path = f"servers[{index}].{key}"
         if prefix == "":
-            if empty_prefix_first is None:
-                empty_prefix_first = index
-            else:
-                problems.append(
-                    ConfigProblem(
-                        f"servers[{index}].{key}",
-                        f"a second server without a prefix (servers[{empty_prefix_first}] has none "
-                        "too): unprefixed tool names would be ambiguous",
-                    )
+            if unprefixed is not None:
+                yield ConfigProblem(
+                    path,
+                    f"a second server without a prefix (servers[{unprefixed}] has none too): "
+                    "unprefixed tool names would be ambiguous",
                 )
+            unprefixed = index if unprefixed is None else unprefixed
             continue
-        for earlier_index, _, earlier in prefixes[:position]:
-            if earlier == "":
-                continue
+        for earlier_index, earlier in seen:
             if earlier == prefix:
-                problems.append(
-                    ConfigProblem(
-                        f"servers[{index}].{key}",
-                        f"prefix {prefix!r} is already used by servers[{earlier_index}]",
-                    )
-                )
+                yield ConfigProblem(path, f"prefix {prefix!r} is already used by servers[{earlier_index}]")
             elif prefix.startswith(earlier) or earlier.startswith(prefix):
-                problems.append(
-                    ConfigProblem(
-                        f"servers[{index}].{key}",
-                        f"prefix {prefix!r} and {earlier!r} of servers[{earlier_index}] overlap: "
-                        "a tool name could belong to either",
-                    )
+                yield ConfigProblem(
+                    path,
+                    f"prefix {prefix!r} and {earlier!r} of servers[{earlier_index}] overlap: "
+                    "a tool name could belong to either",
                 )
-    first_virtual: dict[str, int] = {}
-    for index, entry in enumerate(virtual_servers):
-        if isinstance(entry, Mapping) and isinstance(entry.get("name"), str):
-            name = entry["name"]
-            if name in first_virtual:
-                problems.append(
-                    ConfigProblem(
-                        f"virtualServers[{index}].name",
-                        f"duplicate virtual server name {name!r}, first used by "
-                        f"virtualServers[{first_virtual[name]}]",
-                    )
-                )
-            else:
-                first_virtual[name] = index
-    return problems
+        seen.append((index, prefix))
 
 
 # --------------------------------------------------------------------------------------------

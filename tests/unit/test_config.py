@@ -450,3 +450,9 @@ def test_url_password_is_masked_in_str_and_summary(tmp_path: Path) -> None:
     out = io.StringIO()
     assert check_config_main(str(path), out=out) == 0
     assert "pa55word" not in out.getvalue() and "https://***@h.example/mcp" in out.getvalue()
+
+
+def test_null_server_keys_read_as_unset_like_go_does() -> None:
+    server = parse_config(one_server(prefix="", hostname="", credential="")).servers[0]
+    assert (server.prefix, server.hostname, server.credential) == ("", None, None)
+    assert problems_of("servers:\n  - name:\n    url: http://a/mcp\n")["servers[0].name"] == "required"

@@ -9,6 +9,7 @@ that request logs carries it. See docs/logging.md.
 
 from __future__ import annotations
 
+import functools
 import json as _json
 import logging
 import re
@@ -62,6 +63,11 @@ _KEY_VALUE_RE = re.compile(
 _HEADER_LINE_RE = re.compile(
     r"(?i)\b((?:proxy-)?authorization|cookie|set-cookie|mcp-session-id|x-api-key)(:\s*)([^\r\n,;]+)"
 )
+# Cheap first look: text with none of these cannot match the patterns above (most log text).
+# Matched against the lowercased text: a case-sensitive regex is several times faster.
+_MAYBE_SECRET_RE = re.compile(
+    r"bearer|basic|authoriz|cookie|session|api[_-]?key|token|passw|secret|credential|@"
+)
 # A registered value shorter than this would blank out ordinary words in every line.
 _MIN_REGISTERED_SECRET = 6
 
@@ -88,8 +94,11 @@ def register_secrets(values: Iterable[str | None]) -> None:
 
 
 def _is_secret_key(key: object) -> bool:
-    if not isinstance(key, str):
-        return False
+    return isinstance(key, str) and _is_secret_name(key)
+
+
+@functools.lru_cache(maxsize=4096)  # a process logs a few hundred distinct keys, over and over
+def _is_secret_name(key: str) -> bool:
     normal = key.lower().replace("-", "_")
     return normal in _SECRET_KEYS_EXACT or any(word in normal for word in _SECRET_KEY_WORDS)
 
@@ -98,6 +107,8 @@ def _redact_text(text: str) -> str:
     pattern = _registered_pattern
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
+    if _MAYBE_SECRET_RE.search(text.lower()) is None:
+        return text
     text = _AUTH_SCHEME_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     text = _HEADER_LINE_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     text = _KEY_VALUE_RE.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
@@ -107,6 +118,8 @@ def _redact_text(text: str) -> str:
 def _redact(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str):
         return _redact_text(value)
+    if value is None or type(value) in (bool, int, float):  # most values: nothing to do
+        return value
     if depth > 20:  # a structure this deep is not worth walking; say so rather than risk it
         return REDACTED
     if isinstance(value, Mapping):

@@ -27,20 +27,28 @@ from mcp_gateway.logs import (
 
 
 @contextmanager
-def captured(level: str = "debug", json_lines: bool | None = True) -> Iterator[io.StringIO]:
-    """Configure logging into a buffer; put the process's logging back afterwards."""
+def logging_restored() -> Iterator[None]:
+    """Put the process's logging (stdlib handlers, levels, structlog config) back afterwards."""
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
-    buffer = io.StringIO()
+    saved_structlog = structlog.get_config()
     try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in saved_handlers:
+                handler.close()
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        structlog.configure(**saved_structlog)
+
+
+@contextmanager
+def captured(level: str = "debug", json_lines: bool | None = True) -> Iterator[io.StringIO]:
+    buffer = io.StringIO()
+    with logging_restored():
         configure_logging(level, json=json_lines, stream=buffer)
         yield buffer
-    finally:
-        for handler in list(root.handlers):
-            if handler not in saved_handlers:
-                root.removeHandler(handler)
-        root.setLevel(saved_level)
-        structlog.reset_defaults()
 
 
 def json_lines(buffer: io.StringIO) -> list[dict[str, Any]]:
@@ -60,17 +68,10 @@ def strings_in(value: Any) -> Iterator[str]:
 
 
 def test_json_lines_when_not_a_terminal() -> None:
-    root = logging.getLogger()
-    saved = list(root.handlers)
     buffer = io.StringIO()  # not a TTY
-    try:
+    with logging_restored():
         configure_logging("info", stream=buffer)
         get_logger("mcp_gateway.test").info("upstream ready", server="dyn", tools=3)
-    finally:
-        for handler in list(root.handlers):
-            if handler not in saved:
-                root.removeHandler(handler)
-        structlog.reset_defaults()
     [line] = json_lines(buffer)
     assert line["event"] == "upstream ready"
     assert line["server"] == "dyn" and line["tools"] == 3
@@ -82,18 +83,13 @@ def test_json_lines_when_not_a_terminal() -> None:
 def test_readable_console_on_a_terminal() -> None:
     primary, secondary = os.openpty()
     terminal = os.fdopen(secondary, "w", encoding="utf-8")
-    root = logging.getLogger()
-    saved = list(root.handlers)
     try:
-        configure_logging("info", stream=terminal)
-        get_logger("mcp_gateway.test").info("upstream ready", server="dyn")
-        terminal.flush()
-        output = os.read(primary, 65536).decode()
+        with logging_restored():
+            configure_logging("info", stream=terminal)
+            get_logger("mcp_gateway.test").info("upstream ready", server="dyn")
+            terminal.flush()
+            output = os.read(primary, 65536).decode()
     finally:
-        for handler in list(root.handlers):
-            if handler not in saved:
-                root.removeHandler(handler)
-        structlog.reset_defaults()
         terminal.close()
         os.close(primary)
     assert "upstream ready" in output and "dyn" in output
@@ -261,3 +257,13 @@ def test_exception_messages_are_redacted_in_both_formats(as_json: bool) -> None:
     output = buffer.getvalue()
     assert "leaked-in-exception" not in output and "leaked-in-extra" not in output
     assert "ValueError" in output and "127.0.0.1" in output
+
+
+def test_configuring_again_replaces_rather_than_duplicates() -> None:
+    first, second = io.StringIO(), io.StringIO()
+    with logging_restored():
+        configure_logging("info", json=True, stream=first)
+        configure_logging("info", json=True, stream=second)
+        get_logger().info("once")
+    assert first.getvalue() == ""
+    assert [line["event"] for line in json_lines(second)] == ["once"]

@@ -1,0 +1,90 @@
+"""Two gateway replicas (each its own Envoy + router, own Redis client) share sessions through a
+real redis-server: a session opened on one is routed by the other on the same backend session,
+and a session deleted on one is gone for both."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from mcp_gateway.broker.service import serve_broker
+from mcp_gateway.config import GatewayConfig
+from mcp_gateway.router.service import serve_router
+from mcp_gateway.sessions import SessionTokens
+from mcp_gateway.sessions.store import RedisSessionStore
+from tests.integration.test_router_envoy import (
+    _session_headers,
+    call_body,
+    initialize_raw,
+    probes,
+    sse_result,
+)
+from tests.support.envoy import RunningEnvoy, running_envoy
+from tests.support.redis import running_redis
+from tests.support.servers import FAST_TIMING, TEST_KEY, gateway_config
+
+pytestmark = pytest.mark.integration
+
+
+@asynccontextmanager
+async def replica(
+    config: GatewayConfig, tokens: SessionTokens, redis_url: str, broker_port: int, workdir: Path
+) -> AsyncIterator[RunningEnvoy]:
+    store = RedisSessionStore(redis_url)
+    await trio.Path(workdir).mkdir()
+    try:
+        async with trio.open_nursery() as nursery:
+            _, reloads = trio.open_memory_channel[GatewayConfig](1)
+            router_port = await nursery.start(serve_router, config, reloads, tokens, store)
+            async with running_envoy(config, broker_port=broker_port, router_port=router_port, workdir=workdir) as envoy:
+                yield envoy
+            nursery.cancel_scope.cancel()
+    finally:
+        await store.aclose()
+
+
+def observed(response: httpx.Response) -> dict[str, str]:
+    return dict(json.loads(sse_result(response)["result"]["content"][0]["text"]))
+
+
+async def test_two_replicas_share_gateway_and_backend_sessions(tmp_path: Path) -> None:
+    tokens = SessionTokens([TEST_KEY])
+    async with running_redis() as redis_url, probes("alpha") as urls:
+        config = gateway_config([("alpha", urls["alpha"], "a_")], router_listen="127.0.0.1:0")
+        broker_store = RedisSessionStore(redis_url)
+        async with trio.open_nursery() as nursery:
+            _, broker_reloads = trio.open_memory_channel[GatewayConfig](1)
+            broker_port = await nursery.start(
+                lambda task_status: serve_broker(
+                    config, broker_reloads, tokens, broker_store, timing=FAST_TIMING, task_status=task_status
+                )
+            )
+            async with replica(config, tokens, redis_url, broker_port, tmp_path / "a") as envoy_a, \
+                    replica(config, tokens, redis_url, broker_port, tmp_path / "b") as envoy_b, \
+                    httpx.AsyncClient(timeout=10) as client:
+                session = await initialize_raw(client, envoy_a.url)
+
+                # First call through replica A creates the backend session...
+                first = await client.post(envoy_a.url, json=call_body("a_observe"), headers=_session_headers(session))
+                # ...and replica B, with its own router and Redis client, routes on the same one.
+                second = await client.post(
+                    envoy_b.url, json=call_body("a_observe", request_id=2), headers=_session_headers(session)
+                )
+                assert first.status_code == second.status_code == 200
+                assert observed(first)["session_hash"] == observed(second)["session_hash"]
+                assert second.headers["mcp-session-id"] == session
+
+                # Deleting the session on one replica ends it on both.
+                deleted = await client.delete(envoy_a.url, headers=_session_headers(session))
+                assert deleted.status_code in (200, 202, 204)
+                gone = await client.post(envoy_b.url, json=call_body("a_observe", request_id=3), headers=_session_headers(session))
+                assert gone.status_code == 404
+                assert gone.json()["id"] == 3
+            nursery.cancel_scope.cancel()
+        await broker_store.aclose()

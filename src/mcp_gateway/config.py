@@ -63,6 +63,8 @@ _PREFIX_RE = re.compile(r"[A-Za-z0-9_.\-]{0,127}")
 _LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _SERVER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,252}")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# RFC 9110 credentials: an auth-scheme token, one space, then the token68 or parameters.
+_AUTH_SCHEME_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+ +\S")
 
 Transport = Literal["http", "stdio", "websocket"]
 _SCHEMES_FOR_TRANSPORT: dict[str, tuple[str, ...]] = {
@@ -326,6 +328,19 @@ class ServerConfig(BaseModel):
     def path(self) -> str:
         """The path part of the url (`/mcp`), what Envoy rewrites `:path` to for this upstream."""
         return urlsplit(self.url).path or "/"
+
+    @property
+    def authorization(self) -> str | None:
+        """The `Authorization` header value for this upstream, or None.
+
+        Kuadrant's `credential` is the whole header value (`Bearer abc`, `Basic ...`, `APIKEY k`)
+        and is sent as it is; a bare token (no `scheme ` in front) is sent as `Bearer <token>`.
+        """
+        if not self.credential:
+            return None
+        if _AUTH_SCHEME_RE.match(self.credential):
+            return self.credential
+        return f"Bearer {self.credential}"
 
     @property
     def state_name(self) -> Literal["Enabled", "Disabled"]:

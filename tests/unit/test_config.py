@@ -456,3 +456,20 @@ def test_null_server_keys_read_as_unset_like_go_does() -> None:
     server = parse_config(one_server(prefix="", hostname="", credential="")).servers[0]
     assert (server.prefix, server.hostname, server.credential) == ("", None, None)
     assert problems_of("servers:\n  - name:\n    url: http://a/mcp\n")["servers[0].name"] == "required"
+
+
+@pytest.mark.parametrize(
+    ("credential", "header"),
+    [
+        ('"Bearer abc.def"', "Bearer abc.def"),  # Kuadrant: the whole header value
+        ('"Basic dXNlcjpwYXNz"', "Basic dXNlcjpwYXNz"),
+        ('"APIKEY k-123"', "APIKEY k-123"),
+        ("abc.def", "Bearer abc.def"),  # a bare token
+    ],
+)
+def test_authorization_header_from_credential(credential: str, header: str) -> None:
+    assert parse_config(one_server(credential=credential)).servers[0].authorization == header
+
+
+def test_no_credential_no_authorization() -> None:
+    assert parse_config(one_server()).servers[0].authorization is None

@@ -739,7 +739,11 @@ def _message(error: Mapping[str, Any]) -> str:
         return "required"
     if kind in _EXPECTED:
         # The kind of value found, never the value: it may be a misplaced credential.
-        return f"expected {_EXPECTED[kind]}, got {_yaml_kind(error.get('input'))}"
+        found = error.get("input")
+        message = f"expected {_EXPECTED[kind]}, got {_yaml_kind(found)}"
+        if kind == "string_type" and isinstance(found, bool | int | float):
+            message += " (YAML reads yes/no/on/off/true/false and numbers as such: quote the value)"
+        return message
     message = str(error["msg"])
     for noise in ("Value error, ", "Assertion failed, "):
         message = message.removeprefix(noise)

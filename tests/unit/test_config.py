@@ -244,6 +244,7 @@ def test_types_are_strict() -> None:
     assert problems_of("gateway: {page_size: 2.5}")["gateway.page_size"] == (
         "expected a whole number, got a decimal number"
     )
+    assert problems_of(one_server(name="on"))["servers[0].name"].endswith("quote the value)")
     assert problems_of("servers: [just-a-name]")["servers[0]"] == (
         "expected a mapping of keys, got a string"
     )

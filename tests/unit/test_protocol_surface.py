@@ -29,6 +29,10 @@ EXPECTED_PUBLIC = {
     "is_valid_prefix",
     "apply_prefix",
     "strip_prefix",
+    "replace_routing_name",
+    "encode_header_value",
+    "decode_header_value",
+    "check_header_body_mismatch",
 }
 
 PROTOCOL_DIR = pathlib.Path(protocol.__file__).parent

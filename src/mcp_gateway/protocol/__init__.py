@@ -5,6 +5,9 @@ No I/O and nothing of ours is imported here; everything public is re-exported be
 
 from mcp_gateway.protocol._errors import ErrorCode as ErrorCode
 from mcp_gateway.protocol._errors import ProtocolError as ProtocolError
+from mcp_gateway.protocol._headers import check_header_body_mismatch as check_header_body_mismatch
+from mcp_gateway.protocol._headers import decode_header_value as decode_header_value
+from mcp_gateway.protocol._headers import encode_header_value as encode_header_value
 from mcp_gateway.protocol._limits import Limits as Limits
 from mcp_gateway.protocol._messages import ErrorResponse as ErrorResponse
 from mcp_gateway.protocol._messages import Message as Message
@@ -19,6 +22,7 @@ from mcp_gateway.protocol._names import strip_prefix as strip_prefix
 from mcp_gateway.protocol._parse import parse_message as parse_message
 from mcp_gateway.protocol._peek import Peek as Peek
 from mcp_gateway.protocol._peek import peek as peek
+from mcp_gateway.protocol._rewrite import replace_routing_name as replace_routing_name
 from mcp_gateway.protocol._serialize import error_response as error_response
 from mcp_gateway.protocol._serialize import result_response as result_response
 from mcp_gateway.protocol._serialize import serialize as serialize

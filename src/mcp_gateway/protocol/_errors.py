@@ -16,6 +16,8 @@ class ErrorCode(enum.IntEnum):
     INTERNAL_ERROR = -32603
     # MCP: resources/read of a URI the server does not know.
     RESOURCE_NOT_FOUND = -32002
+    # MCP 2026-07-28: mirrored request headers missing, malformed or disagreeing with the body.
+    HEADER_MISMATCH = -32020
 
 
 class ProtocolError(Exception):

@@ -1,117 +1,143 @@
-"""The strict JSON reader both the full parser and the peek stand on.
+"""The strict JSON reader under both the full parser and the peek.
 
-RFC 8259 leaves some choices to the reader; ours refuses everything ambiguous, so that the
-gateway and whatever reads the body after it (Envoy, an upstream SDK) cannot disagree about
-what a body says. Every refusal here is a -32700 parse error with a null id: the text is not
-a JSON value we accept, so no id inside it can be trusted.
+Both read a body the same way, in the same order, with the same code, so they cannot disagree:
+only the last step differs (the parser decodes the pass-through values, the peek leaves them
+as unparsed ``msgspec.Raw`` spans). msgspec validates all of the text's syntax in C even where
+it does not build values, which is what makes the peek cheap.
 
-Refused: an empty body, a UTF-8 byte order mark, bytes that are not UTF-8, nesting deeper than
-``Limits.max_depth``, a ``\\u`` escape that leaves a lone surrogate, duplicate object keys (at
-any depth), NaN/Infinity, numbers that overflow a float or exceed Python's 4300-digit integer
-conversion limit, strings longer than ``Limits.max_string_length`` code points, and anything
-``json`` itself refuses (trailing data, control characters in strings, single quotes ...).
+Everything refused here is a -32700 parse error with a null id: the text is not a JSON value
+we accept, so no id inside it can be trusted. Refused: an empty body; a UTF-8 byte order mark;
+bytes that are not UTF-8; nesting deeper than ``Limits.max_depth``; anything that is not
+RFC 8259 JSON (NaN/Infinity, trailing data, control characters in strings, bad escapes ...);
+a ``\\u`` escape that leaves a lone surrogate; a number out of float range or an integer of
+more than 4300 digits; a string longer than ``Limits.max_string_length`` code points; and
+duplicate keys in the objects the gateway interprets (see ``has_duplicate_keys``).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
-from typing import Any
+from typing import Any, TypeAlias
+
+import msgspec
 
 from mcp_gateway.protocol._errors import ErrorCode, ProtocolError
 from mcp_gateway.protocol._limits import Limits
 
+Scalar: TypeAlias = str | int | float | bool | None
+# A member of the message object: one more level decoded, the rest left as raw spans.
+Member: TypeAlias = dict[str, msgspec.Raw] | list[msgspec.Raw] | Scalar
+# The top of a body: the message object with its members, a batch, or a bare scalar.
+Top: TypeAlias = dict[str, Member] | list[msgspec.Raw] | Scalar
+
 _BOM = b"\xef\xbb\xbf"
 _JSON_WHITESPACE = b" \t\r\n"
 
-# A JSON string in well-formed text, written as an unrolled loop so sre does not backtrack.
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_TO_PARENS = str.maketrans("[{]}", "(())")
-# Cheap hint that a surrogate escape may be present; only then is every escape examined.
-_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]")
-# Walks escapes left to right (so "\\\\ud800" is an escaped backslash, not a surrogate);
-# a valid pair matches the first branch, a lone surrogate the second.
-_ESCAPE = re.compile(
-    r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-    r"|(\\u[dD][89a-fA-F][0-9a-fA-F]{2})"
-    r"|\\.",
-    re.DOTALL,
-)
+# Two levels of a JSON value are decoded; everything deeper stays an unparsed (but validated)
+# span. Two levels hold every object the gateway interprets: the message, params, error.
+TOP = msgspec.json.Decoder(Top)
+RAW_SCALAR = msgspec.json.Decoder(Scalar)
+ANY_VALUE = msgspec.json.Decoder()
 
-
-class _Refused(Exception):
-    """Raised from inside json's hooks; turned into a ProtocolError at the boundary."""
+# Out-of-range numbers: skipping accepts them, decoding refuses them, so before skipping we
+# look for what could be one. Below an exponent of 100 and a 200-digit run no number is out
+# of range (< 10**200 * 10**99 < 1.8e308, and integers stay under the 4300-digit limit).
+# Digits become "0", "E" becomes "e" and "-" becomes "+", so three substring searches find
+# every candidate (and a few harmless look-alikes inside strings).
+_NUMBER_SHAPE = bytes.maketrans(b"123456789E-", b"000000000e+")
+_HUGE_EXPONENT = b"e000"
+_HUGE_SIGNED_EXPONENT = b"e+000"
+_LONG_DIGIT_RUN = b"0" * 200
+_ALL_BUT_STRUCTURE = bytes(set(range(256)) - set(b'[]{}"'))
+_ALL_BUT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+_BRACKETS_TO_PARENS = bytes.maketrans(b"[{]}", b"(())")
+_ESCAPED_COMMA = re.compile(rb"\\u002[cC]")
 
 
 def parse_error(detail: str) -> ProtocolError:
     return ProtocolError(ErrorCode.PARSE_ERROR, f"Parse error: {detail}")
 
 
-def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise _Refused("duplicate object key")
-    return obj
-
-
-def _finite_float(literal: str) -> float:
-    value = float(literal)
-    if math.isinf(value):
-        raise _Refused("number out of range")
-    return value
-
-
-def _no_constant(literal: str) -> Any:
-    raise _Refused(f"{literal} is not JSON")
-
-
-_DECODER = json.JSONDecoder(
-    object_pairs_hook=_unique_object, parse_float=_finite_float, parse_constant=_no_constant
-)
-
-
-def decode_text(data: bytes) -> str:
-    """Bytes to text: refuses empty, BOM-prefixed and non-UTF-8 bodies."""
+def precheck(data: bytes, limits: Limits) -> None:
+    """The byte-level checks, cheapest first; each is a C-level scan of the body."""
     if not data.strip(_JSON_WHITESPACE):
         raise parse_error("empty body")
     if data.startswith(_BOM):
         raise parse_error("byte order mark is not allowed")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise parse_error("body is not valid UTF-8") from None
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise parse_error("body is not valid UTF-8") from None
+    # Every bracket byte is an upper bound on the depth; only beyond it is depth measured.
+    if data.count(b"{") + data.count(b"[") > limits.max_depth:
+        check_depth(data, limits.max_depth)
 
 
-def check_depth(text: str, max_depth: int) -> None:
-    """Refuse nesting deeper than max_depth before json recurses into it.
+def check_depth(data: bytes, max_depth: int) -> None:
+    """Measure nesting outside strings with C-level bytes operations only.
 
-    The count of every bracket character is an upper bound on the depth, so the common case
-    costs two C-level counts. Only beyond it are strings removed and nesting measured: each
-    pass deletes every innermost "()" pair, which lowers the depth of well-formed text by one.
-    For malformed text the bound is still an over-estimate of how far json would recurse, and
-    malformed text is a parse error either way.
+    Escaped backslashes, then escaped quotes, are blanked (left to right, as a JSON reader pairs
+    them), so every remaining quote opens or closes a string. Keeping only quotes and brackets,
+    every quote falls in an adjacent pair exactly when no string holds a bracket (counting
+    pairs left to right pairs quotes as the text does: each run of quotes starts on an opening
+    one), and then the quotes can simply be dropped; otherwise strings are cut out by
+    splitting on quotes. Each pass of deleting every innermost
+    "()" then lowers the depth of well-formed text by one. Malformed text may be mis-measured,
+    but it is a parse error whichever way it is refused.
     """
-    if text.count("{") + text.count("[") <= max_depth:
-        return
-    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text)).translate(_TO_PARENS)
+    if b"\\" in data:
+        data = data.replace(b"\\\\", b"__").replace(b'\\"', b"__")
+    skeleton = data.translate(None, _ALL_BUT_STRUCTURE)
+    if skeleton.count(b'""') * 2 == skeleton.count(b'"'):
+        brackets = skeleton.translate(_BRACKETS_TO_PARENS, b'"')
+    else:
+        pieces = data.split(b'"')
+        if len(pieces) % 2 == 0:
+            raise parse_error("unterminated string")
+        brackets = b"".join(pieces[0::2]).translate(_BRACKETS_TO_PARENS, _ALL_BUT_BRACKETS)
     passes = 0
-    while "()" in brackets:
+    while b"()" in brackets:
         passes += 1
         if passes > max_depth:
             raise parse_error(f"nesting deeper than {max_depth}")
-        brackets = brackets.replace("()", "")
-    if passes + brackets.count("(") > max_depth:
+        brackets = brackets.replace(b"()", b"")
+    if passes + brackets.count(b"(") > max_depth:
         raise parse_error(f"nesting deeper than {max_depth}")
 
 
-def check_surrogates(text: str) -> None:
-    if _SURROGATE_HINT.search(text) is None:
-        return
-    for match in _ESCAPE.finditer(text):
-        if match.group(1) is not None:
-            raise parse_error("lone surrogate in a \\u escape")
+def _may_hold_huge_number(data: bytes) -> bool:
+    shape = data.translate(_NUMBER_SHAPE)
+    return _HUGE_EXPONENT in shape or _HUGE_SIGNED_EXPONENT in shape or _LONG_DIGIT_RUN in shape
+
+
+def read_top(data: bytes, limits: Limits) -> Top:
+    """Check the text and decode its top level, the rest staying unparsed but validated."""
+    precheck(data, limits)
+    try:
+        top: Top = TOP.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise parse_error(_describe(exc)) from None
+    except RecursionError:
+        raise parse_error("nesting too deep") from None
+    # Skipping validates syntax but not number ranges or string lengths; when either could be
+    # exceeded, decode everything once (rare: huge numbers, or a body longer than the limit).
+    long_strings_possible = len(data) - 2 > limits.max_string_length
+    if long_strings_possible or _may_hold_huge_number(data):
+        value = decode_any(data)
+        if long_strings_possible:
+            _check_string_lengths(value, limits.max_string_length)
+    return top
+
+
+def decode_any(raw: bytes | msgspec.Raw) -> Any:
+    try:
+        return ANY_VALUE.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise parse_error(_describe(exc)) from None
+    except RecursionError:
+        raise parse_error("nesting too deep") from None
 
 
 def _check_string_lengths(value: Any, limit: int) -> None:
@@ -128,35 +154,71 @@ def _check_string_lengths(value: Any, limit: int) -> None:
             stack.extend(item)
 
 
-def precheck(data: bytes, limits: Limits) -> str:
-    """Everything that must hold before decoding; shared by the parser and the peek."""
-    text = decode_text(data)
-    check_depth(text, limits.max_depth)
-    check_surrogates(text)
-    return text
+def has_duplicate_keys(raw: bytes, message: dict[str, Member]) -> bool:
+    """Whether the message object, or an object directly inside it, repeats a key.
+
+    Those are the objects the gateway interprets (the message, params, result, error); deeper
+    objects are passed through to a peer that reads them itself, so there a repeated key keeps
+    JSON's usual last-wins. ``message`` is ``raw`` decoded last-wins, two levels deep.
+
+    A comma in the text is a separator at some level or lies inside a string. With N members
+    an object has N - 1 separators, an array of N elements too. So when nothing was dropped,
+    the commas of ``raw`` are exactly those accounted for by the decoded structure plus the
+    commas inside its strings and its unparsed spans; every key dropped by last-wins takes at
+    least its separator with it, so the count no longer matches. This holds when no string
+    spells a comma as an escape; when the text has one, keys are counted by the standard
+    library instead (slow, exact, rare).
+    """
+    if not message:
+        return False
+    if b"\\u002" in raw and _ESCAPED_COMMA.search(raw) is not None:
+        return _repeats_key_in_two_levels(raw)
+    # Joined, so that each level costs a few C calls rather than a Python loop per member.
+    accounted = len(message) - 1 + "".join(message).count(",")
+    for value in message.values():
+        if isinstance(value, dict):
+            if value:
+                spans: list[msgspec.Raw] = list(value.values())
+                accounted += len(value) - 1 + "".join(value).count(",")
+                accounted += b"".join(spans).count(b",")
+        elif isinstance(value, list):
+            if value:
+                accounted += len(value) - 1 + b"".join(value).count(b",")
+        elif isinstance(value, str):
+            accounted += value.count(",")
+    return raw.count(b",") != accounted
 
 
-def loads(text: str, limits: Limits) -> Any:
-    """Decode prechecked text into Python values, refusing what the module doc lists."""
-    try:
-        value = _DECODER.decode(text)
-    except _Refused as exc:
-        raise parse_error(str(exc)) from None
-    except RecursionError:
-        raise parse_error("nesting too deep") from None
-    except ValueError as exc:  # json.JSONDecodeError and int()'s digit limit
-        raise parse_error(_describe(exc)) from None
-    # A string can only be as long as the text around it: most bodies skip the walk.
-    if len(text) - 2 > limits.max_string_length:
-        _check_string_lengths(value, limits.max_string_length)
-    return value
+class _Pairs:
+    __slots__ = ("repeats", "values")
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        self.repeats = len({key for key, _ in pairs}) != len(pairs)
+        self.values = [value for _, value in pairs]
 
 
-def read_json(data: bytes, limits: Limits) -> Any:
-    return loads(precheck(data, limits), limits)
+def _repeats_key_in_two_levels(raw: bytes) -> bool:
+    """The exact check; msgspec has already validated the text, so json cannot fail here."""
+    message = json.loads(
+        raw.decode("utf-8"),
+        object_pairs_hook=_Pairs,
+        parse_int=_ignore,
+        parse_float=_ignore,
+        parse_constant=_ignore,
+    )
+    if not isinstance(message, _Pairs):
+        return False
+    return message.repeats or any(
+        isinstance(value, _Pairs) and value.repeats for value in message.values
+    )
 
 
-def _describe(exc: ValueError) -> str:
-    if isinstance(exc, json.JSONDecodeError):
-        return f"{exc.msg} at offset {exc.pos}"
-    return "number too large"
+def _ignore(literal: str) -> None:
+    return None
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    if text.startswith("JSON is malformed: "):
+        text = text[len("JSON is malformed: ") :]
+    return text.split(" - at ", 1)[0] or "invalid JSON"

@@ -1,0 +1,100 @@
+"""Replace the routing name in a body without re-serializing it.
+
+The router strips the gateway's prefix from ``params.name`` before a call goes upstream. Only
+those bytes change: every other byte of the client's body reaches the upstream as sent (no
+re-dump that could reorder keys, change number spellings or escapes).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import msgspec
+
+from mcp_gateway.protocol._envelope import ROUTING_PARAM
+from mcp_gateway.protocol._json import ANY_VALUE, TOP
+from mcp_gateway.protocol._peek import Peek
+
+_WHITESPACE = re.compile(rb"[ \t\r\n]*")
+_SCALAR = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|true|false|null")
+_ENCODER = msgspec.json.Encoder()
+
+
+def replace_routing_name(data: bytes, peek: Peek, new_name: str) -> bytes:
+    """``data`` with the routing value (``params.name`` or ``params.uri``) set to ``new_name``.
+
+    ``peek`` must be the peek of ``data`` (a routed request); anything else is a ValueError.
+    """
+    member = ROUTING_PARAM.get(peek.method or "")
+    if peek.kind != "request" or member is None or peek.name is None:
+        raise ValueError("only a routed request has a routing name to replace")
+    if type(new_name) is not str:
+        raise TypeError("the new routing name must be a string")
+    start, end = _routing_value_span(bytes(data), member)
+    if ANY_VALUE.decode(data[start:end]) != peek.name:
+        raise ValueError("the peek does not describe this body")
+    return data[:start] + _ENCODER.encode(new_name) + data[end:]
+
+
+def _routing_value_span(data: bytes, member: str) -> tuple[int, int]:
+    """Where the value of ``params.<member>`` lies in ``data``, a body that peek accepted.
+
+    Its top-level members are the scalars jsonrpc, id, method and the params object; params'
+    members are spans whose exact lengths the two-level decode already knows (keys are unique,
+    the peek refused repeats), so each value is stepped over without being read.
+    """
+    message = TOP.decode(data)
+    if not isinstance(message, dict) or not isinstance(message.get("params"), dict):
+        raise ValueError("the body has no params object")
+    params: dict[str, msgspec.Raw] = message["params"]
+    if member not in params:
+        raise ValueError(f"params has no {member}")
+    # Same-length blanking of escapes, so every quote left opens or closes a string.
+    blanked = data.replace(b"\\\\", b"__").replace(b'\\"', b"__") if b"\\" in data else data
+    params_start = _find_member(
+        data, blanked, _skip_ws(blanked, 0), "params", lambda _, at: _skip_scalar(blanked, at)
+    )
+    value_start = _find_member(
+        data, blanked, params_start, member, lambda key, at: at + len(params[key])
+    )
+    return value_start, value_start + len(params[member])
+
+
+def _find_member(
+    data: bytes,
+    blanked: bytes,
+    position: int,
+    wanted: str,
+    value_end: Callable[[str, int], int],
+) -> int:
+    """Where the value of member ``wanted`` starts in the object at ``position``."""
+    if blanked[position : position + 1] != b"{":
+        raise ValueError("expected an object")
+    position = _skip_ws(blanked, position + 1)
+    while blanked[position : position + 1] == b'"':
+        key_end = blanked.index(b'"', position + 1) + 1
+        key = ANY_VALUE.decode(data[position:key_end])
+        value_start = _skip_ws(blanked, _skip_ws(blanked, key_end) + 1)  # past the colon
+        if key == wanted:
+            return value_start
+        position = _skip_ws(blanked, value_end(key, value_start))
+        if blanked[position : position + 1] != b",":
+            break
+        position = _skip_ws(blanked, position + 1)
+    raise ValueError(f"no member {wanted!r}")
+
+
+def _skip_ws(blanked: bytes, position: int) -> int:
+    match = _WHITESPACE.match(blanked, position)
+    assert match is not None
+    return match.end()
+
+
+def _skip_scalar(blanked: bytes, position: int) -> int:
+    if blanked[position : position + 1] == b'"':
+        return blanked.index(b'"', position + 1) + 1
+    match = _SCALAR.match(blanked, position)
+    if match is None:
+        raise ValueError("expected a scalar member before params")
+    return match.end()

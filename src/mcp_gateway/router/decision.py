@@ -30,19 +30,9 @@ from mcp_gateway.protocol import (
     RequestId,
     error_response,
     peek,
+    replace_routing_name,
     strip_prefix,
 )
-
-try:
-    from mcp_gateway.protocol import replace_routing_name
-except ImportError:  # pragma: no cover - TEMPORARY until protocol/ ships it (see docs/architecture.md)
-    import json as _json
-
-    def replace_routing_name(data: bytes, peek: Peek, new_name: str) -> bytes:
-        document = _json.loads(data)
-        member = "uri" if peek.method == "resources/read" else "name"
-        document["params"][member] = new_name
-        return _json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
 from mcp_gateway.sessions.tokens import SessionClaims, SessionTokens
 
 if TYPE_CHECKING:

@@ -184,6 +184,57 @@ class AuthConfig(_Theirs):
 
 class TokenURLElicitation(_Theirs):
     url: str | None = None
+    header_name: str | None = Field(default=None, alias="headerName")
+    header_value_format: str | None = Field(default=None, alias="headerValueFormat")
+
+
+class CredentialURLElicitation(_Theirs):
+    url: str | None = None
+
+
+def _one_of_kinds(value: Any, kinds: tuple[type, ...], expected: str) -> Any:
+    """One clear message for a key Kuadrant typed loosely, instead of one per union member."""
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise ValueError(f"expected {expected}, got {_yaml_kind(value)}")
+    return value
+
+
+class ServerTimeouts(_Theirs):
+    """Kuadrant's per-server tool-call timeouts (Go durations such as `30s`); kept, not acted
+    on: our `timeoutSeconds` is the bound we apply."""
+
+    tool_call: Any = Field(default=None, alias="toolCall")
+    per_tool: dict[str, Any] = Field(default_factory=dict, alias="perTool")
+
+    @field_validator("tool_call")
+    @classmethod
+    def _check_tool_call(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        return _one_of_kinds(value, (str, int, float), "a duration such as 30s")
+
+    @field_validator("per_tool")
+    @classmethod
+    def _check_per_tool(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for duration in value.values():
+            _one_of_kinds(duration, (str, int, float), "a duration such as 30s")
+        return value
+
+
+class A2AServer(_Theirs):
+    """An entry of Kuadrant's experimental `a2aServers:`; kept, not acted on."""
+
+    name: str
+    url: str = ""
+    hostname: str | None = None
+    prefix: str | None = None
+    auth: AuthConfig | None = Field(default=None, repr=False)
+    enabled: bool = True
+    agent_id: str | None = Field(default=None, alias="agentId")
+    agent_card_url: str | None = Field(default=None, alias="agentCardUrl")
+    task_endpoint: str | None = Field(default=None, alias="taskEndpoint")
+    protocol_binding: str | None = Field(default=None, alias="protocolBinding")
+    metadata: dict[str, str] = Field(default_factory=dict)
 
 
 class GuardrailsConfig(_Theirs):
@@ -218,11 +269,15 @@ class ServerConfig(BaseModel):
         default=None, alias="tokenURLElicitation"
     )
     user_specific_list: bool = Field(default=False, alias="userSpecificList")
-    category: list[str] | str | None = None  # a string in older Kuadrant, a list in newer
+    category: Any = None  # a string in older Kuadrant, a list of strings in newer
     hint: str | None = None
     tags: list[str] = Field(default_factory=list)
     guardrails_config_ids: list[str] = Field(default_factory=list, alias="guardrailsConfigIDs")
-    # -- ours --
+    credential_url_elicitation: CredentialURLElicitation | None = Field(
+        default=None, alias="credentialURLElicitation"
+    )
+    timeouts: ServerTimeouts | None = None
+    # -- ours (credentialEnvVar was Kuadrant's too, with the same meaning, before `credential`) --
     command: list[str] | None = Field(default=None, validate_default=True)
     timeout_seconds: float = Field(default=30.0, alias="timeoutSeconds", gt=0, le=3600)
     credential_env_var: str | None = Field(default=None, alias="credentialEnvVar")
@@ -254,6 +309,15 @@ class ServerConfig(BaseModel):
         if isinstance(data.get("command"), str):
             data["command"] = shlex.split(data["command"])
         return data
+
+    @field_validator("category")
+    @classmethod
+    def _check_category(cls, value: Any) -> Any:
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return value
+        raise ValueError(f"expected a string or a list of strings, got {_yaml_kind(value)}")
 
     @field_validator("name")
     @classmethod
@@ -358,6 +422,7 @@ class VirtualServer(BaseModel):
     name: str
     tools: list[str] = Field(default_factory=list)
     prompts: list[str] = Field(default_factory=list)
+    resources: list[str] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -371,7 +436,8 @@ class VirtualServer(BaseModel):
     def _null_lists(cls, data: Any) -> Any:
         # Go's YAML writer emits `tools: null` for an empty list.
         if isinstance(data, Mapping):
-            data = {k: ([] if k in ("tools", "prompts") and v is None else v) for k, v in data.items()}
+            lists = ("tools", "prompts", "resources")
+            data = {k: ([] if k in lists and v is None else v) for k, v in data.items()}
         return data
 
 
@@ -492,6 +558,14 @@ class GatewayConfig(BaseModel):
     gateway_ca_cert_pem: str | None = Field(default=None, alias="gatewayCACertPEM", repr=False)
     ca_cert_bundle: str | None = Field(default=None, alias="caCertBundle", repr=False)
     global_guardrails: GuardrailsConfig | None = Field(default=None, alias="globalGuardrails")
+    global_guardrails_config_ids: list[str] = Field(
+        default_factory=list, alias="globalGuardrailsConfigIDs"
+    )
+    a2a_servers: list[A2AServer] = Field(default_factory=list, alias="a2aServers")
+    # The first standalone broker's own settings; `gateway:` holds ours.
+    port: int | None = None
+    bind_addr: str | None = Field(default=None, alias="bindAddr")
+    log_level: str | None = Field(default=None, alias="logLevel")
 
     @model_validator(mode="before")
     @classmethod
@@ -917,10 +991,10 @@ def config_document(config: GatewayConfig) -> dict[str, Any]:
         "servers": servers,
         "virtualServers": [vs.model_dump(exclude_defaults=True) | {"name": vs.name} for vs in config.virtual_servers],
     }
-    for key in ("gatewayCACertPEM", "caCertBundle", "globalGuardrails"):
-        value = config.model_dump(by_alias=True, exclude_defaults=True).get(key)
-        if value is not None:
-            document[key] = value
+    # Kuadrant's other top-level keys, kept as they came.
+    document |= config.model_dump(
+        by_alias=True, exclude_defaults=True, exclude={"servers", "virtual_servers", "gateway"}
+    )
     gateway = config.gateway.model_dump(exclude_defaults=True)
     if gateway:
         document["gateway"] = gateway

@@ -474,3 +474,67 @@ def test_authorization_header_from_credential(credential: str, header: str) -> N
 
 def test_no_credential_no_authorization() -> None:
     assert parse_config(one_server()).servers[0].authorization is None
+
+
+def test_every_key_kuadrant_ever_wrote_is_accepted_and_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The union of the keys of Kuadrant's config types over their history, branches included.
+    text = textwrap.dedent(
+        """\
+        servers:
+          - name: ns/everything
+            url: http://e.ns.svc:8080/mcp
+            hostname: e.mcp.local
+            toolPrefix: e_
+            enabled: true
+            auth: {type: basic, username: u, password: p}
+            credentialEnvVar: KUADRANT_TEST_CRED
+            caCert: PEM
+            tokenURLElicitation: {url: "https://t.example/", headerName: X-Token, headerValueFormat: "Bearer {token}"}
+            credentialURLElicitation: {url: "https://c.example/"}
+            userSpecificList: false
+            category: search
+            hint: h
+            tags: [x]
+            guardrailsConfigIDs: [g]
+            timeouts: {toolCall: 30s, perTool: {slow_query: 2m}}
+        virtualServers:
+          - {name: ns/v, tools: [e_a], prompts: [e_p], resources: ["file:///r"]}
+        a2aServers:
+          - name: agent
+            url: http://agent.ns.svc/a2a
+            hostname: agent.local
+            prefix: ag_
+            enabled: true
+            agentId: a1
+            agentCardUrl: http://agent.ns.svc/.well-known/agent.json
+            taskEndpoint: /tasks
+            protocolBinding: jsonrpc
+            metadata: {team: t}
+        gatewayCACertPEM: PEM
+        caCertBundle: PEM
+        globalGuardrails: {url: "http://g/", configIDs: [a], model: m, failMode: allow}
+        globalGuardrailsConfigIDs: [a]
+        port: 8080
+        bindAddr: 0.0.0.0
+        logLevel: info
+        """
+    )
+    monkeypatch.setenv("KUADRANT_TEST_CRED", "Bearer from-env")
+    config = parse_config(text)
+    server = config.servers[0]
+    assert (server.prefix, server.credential, server.timeouts is not None) == ("e_", "Bearer from-env", True)
+    assert config.virtual_servers[0].resources == ["file:///r"]
+    assert config.a2a_servers[0].agent_id == "a1"
+    dumped = dump_config(config)
+    for key in ("a2aServers", "globalGuardrailsConfigIDs", "bindAddr", "perTool", "headerName", "resources"):
+        assert key in dumped
+    assert "from-env" not in dumped
+
+
+def test_loosely_typed_kuadrant_keys_get_one_message() -> None:
+    assert problems_of(one_server(category="[1]"))["servers[0].category"] == (
+        "expected a string or a list of strings, got a list"
+    )
+    assert problems_of(one_server(timeouts="{toolCall: [1]}"))["servers[0].timeouts.toolCall"] == (
+        "expected a duration such as 30s, got a list"
+    )

@@ -599,11 +599,12 @@ class GatewayConfig(BaseModel):
 
     def secrets(self) -> list[str]:
         """Every secret value this config holds, for `logs.register_secrets` (never log them)."""
-        found: list[str] = list(self.gateway.sessions.keys)
+        found: list[str | None] = list(self.gateway.sessions.keys)
         for server in self.servers:
-            found += [server.credential or ""]
-            if server.auth is not None:
-                found += [server.auth.token or "", server.auth.password or ""]
+            found.append(server.credential)
+        for auth in [s.auth for s in self.servers] + [a.auth for a in self.a2a_servers]:
+            if auth is not None:
+                found += [auth.token, auth.password]
         return [value for value in found if value]
 
 

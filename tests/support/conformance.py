@@ -351,3 +351,65 @@ async def _accepts(port: int) -> bool:
         return False
     await stream.aclose()
     return True
+
+
+# -- npm @modelcontextprotocol/server-everything, on loopback ------------------------------------
+
+EVERYTHING_ENTRY = TOOLS / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+# server-everything calls listen(PORT) with no host, i.e. on every interface. This preload (run
+# with `node --require`) pins every listen() to 127.0.0.1 and reports the port actually bound.
+_LOOPBACK_PRELOAD = """
+const net = require("net");
+const listen = net.Server.prototype.listen;
+net.Server.prototype.listen = function (...args) {
+  if (args.length && typeof args[0] === "object" && args[0] !== null) {
+    args[0] = { ...args[0], host: "127.0.0.1" };
+  } else if (args.length && (typeof args[0] === "number" || typeof args[0] === "string")) {
+    args = [args[0], "127.0.0.1", ...args.slice(1).filter((a) => typeof a === "function")];
+  }
+  this.once("listening", () => {
+    const address = this.address();
+    if (address && typeof address === "object") {
+      process.stdout.write(`MCPGW_LISTENING ${address.address}:${address.port}\\n`);
+    }
+  });
+  return listen.apply(this, args);
+};
+"""
+
+
+async def serve_everything(*, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run server-everything (Streamable HTTP) on a loopback ephemeral port until cancelled.
+
+    `url = await nursery.start(serve_everything)`. Its stdout (a line per request) is drained
+    for as long as it runs: Node writes to pipes synchronously and would stall on a full one.
+    """
+    require_suite()
+    if not EVERYTHING_ENTRY.exists():
+        raise RuntimeError(f"{EVERYTHING_ENTRY} missing: run `make node22`")
+    with tempfile.TemporaryDirectory(prefix="mcpgw-everything-") as workdir:
+        preload = Path(workdir) / "loopback.cjs"
+        preload.write_text(_LOOPBACK_PRELOAD)
+        process = await trio.lowlevel.open_process(
+            [str(NODE22), "--require", str(preload), str(EVERYTHING_ENTRY), "streamableHttp"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={"PATH": "/usr/bin:/bin", "PORT": "0", "HOME": workdir},
+        )
+        try:
+            assert process.stdout is not None
+            buffer = b""
+            with trio.fail_after(20):
+                while (match := re.search(rb"MCPGW_LISTENING (\S+):(\d+)\n", buffer)) is None:
+                    chunk = await process.stdout.receive_some(4096)
+                    if not chunk:
+                        raise RuntimeError("server-everything exited before listening")
+                    buffer += chunk
+            task_status.started(f"http://127.0.0.1:{int(match[2])}/mcp")
+            async for _chunk in process.stdout:
+                pass  # keep the pipe empty
+            await trio.sleep_forever()  # stdout closed but the server may still run
+        finally:
+            with trio.CancelScope(shield=True):
+                await stop_process(process)

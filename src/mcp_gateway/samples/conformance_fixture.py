@@ -36,6 +36,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from mcp import types
+from mcp.server.connection import Connection
 from mcp.server.mcpserver import Context, MCPServer, UserMessage
 from mcp.server.session import ServerSession
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
@@ -93,24 +94,31 @@ WAV_BASE64 = base64.b64encode(_wav_silence()).decode()
 
 
 class _FixtureState:
-    """What the fixture remembers per client session: log level and resource subscriptions.
+    """What the fixture remembers per client connection: log level and resource subscriptions.
 
-    Keyed weakly by the SDK's session object so a closed session leaves nothing behind.
+    The SDK hands handlers a per-request `ServerSession`; the per-client object behind it is its
+    `Connection`, so that is the key, held weakly so a closed connection leaves nothing behind.
     """
 
     def __init__(self) -> None:
-        self.log_levels: weakref.WeakKeyDictionary[ServerSession, types.LoggingLevel] = (
+        self.log_levels: weakref.WeakKeyDictionary[Connection, types.LoggingLevel] = (
             weakref.WeakKeyDictionary()
         )
-        self.subscribers: dict[str, weakref.WeakSet[ServerSession]] = {}
+        self.subscribers: dict[str, weakref.WeakSet[Connection]] = {}
         self.watched_version = 0
         self.cancelled_operations: list[str] = []
         self.completed_operations: list[str] = []
 
     def wants_log(self, session: ServerSession, level: types.LoggingLevel) -> bool:
         # Before any logging/setLevel the client gets everything, as the spec allows.
-        threshold = self.log_levels.get(session, "debug")
+        threshold = self.log_levels.get(_connection_of(session), "debug")
         return _LOG_LEVELS.index(level) >= _LOG_LEVELS.index(threshold)
+
+
+def _connection_of(session: ServerSession) -> Connection:
+    # The SDK keeps the connection private on the per-request session; it is the only handle that
+    # lives as long as the client's session does.
+    return session._connection
 
 
 class MemoryEventStore(EventStore):
@@ -378,10 +386,13 @@ def _add_observation_tools(server: MCPServer, state: _FixtureState) -> None:
     @server.tool(description="Changes test://watched-resource and notifies its subscribers")
     async def test_update_watched_resource() -> types.CallToolResult:
         state.watched_version += 1
-        sessions = list(state.subscribers.get(WATCHED_RESOURCE, ()))
-        for session in sessions:
-            await session.send_resource_updated(WATCHED_RESOURCE)
-        return _text(f"notified {len(sessions)} subscriber(s)")
+        connections = list(state.subscribers.get(WATCHED_RESOURCE, ()))
+        for connection in connections:
+            # The connection's own channel: the GET stream on HTTP, the link on stdio/WebSocket.
+            await connection.outbound.notify(
+                "notifications/resources/updated", {"uri": WATCHED_RESOURCE}
+            )
+        return _text(f"notified {len(connections)} subscriber(s)")
 
     @server.tool(description="Asks the client for its roots (roots/list) and returns them")
     async def test_list_roots(ctx: Context) -> types.CallToolResult:
@@ -489,15 +500,17 @@ def _add_handshake_era_handlers(server: MCPServer, state: _FixtureState) -> None
     lowlevel = server._lowlevel_server
 
     async def set_level(ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
-        state.log_levels[ctx.session] = params.level
+        state.log_levels[_connection_of(ctx.session)] = params.level
         return types.EmptyResult()
 
     async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
-        state.subscribers.setdefault(str(params.uri), weakref.WeakSet()).add(ctx.session)
+        subscribers = state.subscribers.setdefault(str(params.uri), weakref.WeakSet())
+        subscribers.add(_connection_of(ctx.session))
         return types.EmptyResult()
 
     async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
-        state.subscribers.get(str(params.uri), weakref.WeakSet()).discard(ctx.session)
+        subscribers = state.subscribers.get(str(params.uri), weakref.WeakSet())
+        subscribers.discard(_connection_of(ctx.session))
         return types.EmptyResult()
 
     lowlevel.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)

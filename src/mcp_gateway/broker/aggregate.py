@@ -47,6 +47,8 @@ class Federation:
     entries: dict[str, tuple[Entry, ...]] = field(default_factory=dict)
     by_name: dict[str, dict[str, Entry]] = field(default_factory=dict)
     collisions: tuple[Collision, ...] = ()
+    # Serialized pages, filled on first use; a Federation is rebuilt (not changed) on updates.
+    pages: dict[tuple[str, int, int], bytes] = field(default_factory=dict, compare=False)
 
     def items(self, kind: ListKind) -> tuple[Entry, ...]:
         return self.entries.get(kind.kind, ())
@@ -134,6 +136,22 @@ def page(federation: Federation, kind: ListKind, cursor: str | None, page_size: 
     return result
 
 
+def page_json(federation: Federation, kind: ListKind, cursor: str | None, page_size: int) -> bytes:
+    """`page` serialized, computed once per federation, page and size: a list request then
+    costs a lookup however many upstreams and tools there are."""
+    start = 0 if cursor is None else decode_cursor(kind, cursor)
+    key = (kind.kind, start, page_size)
+    cached = federation.pages.get(key)
+    if cached is None:
+        result = page(federation, kind, cursor, page_size)
+        cached = _ENCODER.encode(result).encode()
+        federation.pages[key] = cached
+    return cached
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 __all__ = [
     "TOOLS",
     "BadCursor",
@@ -144,4 +162,5 @@ __all__ = [
     "encode_cursor",
     "federate",
     "page",
+    "page_json",
 ]

@@ -16,7 +16,7 @@ import structlog
 import trio
 
 from mcp_gateway import __version__
-from mcp_gateway.broker.aggregate import BadCursor, Federation, federate, page
+from mcp_gateway.broker.aggregate import BadCursor, Federation, federate, page_json
 from mcp_gateway.broker.fanout import Fanout
 from mcp_gateway.broker.metrics import BrokerMetrics
 from mcp_gateway.config import GatewayConfig
@@ -193,10 +193,11 @@ class BrokerCore:
         if cursor is not None and not isinstance(cursor, str):
             return error_response(request.id, ErrorCode.INVALID_PARAMS, "cursor must be a string")
         try:
-            result = page(self.federation, kind, cursor, self.config.gateway.page_size)
+            result = page_json(self.federation, kind, cursor, self.config.gateway.page_size)
         except BadCursor as exc:
             return error_response(request.id, ErrorCode.INVALID_PARAMS, f"Invalid cursor: {exc}")
-        return result_response(request.id, result)
+        # The page is pre-serialized; only the envelope with this request's id is new.
+        return b'{"jsonrpc":"2.0","id":%s,"result":%s}' % (json.dumps(request.id).encode(), result)
 
     async def _forward(
         self, request: Request, kind: ListKind, session: ClientSession, emit: Emit | None

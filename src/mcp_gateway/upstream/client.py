@@ -166,7 +166,11 @@ class UpstreamClient:
         """
         try:
             async with self._http.stream(
-                "GET", self.server.url, headers=self._headers(accept="text/event-stream")
+                "GET",
+                self.server.url,
+                headers=self._headers(accept="text/event-stream"),
+                # An idle stream is healthy: no read timeout here; the supervisor pings instead.
+                timeout=httpx.Timeout(self.server.timeout_seconds, read=None),
             ) as response:
                 _raise_for_status(self.server.name, "GET stream", response)
                 task_status.started()

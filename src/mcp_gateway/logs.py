@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
-from structlog.types import EventDict, Processor, WrappedLogger
+from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 __all__ = [
     "REDACTED",
@@ -174,9 +174,10 @@ def bind_request(
         yield
 
 
-def get_logger(name: str | None = None, **initial: Any) -> Any:
+def get_logger(name: str | None = None, **initial: Any) -> FilteringBoundLogger:
     """A structlog logger; `name` shows up as `logger` (use `__name__`)."""
-    return structlog.get_logger(name, **initial)
+    logger: FilteringBoundLogger = structlog.get_logger(name, **initial)
+    return logger
 
 
 # --------------------------------------------------------------------------------------------

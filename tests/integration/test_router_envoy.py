@@ -394,3 +394,23 @@ async def test_added_server_is_callable_without_an_envoy_restart(tmp_path: Path)
         assert stack.envoy.process.poll() is None and stack.envoy.process.pid == envoy_pid
         await stack.envoy.wait_for_access(lambda e: e["upstream_cluster"] == "mcp_upstream_gamma")
 
+
+
+async def test_upstream_down_gives_a_json_rpc_error_with_the_id_not_a_5xx(tmp_path: Path) -> None:
+    async with sample_process("echo") as echo, gateway_stack([("echo", echo.url, "e_")], tmp_path) as stack, \
+            httpx.AsyncClient(timeout=20) as client:
+        session = await initialize_raw(client, stack.url)
+        first = await client.post(stack.url, json=call_body("e_add", {"a": 1, "b": 2}), headers=_session_headers(session))
+        assert sse_result(first)["result"]["content"][0]["text"] == "3"
+        await echo.kill()
+        # Mapped backend session, upstream gone: Envoy cannot connect (its local 503 is not the
+        # upstream's answer) → a JSON-RPC error for this request id.
+        down = await client.post(stack.url, json=call_body("e_add", request_id=8), headers=_session_headers(session))
+        assert down.status_code == 200, down.text
+        assert down.json()["id"] == 8 and down.json()["error"]["code"] == -32603
+        assert down.headers["mcp-session-id"] == session
+        # A new session's first call (lazy backend initialize fails) gets the same answer.
+        other = await initialize_raw(client, stack.url)
+        first_down = await client.post(stack.url, json=call_body("e_add", request_id=9), headers=_session_headers(other))
+        assert first_down.status_code == 200
+        assert first_down.json()["id"] == 9 and first_down.json()["error"]["code"] == -32603

@@ -210,14 +210,16 @@ def test_only_a_404_of_a_mapped_session_counts_as_expired() -> None:
 def test_an_answer_counts_as_the_upstreams_only_with_envoys_mark_for_that_upstream() -> None:
     need = route_request(headers(), call("dyn_add"), TABLE, TOKENS)
     assert isinstance(need, NeedsBackend)
-    marked = {UPSTREAM_MARK_HEADER: "dynamic"}
+    marked = {UPSTREAM_MARK_HEADER: "dynamic via_upstream"}
     assert judge_answer({":status": "200", **marked}, need, "b") is Answer.FROM_UPSTREAM
     assert judge_answer({":status": "404", **marked}, need, "b") is Answer.BACKEND_SESSION_EXPIRED
     # A 404 from anywhere else (the broker on a stale route, an Envoy local reply) is not a
     # backend session expiry, and nothing unmarked passes as the upstream's answer.
     assert judge_answer({":status": "404"}, need, "b") is Answer.NOT_FROM_UPSTREAM
     assert judge_answer({":status": "503"}, need, "b") is Answer.NOT_FROM_UPSTREAM
-    assert judge_answer({":status": "200", UPSTREAM_MARK_HEADER: "slow"}, need, "b") is Answer.NOT_FROM_UPSTREAM
+    assert judge_answer({":status": "200", UPSTREAM_MARK_HEADER: "slow via_upstream"}, need, "b") is Answer.NOT_FROM_UPSTREAM
+    local_reply = {":status": "503", UPSTREAM_MARK_HEADER: "dynamic upstream_reset_before_response_started{remote_connection_failure}"}
+    assert judge_answer(local_reply, need, "b") is Answer.NOT_FROM_UPSTREAM
     # The mark itself never reaches the client.
     assert UPSTREAM_MARK_HEADER in rewrite_response_headers(marked, TOKEN).remove_headers
 

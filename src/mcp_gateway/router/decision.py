@@ -46,8 +46,9 @@ SESSION_HEADER: Final = "mcp-session-id"
 SERVER_HEADER: Final = "x-mcp-servername"
 METHOD_HEADER: Final = "x-mcp-method"
 TOOL_HEADER: Final = "x-mcp-toolname"
-# Envoy adds this to every answer that came through an upstream's route (router/xds.py). The
-# router believes an answer (a 404 above all) is the upstream's only when it names that upstream.
+# Envoy adds this to every answer that came through an upstream's route (router/xds.py) as
+# "<server> <response code details>". The router believes an answer (a 404 above all) is the
+# upstream's only when it reads "<that server> via_upstream": not a misroute, not a local reply.
 UPSTREAM_MARK_HEADER: Final = "x-mcp-upstream"
 JSON_CONTENT: Final = (("content-type", "application/json"),)
 
@@ -295,7 +296,7 @@ class Answer(enum.Enum):
 
 
 def judge_answer(headers: Mapping[str, str], need: NeedsBackend, backend_session_id: str | None) -> Answer:
-    if headers.get(UPSTREAM_MARK_HEADER) != need.upstream.server:
+    if headers.get(UPSTREAM_MARK_HEADER) != f"{need.upstream.server} via_upstream":
         return Answer.NOT_FROM_UPSTREAM
     raw_status = headers.get(":status", "")
     status = int(raw_status) if raw_status.isdigit() else 0

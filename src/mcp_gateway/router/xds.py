@@ -146,7 +146,9 @@ def route_configuration(servers: Iterable[str]) -> dict[str, Any]:
             "route": {"cluster": cluster_name(name), "timeout": "0s"},
             "response_headers_to_add": [
                 {
-                    "header": {"key": UPSTREAM_MARK_HEADER, "value": name},
+                    # "<server> via_upstream" on the upstream's own answers; an Envoy local reply
+                    # (connect failure, timeout) carries its own details instead.
+                    "header": {"key": UPSTREAM_MARK_HEADER, "value": f"{name} %RESPONSE_CODE_DETAILS%"},
                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
                 }
             ],

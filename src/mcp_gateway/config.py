@@ -369,22 +369,24 @@ class ServerConfig(BaseModel):
 
     @field_validator("credential_env_var")
     @classmethod
-    def _check_env_name(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME_RE.fullmatch(value):
+    def _check_env_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if not _ENV_NAME_RE.fullmatch(value):
             raise ValueError(f"not an environment variable name: {value!r}")
+        if info.data.get("credential") is not None:
+            raise ValueError("give either `credential` or `credentialEnvVar`, not both")
+        # A disabled server needs no credential; it is read when a reload enables the server.
+        if info.data.get("enabled", True) and not os.environ.get(value):
+            raise ValueError(f"environment variable {value} is not set (or empty)")
         return value
 
     @model_validator(mode="after")
     def _resolve_credential_env(self) -> ServerConfig:
-        if self.credential_env_var is None:
+        if self.credential_env_var is None or not self.enabled:
             return self
-        if self.credential is not None:
-            raise ValueError("give either `credential` or `credentialEnvVar`, not both")
-        value = os.environ.get(self.credential_env_var)
-        if not value:
-            raise ValueError(f"credentialEnvVar: environment variable {self.credential_env_var} is not set")
         # Frozen model: the resolved value is set once, here, while validation builds it.
-        object.__setattr__(self, "credential", value)
+        object.__setattr__(self, "credential", os.environ[self.credential_env_var])
         self._credential_from_env = True
         return self
 

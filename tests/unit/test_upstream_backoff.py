@@ -22,3 +22,9 @@ def test_reset_starts_again_from_the_base() -> None:
         backoff.next_delay()
     backoff.reset()
     assert backoff.next_delay() == 1.0
+
+
+def test_an_upstream_down_for_days_keeps_the_capped_delay() -> None:
+    backoff = Backoff(base=0.25, cap=3.0, jitter=0.0)
+    delays = [backoff.next_delay() for _ in range(100_000)]
+    assert delays[-1] == 3.0

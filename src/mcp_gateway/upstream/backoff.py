@@ -22,7 +22,9 @@ class Backoff:
     attempt: int = 0
 
     def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * self.factor**self.attempt)
+        # The exponent stops growing once the cap is reached: an upstream down for days must
+        # not overflow a float (base·2**1024).
+        ceiling = min(self.cap, self.base * self.factor ** min(self.attempt, 64))
         self.attempt += 1
         return ceiling * (1.0 - self.jitter * self.rng.random())
 

@@ -50,7 +50,10 @@ _SECRET_KEY_WORDS = (
     "private_key",
 )
 # Exact keys that are secret though their names say little: the sealed session-key list.
-_SECRET_KEYS_EXACT = frozenset({"keys", "x_api_key", "proxy_authorization", "set_cookie"})
+_SECRET_KEYS_EXACT = frozenset({"keys"})
+# Keys that name a secret rather than hold it (`secret_name`, `credentialEnvVar`, `token_ref`):
+# their values are what an operator needs to read, so they stay.
+_NAMING_SUFFIXES = ("name", "names", "env", "envvar", "env_var", "ref", "count")
 # Secrets that ride inside free text: `Authorization: Bearer abc`, `redis://:pw@host`.
 _AUTH_SCHEME_RE = re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=\-]+")
 _URL_USERINFO_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/@\s]*@")
@@ -100,7 +103,9 @@ def _is_secret_key(key: object) -> bool:
 @functools.lru_cache(maxsize=4096)  # a process logs a few hundred distinct keys, over and over
 def _is_secret_name(key: str) -> bool:
     normal = key.lower().replace("-", "_")
-    return normal in _SECRET_KEYS_EXACT or any(word in normal for word in _SECRET_KEY_WORDS)
+    if normal in _SECRET_KEYS_EXACT:
+        return True
+    return any(word in normal for word in _SECRET_KEY_WORDS) and not normal.endswith(_NAMING_SUFFIXES)
 
 
 def _redact_text(text: str) -> str:
@@ -131,7 +136,7 @@ def _redact(value: Any, depth: int = 0) -> Any:
         return [_redact(item, depth + 1) for item in value]
     if isinstance(value, bytes | bytearray):
         return _redact_text(bytes(value).decode("utf-8", "replace"))
-    if value is None or isinstance(value, bool | int | float):
+    if isinstance(value, bool | int | float):  # subclasses: IntEnum, HTTPStatus
         return value
     # Anything else is rendered through str() by the renderer; redact that text now.
     return _redact_text(str(value))

@@ -267,3 +267,16 @@ def test_configuring_again_replaces_rather_than_duplicates() -> None:
         get_logger().info("once")
     assert first.getvalue() == ""
     assert [line["event"] for line in json_lines(second)] == ["once"]
+
+
+def test_keys_that_name_a_secret_stay_readable() -> None:
+    with captured() as buffer:
+        get_logger().info(
+            "wrote config", secret_name="mcp-gateway-config", credentialEnvVar="UPSTREAM_AUTH",
+            token_count=3, secret="s3cr3t-value",
+        )
+    [line] = json_lines(buffer)
+    assert line["secret_name"] == "mcp-gateway-config"
+    assert line["credentialEnvVar"] == "UPSTREAM_AUTH"
+    assert line["token_count"] == 3
+    assert line["secret"] == REDACTED

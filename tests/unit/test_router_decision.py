@@ -316,3 +316,28 @@ def test_property_fail_closed(extra: dict[str, str], body: bytes, token: str) ->
     elif isinstance(decision, Reply):
         assert 400 <= decision.status < 500 or decision.status == 200
         assert "error" in json.loads(decision.body)
+
+
+@given(st.sampled_from(["dyn_", "eu_", "slow_"]), st.text(min_size=1, max_size=30), request_ids, st.dictionaries(st.text(max_size=5), st.integers(), max_size=3))
+def test_property_prefix_stripped_and_nothing_else_changed(prefix: str, rest: str, request_id: object, arguments: dict[str, int]) -> None:
+    name = prefix + rest
+    body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": name, "arguments": arguments}}).encode()
+    decision = route_request(headers(), body, TABLE, TOKENS)
+    if isinstance(decision, Reply):  # a name the protocol refuses (e.g. control characters)
+        assert error_of(decision)[1] in (-32602, -32600)
+        return
+    assert isinstance(decision, NeedsBackend)
+    assert decision.upstream.prefix == prefix
+    forwarded = json.loads(forward(decision, "b").body)
+    assert forwarded == {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": rest, "arguments": arguments}}
+    assert dict(forward(decision, "b").set_headers)["content-length"] == str(len(decision.body))
+
+
+@given(st.text(min_size=1, max_size=40), st.text(min_size=16, max_size=40))
+def test_property_credentials_and_tokens_never_in_reprs(server: str, credential: str) -> None:
+    route = UpstreamRoute(server, "p_", "h:1", "/mcp", credential)
+    need = route_request(headers(), call("slow_x"), TABLE, TOKENS)
+    assert isinstance(need, NeedsBackend)
+    assert credential not in repr(route) or credential in repr(server)
+    assert TOKEN not in repr(need)
+    assert "s3cret-token" not in repr(need)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
@@ -155,12 +155,12 @@ class NeedsBackend:
 
     upstream: UpstreamRoute
     claims: SessionClaims
-    gateway_session: str  # the client's token, put back on every response
+    gateway_session: str = field(repr=False)  # the client's token, put back on every response
     request_id: RequestId
     method: str
     routed_name: str  # the name without its prefix, as the upstream knows it
-    body: bytes  # the body with the prefix stripped
-    remove_headers: tuple[str, ...]
+    body: bytes = field(repr=False)  # the body with the prefix stripped (arguments: not for logs)
+    remove_headers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,254 @@
+"""The ext_proc servicer driven by a scripted stream (the gRPC transport is the only fake), and
+backend-session single-flight. The upstream's `initialize` is faked at its network seam."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+import trio_asyncio
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from mcp_gateway.config import ServerConfig, parse_config
+from mcp_gateway.router.backends import BackendSessions, BackendUnavailable, SessionGone
+from mcp_gateway.router.decision import NeedsBackend, RoutingTable, route_request
+from mcp_gateway.router.service import ExternalProcessor, Router
+from mcp_gateway.sessions import SessionTokens, derive_key
+from mcp_gateway.sessions.store import MemorySessionStore
+from mcp_gateway.upstream.errors import UpstreamError
+
+CONFIG = parse_config(
+    """
+servers:
+  - name: weather
+    url: http://127.0.0.1:9101/mcp
+    prefix: w_
+"""
+)
+TOKENS = SessionTokens([derive_key("k" * 32)])
+
+
+@dataclass
+class FakeUpstreams:
+    """`open_backend_session` at the network seam: counts initializes, can be slow or fail."""
+
+    delay: float = 0.0
+    fail: bool = False
+    calls: list[str] = field(default_factory=list)
+
+    async def open_session(self, server: ServerConfig, version: str, client_info: Mapping[str, Any]) -> str:
+        self.calls.append(server.name)
+        await trio.sleep(self.delay)
+        if self.fail:
+            raise UpstreamError(f"{server.name}: connection refused")
+        return f"backend-{len(self.calls)}"
+
+
+class ScriptedStream:
+    """Hands the servicer a fixed list of requests and records every reply."""
+
+    def __init__(self, requests: list[pb.ProcessingRequest]) -> None:
+        self._requests = list(requests)
+        self.replies: list[pb.ProcessingResponse] = []
+
+    async def recv_message(self) -> pb.ProcessingRequest | None:
+        return self._requests.pop(0) if self._requests else None
+
+    async def send_message(self, message: pb.ProcessingResponse) -> None:
+        self.replies.append(message)
+
+    def all_answered(self) -> bool:
+        return not self._requests
+
+
+def http_headers(headers: Mapping[str, str], end_of_stream: bool = False) -> pb.HttpHeaders:
+    return pb.HttpHeaders(
+        headers=base_pb2.HeaderMap(
+            headers=[base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in headers.items()]
+        ),
+        end_of_stream=end_of_stream,
+    )
+
+
+def request_headers(headers: Mapping[str, str], end_of_stream: bool = False) -> pb.ProcessingRequest:
+    return pb.ProcessingRequest(request_headers=http_headers(headers, end_of_stream))
+
+
+def request_body(body: bytes) -> pb.ProcessingRequest:
+    return pb.ProcessingRequest(request_body=pb.HttpBody(body=body, end_of_stream=True))
+
+
+def response_headers(headers: Mapping[str, str]) -> pb.ProcessingRequest:
+    return pb.ProcessingRequest(response_headers=http_headers(headers))
+
+
+def set_headers_of(mutation: pb.HeaderMutation) -> dict[str, str]:
+    return {h.header.key: h.header.raw_value.decode() for h in mutation.set_headers}
+
+
+@asynccontextmanager
+async def processor(upstreams: FakeUpstreams) -> AsyncIterator[tuple[ExternalProcessor, MemorySessionStore]]:
+    store = MemorySessionStore()
+    async with trio.open_nursery() as nursery, trio_asyncio.open_loop():
+        servers = {s.name: s for s in CONFIG.servers}
+        backends = BackendSessions(store, nursery, lambda: servers, open_session=upstreams.open_session)
+        yield ExternalProcessor(Router(CONFIG, TOKENS, backends)), store
+        nursery.cancel_scope.cancel()
+
+
+async def run(service: ExternalProcessor, stream: ScriptedStream) -> None:
+    await trio_asyncio.aio_as_trio(service.process)(stream)  # type: ignore[arg-type]
+    assert stream.all_answered()
+    assert len(stream.replies) > 0
+
+
+def call(name: str, request_id: int = 1) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": name}}).encode()
+
+
+async def test_get_is_passed_on_without_client_internal_headers() -> None:
+    async with processor(FakeUpstreams()) as (service, _):
+        stream = ScriptedStream([request_headers({":method": "GET", ":path": "/mcp", "x-mcp-servername": "weather"}, True)])
+        await run(service, stream)
+    reply = stream.replies[0]
+    assert reply.WhichOneof("response") == "request_headers"
+    assert list(reply.request_headers.response.header_mutation.remove_headers) == ["x-mcp-servername"]
+
+
+async def test_routed_call_end_to_end_over_the_stream() -> None:
+    upstreams = FakeUpstreams()
+    async with processor(upstreams) as (service, store):
+        token = TOKENS.issue("2025-11-25")
+        claims = TOKENS.verify(token)
+        assert claims is not None
+        await store.create(claims.session_id, 60)
+        stream = ScriptedStream([
+            request_headers({":method": "POST", ":path": "/mcp", "mcp-session-id": token, "x-mcp-toolname": "evil"}),
+            request_body(call("w_forecast")),
+            response_headers({":status": "200", "mcp-session-id": "backend-1", "x-mcp-upstream": "weather via_upstream"}),
+        ])
+        await run(service, stream)
+        assert await store.get_backend(claims.session_id, "weather") == "backend-1"
+    headers_reply, body_reply, response_reply = stream.replies
+    assert "x-mcp-toolname" in headers_reply.request_headers.response.header_mutation.remove_headers
+    common = body_reply.request_body.response
+    assert common.status == pb.CommonResponse.CONTINUE_AND_REPLACE
+    assert common.clear_route_cache
+    sent = set_headers_of(common.header_mutation)
+    assert sent["x-mcp-servername"] == "weather"
+    assert sent["x-mcp-toolname"] == "forecast"
+    assert sent["mcp-session-id"] == "backend-1"
+    assert json.loads(common.body_mutation.body)["params"]["name"] == "forecast"
+    back = response_reply.response_headers.response.header_mutation
+    assert set_headers_of(back) == {"mcp-session-id": token}
+    assert "x-mcp-upstream" in back.remove_headers
+    assert upstreams.calls == ["weather"]
+
+
+async def test_unknown_session_gets_404_and_no_initialize() -> None:
+    upstreams = FakeUpstreams()
+    async with processor(upstreams) as (service, _):
+        token = TOKENS.issue("2025-11-25")  # valid seal, but the broker never created it
+        stream = ScriptedStream([
+            request_headers({":method": "POST", "mcp-session-id": token}),
+            request_body(call("w_forecast", 5)),
+        ])
+        await run(service, stream)
+    immediate = stream.replies[1].immediate_response
+    assert immediate.status.code == 404
+    assert json.loads(immediate.body)["id"] == 5
+    assert upstreams.calls == []
+
+
+async def test_upstream_that_cannot_initialize_gives_a_json_rpc_error() -> None:
+    async with processor(FakeUpstreams(fail=True)) as (service, store):
+        token = TOKENS.issue("2025-11-25")
+        claims = TOKENS.verify(token)
+        assert claims is not None
+        await store.create(claims.session_id, 60)
+        stream = ScriptedStream([
+            request_headers({":method": "POST", "mcp-session-id": token}),
+            request_body(call("w_forecast", 6)),
+        ])
+        await run(service, stream)
+    immediate = stream.replies[1].immediate_response
+    assert immediate.status.code == 200
+    document = json.loads(immediate.body)
+    assert (document["id"], document["error"]["code"]) == (6, -32603)
+    assert set_headers_of(immediate.headers)["mcp-session-id"] == token
+
+
+async def test_an_unmarked_answer_is_not_passed_off_as_the_upstreams() -> None:
+    async with processor(FakeUpstreams()) as (service, store):
+        token = TOKENS.issue("2025-11-25")
+        claims = TOKENS.verify(token)
+        assert claims is not None
+        await store.create(claims.session_id, 60)
+        stream = ScriptedStream([
+            request_headers({":method": "POST", "mcp-session-id": token}),
+            request_body(call("w_forecast", 7)),
+            response_headers({":status": "404"}),  # e.g. the broker, on a stale route
+        ])
+        await run(service, stream)
+        # Not treated as an expired backend session: the mapping stays.
+        assert await store.get_backend(claims.session_id, "weather") == "backend-1"
+    immediate = stream.replies[2].immediate_response
+    assert json.loads(immediate.body)["id"] == 7
+
+
+async def test_ten_concurrent_first_calls_initialize_once() -> None:
+    upstreams = FakeUpstreams(delay=0.2)
+    store = MemorySessionStore()
+    token = TOKENS.issue("2025-11-25")
+    claims = TOKENS.verify(token)
+    assert claims is not None
+    await store.create(claims.session_id, 60)
+    need = route_request({":method": "POST", "mcp-session-id": token}, call("w_x"), RoutingTable.from_config(CONFIG), TOKENS)
+    assert isinstance(need, NeedsBackend)
+    results: list[str] = []
+    async with trio.open_nursery() as nursery:
+        servers = {s.name: s for s in CONFIG.servers}
+        backends = BackendSessions(store, nursery, lambda: servers, open_session=upstreams.open_session)
+
+        async def first_call() -> None:
+            results.append(await backends.backend_for(need))
+
+        async with trio.open_nursery() as callers:
+            for _ in range(10):
+                callers.start_soon(first_call)
+        # A caller that gives up does not cancel the flight the others wait on.
+        with trio.move_on_after(0.01):
+            await backends.backend_for(need)
+    assert upstreams.calls == ["weather"]
+    assert results == ["backend-1"] * 10
+
+
+async def test_flight_errors_reach_every_waiter_and_a_deleted_session_is_gone() -> None:
+    store = MemorySessionStore()
+    token = TOKENS.issue("2025-11-25")
+    need = route_request({":method": "POST", "mcp-session-id": token}, call("w_x"), RoutingTable.from_config(CONFIG), TOKENS)
+    assert isinstance(need, NeedsBackend)
+    errors: list[type[Exception]] = []
+    async with trio.open_nursery() as nursery:
+        servers = {s.name: s for s in CONFIG.servers}
+        backends = BackendSessions(store, nursery, lambda: servers, open_session=FakeUpstreams(fail=True).open_session)
+
+        async def first_call() -> None:
+            try:
+                await backends.backend_for(need)
+            except (SessionGone, BackendUnavailable) as error:
+                errors.append(type(error))
+
+        await first_call()  # no session in the store yet
+        assert errors == [SessionGone]
+        assert need.claims is not None
+        await store.create(need.claims.session_id, 60)
+        async with trio.open_nursery() as callers:
+            for _ in range(3):
+                callers.start_soon(first_call)
+    assert errors == [SessionGone] + [BackendUnavailable] * 3

@@ -15,6 +15,7 @@ config is fixed in one edit, not in one edit per error. See docs/configuration.m
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import shlex
@@ -49,6 +50,7 @@ __all__ = [
     "VirtualServer",
     "check_config_main",
     "config_document",
+    "config_warnings",
     "diff_configs",
     "dump_config",
     "is_valid_prefix",
@@ -915,6 +917,10 @@ def _sorted_unique(problems: Iterable[ConfigProblem]) -> list[ConfigProblem]:
 
 def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
     source = os.fspath(path)
+    return parse_config(_read_config_text(source), source)
+
+
+def _read_config_text(source: str) -> str:
     try:
         with open(source, encoding="utf-8") as handle:
             text = handle.read()
@@ -931,7 +937,7 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
         ) from None
     except OSError as exc:
         raise ConfigError([ConfigProblem("", f"cannot read: {exc.strerror or exc}")], source) from None
-    return parse_config(text, source)
+    return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -1018,14 +1024,68 @@ def check_config_main(path: str, out: TextIO | None = None, err: TextIO | None =
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        config = load_config(path)
+        text = _read_config_text(path)
+        config = parse_config(text, path)
     except ConfigError as exc:
         print(f"{path}: {len(exc.problems)} problem(s)", file=err)
         for problem in exc.problems:
             print(f"  {problem}", file=err)
         return 1
     print(_summary(path, config), file=out)
+    _, root, _ = _read_yaml(text)
+    for warning in config_warnings(config):
+        print(f"warning: {replace(warning, line=_line_of(root, warning.path))}", file=out)
     return 0
+
+
+_NOT_USED = {
+    "auth": "kept but not used: put the whole Authorization header value in `credential`",
+    "caCert": "kept but not used: https upstreams are verified against the default CA bundle",
+    "timeouts": "kept but not used: the gateway applies `timeoutSeconds`",
+    "tokenURLElicitation": "kept but not used",
+    "credentialURLElicitation": "kept but not used",
+    "userSpecificList": "kept but not used",
+    "guardrailsConfigIDs": "kept but not used",
+}
+_TOP_LEVEL_NOT_USED = {
+    "a2aServers": "kept but not used",
+    "globalGuardrails": "kept but not used",
+    "globalGuardrailsConfigIDs": "kept but not used",
+    "gatewayCACertPEM": "kept but not used",
+    "caCertBundle": "kept but not used",
+    "port": "kept but not used: set gateway.broker_listen",
+    "bindAddr": "kept but not used: set gateway.broker_listen",
+    "logLevel": "kept but not used: the log level is the command line's",
+}
+
+
+def config_warnings(config: GatewayConfig) -> list[ConfigProblem]:
+    """What is valid but probably not what the operator wants: Kuadrant keys we keep without
+    acting on them, and a credential that would travel unencrypted."""
+    warnings = []
+    for index, server in enumerate(config.servers):
+        given = server.model_dump(by_alias=True, exclude_defaults=True)
+        warnings += [ConfigProblem(f"servers[{index}].{key}", why) for key, why in _NOT_USED.items() if key in given]
+        url = urlsplit(server.url)
+        if server.credential and url.scheme in ("http", "ws") and not _is_loopback(url.hostname):
+            warnings.append(
+                ConfigProblem(
+                    f"servers[{index}].url",
+                    f"the credential would cross the network unencrypted: use {url.scheme}s",
+                )
+            )
+    given = config.model_dump(by_alias=True, exclude_defaults=True)
+    warnings += [ConfigProblem(key, why) for key, why in _TOP_LEVEL_NOT_USED.items() if given.get(key)]
+    return warnings
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host in ("localhost", None):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _summary(path: str, config: GatewayConfig) -> str:

@@ -38,6 +38,13 @@ def test_valid_kuadrant_file_exits_0_with_a_summary_and_no_credential() -> None:
     assert rows["mcp-test/mcp-server3-route"][-1] == "Disabled"
     assert rows["weather-service"][1] == "weather_"
     assert "test-api-key-secret-token" not in result.stdout + result.stderr
+    # Valid, with what a migrating user should know: keys kept but unused, cleartext credentials.
+    warnings = [line for line in lines if line.startswith("warning: ")]
+    assert warnings == [
+        "warning: servers[1].url: the credential would cross the network unencrypted: use https (line 12)",
+        "warning: servers[2].caCert: kept but not used: https upstreams are verified against the "
+        "default CA bundle (line 26)",
+    ]
 
 
 def test_example_config_for_make_up_is_valid() -> None:

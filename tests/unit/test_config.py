@@ -14,6 +14,7 @@ from mcp_gateway.config import (
     GatewayConfig,
     ServerConfig,
     check_config_main,
+    config_warnings,
     diff_configs,
     dump_config,
     load_config,
@@ -543,3 +544,25 @@ def test_loosely_typed_kuadrant_keys_get_one_message() -> None:
     assert problems_of(one_server(timeouts="{toolCall: [1]}"))["servers[0].timeouts.toolCall"] == (
         "expected a duration such as 30s, got a list"
     )
+
+
+def test_warnings_for_kept_but_unused_keys_and_cleartext_credentials() -> None:
+    config = parse_config(
+        textwrap.dedent(
+            """\
+            servers:
+              - {name: a, url: "http://remote.example/mcp", prefix: a_, credential: "Bearer x"}
+              - {name: b, url: "http://127.0.0.1:1/mcp", prefix: b_, credential: "Bearer x"}
+              - {name: c, url: "https://remote.example/mcp", prefix: c_, credential: "Bearer x",
+                 timeouts: {toolCall: 5s}, auth: {type: bearer}}
+            bindAddr: 0.0.0.0
+            """
+        )
+    )
+    assert {(w.path, w.message.split(":")[0]) for w in config_warnings(config)} == {
+        ("servers[0].url", "the credential would cross the network unencrypted"),
+        ("servers[2].timeouts", "kept but not used"),
+        ("servers[2].auth", "kept but not used"),
+        ("bindAddr", "kept but not used"),
+    }
+    assert config_warnings(load_config(EXAMPLES / "config.yaml")) == []

@@ -204,3 +204,46 @@ async def test_discovered_tool_count_comes_from_the_brokers_status(k8s: Emulator
                 what="discoveredTools",
             )
         nursery.cancel_scope.cancel()
+
+
+async def test_relist_after_410_catches_a_missed_delete(k8s: EmulatorThread, cluster: Cluster) -> None:
+    """A delete the watch never reported (removed behind its back, history compacted): the
+    watch's resume gets 410 Gone, the informer lists again, and the server leaves the config."""
+    import kmock
+
+    cluster.create(extension())
+    for name in ("kept", "missed"):
+        cluster.create(route(f"{name}-route", name))
+        cluster.create(registration(name, f"{name}-route", f"{name}_"))
+    registrations = kmock.resource("mcp.kuadrant.io", "v1", "mcpserverregistrations")
+
+    def delete_silently() -> None:
+        k8s.emulator.objects[registrations, "mcp-test", "missed"].delete()
+        k8s.emulator.compact(advance=True)
+
+    async with running_controller(k8s.url, fast_settings()):
+        await eventually(lambda: (c := cluster.config()) and len(c.servers) == 2)
+        k8s.call(delete_silently)
+        config = await eventually(lambda: (c := cluster.config()) and len(c.servers) == 1 and c, what="relist")
+    assert [s.name for s in config.servers] == ["mcp-test/kept"]
+
+
+async def test_secret_is_written_only_when_its_content_changes(k8s: EmulatorThread, cluster: Cluster) -> None:
+    cluster.create(extension())
+    cluster.create(route("r", "s"))
+    cluster.create(registration("s", "r", "s_"))
+    async with running_controller(k8s.url, fast_settings()) as controller:
+        await eventually(_reason(cluster, "s", "ConfigWritten"))
+        writes, passes = controller.config_writes, controller.reconciles
+        # An event that changes nothing the config depends on: a label on the registration.
+        await trio.to_thread.run_sync(
+            lambda: cluster.custom.patch_namespaced_custom_object(
+                "mcp.kuadrant.io", "v1", "mcp-test", "mcpserverregistrations", "s", {"metadata": {"labels": {"team": "a"}}}
+            )
+        )
+        await eventually(lambda: controller.reconciles > passes, what="a reconcile pass")
+        assert controller.config_writes == writes
+        # A change that matters is written.
+        cluster.create(route("r2", "s2"))
+        cluster.create(registration("s2", "r2", "t_"))
+        await eventually(lambda: controller.config_writes > writes, what="a write")

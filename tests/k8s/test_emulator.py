@@ -239,3 +239,26 @@ def test_live_watch_sees_changes_made_after_it_started(
     widgets.create_namespaced_custom_object(GROUP, VERSION, "ns1", PLURAL, widget("late"))
     watcher.join(10)
     assert seen == [("ADDED", "late")]
+
+
+def test_live_watch_ends_with_410_when_unsent_history_is_compacted(
+    k8s: EmulatorThread, widgets: kubernetes.client.CustomObjectsApi
+) -> None:
+    import threading
+
+    listing = widgets.list_namespaced_custom_object(GROUP, VERSION, "ns1", PLURAL)
+    failures: list[int] = []
+
+    def watch() -> None:
+        try:
+            _watch(widgets, resource_version=listing["metadata"]["resourceVersion"], timeout_seconds=5)
+        except ApiException as err:
+            failures.append(err.status)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    time.sleep(0.3)
+    k8s.call(lambda: k8s.emulator.compact(advance=True))  # writes whose events are gone
+    widgets.create_namespaced_custom_object(GROUP, VERSION, "ns1", PLURAL, widget("after"))
+    watcher.join(10)
+    assert failures == [410]

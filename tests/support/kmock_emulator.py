@@ -141,8 +141,14 @@ class RealisticEmulator(kmock.KubernetesEmulator):
         """Every request served so far, in arrival order (kmock's own log)."""
         return list(self._requests)
 
-    def compact(self) -> None:
-        """Forget the event history, like etcd compaction: older watches get 410 Gone."""
+    def compact(self, *, advance: bool = False) -> None:
+        """Forget the event history, like etcd compaction: older watches get 410 Gone.
+
+        `advance` also moves the resourceVersion on, as if writes happened whose events are gone
+        with the history: a watcher that was up to date must now list again.
+        """
+        if advance:
+            self._rv += 1
         self._compacted_below = self._rv + 1
         self._events.clear()
 
@@ -472,6 +478,13 @@ class RealisticEmulator(kmock.KubernetesEmulator):
         deadline = loop.time() + timeout
         with contextlib.suppress(TimeoutError, ConnectionResetError):
             while True:
+                if last_sent + 1 < self._compacted_below:
+                    # Events this stream has not sent are gone (compacted away): like etcd, end
+                    # the watch with 410 so the client lists again instead of skipping them.
+                    gone = ApiError(410, "Expired", f"too old resource version: {last_sent} ({self._compacted_below})")
+                    await self._write_event(response, {"type": "ERROR", "object": self._status(gone, request)})
+                    await response.write_eof()
+                    return response
                 for event in [e for e in self._events if e.resource_version > last_sent]:
                     last_sent = event.resource_version
                     if self._watch_matches(request, event):
@@ -486,7 +499,9 @@ class RealisticEmulator(kmock.KubernetesEmulator):
             bookmark = {
                 "apiVersion": self._api_version(request.resource),
                 "kind": self._kind(request.resource),
-                "metadata": {"resourceVersion": str(self._rv)},
+                # Up to where this stream has delivered every event, not the newest version:
+                # what a bookmark promises.
+                "metadata": {"resourceVersion": str(last_sent)},
             }
             with contextlib.suppress(ConnectionResetError):
                 await self._write_event(response, {"type": "BOOKMARK", "object": bookmark})

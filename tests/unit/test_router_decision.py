@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mcp_gateway.config import parse_config
+from mcp_gateway.protocol import ErrorCode
 from mcp_gateway.router.decision import (
     SESSION_HEADER,
     UPSTREAM_MARK_HEADER,
@@ -180,6 +181,36 @@ def test_broker_methods_and_non_posts_go_to_the_broker() -> None:
     batch = b'[{"jsonrpc":"2.0","id":1,"method":"ping"}]'
     assert isinstance(route_request(headers(), batch, TABLE, TOKENS), ToBroker)
     assert isinstance(route_request(headers(**{":method": "GET"}), b"", TABLE, TOKENS), ToBroker)
+
+
+def test_stdio_servers_prefixes_go_to_the_broker_which_relays_them() -> None:
+    config = parse_config(
+        """
+servers:
+  - name: local
+    transport: stdio
+    command: [my-mcp-server]
+    prefix: loc_
+"""
+    )
+    table = RoutingTable.from_config(config)
+    assert isinstance(route_request(headers(), call("loc_x"), table, TOKENS), ToBroker)
+    assert isinstance(route_request(headers(), call("other_x"), table, TOKENS), Reply)
+
+
+def test_mirrored_headers_must_match_the_body_and_are_rewritten_without_the_prefix() -> None:
+    modern = headers(mcp_protocol_version="2026-07-28", mcp_method="tools/call", mcp_name="dyn_add")
+    need = route_request(modern, call("dyn_add"), TABLE, TOKENS)
+    assert isinstance(need, NeedsBackend)
+    assert dict(forward(need, "b").set_headers)["mcp-name"] == "add"
+    lying = headers(mcp_protocol_version="2026-07-28", mcp_method="tools/call", mcp_name="slow_sleep")
+    reply = route_request(lying, call("dyn_add", request_id=12), TABLE, TOKENS)
+    assert isinstance(reply, Reply) and reply.status == 400
+    assert error_of(reply)[:2] == (12, ErrorCode.HEADER_MISMATCH)
+    # Without mirrored headers (older revisions) nothing extra is set.
+    plain = route_request(headers(), call("dyn_add"), TABLE, TOKENS)
+    assert isinstance(plain, NeedsBackend)
+    assert "mcp-name" not in dict(forward(plain, "b").set_headers)
 
 
 def test_malformed_bodies_get_precise_errors_never_5xx() -> None:

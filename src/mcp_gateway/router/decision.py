@@ -28,6 +28,8 @@ from mcp_gateway.protocol import (
     Peek,
     ProtocolError,
     RequestId,
+    check_header_body_mismatch,
+    encode_header_value,
     error_response,
     peek,
     replace_routing_name,
@@ -73,6 +75,9 @@ class UpstreamRoute:
     authority: str  # :authority the upstream expects (its hostname override, else its URL's)
     path: str  # :path of the upstream's MCP endpoint
     credential: str | None  # sent as Authorization; never logged (see __repr__)
+    # stdio/WebSocket servers have no HTTP endpoint Envoy could reach: the broker relays their
+    # calls, so their prefixes are known here (not "unknown tool") but go to the broker.
+    via_broker: bool = False
 
     def __repr__(self) -> str:
         return f"UpstreamRoute(server={self.server!r}, prefix={self.prefix!r}, authority={self.authority!r})"
@@ -98,11 +103,7 @@ class RoutingTable:
             max_batch=limits_cfg.max_batch,
             max_string_length=limits_cfg.max_string_length,
         )
-        routes = [
-            upstream_route(server)
-            for server in config.enabled_servers()
-            if server.transport == "http"
-        ]
+        routes = [upstream_route(server) for server in config.enabled_servers()]
         return cls.of(routes, limits)
 
     def match(self, name: str) -> tuple[UpstreamRoute, str] | None:
@@ -126,7 +127,9 @@ def upstream_route(server: ServerConfig) -> UpstreamRoute:
     path = url.path or "/"
     if url.query:
         path = f"{path}?{url.query}"
-    return UpstreamRoute(server.name, server.prefix, authority, path, server.credential)
+    return UpstreamRoute(
+        server.name, server.prefix, authority, path, server.credential, via_broker=server.transport != "http"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,6 +164,7 @@ class NeedsBackend:
     routed_name: str  # the name without its prefix, as the upstream knows it
     body: bytes = field(repr=False)  # the body with the prefix stripped (arguments: not for logs)
     remove_headers: tuple[str, ...] = ()
+    client_headers: frozenset[str] = frozenset()  # names only: what forward() must rewrite
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +214,10 @@ def _route_named(
 ) -> Decision:
     assert seen.id is not None and seen.method is not None
     request_id = seen.id
+    mismatch = check_header_body_mismatch(headers, seen)
+    if mismatch is not None:
+        # 2026-07-28 mirrors method and name in headers; a disagreement could steer a proxy.
+        return Reply(mismatch.http_status, mismatch.to_json())
     name = seen.name
     if not isinstance(name, str) or not name:
         return reply_error(request_id, ErrorCode.INVALID_PARAMS, f"params.name is required for {seen.method}")
@@ -224,6 +232,8 @@ def _route_named(
         # MCP 2025-11-25, tools: an unknown tool is a JSON-RPC error, -32602 Invalid params.
         return reply_error(request_id, ErrorCode.INVALID_PARAMS, f"Unknown {kind}: {name}")
     upstream, routed_name = matched
+    if upstream.via_broker:
+        return ToBroker(removed)
     new_body = body if routed_name == name else replace_routing_name(body, seen, routed_name)
     return NeedsBackend(
         upstream=upstream,
@@ -234,6 +244,7 @@ def _route_named(
         routed_name=routed_name,
         body=new_body,
         remove_headers=removed,
+        client_headers=frozenset(name.lower() for name in headers),
     )
 
 
@@ -255,6 +266,9 @@ def forward(need: NeedsBackend, backend_session_id: str | None) -> ToUpstream:
         set_headers.append((SESSION_HEADER, backend_session_id))
     else:
         remove.add(SESSION_HEADER)
+    if "mcp-name" in need.client_headers:
+        # The mirrored name must match the body the upstream gets: without the prefix.
+        set_headers.append(("mcp-name", encode_header_value(need.routed_name)))
     if upstream.credential:
         set_headers.append(("authorization", _authorization(upstream.credential)))
     else:

@@ -21,6 +21,7 @@ import base64
 import io
 import itertools
 import json
+import os
 import signal
 import struct
 import sys
@@ -49,6 +50,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 FIXTURE_NAME = "mcp-gateway-conformance-fixture"
 WATCHED_RESOURCE = "test://watched-resource"
+ALLOWED_HOSTS_ENV = "MCP_SAMPLE_ALLOWED_HOSTS"
 # SSE `retry:` the fixture advertises (ms): short, so resumption tests stay fast.
 SSE_RETRY_MS = 100
 
@@ -521,11 +523,19 @@ def _add_handshake_era_handlers(server: MCPServer, state: _FixtureState) -> None
 
 
 def fixture_app(server: MCPServer | None = None, *, host: str = "127.0.0.1") -> ASGIApp:
-    """The fixture's Streamable HTTP ASGI app at `/mcp`, with Host/Origin checks for loopback."""
+    """The fixture's Streamable HTTP ASGI app at `/mcp`, with Host/Origin checks for loopback.
+
+    When Envoy routes a call here under a configured `hostname`, it writes that name into
+    :authority; list such names (comma separated, `name:*` for any port) in the same environment
+    variable the other samples read, MCP_SAMPLE_ALLOWED_HOSTS.
+    """
     server = server or build_fixture()
+    extra_hosts = [h.strip() for h in os.environ.get(ALLOWED_HOSTS_ENV, "").split(",") if h.strip()]
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
-        allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost"],
+        allowed_hosts=[
+            "127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", *extra_hosts
+        ],
         allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
     )
     return server.streamable_http_app(

@@ -118,3 +118,29 @@ async def test_memory_store_expiry_follows_trios_clock(autojump_clock: trio.abc.
     assert await store.exists("s1")
     await trio.sleep(2)
     assert not await store.exists("s1")
+
+
+def test_open_store_follows_the_settings() -> None:
+    from mcp_gateway.config import SessionSettings
+    from mcp_gateway.sessions.store import open_store
+
+    assert isinstance(open_store(SessionSettings()), MemorySessionStore)
+    assert isinstance(open_store(SessionSettings(store="redis", redis_url="redis://127.0.0.1:1/0")), RedisSessionStore)
+
+
+def test_session_keys_from_config_env_or_random(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mcp_gateway.config import SessionSettings
+    from mcp_gateway.sessions import SessionTokens, derive_key
+    from mcp_gateway.sessions.store import session_keys
+
+    configured = session_keys(SessionSettings(keys=["n" * 20, "o" * 20]))
+    assert configured == [derive_key("n" * 20), derive_key("o" * 20)]
+    monkeypatch.setenv("MCPGW_TEST_KEYS", "e" * 20 + ", " + "f" * 20)
+    from_env = session_keys(SessionSettings(keys_env="MCPGW_TEST_KEYS"))
+    assert from_env == [derive_key("e" * 20), derive_key("f" * 20)]
+    # Rotation: a token sealed with the old (second) key still verifies.
+    old = SessionTokens([derive_key("f" * 20)]).issue("2025-11-25")
+    assert SessionTokens(from_env).verify(old) is not None
+    random_a = session_keys(SessionSettings())
+    random_b = session_keys(SessionSettings())
+    assert len(random_a[0]) == 32 and random_a != random_b

@@ -262,8 +262,11 @@ class ServerConfig(BaseModel):
     hostname: str | None = None
     prefix: str = ""
     enabled: bool = True
-    # `state` is how current Kuadrant says `enabled`; validated here, folded into `enabled`.
-    state: Literal["Enabled", "Disabled", ""] | None = Field(default=None, repr=False, exclude=True)
+    # `state` is how current Kuadrant says `enabled`: folded into `enabled` before validation; this
+    # field only exists to report a state that is neither (read `enabled` or `state_name`).
+    invalid_state: Literal["Enabled", "Disabled", ""] | None = Field(
+        default=None, alias="state", repr=False, exclude=True
+    )
     credential: str | None = Field(default=None, repr=False)
     auth: AuthConfig | None = Field(default=None, repr=False)
     ca_cert: str | None = Field(default=None, alias="caCert", repr=False)

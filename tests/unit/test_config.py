@@ -336,11 +336,6 @@ def test_file_level_problems(text: str, fragment: str) -> None:
     assert str(caught.value).startswith("f.yaml:")
 
 
-def test_comment_only_file_is_empty_not_null() -> None:
-    with pytest.raises(ConfigError):
-        parse_config("# nothing\n")
-
-
 def test_load_config_file_errors(tmp_path: Path) -> None:
     for path, fragment in [
         (tmp_path / "missing.yaml", "no such file"),

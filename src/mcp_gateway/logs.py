@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json as _json
 import logging
+import os
 import re
 import sys
 import threading
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 REDACTED = "[REDACTED]"
+FORMAT_ENV = "MCP_GATEWAY_LOG_FORMAT"
 
 # Keys whose values are secret wherever they appear (any nesting, any case, `-` or `_`).
 _SECRET_KEY_WORDS = (
@@ -213,11 +215,15 @@ def configure_logging(
 ) -> None:
     """Set up structlog and stdlib logging for the whole process.
 
-    json=None picks JSON lines unless the stream is a terminal.
+    json=None: $MCP_GATEWAY_LOG_FORMAT (`json` or `console`) if set, else JSON lines unless the
+    stream is a terminal.
     """
     out = stream if stream is not None else sys.stderr
     if json is None:
-        json = not (hasattr(out, "isatty") and out.isatty())
+        chosen = os.environ.get(FORMAT_ENV, "").strip().lower()
+        if chosen not in ("", "json", "console"):
+            raise ValueError(f"{FORMAT_ENV} must be json or console, not {chosen!r}")
+        json = chosen == "json" if chosen else not (hasattr(out, "isatty") and out.isatty())
     number = _level_number(level)
 
     shared: list[Processor] = [

@@ -280,3 +280,21 @@ def test_keys_that_name_a_secret_stay_readable() -> None:
     assert line["credentialEnvVar"] == "UPSTREAM_AUTH"
     assert line["token_count"] == 3
     assert line["secret"] == REDACTED
+
+
+@pytest.mark.parametrize(("chosen", "is_json"), [("json", True), ("console", False), ("JSON", True)])
+def test_format_can_be_chosen_by_environment(
+    monkeypatch: pytest.MonkeyPatch, chosen: str, is_json: bool
+) -> None:
+    monkeypatch.setenv("MCP_GATEWAY_LOG_FORMAT", chosen)
+    buffer = io.StringIO()
+    with logging_restored():
+        configure_logging("info", stream=buffer)
+        get_logger().info("hello")
+    assert buffer.getvalue().startswith("{") is is_json
+
+
+def test_unknown_format_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCP_GATEWAY_LOG_FORMAT", "xml")
+    with logging_restored(), pytest.raises(ValueError, match="must be json or console"):
+        configure_logging("info", stream=io.StringIO())

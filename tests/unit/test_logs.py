@@ -67,7 +67,8 @@ def strings_in(value: Any) -> Iterator[str]:
             yield from strings_in(item)
 
 
-def test_json_lines_when_not_a_terminal() -> None:
+def test_json_lines_when_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MCP_GATEWAY_LOG_FORMAT", raising=False)
     buffer = io.StringIO()  # not a TTY
     with logging_restored():
         configure_logging("info", stream=buffer)
@@ -80,7 +81,8 @@ def test_json_lines_when_not_a_terminal() -> None:
     assert line["timestamp"].endswith("Z")
 
 
-def test_readable_console_on_a_terminal() -> None:
+def test_readable_console_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MCP_GATEWAY_LOG_FORMAT", raising=False)
     primary, secondary = os.openpty()
     terminal = os.fdopen(secondary, "w", encoding="utf-8")
     try:

@@ -43,11 +43,11 @@ ANY_VALUE = msgspec.json.Decoder()
 # Out-of-range numbers: skipping accepts them, decoding refuses them, so before skipping we
 # look for what could be one. Below an exponent of 100 and a 200-digit run no number is out
 # of range (< 10**200 * 10**99 < 1.8e308, and integers stay under the 4300-digit limit).
-# Digits become "0", "E" becomes "e" and "-" becomes "+", so three substring searches find
-# every candidate (and a few harmless look-alikes inside strings).
-_NUMBER_SHAPE = bytes.maketrans(b"123456789E-", b"000000000e+")
+# Digits become "0", "E" becomes "e" and signs are deleted, so one substring search finds
+# every exponent of 100 or more (and a few harmless look-alikes, which only cost a decode).
+_NUMBER_SHAPE = bytes.maketrans(b"123456789E", b"000000000e")
+_SIGNS = b"+-"
 _HUGE_EXPONENT = b"e000"
-_HUGE_SIGNED_EXPONENT = b"e+000"
 _LONG_DIGIT_RUN = b"0" * 200
 _ALL_BUT_STRUCTURE = bytes(set(range(256)) - set(b'[]{}"'))
 _ALL_BUT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
@@ -60,19 +60,19 @@ def parse_error(detail: str) -> ProtocolError:
 
 
 def precheck(data: bytes, limits: Limits) -> None:
-    """The byte-level checks, cheapest first; each is a C-level scan of the body."""
-    if not data.strip(_JSON_WHITESPACE):
-        raise parse_error("empty body")
-    if data.startswith(_BOM):
-        raise parse_error("byte order mark is not allowed")
+    """The byte-level checks msgspec does not make; each is a C-level scan of the body."""
     if not data.isascii():
         try:
             data.decode("utf-8")
         except UnicodeDecodeError:
-            raise parse_error("body is not valid UTF-8") from None
+            raise parse_error(_why_not_utf8(data)) from None
     # Every bracket byte is an upper bound on the depth; only beyond it is depth measured.
     if data.count(b"{") + data.count(b"[") > limits.max_depth:
         check_depth(data, limits.max_depth)
+
+
+def _why_not_utf8(data: bytes) -> str:
+    return "byte order mark is not allowed" if data.startswith(_BOM) else "body is not UTF-8"
 
 
 def check_depth(data: bytes, max_depth: int) -> None:
@@ -107,24 +107,28 @@ def check_depth(data: bytes, max_depth: int) -> None:
         raise parse_error(f"nesting deeper than {max_depth}")
 
 
-def _may_hold_huge_number(data: bytes) -> bool:
-    shape = data.translate(_NUMBER_SHAPE)
-    return _HUGE_EXPONENT in shape or _HUGE_SIGNED_EXPONENT in shape or _LONG_DIGIT_RUN in shape
-
-
 def read_top(data: bytes, limits: Limits) -> Top:
-    """Check the text and decode its top level, the rest staying unparsed but validated."""
+    """Check the text and decode its top two levels, the rest staying unparsed but validated.
+
+    An empty body and a byte order mark need no check of their own: msgspec refuses both (the
+    BOM is not JSON whitespace), and the message says which it was.
+    """
     precheck(data, limits)
     try:
         top: Top = TOP.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise parse_error(_describe(exc)) from None
+        raise parse_error(_describe(exc, data)) from None
     except RecursionError:
         raise parse_error("nesting too deep") from None
     # Skipping validates syntax but not number ranges or string lengths; when either could be
     # exceeded, decode everything once (rare: huge numbers, or a body longer than the limit).
     long_strings_possible = len(data) - 2 > limits.max_string_length
-    if long_strings_possible or _may_hold_huge_number(data):
+    shape = data.translate(_NUMBER_SHAPE, _SIGNS)
+    if (
+        long_strings_possible
+        or _HUGE_EXPONENT in shape
+        or (len(shape) >= 200 and _LONG_DIGIT_RUN in shape)
+    ):
         value = decode_any(data)
         if long_strings_possible:
             _check_string_lengths(value, limits.max_string_length)
@@ -217,7 +221,11 @@ def _ignore(literal: str) -> None:
     return None
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: Exception, data: bytes | None = None) -> str:
+    if data is not None and not data.strip(_JSON_WHITESPACE):
+        return "empty body"
+    if data is not None and data.startswith(_BOM):
+        return "byte order mark is not allowed"
     text = str(exc)
     if text.startswith("JSON is malformed: "):
         text = text[len("JSON is malformed: ") :]

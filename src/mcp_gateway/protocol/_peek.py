@@ -6,7 +6,7 @@ _envelope); it only skips decoding the values the gateway passes through untouch
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from mcp_gateway.protocol._envelope import Kind, read_envelopes
 from mcp_gateway.protocol._limits import Limits
@@ -15,8 +15,10 @@ from mcp_gateway.protocol._messages import RequestId
 _DEFAULT_LIMITS = Limits()
 
 
-@dataclass(frozen=True, slots=True)
-class Peek:
+class Peek(NamedTuple):
+    """Immutable; a NamedTuple rather than a frozen dataclass because it is built on every
+    request on the hot path and costs a third as much to build."""
+
     kind: Kind
     method: str | None
     id: RequestId | None
@@ -28,5 +30,10 @@ def peek(data: bytes, limits: Limits = _DEFAULT_LIMITS, *, allow_batch: bool = F
     """What the router needs to route a body. Raises the ProtocolError parse_message would."""
     envelope = read_envelopes(data, limits, allow_batch)
     if isinstance(envelope, list):
-        return Peek("batch", None, None, None)
-    return Peek(envelope[0], envelope[2], envelope[1], envelope[3])
+        return _BATCH
+    kind, request_id, method, name, _ = envelope
+    return _new(Peek, (kind, method, request_id, name))
+
+
+_BATCH = Peek("batch", None, None, None)
+_new = tuple.__new__

@@ -22,7 +22,7 @@ from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 
 from mcp_gateway.config import ServerConfig
 from mcp_gateway.protocol import LATEST_STABLE
-from mcp_gateway.samples.conformance_fixture import FIXTURE_NAME
+from mcp_gateway.samples.conformance_fixture import FIXTURE_NAME, serve_fixture_websocket
 from mcp_gateway.upstream.client import UpstreamClient
 from mcp_gateway.upstream.errors import UpstreamError
 from mcp_gateway.upstream.stdio import MessageStreamClient, StdioUpstreamClient
@@ -277,4 +277,31 @@ async def test_websocket_server_that_ignores_the_mcp_subprotocol_is_refused() ->
         client = WebSocketUpstreamClient(websocket_config(f"ws://127.0.0.1:{port}/mcp"))
         with pytest.raises(UpstreamError, match="subprotocol"):
             await nursery.start(client.run)
+        nursery.cancel_scope.cancel()
+
+
+async def test_websocket_client_reconnects_and_handshakes_again_after_the_server_restarts() -> None:
+    # The fixture's WebSocket service in this Trio run, stopped and restarted on the same port.
+    first_server = trio.CancelScope()
+
+    async def serve_in(
+        scope: trio.CancelScope, port: int, *, task_status: trio.TaskStatus[int]
+    ) -> None:
+        with scope:
+            await serve_fixture_websocket("127.0.0.1", port, task_status=task_status)
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_in, first_server, 0)
+        client = WebSocketUpstreamClient(websocket_config(f"ws://127.0.0.1:{port}/mcp"))
+        await nursery.start(client.run)
+        await client.initialize()
+
+        first_server.cancel()
+        await nursery.start(serve_in, trio.CancelScope(), port)
+        with trio.fail_after(15):
+            await client.wait_connected(2)
+        # No initialize() by the caller: the client re-ran the handshake on the new connection.
+        called = await client.request("tools/call", {"name": "test_simple_text", "arguments": {}})
+        assert text_of(called) == "This is a simple text response for testing."
+        assert client.connects == 2
         nursery.cancel_scope.cancel()

@@ -11,6 +11,9 @@ DEFAULT_CONFIG = "examples/config.yaml"
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcp-gateway", description=__doc__)
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the broker and/or the ext_proc router")
@@ -41,6 +44,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    if args.command in ("serve", "up", "controller", "sample-server"):
+        # Long-running commands log structured lines; check-config prints for a human only.
+        from mcp_gateway.logs import configure_logging
+
+        configure_logging(args.log_level)
     # Imports are local so that `check-config` does not pay for Envoy, gRPC or Kubernetes.
     if args.command == "check-config":
         from mcp_gateway.config import check_config_main

@@ -1,0 +1,83 @@
+"""`mcp-gateway controller` as a real process: kubeconfig in, Secret out, clean exit on SIGTERM."""
+
+from __future__ import annotations
+
+import pathlib
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import kubernetes
+import trio
+import yaml
+
+from tests.k8s.harness import Cluster, eventually, extension, install_crds, registration, route
+from tests.support.kmock_emulator import EmulatorThread
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def kubeconfig(url: str, path: pathlib.Path) -> pathlib.Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kmock", "cluster": {"server": url}}],
+                "users": [{"name": "tester", "user": {"token": "not-checked-by-the-emulator"}}],
+                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester"}}],
+                "current-context": "kmock",
+            }
+        )
+    )
+    return path
+
+
+async def test_controller_command_writes_the_secret_and_exits_cleanly_on_sigterm(
+    k8s: EmulatorThread, client: Any, tmp_path: pathlib.Path
+) -> None:
+    install_crds(client)
+    cluster = Cluster(client)
+    cluster.create(extension())
+    cluster.create(route("r", "svc"))
+    cluster.create(registration("cli", "r", "cli_"))
+    command = [
+        str(ROOT / ".venv" / "bin" / "mcp-gateway"),
+        "controller",
+        "--namespace=mcp-system",
+        f"--kubeconfig={kubeconfig(k8s.url, tmp_path / 'kubeconfig')}",
+        "--identity=cli-test",
+    ]
+    log_path = tmp_path / "controller.log"
+    with log_path.open("wb") as log_file:
+        process = await trio.lowlevel.open_process(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env={"PATH": "/usr/bin:/bin", "LOG_LEVEL": "info"}
+        )
+        try:
+            config = await eventually(cluster.config, what="config Secret from the CLI")
+            assert config.server("mcp-test/cli") is not None
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(15):
+                code = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                with trio.CancelScope(shield=True):
+                    await process.wait()
+    output = log_path.read_text()
+    assert code == 0, output
+    assert '"event":"shutting down"' in output and "SIGTERM" in output
+    lease = kubernetes.client.CoordinationV1Api(client).read_namespaced_lease("mcp-gateway-controller", "mcp-system")
+    assert lease.spec.holder_identity is None  # released on the way out: a standby takes over at once
+
+
+def test_controller_command_without_a_cluster_fails_with_exit_code_2(tmp_path: pathlib.Path) -> None:
+    missing = tmp_path / "no-such-kubeconfig"
+    result = subprocess.run(
+        [sys.executable, "-m", "mcp_gateway.cli", "controller", f"--kubeconfig={missing}"],
+        capture_output=True, text=True, timeout=60, check=False, env={"PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 2
+    assert "cannot reach the cluster" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

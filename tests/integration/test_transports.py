@@ -305,3 +305,32 @@ async def test_websocket_client_reconnects_and_handshakes_again_after_the_server
         assert text_of(called) == "This is a simple text response for testing."
         assert client.connects == 2
         nursery.cancel_scope.cancel()
+
+
+async def test_stdio_log_notifications_follow_the_level_the_gateway_set() -> None:
+    """The fixture filters its log notifications by the connection's logging/setLevel, and the
+    client hands them to the call that caused them."""
+    client = StdioUpstreamClient(stdio_config())
+    logs: dict[str, list[str]] = {"error": [], "info": []}
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        await client.initialize()
+        for level, seen in logs.items():
+
+            async def collect(message: JsonObject, seen: list[str] = seen) -> None:
+                assert message["method"] == "notifications/message"
+                seen.append(message["params"]["data"])
+
+            await client.request("logging/setLevel", {"level": level})
+            await client.request(
+                "tools/call", {"name": "test_tool_with_logging", "arguments": {}}, collect
+            )
+        nursery.cancel_scope.cancel()
+
+    assert logs["error"] == []  # info messages are below the level the client asked for
+    assert logs["info"] == [
+        "Tool execution started",
+        "Tool processing data",
+        "Tool execution completed",
+    ]

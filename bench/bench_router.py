@@ -137,8 +137,8 @@ def run_wrk(wrk: str, url: str, script: Path, seconds: int, connections: int) ->
         raise RuntimeError(f"unexpected wrk output:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    p50 = _millis(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _millis(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _millis(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _millis(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     if os.environ.get("BENCH_VERBOSE"):
         print(out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -182,6 +182,14 @@ static_resources:
 """
 
 
+def gateway_command(config_path: Path) -> list[str]:
+    command = [str(BIN / "mcp-gateway"), "serve", "--config", str(config_path)]
+    profile = os.environ.get("BENCH_PROFILE")  # a path: cProfile the gateway process into it
+    if profile:
+        command = [sys.executable, "-m", "cProfile", "-o", profile, *command]
+    return command
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
@@ -211,7 +219,7 @@ gateway:
     envoy = str(BIN / "envoy")
     envoy_flags = ["--disable-hot-restart", "--log-level", "warning", "--concurrency", "1"]
     with child([str(BIN / "mcp-gateway"), "sample-server", "echo", "--port", str(ports["echo"])], work / "echo.log"), \
-            child([str(BIN / "mcp-gateway"), "serve", "--config", str(config_path)], work / "gateway.log") as gateway, \
+            child(gateway_command(config_path), work / "gateway.log") as gateway, \
             child([envoy, "-c", str(work / "gateway-envoy.yaml"), "--reject-unknown-dynamic-fields", *envoy_flags], work / "envoy-gw.log"), \
             child([envoy, "-c", str(work / "direct-envoy.yaml"), *envoy_flags], work / "envoy-direct.log"):
         wait_ok(f"http://127.0.0.1:{ports['echo']}/mcp")

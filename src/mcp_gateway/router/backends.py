@@ -18,7 +18,7 @@ import trio
 
 from mcp_gateway.config import ServerConfig
 from mcp_gateway.router.decision import SESSION_HEADER, NeedsBackend
-from mcp_gateway.sessions.store import SessionStore
+from mcp_gateway.sessions.store import MemorySessionStore, SessionStore
 from mcp_gateway.upstream.client import open_backend_session
 from mcp_gateway.upstream.errors import UpstreamError
 
@@ -68,6 +68,12 @@ class BackendSessions:
         self._http = http
         self._flights: dict[tuple[str, str], _Flight] = {}
         self.initializations = 0  # backend initialize calls made (observability and tests)
+
+    def known_backend(self, need: NeedsBackend) -> str | None:
+        """The mapping, when it can be read without I/O (memory store); else None → backend_for."""
+        if isinstance(self._store, MemorySessionStore):
+            return self._store.get_backend_nowait(need.claims.session_id, need.upstream.server)
+        return None
 
     async def backend_for(self, need: NeedsBackend) -> str:
         """The backend session id for this call's (gateway session, upstream), created if new."""

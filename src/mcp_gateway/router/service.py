@@ -192,8 +192,11 @@ class _Exchange:
             return _BODY_CONTINUE
         if isinstance(decision, Reply):
             return _immediate(decision)
+        backends = self.router.backends
         try:
-            backend_id = await trio_asyncio.trio_as_aio(self.router.backends.backend_for)(decision)
+            backend_id = backends.known_backend(decision) or await trio_asyncio.trio_as_aio(
+                backends.backend_for
+            )(decision)
         except SessionGone:
             return _immediate(session_not_found(decision.request_id))
         except BackendUnavailable:

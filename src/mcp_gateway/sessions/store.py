@@ -111,6 +111,11 @@ class MemorySessionStore:
         self._sessions.pop(sid, None)
 
     async def get_backend(self, sid: str, server: str) -> str | None:
+        return self.get_backend_nowait(sid, server)
+
+    def get_backend_nowait(self, sid: str, server: str) -> str | None:
+        """`get_backend` without an await: the router's asyncio side reads it without crossing
+        into Trio (~90 µs a crossing). Must run inside the Trio run (trio-asyncio callbacks do)."""
         session = self._live(sid)
         return None if session is None else session.backends.get(server)
 

@@ -92,7 +92,7 @@ def read_envelopes(data: bytes, limits: Limits, allow_batch: bool) -> Envelope |
         data = bytes(data)
     check_body_size(data, limits)
     top = read_top(data, limits)
-    if isinstance(top, list):
+    if type(top) is list:
         _check_batch(top, limits, allow_batch)
         return [_batch_member(raw, index) for index, raw in enumerate(top)]
     return read_envelope(top, data)
@@ -127,12 +127,12 @@ def _scalar(raw: msgspec.Raw) -> Any:
 
 def read_envelope(message: Top, raw: bytes) -> Envelope:
     """Validate one message object, decoded two levels deep."""
-    if not isinstance(message, dict):
+    if type(message) is not dict:
         raise invalid_request("a message must be a JSON object")
     if has_duplicate_keys(raw, message):
         raise parse_error("duplicate key in the message or in its params, result or error")
     raw_id = message.get("id", _MISSING)
-    known_id: RequestId | None = raw_id if is_request_id(raw_id) else None
+    known_id: RequestId | None = raw_id if type(raw_id) is str or type(raw_id) is int else None
     if message.get("jsonrpc") != "2.0":
         raise invalid_request('"jsonrpc" must be "2.0"', known_id)
     if "method" in message:
@@ -155,10 +155,10 @@ def _request_or_notification(
     params = message.get("params", _MISSING)
     if params is _MISSING:
         params = None
-    elif not isinstance(params, dict | list):
+    elif type(params) is not dict and type(params) is not list:
         raise invalid_request('"params" must be an object', known_id)
     if raw_id is _MISSING:
-        if isinstance(params, list):
+        if type(params) is list:
             raise invalid_params("MCP params must be an object, not an array", None)
         return ("notification", None, method, None, params)
     if known_id is None:
@@ -167,7 +167,7 @@ def _request_or_notification(
         raise ProtocolError(
             ErrorCode.METHOD_NOT_FOUND, "Method not found: rpc.* names are reserved", id=known_id
         )
-    if isinstance(params, list):
+    if type(params) is list:
         raise invalid_params("MCP params must be an object, not an array", known_id)
     name = None
     routing_member = ROUTING_PARAM.get(method)

@@ -29,7 +29,7 @@ class Peek(NamedTuple):
 def peek(data: bytes, limits: Limits = _DEFAULT_LIMITS, *, allow_batch: bool = False) -> Peek:
     """What the router needs to route a body. Raises the ProtocolError parse_message would."""
     envelope = read_envelopes(data, limits, allow_batch)
-    if isinstance(envelope, list):
+    if type(envelope) is list:
         return _BATCH
     kind, request_id, method, name, _ = envelope
     return _new(Peek, (kind, method, request_id, name))

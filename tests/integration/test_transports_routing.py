@@ -5,6 +5,7 @@ framing goes through the real protocol core on both sides.
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -70,7 +71,8 @@ class PeerEnd:
 class ScriptedClient(MessageStreamClient):
     def __init__(self, peer: ScriptedPeer, **kwargs: Any) -> None:
         server = ServerConfig(name="scripted", transport="websocket", url="ws://127.0.0.1:1/mcp")
-        super().__init__(server, backoff=Backoff(base=0.01, cap=0.01, jitter=0), **kwargs)
+        kwargs.setdefault("backoff", Backoff(base=0.01, cap=0.01, jitter=0))
+        super().__init__(server, **kwargs)
         self._peer = peer
 
     async def _open_link(self, use: LinkUser) -> None:
@@ -265,3 +267,20 @@ async def test_request_ids_in_flight_must_be_unique_and_responses_must_be_respon
         with pytest.raises(UpstreamError, match="params must be an object"):
             await client.request_raw({"jsonrpc": "2.0", "id": 9, "method": "x", "params": [1]})
         nursery.cancel_scope.cancel()
+
+
+async def test_a_link_that_keeps_dying_backs_off_instead_of_reopening_hot(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    peer = ScriptedPeer()
+    client = ScriptedClient(peer, backoff=Backoff(base=1.0, cap=4.0, jitter=0))
+    opened: list[float] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        for _ in range(5):
+            end = await peer.next_link()
+            opened.append(trio.current_time())
+            end.hang_up.set()  # dies right after it came up, like a crashing server
+        nursery.cancel_scope.cancel()
+    gaps = [round(later - earlier, 3) for earlier, later in itertools.pairwise(opened)]
+    assert gaps == [1.0, 2.0, 4.0, 4.0]

@@ -60,6 +60,9 @@ UPSTREAM_LIMITS = Limits(max_body_bytes=16 * 1024 * 1024, max_string_length=16 *
 MAX_LIST_PAGES = 1000
 # Messages queued for one request (or the listener) before the reader waits for its consumer.
 _QUEUE_DEPTH = 64
+# A link that stayed up this long resets the reconnect backoff; one that dies sooner (a server
+# that crashes right after starting) keeps backing off up to the cap instead of respawning hot.
+_STABLE_LINK_SECONDS = 10.0
 # How long a stdio server gets to exit after its stdin closes, then after SIGTERM.
 _EXIT_GRACE_SECONDS = 2.0
 _SESSION_NOTIFICATIONS = frozenset(
@@ -163,6 +166,7 @@ class MessageStreamClient:
                 task_status.started()
 
         while not self._closed:
+            opened_at = trio.current_time()
             try:
                 await self._open_link(partial(self._use_link, on_ready=report_started))
                 reason = "link ended"
@@ -175,6 +179,9 @@ class MessageStreamClient:
                 reason = str(failure)
             if self._closed:
                 return
+            if trio.current_time() - opened_at >= _STABLE_LINK_SECONDS:
+                # It ran well for a while: a fresh failure, not a crash loop, so retry soon.
+                self._backoff.reset()
             delay = self._backoff.next_delay()
             _log.warning(
                 "upstream link lost; reconnecting",
@@ -198,7 +205,6 @@ class MessageStreamClient:
                     await self._handshake(connection)
                 connection.ready.set()
                 self._connected.set()
-                self._backoff.reset()
                 on_ready()
                 await trio.sleep_forever()  # until the read loop sees the link end
         finally:

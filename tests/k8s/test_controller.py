@@ -247,3 +247,30 @@ async def test_secret_is_written_only_when_its_content_changes(k8s: EmulatorThre
         cluster.create(route("r2", "s2"))
         cluster.create(registration("s2", "r2", "t_"))
         await eventually(lambda: controller.config_writes > writes, what="a write")
+
+
+async def test_base_configmap_settings_are_merged_and_followed(k8s: EmulatorThread, cluster: Cluster) -> None:
+    """The operator's ConfigMap supplies everything but the servers; editing it rewrites the
+    Secret with the new settings and the same discovered servers."""
+    base = "gateway:\n  broker_listen: 0.0.0.0:8081\n  page_size: 50\n"
+    cluster.core.create_namespaced_config_map(NS, {"metadata": {"name": "base"}, "data": {"config.yaml": base}})
+    cluster.create(extension())
+    cluster.create(route("r", "s"))
+    cluster.create(registration("s", "r", "s_"))
+    async with running_controller(k8s.url, fast_settings(base_configmap="base")) as controller:
+        config = await eventually(lambda: (c := cluster.config()) and c.servers and c, what="merged config")
+        assert config.gateway.page_size == 50 and config.gateway.broker_listen == "0.0.0.0:8081"
+        await trio.to_thread.run_sync(
+            lambda: cluster.core.patch_namespaced_config_map(
+                "base", NS, {"data": {"config.yaml": base.replace("page_size: 50", "page_size: 75")}}
+            )
+        )
+        config = await eventually(lambda: (c := cluster.config()) and c.gateway.page_size == 75 and c, what="new base")
+        assert [s.name for s in config.servers] == ["mcp-test/s"]
+        # An invalid base is refused: the Secret keeps the last good config.
+        passes = controller.reconciles
+        await trio.to_thread.run_sync(
+            lambda: cluster.core.patch_namespaced_config_map("base", NS, {"data": {"config.yaml": "gateway:\n  page_size: -1\n"}})
+        )
+        await eventually(lambda: controller.reconciles > passes, what="a pass over the invalid base")
+        assert cluster.config().gateway.page_size == 75  # type: ignore[union-attr]

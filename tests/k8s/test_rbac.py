@@ -111,7 +111,10 @@ def grants_for_service_account() -> list[Grant]:
 async def recorded_calls(k8s: EmulatorThread, client: Any) -> list[ApiCall]:
     install_crds(client)
     cluster = Cluster(client)
-    cluster.core.create_namespaced_secret(TEST_NS, credential_secret("tok", "Bearer abcdef-123", labelled=False))
+    cluster.core.create_namespaced_secret(TEST_NS, credential_secret("tok", "abcdef-123", labelled=False))
+    cluster.core.create_namespaced_config_map(
+        NS, {"metadata": {"name": "mcp-gateway-base"}, "data": {"config.yaml": "gateway:\n  page_size: 50\n"}}
+    )
     cluster.create(extension())
     cluster.create(route("r", "svc"))
     cluster.create(registration("reg", "r", "p_", credentialRef={"name": "tok"}))
@@ -128,7 +131,7 @@ async def recorded_calls(k8s: EmulatorThread, client: Any) -> list[ApiCall]:
         ready = cluster.ready("mcpserverregistrations", "reg")
         return ready["reason"] if ready else None
 
-    async with run_controller(k8s.url, fast_settings("rbac-probe")):
+    async with run_controller(k8s.url, fast_settings("rbac-probe", base_configmap="mcp-gateway-base")):
         await eventually(lambda: reason() == "CredentialSecretNotLabelled", what="unlabelled reason")
         await eventually(lambda: cluster.ready("mcpvirtualservers", "vs"), what="virtual server status")
         await eventually(lambda: cluster.ready("mcpgatewayextensions", "mcp-gateway", ns=NS), what="extension status")
@@ -177,5 +180,6 @@ async def test_rbac_allows_every_call_the_controller_makes_and_grants_nothing_mo
         ("patch", "mcpvirtualservers/status"),
         ("patch", "mcpgatewayextensions/status"),
         ("watch", "httproutes"),
+        ("watch", "configmaps"),
     ]:
         assert expected in verbs, expected

@@ -288,22 +288,24 @@ def test_gateway_deployment_probes_and_hot_reload_mount() -> None:
     volumes = deployment["spec"]["template"]["spec"]["volumes"]
     assert volumes[0]["secret"]["secretName"] == "mcp-gateway-config"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    config = yaml.safe_load(_config_secret_text())
+    config = yaml.safe_load(_base_config_text())
     assert config["gateway"]["broker_listen"].endswith(f":{ports['http']}")
     assert config["gateway"]["router_listen"].endswith(f":{ports['grpc']}")
 
 
-def _config_secret_text() -> str:
-    (secret,) = [s for s in of_kind("Secret") if s["metadata"]["name"] == "mcp-gateway-config"]
-    text: str = secret["stringData"]["config.yaml"]
+def _base_config_text() -> str:
+    (configmap,) = [c for c in of_kind("ConfigMap") if c["metadata"]["name"] == "mcp-gateway-base"]
+    text: str = configmap["data"]["config.yaml"]
     return text
 
 
-def test_shipped_config_secret_is_a_valid_gateway_config(tmp_path: pathlib.Path) -> None:
+def test_shipped_base_config_is_a_valid_gateway_config_without_servers(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "config.yaml"
-    path.write_text(_config_secret_text())
+    path.write_text(_base_config_text())
     config = load_config(path)
     assert config.servers == [] and config.gateway.broker_listen.startswith("0.0.0.0:")
+    # The controller owns the Secret; shipping it would reset its servers on every apply.
+    assert [s for s in of_kind("Secret") if s["metadata"]["name"] == "mcp-gateway-config"] == []
 
 
 def test_controller_deployment_runs_the_controller_with_leader_election() -> None:
@@ -311,6 +313,8 @@ def test_controller_deployment_runs_the_controller_with_leader_election() -> Non
     args = _cli_args(container["args"])
     assert args.command == "controller" and args.leader_election
     assert args.secret_name == "mcp-gateway-config"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MCP_GATEWAY_BASE_CONFIGMAP"] == "mcp-gateway-base"
     (deployment,) = [d for d in of_kind("Deployment") if d["metadata"]["name"] == "mcp-gateway-controller"]
     assert deployment["spec"]["replicas"] >= 2
 

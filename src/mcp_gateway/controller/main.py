@@ -62,6 +62,7 @@ def run_controller(args: argparse.Namespace) -> int:
         secret_name=args.secret_name,
         leader_election=args.leader_election,
         status_url=os.environ.get("MCP_GATEWAY_STATUS_URL") or None,
+        base_configmap=os.environ.get("MCP_GATEWAY_BASE_CONFIGMAP") or None,
     )
     try:
         trio.run(serve_until_signalled, Controller(client, settings))

@@ -416,7 +416,8 @@ def _judge_virtual_servers(
 
 
 def render_config(desired: Desired, existing_text: str | None) -> str:
-    """The `config.yaml` to write: the existing file with `servers` and `virtualServers` replaced.
+    """The `config.yaml` to write: `existing_text` (the base) with `servers` and `virtualServers`
+    replaced.
 
     The controller owns those two keys; everything else (our `gateway:` section with listen
     addresses, origins, session store) is the operator's and is kept as it is. The result is

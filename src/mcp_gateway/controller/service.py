@@ -70,6 +70,7 @@ KIND_VIRTUAL_SERVERS = "MCPVirtualServer"
 KIND_EXTENSIONS = "MCPGatewayExtension"
 KIND_ROUTES = "HTTPRoute"
 KIND_CONFIG_SECRET = "ConfigSecret"
+KIND_BASE_CONFIG = "BaseConfigMap"
 KIND_CREDENTIALS = tuple(f"Secret[{label}]" for label in CREDENTIAL_LABELS)
 
 
@@ -86,6 +87,9 @@ class ControllerSettings:
     lease: LeaseTiming = field(default_factory=LeaseTiming)
     # The broker's /status: per-server tool counts for status.discoveredTools (optional).
     status_url: str | None = None
+    # A ConfigMap (key config.yaml) with everything but servers/virtualServers: the operator's
+    # part of the config. Without one, the Secret's own non-controller sections are kept.
+    base_configmap: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,15 @@ class Controller:
                 extra={"field_selector": f"metadata.name={self.settings.secret_name}"},
             ),
         ]
+        if self.settings.base_configmap:
+            specs.append(
+                WatchSpec(
+                    KIND_BASE_CONFIG,
+                    self.core.list_namespaced_config_map,
+                    (ns,),
+                    extra={"field_selector": f"metadata.name={self.settings.base_configmap}"},
+                )
+            )
         specs += [
             WatchSpec(kind, self.core.list_secret_for_all_namespaces, label_selector=f"{label}=true")
             for kind, label in zip(KIND_CREDENTIALS, CREDENTIAL_LABELS, strict=True)
@@ -279,18 +292,25 @@ class Controller:
         ns, name = self.settings.namespace, self.settings.secret_name
         current = self.cache.get(KIND_CONFIG_SECRET, {}).get(ObjectKey(ns, name))
         existing = _decoded(current, CONFIG_KEY) if current is not None else None
-        if existing:
+        base, base_source = existing, f"Secret {ns}/{name}"
+        if self.settings.base_configmap:
+            base_source = f"ConfigMap {ns}/{self.settings.base_configmap}"
+            configmap = self.cache.get(KIND_BASE_CONFIG, {}).get(ObjectKey(ns, self.settings.base_configmap))
+            base = str(((configmap or {}).get("data") or {}).get(CONFIG_KEY) or "") or None
+            if configmap is None:
+                log.warning("base ConfigMap not found; writing servers onto default settings", configmap=base_source)
+        if base:
             try:
-                parse_config(existing, source=f"Secret {ns}/{name}")
+                parse_config(base, source=base_source)
             except ConfigError as err:
                 log.error(
-                    "existing config in Secret is invalid; not overwriting it",
-                    secret=f"{ns}/{name}",
+                    "base config is invalid; not writing the config Secret",
+                    source=base_source,
                     problems=[f"{p.path}: {p.message}" for p in err.problems][:20],
                 )
                 return False
         try:
-            text = render_config(desired, existing)
+            text = render_config(desired, base)
         except ConfigError as err:
             log.error("rendered config rejected", problems=[f"{p.path}: {p.message}" for p in err.problems][:20])
             return False

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import structlog
 import trio
@@ -255,7 +255,13 @@ class ExternalProcessor:
     async def process(self, stream: Stream[pb.ProcessingRequest, pb.ProcessingResponse]) -> None:
         exchange = _Exchange(self._router)
         while (request := await stream.recv_message()) is not None:
-            await stream.send_message(await self._answer(exchange, request))
+            reply = await self._answer(exchange, request)
+            await stream.send_message(reply)
+            # Response headers are the last phase we ask for (response body NONE, trailers
+            # SKIP), and an immediate response ends the request: end the stream now, so the
+            # trailers leave with this reply instead of after Envoy's half-close.
+            if request.HasField("response_headers") or reply.HasField("immediate_response"):
+                return
 
     async def _answer(self, exchange: _Exchange, request: pb.ProcessingRequest) -> pb.ProcessingResponse:
         try:
@@ -284,6 +290,55 @@ def _passthrough(request: pb.ProcessingRequest) -> pb.ProcessingResponse:
     if which == "request_trailers":
         return pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
     return pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
+
+
+# ---------------------------------------------------------------------------------------------
+# Fewer syscalls per ext_proc stream
+
+
+class _CoalescingTransport:
+    """Joins the writes of one event-loop step into one `send`.
+
+    grpclib writes every HTTP/2 frame batch as it is produced: a reply's HEADERS and DATA, and the
+    trailers, are separate `send` syscalls, which profiling showed to be the largest single cost
+    of the router (five per request). Writes made in the same loop step go out together on the
+    next one; ordering is kept and nothing waits longer than one loop iteration.
+    """
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        if self._pending and not self._transport.is_closing():
+            self._transport.write(b"".join(self._pending))
+        self._pending.clear()
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class _CoalescingServer(Server):
+    def _protocol_factory(self) -> Any:
+        protocol = super()._protocol_factory()
+        connection_made = protocol.connection_made
+
+        def wrapped(transport: Any) -> None:
+            connection_made(cast(asyncio.Transport, _CoalescingTransport(transport)))
+
+        protocol.connection_made = wrapped  # type: ignore[method-assign]
+        return protocol
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,7 +377,7 @@ async def serve_router(
         try:
             async with trio_asyncio.open_loop():
                 host, port = _host_port(config.gateway.router_listen)
-                server = Server([ExternalProcessor(router)])
+                server = _CoalescingServer([ExternalProcessor(router)])
                 await trio_asyncio.aio_as_trio(server.start)(host, port)
                 bound = _bound_port(server)
                 _log.info("router listening", address=f"{host}:{bound}")

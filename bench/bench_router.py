@@ -187,9 +187,6 @@ def gateway_command(config_path: Path) -> list[str]:
     profile = os.environ.get("BENCH_PROFILE")  # a path: cProfile the gateway process into it
     if profile:
         command = [sys.executable, "-m", "cProfile", "-o", profile, *command]
-    syscalls = os.environ.get("BENCH_STRACE")  # a path: count the gateway's syscalls into it
-    if syscalls:
-        command = ["strace", "-f", "-c", "-o", syscalls, *command]
     return command
 
 

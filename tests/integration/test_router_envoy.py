@@ -366,14 +366,9 @@ async def test_progress_streams_through_envoy_before_the_result(tmp_path: Path) 
 async def test_added_server_is_callable_without_an_envoy_restart(tmp_path: Path) -> None:
     async with probes("alpha", "gamma") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path) as stack:
         envoy_pid = stack.envoy.process.pid
-        new_config = gateway_config(
-            [("alpha", urls["alpha"], "a_"), ("gamma", urls["gamma"], "g_")],
-            router_listen="127.0.0.1:0",
-        )
-        new_config = new_config.model_copy(
-            update={"gateway": new_config.gateway.model_copy(update={"envoy": new_config.gateway.envoy.model_copy(
-                update={"xds_dir": str(stack.envoy.xds.xds_dir), "admin_port": int(stack.envoy.admin_url.rsplit(":", 1)[1])}
-            )})}
+        new_config = with_xds(
+            gateway_config([("alpha", urls["alpha"], "a_"), ("gamma", urls["gamma"], "g_")], router_listen="127.0.0.1:0"),
+            stack.envoy,
         )
         await stack.broker.reload(new_config)
         await stack.router_reloads.send(new_config)
@@ -414,3 +409,38 @@ async def test_upstream_down_gives_a_json_rpc_error_with_the_id_not_a_5xx(tmp_pa
         first_down = await client.post(stack.url, json=call_body("e_add", request_id=9), headers=_session_headers(other))
         assert first_down.status_code == 200
         assert first_down.json()["id"] == 9 and first_down.json()["error"]["code"] == -32603
+
+
+def with_xds(config: GatewayConfig, envoy: RunningEnvoy) -> GatewayConfig:
+    """The config with Envoy's xDS directory and admin port, so the router writes xDS on reload."""
+    admin_port = int(envoy.admin_url.rsplit(":", 1)[1])
+    settings = config.gateway.envoy.model_copy(update={"xds_dir": str(envoy.xds.xds_dir), "admin_port": admin_port})
+    return config.model_copy(update={"gateway": config.gateway.model_copy(update={"envoy": settings})})
+
+
+async def envoy_clusters(envoy: RunningEnvoy) -> set[str]:
+    async with httpx.AsyncClient(base_url=envoy.admin_url) as admin:
+        statuses = (await admin.get("/clusters", params={"format": "json"})).json()["cluster_statuses"]
+    return {str(item["name"]) for item in statuses}
+
+
+async def test_removed_server_loses_its_route_and_cluster_without_an_envoy_restart(tmp_path: Path) -> None:
+    async with probes("alpha", "beta") as urls, gateway_stack(
+        [("alpha", urls["alpha"], "a_"), ("beta", urls["beta"], "b_")], tmp_path
+    ) as stack, httpx.AsyncClient(timeout=10) as client:
+        session = await initialize_raw(client, stack.url)
+        before = await client.post(stack.url, json=call_body("b_add", {"a": 1, "b": 1}), headers=_session_headers(session))
+        assert sse_result(before)["result"]["content"][0]["text"] == "2"
+        assert "mcp_upstream_beta" in await envoy_clusters(stack.envoy)
+        smaller = with_xds(gateway_config([("alpha", urls["alpha"], "a_")], router_listen="127.0.0.1:0"), stack.envoy)
+        await stack.router_reloads.send(smaller)
+        with trio.fail_after(10):
+            while "mcp_upstream_beta" in await envoy_clusters(stack.envoy):  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        after = await client.post(stack.url, json=call_body("b_add", request_id=2), headers=_session_headers(session))
+        assert after.status_code == 200
+        assert after.json()["error"]["code"] == -32602  # unknown tool now, with the id
+        assert after.json()["id"] == 2
+        still = await client.post(stack.url, json=call_body("a_add", {"a": 2, "b": 2}, request_id=3), headers=_session_headers(session))
+        assert sse_result(still)["result"]["content"][0]["text"] == "4"
+        assert stack.envoy.process.poll() is None

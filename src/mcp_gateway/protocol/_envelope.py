@@ -91,11 +91,11 @@ def read_envelopes(data: bytes, limits: Limits, allow_batch: bool) -> Envelope |
             raise TypeError(f"a body is bytes, not {type(data).__name__}")
         data = bytes(data)
     check_body_size(data, limits)
-    top = read_top(data, limits)
+    top, commas = read_top(data, limits)
     if type(top) is list:
         _check_batch(top, limits, allow_batch)
         return [_batch_member(raw, index) for index, raw in enumerate(top)]
-    return read_envelope(top, data)
+    return read_envelope(top, data, commas)
 
 
 def _check_batch(members: list[msgspec.Raw], limits: Limits, allow_batch: bool) -> None:
@@ -110,7 +110,8 @@ def _check_batch(members: list[msgspec.Raw], limits: Limits, allow_batch: bool) 
 def _batch_member(raw: msgspec.Raw, index: int) -> Envelope:
     # All or nothing: one bad member refuses the batch, answered once with a null id.
     try:
-        return read_envelope(TOP.decode(raw), bytes(raw))
+        member = bytes(raw)
+        return read_envelope(TOP.decode(member), member, member.count(b","))
     except ProtocolError as exc:
         raise ProtocolError(
             exc.code, f"{exc.message} (batch member {index})", data={"index": index}
@@ -125,11 +126,11 @@ def _scalar(raw: msgspec.Raw) -> Any:
         return _MISSING
 
 
-def read_envelope(message: Top, raw: bytes) -> Envelope:
+def read_envelope(message: Top, raw: bytes, commas: int) -> Envelope:
     """Validate one message object, decoded two levels deep."""
     if type(message) is not dict:
         raise invalid_request("a message must be a JSON object")
-    if has_duplicate_keys(raw, message):
+    if has_duplicate_keys(raw, message, commas):
         raise parse_error("duplicate key in the message or in its params, result or error")
     raw_id = message.get("id", _MISSING)
     known_id: RequestId | None = raw_id if type(raw_id) is str or type(raw_id) is int else None

@@ -50,6 +50,7 @@ _SIGNS = b"+-"
 _HUGE_EXPONENT = b"e000"
 _LONG_DIGIT_RUN = b"0" * 200
 _ALL_BUT_STRUCTURE = bytes(set(range(256)) - set(b'[]{}"'))
+_ALL_BUT_STRUCTURE_AND_COMMAS = bytes(set(range(256)) - set(b'[]{}",'))
 _ALL_BUT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
 _BRACKETS_TO_PARENS = bytes.maketrans(b"[{]}", b"(())")
 _ESCAPED_COMMA = re.compile(rb"\\u002[cC]")
@@ -59,23 +60,27 @@ def parse_error(detail: str) -> ProtocolError:
     return ProtocolError(ErrorCode.PARSE_ERROR, f"Parse error: {detail}")
 
 
-def precheck(data: bytes, limits: Limits) -> None:
-    """The byte-level checks msgspec does not make; each is a C-level scan of the body."""
+def precheck(data: bytes, limits: Limits) -> bytes:
+    """The byte-level checks msgspec does not make, as few C-level passes over the body as
+    possible. Returns the body's structure bytes (brackets, quotes and commas, in order), which
+    the repeated-key check counts commas in."""
     if not data.isascii():
         try:
             data.decode("utf-8")
         except UnicodeDecodeError:
             raise parse_error(_why_not_utf8(data)) from None
-    # Every bracket byte is an upper bound on the depth; only beyond it is depth measured.
-    if data.count(b"{") + data.count(b"[") > limits.max_depth:
-        check_depth(data, limits.max_depth)
+    structure = data.translate(None, _ALL_BUT_STRUCTURE_AND_COMMAS)
+    # Every bracket is an upper bound on the depth; only beyond it is depth measured.
+    if structure.count(b"{") + structure.count(b"[") > limits.max_depth:
+        check_depth(data, limits.max_depth, structure)
+    return structure
 
 
 def _why_not_utf8(data: bytes) -> str:
     return "byte order mark is not allowed" if data.startswith(_BOM) else "body is not UTF-8"
 
 
-def check_depth(data: bytes, max_depth: int) -> None:
+def check_depth(data: bytes, max_depth: int, structure: bytes | None = None) -> None:
     """Measure nesting outside strings with C-level bytes operations only.
 
     Escaped backslashes, then escaped quotes, are blanked (left to right, as a JSON reader pairs
@@ -89,7 +94,11 @@ def check_depth(data: bytes, max_depth: int) -> None:
     """
     if b"\\" in data:
         data = data.replace(b"\\\\", b"__").replace(b'\\"', b"__")
-    skeleton = data.translate(None, _ALL_BUT_STRUCTURE)
+        skeleton = data.translate(None, _ALL_BUT_STRUCTURE)
+    elif structure is not None:
+        skeleton = structure.translate(None, b",")
+    else:
+        skeleton = data.translate(None, _ALL_BUT_STRUCTURE)
     if skeleton.count(b'""') * 2 == skeleton.count(b'"'):
         brackets = skeleton.translate(_BRACKETS_TO_PARENS, b'"')
     else:
@@ -107,13 +116,14 @@ def check_depth(data: bytes, max_depth: int) -> None:
         raise parse_error(f"nesting deeper than {max_depth}")
 
 
-def read_top(data: bytes, limits: Limits) -> Top:
+def read_top(data: bytes, limits: Limits) -> tuple[Top, int]:
     """Check the text and decode its top two levels, the rest staying unparsed but validated.
 
     An empty body and a byte order mark need no check of their own: msgspec refuses both (the
-    BOM is not JSON whitespace), and the message says which it was.
+    BOM is not JSON whitespace), and the message says which it was. Returns the top and the
+    number of commas in the body.
     """
-    precheck(data, limits)
+    structure = precheck(data, limits)
     try:
         top: Top = TOP.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -132,7 +142,7 @@ def read_top(data: bytes, limits: Limits) -> Top:
         value = decode_any(data)
         if long_strings_possible:
             _check_string_lengths(value, limits.max_string_length)
-    return top
+    return top, structure.count(b",")
 
 
 def decode_any(raw: bytes | msgspec.Raw) -> Any:
@@ -158,12 +168,13 @@ def _check_string_lengths(value: Any, limit: int) -> None:
             stack.extend(item)
 
 
-def has_duplicate_keys(raw: bytes, message: dict[str, Member]) -> bool:
+def has_duplicate_keys(raw: bytes, message: dict[str, Member], commas: int) -> bool:
     """Whether the message object, or an object directly inside it, repeats a key.
 
     Those are the objects the gateway interprets (the message, params, result, error); deeper
     objects are passed through to a peer that reads them itself, so there a repeated key keeps
-    JSON's usual last-wins. ``message`` is ``raw`` decoded last-wins, two levels deep.
+    JSON's usual last-wins. ``message`` is ``raw`` decoded last-wins, two levels deep, and
+    ``commas`` the number of commas in ``raw``.
 
     A comma in the text is a separator at some level or lies inside a string. With N members
     an object has N - 1 separators, an array of N elements too. So when nothing was dropped,
@@ -190,7 +201,7 @@ def has_duplicate_keys(raw: bytes, message: dict[str, Member]) -> bool:
                 accounted += b"".join(spans).count(b",")
         elif type(value) is list and value:
             accounted += len(value) - 1 + b"".join(value).count(b",")
-    return raw.count(b",") != accounted
+    return commas != accounted
 
 
 class _Pairs:

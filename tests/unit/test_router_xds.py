@@ -1,0 +1,106 @@
+"""Envoy resources generated from the config, and the atomic xDS file writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from mcp_gateway.config import parse_config
+from mcp_gateway.router.xds import (
+    BootstrapParams,
+    XdsWriter,
+    cluster_name,
+    render_bootstrap,
+    route_configuration,
+    upstream_cluster,
+)
+
+CONFIG = parse_config(
+    """
+servers:
+  - name: weather
+    url: http://127.0.0.1:9101/mcp
+    prefix: w_
+  - name: files
+    url: https://files.example.com/mcp
+    hostname: files.internal
+    prefix: f_
+  - name: local
+    transport: stdio
+    command: [my-server]
+    prefix: l_
+  - name: retired
+    url: http://127.0.0.1:9104/mcp
+    prefix: r_
+    state: Disabled
+"""
+)
+
+
+def test_bootstrap_renders_the_listener_admin_and_filters() -> None:
+    text = render_bootstrap(BootstrapParams(listen="127.0.0.1:18080", admin_port=19901, broker="127.0.0.1:18081",
+                                            router="127.0.0.1:19002", xds_dir="/x", message_timeout="45s"))
+    document = yaml.safe_load(text)
+    listener = document["static_resources"]["listeners"][0]
+    assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 18080}
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    names = [f["name"] for f in hcm["http_filters"]]
+    assert names == ["envoy.filters.http.header_mutation", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]
+    ext_proc = hcm["http_filters"][1]["typed_config"]
+    assert ext_proc["failure_mode_allow"] is False
+    assert ext_proc["processing_mode"]["response_body_mode"] == "NONE"
+    assert ext_proc["mutation_rules"]["allow_all_routing"] is True
+    assert ext_proc["message_timeout"] == "45s"
+    assert hcm["rds"]["config_source"]["path_config_source"]["path"] == "/x/rds.json"
+    runtime = document["layered_runtime"]["layers"][0]["static_layer"]
+    assert runtime["envoy.reloadable_features.ext_proc_graceful_grpc_close"] is True
+    log_fields = json.dumps(hcm["access_log"][0]["typed_config"]["log_format"]).lower()
+    assert "mcp-session-id" not in log_fields and "authorization" not in log_fields
+
+
+def test_clusters_only_for_enabled_http_servers_with_tls_and_sni_for_https() -> None:
+    writer_dir = {s.name for s in CONFIG.enabled_servers() if s.transport == "http"}
+    assert writer_dir == {"weather", "files"}
+    weather = upstream_cluster(CONFIG.servers[0])
+    assert weather["type"] == "STATIC"
+    assert "transport_socket" not in weather
+    files = upstream_cluster(CONFIG.servers[1])
+    assert files["type"] == "STRICT_DNS"
+    endpoint = files["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    assert endpoint == {"address": "files.example.com", "port_value": 443}
+    assert files["transport_socket"]["typed_config"]["sni"] == "files.internal"
+
+
+def test_routes_match_the_servername_header_then_default_to_the_broker() -> None:
+    config = route_configuration(["weather", "files"])
+    routes = config["virtual_hosts"][0]["routes"]
+    assert [r["route"]["cluster"] for r in routes] == [cluster_name("files"), cluster_name("weather"), "mcp_broker"]
+    assert routes[0]["match"]["headers"] == [{"name": "x-mcp-servername", "string_match": {"exact": "files"}}]
+    assert all(r["route"]["timeout"] == "0s" for r in routes)
+    mark = routes[0]["response_headers_to_add"][0]["header"]
+    assert mark == {"key": "x-mcp-upstream", "value": "files %RESPONSE_CODE_DETAILS%"}
+
+
+def files_in(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+async def test_writes_are_atomic_renames_and_a_new_writer_adopts_the_files(tmp_path: Path) -> None:
+    first = XdsWriter(tmp_path)
+    first.write_initial(CONFIG)
+    assert files_in(tmp_path) == ["cds.json", "rds.json"]  # no temp files left
+    cds = json.loads((tmp_path / "cds.json").read_text())
+    assert {c["name"] for c in cds["resources"]} == {cluster_name("weather"), cluster_name("files")}
+    assert oct((tmp_path / "cds.json").stat().st_mode & 0o777) == "0o644"
+
+    smaller = parse_config("servers:\n  - name: weather\n    url: http://127.0.0.1:9101/mcp\n    prefix: w_\n")
+    second = XdsWriter(tmp_path)  # e.g. the router after a restart
+    await second.apply(smaller)
+    cds_after = json.loads((tmp_path / "cds.json").read_text())
+    rds_after = json.loads((tmp_path / "rds.json").read_text())
+    assert {c["name"] for c in cds_after["resources"]} == {cluster_name("weather")}
+    routes = rds_after["resources"][0]["virtual_hosts"][0]["routes"]
+    assert [r["route"]["cluster"] for r in routes] == [cluster_name("weather"), "mcp_broker"]
+    assert int(cds_after["version_info"]) > int(cds["version_info"])

@@ -274,3 +274,54 @@ async def test_base_configmap_settings_are_merged_and_followed(k8s: EmulatorThre
         )
         await eventually(lambda: controller.reconciles > passes, what="a pass over the invalid base")
         assert cluster.config().gateway.page_size == 75  # type: ignore[union-attr]
+
+
+async def test_two_gateway_instances_split_the_servers_without_status_fights(
+    k8s: EmulatorThread, cluster: Cluster
+) -> None:
+    import base64
+
+    from mcp_gateway.config import parse_config
+
+    def gateway_route(name: str, *gateways: str) -> dict[str, Any]:
+        body = route(name, name)
+        body["spec"]["parentRefs"] = [{"name": g, "namespace": "gateway-system"} for g in gateways]
+        return body
+
+    other = extension()
+    other["metadata"]["namespace"] = "team-b"
+    other["spec"]["targetRef"]["name"] = "gw-b"
+    cluster.create(extension())
+    cluster.create(other)
+    cluster.create(gateway_route("mine", "mcp-gateway"))
+    cluster.create(gateway_route("yours", "gw-b"))
+    cluster.create(gateway_route("both", "mcp-gateway", "gw-b"))
+    for name in ("mine", "yours", "both"):
+        cluster.create(registration(name, name, f"{name}_"))
+
+    def servers_in(namespace: str) -> list[str] | None:
+        try:
+            secret = cluster.core.read_namespaced_secret("mcp-gateway-config", namespace)
+        except Exception:
+            return None
+        text = base64.b64decode(secret.data["config.yaml"]).decode()
+        return [s.name for s in parse_config(text).servers]
+
+    def status_patches_of_both() -> int:
+        return sum(
+            1
+            for r in k8s.emulator.requests
+            if r.method is not None and r.method.value == "PATCH" and r.name == "both" and r.subresource == "status"
+        )
+
+    async with (
+        running_controller(k8s.url, fast_settings("a")),
+        running_controller(k8s.url, fast_settings("b", namespace="team-b")),
+    ):
+        assert await eventually(lambda: servers_in(NS) == ["mcp-test/both", "mcp-test/mine"] or None)
+        assert await eventually(lambda: servers_in("team-b") == ["mcp-test/both", "mcp-test/yours"] or None)
+        await eventually(_reason(cluster, "both", "ConfigWritten"))
+        settled = status_patches_of_both()
+        await trio.sleep(1.0)  # a fight would show at once: each write triggers the other's pass
+        assert status_patches_of_both() == settled
+    assert cluster.ready("mcpgatewayextensions", "mcp-gateway", ns="team-b")["reason"] == "ValidMCPGatewayExtension"

@@ -98,7 +98,7 @@ def test_ready_registration_becomes_a_server_entry() -> None:
     )
     status, reason, message = ready(desired, "a")
     assert (status, reason) == ("True", Reason.CONFIG_WRITTEN)
-    assert "mcp-system/cfg" in message
+    assert "mcp-system/ext" in message
     assert desired.status_of(REGISTRATIONS, ObjectKey("apps", "a")).generation == 3  # type: ignore[union-attr]
 
 
@@ -160,13 +160,52 @@ def test_no_gateway_extension() -> None:
     assert ready(desired, "a")[:2] == ("False", Reason.NO_GATEWAY_EXTENSION)
 
 
-def test_extension_in_another_namespace_does_not_count() -> None:
-    other = Extension.from_object(
-        {"metadata": {"name": "x", "namespace": "elsewhere"}, "spec": {"targetRef": {"name": "gw", "sectionName": "mcp"}}}
+def other_instance_extension(gateway: str = "gw", name: str = "x", created: str = "2026-01-01T00:00:00Z") -> Extension:
+    return Extension.from_object(
+        {
+            "metadata": {"name": name, "namespace": "elsewhere", "creationTimestamp": created},
+            "spec": {"targetRef": {"name": gateway, "namespace": "gateway-system", "sectionName": "mcp"}},
+        }
     )
-    desired = run(reg("a", "ra", "a_"), routes=(http_route("ra", SVC),), extensions=[other])
-    assert ready(desired, "a")[1] == Reason.NO_GATEWAY_EXTENSION
-    assert desired.status_of(EXTENSIONS, other.key) is None
+
+
+def test_registration_served_by_another_instance_is_left_to_it() -> None:
+    """Another namespace's extension serves `gw`: its instance owns the route; we write nothing."""
+    desired = run(reg("a", "ra", "a_"), routes=(http_route("ra", SVC),), extensions=[other_instance_extension()])
+    assert desired.servers == ()
+    assert desired.status_of(REGISTRATIONS, ObjectKey("apps", "a")) is None
+    assert desired.status_of(EXTENSIONS, ObjectKey("elsewhere", "x")) is None  # theirs to report
+
+
+def test_two_instances_split_registrations_by_gateway() -> None:
+    ours, theirs = ext(), other_instance_extension(gateway="gw2")
+    routes = (
+        http_route("r1", SVC),
+        http_route("r2", {"name": "svc2", "port": 1}, parents=[{"name": "gw2", "namespace": "gateway-system"}]),
+        http_route("r3", {"name": "svc3", "port": 1}, parents=[{"name": "gw", "namespace": "gateway-system"}, {"name": "gw2", "namespace": "gateway-system"}]),
+    )
+    regs = (reg("mine", "r1", "m_"), reg("yours", "r2", "y_"), reg("both", "r3", "b_"))
+    desired = run(*regs, routes=routes, extensions=[ours, theirs])
+    assert [s["name"] for s in desired.servers] == ["apps/both", "apps/mine"]
+    assert desired.status_of(REGISTRATIONS, ObjectKey("apps", "yours")) is None
+    # A server both instances serve gets the same message from both: no status tug of war.
+    both = ready(desired, "both")[2]
+    assert "elsewhere/x" in both and "mcp-system/ext" in both
+    mirrored = reconcile(
+        Snapshot(registrations=regs, routes={r.key: r for r in routes}, extensions=[ours, theirs]),
+        namespace="elsewhere",
+        secret_name="cfg",
+    )
+    assert ready(mirrored, "both") == ready(desired, "both")
+    assert [s["name"] for s in mirrored.servers] == ["apps/both", "apps/yours"]
+
+
+def test_one_extension_per_gateway_oldest_wins() -> None:
+    older = other_instance_extension(created="2025-01-01T00:00:00Z")
+    desired = run(extensions=[ext(), older])
+    status, reason, message = ready(desired, "ext", EXTENSIONS, NS)
+    assert (status, reason) == ("False", Reason.INVALID_EXTENSION)
+    assert "elsewhere/x" in message
 
 
 def test_route_not_attached_to_the_extension_gateway() -> None:

@@ -130,15 +130,26 @@ def server_name(key: ObjectKey) -> str:
 
 
 def reconcile(snapshot: Snapshot, *, namespace: str, secret_name: str) -> Desired:
+    """Desired config and statuses for the gateway instance in `namespace`.
+
+    Several instances (one per namespace with an MCPGatewayExtension) may share a cluster. Each
+    one sees every extension, so all agree which instance serves which Gateway: a registration
+    whose route attaches to another instance's Gateway is that instance's business (no status
+    from us, not in our config); problems found before that point (prefix, route, backend) are
+    judged identically by every instance, so their status writes never disagree.
+    """
     statuses: list[DesiredStatus] = []
-    active, extension_statuses = _judge_extensions(snapshot.extensions, namespace, secret_name)
+    by_gateway, extension_statuses = _judge_extensions(snapshot.extensions, namespace, secret_name)
     statuses.extend(extension_statuses)
+    ours = next((e for e in by_gateway.values() if e.key.namespace == namespace), None)
 
     servers: list[dict[str, Any]] = []
     admitted: list[tuple[str, Registration]] = []  # (prefix, registration) in admission order
     for registration in sorted(snapshot.registrations, key=lambda r: (r.created, r.key)):
         try:
-            entry = _server_entry(registration, snapshot, active)
+            entry, owners = _server_entry(registration, snapshot, by_gateway, ours)
+            if entry is None:
+                continue  # served by another instance
             _check_prefix_free(entry["prefix"], admitted)
         except _NotReady as not_ready:
             statuses.append(_registration_status(registration, False, not_ready.reason, not_ready.message, snapshot))
@@ -157,13 +168,14 @@ def reconcile(snapshot: Snapshot, *, namespace: str, secret_name: str) -> Desire
                 )
             )
         else:
+            served_by = ", ".join(str(o.key) for o in owners)
             statuses.append(
                 _registration_status(
                     registration,
                     True,
                     Reason.CONFIG_WRITTEN,
-                    f"server {entry['name']} at {entry['url']} (prefix {entry['prefix']!r}) written to "
-                    f"Secret {namespace}/{secret_name}",
+                    f"server {entry['name']} at {entry['url']} (prefix {entry['prefix']!r}) is in the "
+                    f"config of the gateway of MCPGatewayExtension {served_by}",
                     snapshot,
                 )
             )
@@ -176,45 +188,61 @@ def reconcile(snapshot: Snapshot, *, namespace: str, secret_name: str) -> Desire
 
 def _judge_extensions(
     extensions: Sequence[Extension], namespace: str, secret_name: str
-) -> tuple[Extension | None, list[DesiredStatus]]:
-    """One MCPGatewayExtension per namespace configures this gateway instance; the oldest wins."""
+) -> tuple[dict[ObjectKey, Extension], list[DesiredStatus]]:
+    """The valid extension of each extended Gateway, and statuses for those in `namespace`.
+
+    One extension per namespace (it configures that namespace's gateway instance) and one per
+    Gateway (so every route has one owner); the oldest wins both ways. Every instance computes
+    the same answer from the same objects.
+    """
     statuses: list[DesiredStatus] = []
-    active: Extension | None = None
+    by_namespace: dict[str, Extension] = {}
+    by_gateway: dict[ObjectKey, Extension] = {}
     for extension in sorted(extensions, key=lambda e: (e.created, e.key)):
-        if extension.key.namespace != namespace:
-            continue  # another gateway instance's extension: not ours to judge
         if extension.target_kind != "Gateway" or not extension.gateway.name:
             condition = Condition(
                 READY, "False", Reason.INVALID_EXTENSION, "spec.targetRef must name a Gateway"
             )
-        elif active is not None:
+        elif extension.key.namespace in by_namespace:
             condition = Condition(
                 READY,
                 "False",
                 Reason.INVALID_EXTENSION,
-                f"MCPGatewayExtension {active.key} already configures the gateway instance in "
-                f"namespace {namespace} (one per namespace; the oldest wins)",
+                f"MCPGatewayExtension {by_namespace[extension.key.namespace].key} already configures "
+                f"the gateway instance in namespace {extension.key.namespace} (one per namespace; the "
+                "oldest wins)",
+            )
+        elif extension.gateway in by_gateway:
+            condition = Condition(
+                READY,
+                "False",
+                Reason.INVALID_EXTENSION,
+                f"Gateway {extension.gateway} is already extended by MCPGatewayExtension "
+                f"{by_gateway[extension.gateway].key} (one per Gateway; the oldest wins)",
             )
         else:
-            active = extension
+            by_namespace[extension.key.namespace] = by_gateway[extension.gateway] = extension
             listener = f" listener {extension.section}" if extension.section else ""
             condition = Condition(
                 READY,
                 "True",
                 Reason.VALID_EXTENSION,
                 f"serving Gateway {extension.gateway}{listener}; server config in Secret "
-                f"{namespace}/{secret_name}",
+                f"{extension.key.namespace}/{secret_name}",
             )
-        statuses.append(
-            DesiredStatus(EXTENSIONS, extension.key, extension.generation, (condition,))
-        )
-    return active, statuses
+        if extension.key.namespace == namespace:  # other instances report on their own
+            statuses.append(DesiredStatus(EXTENSIONS, extension.key, extension.generation, (condition,)))
+    return by_gateway, statuses
 
 
 def _server_entry(
-    registration: Registration, snapshot: Snapshot, active: Extension | None
-) -> dict[str, Any]:
-    """The config entry for one registration, or _NotReady naming the first thing wrong."""
+    registration: Registration,
+    snapshot: Snapshot,
+    by_gateway: Mapping[ObjectKey, Extension],
+    ours: Extension | None,
+) -> tuple[dict[str, Any] | None, list[Extension]]:
+    """The config entry for one registration and the extensions serving it; (None, owners) when
+    only other instances serve it; _NotReady naming the first thing wrong."""
     prefix = _valid_prefix(registration)
     if registration.target_group != GATEWAY_API_GROUP or registration.target_kind != "HTTPRoute":
         raise _NotReady(
@@ -226,18 +254,23 @@ def _server_entry(
     if route is None:
         raise _NotReady(Reason.ROUTE_NOT_FOUND, f"HTTPRoute {registration.target} not found")
     url = _backend_url(route, registration.path)
-    if active is None:
+    if not by_gateway:
         raise _NotReady(
             Reason.NO_GATEWAY_EXTENSION,
-            "no valid MCPGatewayExtension configures this gateway instance: create one in the "
-            "controller's namespace targeting the Gateway your HTTPRoutes attach to",
+            "no valid MCPGatewayExtension exists: create one in the gateway's namespace targeting "
+            "the Gateway your HTTPRoutes attach to",
         )
-    if not _attached(route, active):
+    serving = {by_gateway[g].key: by_gateway[g] for g in _parent_gateways(route) if g in by_gateway}
+    owners = [serving[key] for key in sorted(serving)]
+    if not owners:
+        extended = ", ".join(sorted(str(g) for g in by_gateway))
         raise _NotReady(
             Reason.ROUTE_NOT_ATTACHED,
-            f"HTTPRoute {route.key} has no parentRef to Gateway {active.gateway}, which "
-            f"MCPGatewayExtension {active.key} extends",
+            f"HTTPRoute {route.key} has no parentRef to a Gateway an MCPGatewayExtension extends "
+            f"({extended})",
         )
+    if ours is None or ours.key not in serving:
+        return None, owners
     entry: dict[str, Any] = {
         "name": server_name(registration.key),
         "url": url,
@@ -256,7 +289,7 @@ def _server_entry(
             registration, registration.ca_cert, snapshot, "CA certificate",
             (Reason.CA_CERT_SECRET_MISSING, Reason.CA_CERT_SECRET_MISSING, Reason.CA_CERT_KEY_MISSING),
         )
-    return entry
+    return entry, owners
 
 
 def _valid_prefix(registration: Registration) -> str:
@@ -308,14 +341,11 @@ def _external_url(backend: BackendRef, path: str) -> str:
     return f"http://{backend.name}:{backend.port}{path}"
 
 
-def _attached(route: Route, extension: Extension) -> bool:
-    """The route names the extension's Gateway. Listeners are not compared: server routes
-    usually attach to a wildcard listener (`*.mcp.local`) beside the public one the extension
-    names, on the same port, and telling ports apart would need the Gateway itself."""
-    return any(
-        parent.name == extension.gateway.name and parent.namespace == extension.gateway.namespace
-        for parent in route.parents
-    )
+def _parent_gateways(route: Route) -> set[ObjectKey]:
+    """The Gateways a route names. Listeners are not compared: server routes usually attach to a
+    wildcard listener (`*.mcp.local`) beside the public one an extension names, on the same
+    port, and telling ports apart would need the Gateway itself."""
+    return {ObjectKey(parent.namespace, parent.name) for parent in route.parents}
 
 
 def _secret_value(

@@ -128,7 +128,8 @@ class Controller:
         specs = [
             WatchSpec(KIND_REGISTRATIONS, self.custom.list_cluster_custom_object, (GROUP, VERSION, REGISTRATIONS)),
             WatchSpec(KIND_VIRTUAL_SERVERS, self.custom.list_cluster_custom_object, (GROUP, VERSION, VIRTUAL_SERVERS)),
-            WatchSpec(KIND_EXTENSIONS, self.custom.list_namespaced_custom_object, (GROUP, VERSION, ns, EXTENSIONS)),
+            # All namespaces: every instance must agree which one serves which Gateway.
+            WatchSpec(KIND_EXTENSIONS, self.custom.list_cluster_custom_object, (GROUP, VERSION, EXTENSIONS)),
             WatchSpec(
                 KIND_ROUTES,
                 self.custom.list_cluster_custom_object,

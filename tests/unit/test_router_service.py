@@ -65,6 +65,15 @@ class ScriptedStream:
     def all_answered(self) -> bool:
         return not self._requests
 
+    @property
+    def answers(self) -> list[pb.ProcessingResponse]:
+        """The replies to our requests, without the timer extensions sent ahead of slow ones."""
+        return [r for r in self.replies if not r.HasField("override_message_timeout")]
+
+    @property
+    def extensions(self) -> list[float]:
+        return [r.override_message_timeout.ToMilliseconds() / 1000 for r in self.replies if r.HasField("override_message_timeout")]
+
 
 def http_headers(headers: Mapping[str, str], end_of_stream: bool = False) -> pb.HttpHeaders:
     return pb.HttpHeaders(
@@ -115,7 +124,7 @@ async def test_get_is_passed_on_without_client_internal_headers() -> None:
     async with processor(FakeUpstreams()) as (service, _):
         stream = ScriptedStream([request_headers({":method": "GET", ":path": "/mcp", "x-mcp-servername": "weather"}, True)])
         await run(service, stream)
-    reply = stream.replies[0]
+    reply = stream.answers[0]
     assert reply.WhichOneof("response") == "request_headers"
     assert list(reply.request_headers.response.header_mutation.remove_headers) == ["x-mcp-servername"]
 
@@ -134,7 +143,10 @@ async def test_routed_call_end_to_end_over_the_stream() -> None:
         ])
         await run(service, stream)
         assert await store.get_backend(claims.session_id, "weather") == "backend-1"
-    headers_reply, body_reply, response_reply = stream.replies
+    headers_reply, body_reply, response_reply = stream.answers
+    # The first call initialised a backend: Envoy was asked to wait up to the server's timeout.
+    assert stream.extensions == [31.0]
+    assert stream.replies[1].HasField("override_message_timeout")
     assert "x-mcp-toolname" in headers_reply.request_headers.response.header_mutation.remove_headers
     common = body_reply.request_body.response
     assert common.status == pb.CommonResponse.CONTINUE_AND_REPLACE
@@ -159,7 +171,7 @@ async def test_unknown_session_gets_404_and_no_initialize() -> None:
             request_body(call("w_forecast", 5)),
         ])
         await run(service, stream)
-    immediate = stream.replies[1].immediate_response
+    immediate = stream.answers[1].immediate_response
     assert immediate.status.code == 404
     assert json.loads(immediate.body)["id"] == 5
     assert upstreams.calls == []
@@ -176,7 +188,7 @@ async def test_upstream_that_cannot_initialize_gives_a_json_rpc_error() -> None:
             request_body(call("w_forecast", 6)),
         ])
         await run(service, stream)
-    immediate = stream.replies[1].immediate_response
+    immediate = stream.answers[1].immediate_response
     assert immediate.status.code == 200
     document = json.loads(immediate.body)
     assert (document["id"], document["error"]["code"]) == (6, -32603)
@@ -197,7 +209,7 @@ async def test_an_unmarked_answer_is_not_passed_off_as_the_upstreams() -> None:
         await run(service, stream)
         # Not treated as an expired backend session: the mapping stays.
         assert await store.get_backend(claims.session_id, "weather") == "backend-1"
-    immediate = stream.replies[2].immediate_response
+    immediate = stream.answers[2].immediate_response
     assert json.loads(immediate.body)["id"] == 7
 
 

@@ -15,7 +15,7 @@ Only the steps that need the session store or an upstream cross into Trio (`trio
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -25,6 +25,7 @@ import trio_asyncio
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.type.v3 import http_status_pb2
+from google.protobuf import duration_pb2
 from grpclib.const import Cardinality, Handler
 from grpclib.server import Server, Stream
 
@@ -54,6 +55,8 @@ from mcp_gateway.sessions.tokens import SessionTokens
 _log = structlog.get_logger(__name__)
 
 PROCESS_METHOD: Final = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
+# Must not exceed the ext_proc filter's max_message_timeout (envoy/bootstrap.yaml.tmpl).
+MAX_MESSAGE_TIMEOUT_SECONDS: Final = 600.0
 _OVERWRITE: Final = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _CONTINUE: Final = pb.CommonResponse()
 
@@ -151,10 +154,12 @@ _RESPONSE_HEADERS_CONTINUE: Final = pb.ProcessingResponse(
 class _Exchange:
     """One HTTP request's ext_proc conversation."""
 
-    __slots__ = ("backend_id", "headers", "need", "router")
+    __slots__ = ("backend_id", "extend", "headers", "need", "router")
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, extend: Callable[[float], Awaitable[None]]) -> None:
         self.router = router
+        # Asks Envoy to wait longer for the reply being prepared (override_message_timeout).
+        self.extend = extend
         self.headers: dict[str, str] = {}
         self.need: NeedsBackend | None = None
         self.backend_id: str | None = None
@@ -194,9 +199,11 @@ class _Exchange:
             return _immediate(decision)
         backends = self.router.backends
         try:
-            backend_id = backends.known_backend(decision) or await trio_asyncio.trio_as_aio(
-                backends.backend_for
-            )(decision)
+            backend_id = backends.known_backend(decision)
+            if backend_id is None:
+                # A first call may initialise a backend session: up to the server's timeout.
+                await self.extend(self._timeout_of(decision))
+                backend_id = await trio_asyncio.trio_as_aio(backends.backend_for)(decision)
         except SessionGone:
             return _immediate(session_not_found(decision.request_id))
         except BackendUnavailable:
@@ -229,6 +236,8 @@ class _Exchange:
 
     async def _replay(self, need: NeedsBackend, stale: str) -> pb.ProcessingResponse:
         session_header = ((SESSION_HEADER, need.gateway_session),)
+        # Re-initialise and the whole call again: twice the server's timeout at most.
+        await self.extend(2 * self._timeout_of(need))
         try:
             replayed = await trio_asyncio.trio_as_aio(self.router.backends.replay)(need, stale)
         except SessionGone:
@@ -237,6 +246,11 @@ class _Exchange:
             return _immediate(upstream_unavailable(need), session_header)
         reply = Reply(replayed.status, replayed.body, (("content-type", replayed.content_type),))
         return _immediate(reply, session_header)
+
+
+    def _timeout_of(self, need: NeedsBackend) -> float:
+        server = self.router.snapshot.servers.get(need.upstream.server)
+        return server.timeout_seconds if server is not None else 30.0
 
 
 class ExternalProcessor:
@@ -253,7 +267,12 @@ class ExternalProcessor:
         }
 
     async def process(self, stream: Stream[pb.ProcessingRequest, pb.ProcessingResponse]) -> None:
-        exchange = _Exchange(self._router)
+        async def extend(seconds: float) -> None:
+            timeout = duration_pb2.Duration()
+            timeout.FromMilliseconds(int(min(seconds + 1, MAX_MESSAGE_TIMEOUT_SECONDS) * 1000))
+            await stream.send_message(pb.ProcessingResponse(override_message_timeout=timeout))
+
+        exchange = _Exchange(self._router, extend)
         while (request := await stream.recv_message()) is not None:
             reply = await self._answer(exchange, request)
             await stream.send_message(reply)

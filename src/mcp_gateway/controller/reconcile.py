@@ -180,7 +180,7 @@ def reconcile(snapshot: Snapshot, *, namespace: str, secret_name: str) -> Desire
                 )
             )
 
-    virtual_servers, virtual_statuses = _judge_virtual_servers(snapshot.virtual_servers, admitted)
+    virtual_servers, virtual_statuses = _judge_virtual_servers(snapshot.virtual_servers, snapshot.registrations)
     statuses.extend(virtual_statuses)
     servers.sort(key=lambda s: str(s["name"]))
     return Desired(tuple(servers), tuple(virtual_servers), tuple(statuses))
@@ -404,18 +404,20 @@ def _registration_status(
 
 
 def _judge_virtual_servers(
-    virtual_servers: Sequence[VirtualServerSpec], admitted: Sequence[tuple[str, Registration]]
+    virtual_servers: Sequence[VirtualServerSpec], registrations: Sequence[Registration]
 ) -> tuple[list[dict[str, Any]], list[DesiredStatus]]:
+    """Every instance carries every virtual server. The check uses the prefixes of all
+    registrations in the cluster, not just this instance's, so every instance reports the same."""
     entries: list[dict[str, Any]] = []
     statuses: list[DesiredStatus] = []
-    prefixes = [prefix for prefix, _ in admitted]
+    prefixes = [r.prefix or "" for r in registrations if not r.prefix_conflict]
     for virtual in sorted(virtual_servers, key=lambda v: v.key):
         entry: dict[str, Any] = {"name": f"{virtual.key.namespace}/{virtual.key.name}", "tools": list(virtual.tools)}
         if virtual.prompts:
             entry["prompts"] = list(virtual.prompts)
         entries.append(entry)
         # Tool names are only known to the broker; what the controller can tell is a tool whose
-        # name starts with no admitted server's prefix when every server has one.
+        # name starts with no registered server's prefix when every server has one.
         orphans = (
             [t for t in virtual.tools if not any(t.startswith(p) for p in prefixes)]
             if prefixes and "" not in prefixes

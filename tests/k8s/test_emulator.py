@@ -262,3 +262,16 @@ def test_live_watch_ends_with_410_when_unsent_history_is_compacted(
     widgets.create_namespaced_custom_object(GROUP, VERSION, "ns1", PLURAL, widget("after"))
     watcher.join(10)
     assert failures == [410]
+
+
+def test_delete_waits_for_finalizers(widgets: kubernetes.client.CustomObjectsApi) -> None:
+    body = widget("held")
+    body["metadata"]["finalizers"] = ["example.test/cleanup"]
+    widgets.create_namespaced_custom_object(GROUP, VERSION, "ns1", PLURAL, body)
+    widgets.delete_namespaced_custom_object(GROUP, VERSION, "ns1", PLURAL, "held")
+    marked = widgets.get_namespaced_custom_object(GROUP, VERSION, "ns1", PLURAL, "held")
+    assert marked["metadata"]["deletionTimestamp"]
+    widgets.patch_namespaced_custom_object(GROUP, VERSION, "ns1", PLURAL, "held", {"metadata": {"finalizers": None}})
+    with pytest.raises(ApiException) as err:
+        widgets.get_namespaced_custom_object(GROUP, VERSION, "ns1", PLURAL, "held")
+    assert err.value.status == 404

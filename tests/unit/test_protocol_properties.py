@@ -286,6 +286,46 @@ def _decodes_to(literal: bytes, expected: str) -> bool:
         return False
 
 
+# Breaking the envelope (or the call) of a valid request keeps its id in the answer.
+BREAKAGES: list[tuple[str, Any, int]] = [
+    ("jsonrpc", "1.0", -32600),
+    ("jsonrpc", 2.0, -32600),
+    ("jsonrpc", None, -32600),
+    ("extra", True, -32600),
+    ("method", "", -32600),
+    ("method", 5, -32600),
+    ("params", "text", -32600),
+    ("params", None, -32600),
+    ("method", "rpc.call", -32601),
+    ("params", [1, 2], -32602),
+    ("params", {"arguments": {}}, -32602),  # for the routed methods below
+]
+
+
+@given(requests(), st.sampled_from(BREAKAGES))
+def test_the_request_id_is_recovered_into_every_envelope_error(
+    request: Request, breakage: tuple[str, Any, int]
+) -> None:
+    member, value, code = breakage
+    message = json.loads(serialize(request))
+    if code == -32602 and isinstance(value, dict):
+        message["method"] = "tools/call"
+    if member == "params" and code == -32600 and value is None:
+        message["params"] = None  # explicitly null: not a structured value
+    elif value is None:
+        message.pop(member, None)
+    else:
+        message[member] = value
+    data = json.dumps(message).encode()
+    for function in (parse_message, peek):
+        try:
+            function(data)
+        except ProtocolError as error:
+            assert (error.code, error.id) == (code, request.id)
+        else:
+            raise AssertionError(f"{data!r} was accepted")
+
+
 @given(prefixes, tool_names)
 def test_prefix_apply_then_strip_round_trips(prefix: str, name: str) -> None:
     assert is_valid_prefix(prefix) and is_valid_tool_name(name)

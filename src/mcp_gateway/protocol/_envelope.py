@@ -9,8 +9,8 @@ body is made here, once, which is why the two always give the same answer.
 Decision order (first failure wins):
 
 1. body longer than ``max_body_bytes``            -> -32600, id null, HTTP 413
-2. not a JSON text we accept (see _json), or a key repeated in the message object, in
-   ``params`` or in ``error``                     -> -32700, id null
+2. not a JSON text we accept (see _json), or a key repeated in the message object or in an
+   object directly inside it (params, result, error ...)  -> -32700, id null
 3. a JSON array: batch not allowed here / empty / longer than ``max_batch`` / a member
    invalid (its own code, reported once)          -> id null
 4. not an object, or not a valid JSON-RPC 2.0 envelope
@@ -61,11 +61,6 @@ _ERROR_OBJECT_MEMBERS = frozenset({"code", "message", "data"})
 # (kind, id, method, routing name, payload). The payload is the raw params members of a request
 # or notification, the two-level result of a response, or (code, message, raw data) of an error.
 Envelope: TypeAlias = tuple[Kind, RequestId | None, str | None, str | None, Any]
-
-
-def is_request_id(value: object) -> bool:
-    # bool is an int subclass in Python and must not pass for one.
-    return type(value) is str or type(value) is int
 
 
 def invalid_request(detail: str, request_id: RequestId | None = None) -> ProtocolError:
@@ -133,6 +128,7 @@ def read_envelope(message: Top, raw: bytes, commas: int) -> Envelope:
     if has_duplicate_keys(raw, message, commas):
         raise parse_error("duplicate key in the message or in its params, result or error")
     raw_id = message.get("id", _MISSING)
+    # MCP ids are strings or integers; bool is an int subclass and must not pass for one.
     known_id: RequestId | None = raw_id if type(raw_id) is str or type(raw_id) is int else None
     if message.get("jsonrpc") != "2.0":
         raise invalid_request('"jsonrpc" must be "2.0"', known_id)

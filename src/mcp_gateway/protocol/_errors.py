@@ -54,11 +54,3 @@ class ProtocolError(Exception):
             f"ProtocolError(code={self.code}, message={self.message!r}, id={self.id!r}, "
             f"http_status={self.http_status})"
         )
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ProtocolError):
-            return NotImplemented
-        return (self.code, self.id, self.http_status) == (other.code, other.id, other.http_status)
-
-    def __hash__(self) -> int:
-        return hash((self.code, self.id, self.http_status))

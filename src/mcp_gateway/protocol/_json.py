@@ -214,13 +214,16 @@ class _Pairs:
 
 def _repeats_key_in_two_levels(raw: bytes) -> bool:
     """The exact check; msgspec has already validated the text, so json cannot fail here."""
-    message = json.loads(
-        raw.decode("utf-8"),
-        object_pairs_hook=_Pairs,
-        parse_int=_ignore,
-        parse_float=_ignore,
-        parse_constant=_ignore,
-    )
+    try:
+        message = json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=_Pairs,
+            parse_int=_ignore,
+            parse_float=_ignore,
+            parse_constant=_ignore,
+        )
+    except (ValueError, RecursionError):  # pragma: no cover - msgspec accepted this text
+        raise parse_error("invalid JSON") from None
     if not isinstance(message, _Pairs):
         return False
     return message.repeats or any(

@@ -444,3 +444,20 @@ async def test_removed_server_loses_its_route_and_cluster_without_an_envoy_resta
         still = await client.post(stack.url, json=call_body("a_add", {"a": 2, "b": 2}, request_id=3), headers=_session_headers(session))
         assert sse_result(still)["result"]["content"][0]["text"] == "4"
         assert stack.envoy.process.poll() is None
+
+
+async def test_get_skips_the_router_and_timer_extensions_are_honoured(tmp_path: Path) -> None:
+    async with probes("alpha") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path) as stack, \
+            httpx.AsyncClient(timeout=10) as client:
+        session = await initialize_raw(client, stack.url)
+        started = await stack.envoy.stat("http.mcp.ext_proc.streams_started")
+        ready = await client.get(stack.url.replace("/mcp", "/readyz"), headers={"x-mcp-servername": "alpha"})
+        assert ready.status_code == 200
+        assert await stack.envoy.stat("http.mcp.ext_proc.streams_started") == started
+        # The first routed call initialises a backend: the router extends Envoy's timer first.
+        call = await client.post(stack.url, json=call_body("a_add", {"a": 1, "b": 1}), headers=_session_headers(session))
+        assert sse_result(call)["result"]["content"][0]["text"] == "2"
+        assert await stack.envoy.stat("http.mcp.ext_proc.override_message_timeout_received") >= 1
+        assert await stack.envoy.stat("http.mcp.ext_proc.override_message_timeout_ignored") == 0
+        assert await stack.envoy.stat("http.mcp.ext_proc.streams_failed") == 0
+        assert await stack.envoy.stat("http.mcp.ext_proc.rejected_header_mutations") == 0

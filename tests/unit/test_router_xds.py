@@ -47,8 +47,10 @@ def test_bootstrap_renders_the_listener_admin_and_filters() -> None:
     assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 18080}
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names == ["envoy.filters.http.header_mutation", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]
-    ext_proc = hcm["http_filters"][1]["typed_config"]
+    assert names == ["envoy.filters.http.ext_proc", "envoy.filters.http.router"]
+    early = hcm["early_header_mutation_extensions"][0]["typed_config"]["mutations"][0]
+    assert early["remove_on_match"]["key_matcher"] == {"prefix": "x-mcp-", "ignore_case": True}
+    ext_proc = hcm["http_filters"][0]["typed_config"]
     assert ext_proc["failure_mode_allow"] is False
     assert ext_proc["processing_mode"]["response_body_mode"] == "NONE"
     assert ext_proc["mutation_rules"]["allow_all_routing"] is True
@@ -76,7 +78,13 @@ def test_clusters_only_for_enabled_http_servers_with_tls_and_sni_for_https() -> 
 def test_routes_match_the_servername_header_then_default_to_the_broker() -> None:
     config = route_configuration(["weather", "files"])
     routes = config["virtual_hosts"][0]["routes"]
-    assert [r["route"]["cluster"] for r in routes] == [cluster_name("files"), cluster_name("weather"), "mcp_broker"]
+    assert [r["route"]["cluster"] for r in routes] == [
+        cluster_name("files"), cluster_name("weather"), "mcp_broker", "mcp_broker", "mcp_broker"
+    ]
+    # GET and DELETE skip the ext_proc round trip; POSTs to the broker do not.
+    assert [r["name"] for r in routes[2:]] == ["to_broker_get", "to_broker_delete", "to_broker"]
+    assert routes[2]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True
+    assert "typed_per_filter_config" not in routes[4]
     assert routes[0]["match"]["headers"] == [{"name": "x-mcp-servername", "string_match": {"exact": "files"}}]
     assert all(r["route"]["timeout"] == "0s" for r in routes)
     mark = routes[0]["response_headers_to_add"][0]["header"]
@@ -102,5 +110,5 @@ async def test_writes_are_atomic_renames_and_a_new_writer_adopts_the_files(tmp_p
     rds_after = json.loads((tmp_path / "rds.json").read_text())
     assert {c["name"] for c in cds_after["resources"]} == {cluster_name("weather")}
     routes = rds_after["resources"][0]["virtual_hosts"][0]["routes"]
-    assert [r["route"]["cluster"] for r in routes] == [cluster_name("weather"), "mcp_broker"]
+    assert [r["route"]["cluster"] for r in routes] == [cluster_name("weather"), "mcp_broker", "mcp_broker", "mcp_broker"]
     assert int(cds_after["version_info"]) > int(cds["version_info"])

@@ -37,6 +37,8 @@ ROUTE_TYPE: Final = "type.googleapis.com/envoy.config.route.v3.RouteConfiguratio
 ROUTE_CONFIG_NAME: Final = "mcp_routes"
 BROKER_CLUSTER: Final = "mcp_broker"
 SERVER_HEADER: Final = "x-mcp-servername"
+EXT_PROC_FILTER: Final = "envoy.filters.http.ext_proc"
+EXT_PROC_PER_ROUTE_TYPE: Final = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
 CDS_FILE: Final = "cds.json"
 RDS_FILE: Final = "rds.json"
 
@@ -155,6 +157,18 @@ def route_configuration(servers: Iterable[str]) -> dict[str, Any]:
         }
         for name in sorted(servers)
     ]
+    # GET (the SSE stream, /readyz, /metrics...) and DELETE never carry a body to route on: they
+    # go to the broker without an ext_proc round trip (client x-mcp-* headers are still removed
+    # natively by the header_mutation filter, and the broker trusts none of them).
+    routes.extend(
+        {
+            "name": f"to_broker_{method.lower()}",
+            "match": {"prefix": "/", "headers": [{"name": ":method", "string_match": {"exact": method}}]},
+            "route": {"cluster": BROKER_CLUSTER, "timeout": "0s"},
+            "typed_per_filter_config": {EXT_PROC_FILTER: {"@type": EXT_PROC_PER_ROUTE_TYPE, "disabled": True}},
+        }
+        for method in ("GET", "DELETE")
+    )
     routes.append(
         {"name": "to_broker", "match": {"prefix": "/"}, "route": {"cluster": BROKER_CLUSTER, "timeout": "0s"}}
     )

@@ -18,7 +18,13 @@ from typing import Any
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    WebSocketRequest,
+    serve_websocket,
+    wrap_client_stream,
+)
 
 from mcp_gateway.config import ServerConfig
 from mcp_gateway.protocol import LATEST_STABLE
@@ -334,3 +340,38 @@ async def test_stdio_log_notifications_follow_the_level_the_gateway_set() -> Non
         "Tool processing data",
         "Tool execution completed",
     ]
+
+
+async def websocket_handshake(port: int, subprotocol: str, origin: str | None = None) -> int | str:
+    """The HTTP status a rejected upgrade got, or the subprotocol an accepted one chose.
+
+    The TCP stream is the test's own: trio-websocket leaves it open on a rejected upgrade.
+    """
+    headers = [(b"origin", origin.encode())] if origin else []
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    outcome: int | str = ""
+    try:
+        async with trio.open_nursery() as nursery:
+            connection = await wrap_client_stream(
+                nursery, stream, f"127.0.0.1:{port}", "/mcp",
+                subprotocols=[subprotocol], extra_headers=headers,
+            )
+            outcome = connection.subprotocol or ""
+            await connection.aclose()
+            nursery.cancel_scope.cancel()
+    except* ConnectionRejected as rejected:
+        first = rejected.exceptions[0]
+        assert isinstance(first, ConnectionRejected)
+        outcome = first.status_code
+    finally:
+        await stream.aclose()
+    return outcome
+
+
+async def test_fixture_websocket_refuses_foreign_origins_and_other_subprotocols() -> None:
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_fixture_websocket, "127.0.0.1", 0)
+        assert await websocket_handshake(port, "mcp", origin="http://evil.example.com") == 403
+        assert await websocket_handshake(port, "chat") == 400
+        assert await websocket_handshake(port, "mcp", origin="http://localhost:6274") == "mcp"
+        nursery.cancel_scope.cancel()

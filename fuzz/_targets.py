@@ -12,8 +12,11 @@ from mcp_gateway.protocol import (
     ProtocolError,
     Request,
     Response,
+    decode_header_value,
+    encode_header_value,
     parse_message,
     peek,
+    replace_routing_name,
 )
 
 # Default limits, and small ones so that every limit is actually reached by short inputs.
@@ -61,3 +64,29 @@ def check_peek_against_parse(data: bytes) -> None:
             expected = parsed if isinstance(parsed, tuple) else expected_peek(parsed)
             if peeked != expected:
                 raise AssertionError(f"peek {peeked!r} != parse {expected!r} for {data!r}")
+
+
+# Names the rewrite must be able to write: escapes, quotes, non-ASCII, separators, empty.
+NEW_NAMES = ("tool", "", 'q"uote\\back', "caf\u00e9 \u2028\U0001f600", "a,b:c}]", "\x00\x1f")
+
+
+def check_rewrite(data: bytes) -> None:
+    """For any body that peeks as a routed request: replacing the routing name changes that
+    value and nothing else the parser can see. Also: header values round-trip."""
+    text = data.decode("utf-8", errors="replace")
+    if decode_header_value(encode_header_value(text)) != text:
+        raise AssertionError(f"header round trip failed for {text!r}")
+    try:
+        seen = peek(data)
+        parsed = parse_message(data)
+    except ProtocolError:
+        return
+    if seen.name is None:
+        return
+    new_name = NEW_NAMES[len(data) % len(NEW_NAMES)]
+    rewritten = replace_routing_name(data, seen, new_name)
+    assert isinstance(parsed, Request) and parsed.params is not None
+    member = "uri" if parsed.method == "resources/read" else "name"
+    expected = Request(parsed.id, parsed.method, {**parsed.params, member: new_name})
+    if parse_message(rewritten) != expected or peek(rewritten).name != new_name:
+        raise AssertionError(f"rewrite of {data!r} gave {rewritten!r}")

@@ -18,7 +18,11 @@ import subprocess
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
-TARGETS = {"parse": HERE / "fuzz_parse.py", "peek": HERE / "fuzz_peek.py"}
+TARGETS = {
+    "parse": HERE / "fuzz_parse.py",
+    "peek": HERE / "fuzz_peek.py",
+    "rewrite": HERE / "fuzz_rewrite.py",
+}
 _DONE = re.compile(rb"Done (\d+) runs in (\d+) second")
 
 
@@ -42,7 +46,7 @@ def run_target(name: str, runs: int, max_len: int) -> int:
         sys.stderr.write(completed.stderr.decode(errors="replace")[-6000:])
         raise SystemExit(f"fuzz target {name!r} failed (exit {completed.returncode})")
     count, seconds = int(done.group(1)), int(done.group(2))
-    print(f"{name:6s} {count:>9,d} inputs in {seconds:4d} s, no crash", flush=True)
+    print(f"{name:8s} {count:>9,d} inputs in {seconds:4d} s, no crash", flush=True)
     return count
 
 

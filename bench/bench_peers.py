@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import statistics
 import subprocess
@@ -59,7 +60,6 @@ from bench.bench_router import (  # noqa: E402
     direct_bootstrap,
     ensure_wrk,
     free_port,
-    run_wrk,
     wait_ok,
 )
 from mcp_gateway.config import parse_config  # noqa: E402
@@ -80,9 +80,12 @@ class Target:
     url: str
     tool: str
     headers: dict[str, str] = field(default_factory=dict)
-    proxies: list[int] = field(default_factory=list)  # pids whose CPU is the path's overhead
+    proxies: list[int] = field(default_factory=list)  # pids whose CPU is the target's overhead
     connects_ms: list[float] = field(default_factory=list)
-    load: dict[int, dict[str, float] | str] = field(default_factory=dict)
+    load: dict[int, list[dict[str, float]]] = field(default_factory=dict)  # per concurrency, per repeat
+
+    def best(self, connections: int) -> dict[str, float]:
+        return max(self.load[connections], key=lambda run: run["rps"])
 
 
 # -- ContextForge -------------------------------------------------------------------------------
@@ -192,75 +195,107 @@ gateway:
 # -- measurements -------------------------------------------------------------------------------
 
 
-async def connect_once(path: Target) -> float:
+async def connect_once(target: Target) -> float:
     """Milliseconds for a fresh SDK client to connect, initialize and list tools."""
     started = time.perf_counter()
     async with (
-        httpx2.AsyncClient(headers=path.headers) as http,
-        Client(streamable_http_client(path.url, http_client=http), mode="legacy", cache=None) as client,
+        httpx2.AsyncClient(headers=target.headers) as http,
+        Client(streamable_http_client(target.url, http_client=http), mode="legacy", cache=None) as client,
     ):
         listed = await client.list_tools()
         elapsed = (time.perf_counter() - started) * 1000
     names = {tool.name for tool in listed.tools}
-    if path.tool not in names:
-        raise RuntimeError(f"{path.name}: tools/list has {sorted(names)}, not {path.tool}")
+    if target.tool not in names:
+        raise RuntimeError(f"{target.name}: tools/list has {sorted(names)}, not {target.tool}")
     return elapsed
 
 
-def measure_connects(paths: Sequence[Target], rounds: int) -> None:
+def measure_connects(targets: Sequence[Target], rounds: int) -> None:
     async def run() -> None:
-        for path in paths:  # warm-up: first imports, first upstream session, JIT-less caches
-            await connect_once(path)
+        for target in targets:  # warm-up: imports, connection pools, first upstream sessions
+            await connect_once(target)
         for index in range(rounds):
-            shift = index % len(paths)  # rotate the order so no path is always first
-            for path in [*paths[shift:], *paths[:shift]]:
-                path.connects_ms.append(await connect_once(path))
+            shift = index % len(targets)  # rotate the order so no target is always first
+            for target in [*targets[shift:], *targets[:shift]]:
+                target.connects_ms.append(await connect_once(target))
 
     trio.run(run)
 
 
-def open_session(path: Target) -> dict[str, str]:
+def open_session(target: Target) -> dict[str, str]:
     """Initialize over plain HTTP; the headers a load request carries (session id if stateful)."""
-    headers = {"accept": ACCEPT, **path.headers}
+    headers = {"accept": ACCEPT, **target.headers}
     with httpx.Client(timeout=30, headers=headers) as http:
-        response = http.post(path.url, json={"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        response = http.post(target.url, json={"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "bench-peers", "version": "1"}}})
         response.raise_for_status()
         if session := response.headers.get("mcp-session-id"):
             headers["mcp-session-id"] = session
         headers["mcp-protocol-version"] = PROTOCOL
-        http.post(path.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
-        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": path.tool, "arguments": CALL_ARGUMENTS}}
-        answer = http.post(path.url, json=call, headers=headers)
+        http.post(target.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
+        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": target.tool, "arguments": CALL_ARGUMENTS}}
+        answer = http.post(target.url, json=call, headers=headers)
     if answer.status_code != 200 or '"5"' not in answer.text:
-        raise RuntimeError(f"{path.name}: tools/call answered {answer.status_code} {answer.text[:300]}")
+        raise RuntimeError(f"{target.name}: tools/call answered {answer.status_code} {answer.text[:300]}")
     return headers
 
 
-def load_script(file: Path, path: Target, headers: dict[str, str]) -> Path:
+def load_script(file: Path, target: Target, headers: dict[str, str]) -> Path:
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                       "params": {"name": path.tool, "arguments": CALL_ARGUMENTS}})
+                       "params": {"name": target.tool, "arguments": CALL_ARGUMENTS}})
     lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(body)}", 'wrk.headers["Content-Type"] = "application/json"']
     lines += [f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}" for name, value in headers.items()]
     file.write_text("\n".join(lines) + "\n")
     return file
 
 
-def measure_load(wrk: str, work: Path, paths: Sequence[Target], concurrency: Sequence[int], seconds: int) -> None:
-    scripts = {path.name: load_script(work / f"{path.name}.lua", path, open_session(path)) for path in paths}
-    for path in paths:
-        run_wrk(wrk, path.url, scripts[path.name], 1, max(concurrency))  # warm-up
-    for connections in concurrency:
-        for path in paths:
-            before = sum(cpu_seconds(pid) for pid in path.proxies)
-            try:
-                result = run_wrk(wrk, path.url, scripts[path.name], seconds, connections)
-            except RuntimeError as failed:  # non-2xx answers under load: report, keep the others
-                path.load[connections] = str(failed).splitlines()[0]
-                continue
-            spent = sum(cpu_seconds(pid) for pid in path.proxies) - before
-            result["cpu_ms"] = spent / result["requests"] * 1000 if path.proxies else 0.0
-            path.load[connections] = result
+def measure_load(
+    wrk: str, work: Path, targets: Sequence[Target], concurrency: Sequence[int], seconds: int, repeats: int
+) -> None:
+    """Every cell `repeats` times, interleaved; the best run stands (contention only ever slows)."""
+    scripts = {t.name: load_script(work / f"{t.name}.lua", t, open_session(t)) for t in targets}
+    for target in targets:
+        run_wrk(wrk, target.url, scripts[target.name], 1, max(concurrency))  # warm-up
+    for _ in range(repeats):
+        for connections in concurrency:
+            for target in targets:
+                before = sum(cpu_seconds(pid) for pid in target.proxies)
+                result = run_wrk(wrk, target.url, scripts[target.name], seconds, connections)
+                spent = sum(cpu_seconds(pid) for pid in target.proxies) - before
+                result["cpu_ms"] = spent / result["requests"] * 1000
+                target.load.setdefault(connections, []).append(result)
+
+
+def run_wrk(wrk: str, url: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
+    """One wrk run: rps, p50/p99 ms, requests, and the answers that were not 2xx (counted, not fatal:
+    a peer that fails a few calls under load still has a throughput worth showing)."""
+    out = subprocess.run(
+        [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        check=True, capture_output=True, text=True,
+    ).stdout
+
+    def field_(pattern: str) -> str:
+        match = re.search(pattern, out, re.M)
+        if match is None:
+            raise RuntimeError(f"unexpected wrk output:\n{out}")
+        return match.group(1)
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": float(field_(r"^Requests/sec:\s+([\d.]+)")),
+        "requests": int(field_(r"^\s+(\d+) requests in")),
+        "p50": _millis(field_(r"^\s+50%\s+(\S+)")),
+        "p99": _millis(field_(r"^\s+99%\s+(\S+)")),
+        "errors": int(errors.group(1)) if errors else 0,
+    }
+
+
+def _millis(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise RuntimeError(f"unexpected wrk latency {text!r}")
+    number, unit = match.groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
 def rss_mb(pids: Sequence[int]) -> float:
@@ -275,36 +310,37 @@ def rss_mb(pids: Sequence[int]) -> float:
 # -- report -------------------------------------------------------------------------------------
 
 
-def report(paths: Sequence[Target], concurrency: Sequence[int], rss: dict[str, float], args: argparse.Namespace) -> None:
-    direct = paths[0]
+def report(targets: Sequence[Target], concurrency: Sequence[int], rss: dict[str, float], args: argparse.Namespace) -> None:
+    direct = targets[0]
     base = statistics.median(direct.connects_ms)
     print(f"\nconnect = new SDK client: initialize + notifications/initialized + tools/list; {args.rounds} rounds")
     print(f"{'path':<24}{'median ms':>10}{'p90 ms':>9}{'x direct':>10}{'proxy RSS MB':>14}")
-    for path in paths:
-        median = statistics.median(path.connects_ms)
-        p90 = statistics.quantiles(path.connects_ms, n=10)[-1]
-        memory = f"{rss[path.name]:.0f}" if path.proxies else "-"
-        print(f"{path.name:<24}{median:>10.1f}{p90:>9.1f}{median / base:>10.2f}{memory:>14}")
-    print(f"\ntools/call under load = wrk, one session, {args.seconds} s per cell")
-    print(f"{'path':<24}{'conns':>6}{'rps':>9}{'x direct':>10}{'p50 ms':>9}{'p99 ms':>9}{'proxy CPU ms/call':>19}")
+    for target in targets:
+        median = statistics.median(target.connects_ms)
+        p90 = statistics.quantiles(target.connects_ms, n=10)[-1]
+        memory = f"{rss[target.name]:.0f}" if target.proxies else "-"
+        print(f"{target.name:<24}{median:>10.1f}{p90:>9.1f}{median / base:>10.2f}{memory:>14}")
+    print(f"\ntools/call under load = wrk, one session, {args.seconds} s per run, best of {args.repeats} runs")
+    print(f"{'path':<24}{'conns':>6}{'rps':>9}{'x direct':>10}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'proxy CPU ms/call':>19}{'non-2xx':>9}   rps of each run")
     for connections in concurrency:
-        reference = direct.load[connections]
-        for path in paths:
-            result = path.load[connections]
-            if isinstance(result, str):
-                print(f"{path.name:<24}{connections:>6}  FAILED: {result}")
-                continue
-            ratio = result["rps"] / reference["rps"] if isinstance(reference, dict) else float("nan")
-            cpu = f"{result['cpu_ms']:.2f}" if path.proxies else "-"
-            print(f"{path.name:<24}{connections:>6}{result['rps']:>9.0f}{ratio:>10.2f}"
-                  f"{result['p50']:>9.2f}{result['p99']:>9.2f}{cpu:>19}")
+        reference = direct.best(connections)
+        for target in targets:
+            result = target.best(connections)
+            ratio = result["rps"] / reference["rps"]
+            errors = sum(int(run["errors"]) for run in target.load[connections])
+            cpu = f"{result['cpu_ms']:.2f}" if target.proxies else "-"
+            runs = "/".join(f"{run['rps']:.0f}" for run in target.load[connections])
+            print(f"{target.name:<24}{connections:>6}{result['rps']:>9.0f}{ratio:>10.2f}"
+                  f"{result['p50']:>9.2f}{result['p99']:>9.2f}{cpu:>19}{errors:>9}   {runs}")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=5, help="wrk duration per cell")
-    parser.add_argument("--rounds", type=int, default=20, help="SDK connects per path")
+    parser.add_argument("--rounds", type=int, default=20, help="SDK connects per target")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--repeats", type=int, default=2, help="runs per load cell (best one reported)")
     parser.add_argument("--no-contextforge", action="store_true", help="skip the peer (no install)")
     parser.add_argument("--contextforge-stateless", action="store_true",
                         help="also run ContextForge as shipped (stateless: an upstream session per call)")
@@ -337,7 +373,7 @@ def main() -> int:
         wait_ok(upstream_url)
         wait_ok(f"http://127.0.0.1:{direct_ports['admin']}/ready")
         wait_ok(gateway_url.replace("/mcp", "/readyz"))
-        paths = [
+        targets = [
             Target("direct", upstream_url, "add"),
             Target("envoy", f"http://127.0.0.1:{direct_ports['listen']}/mcp", "add", proxies=[envoy.pid]),
             Target("gateway (envoy+router)", gateway_url, "e_add", proxies=[gateway.pid, gateway_envoy.pid]),
@@ -347,12 +383,12 @@ def main() -> int:
             for name, stateful in variants:
                 url, headers, pid = stack.enter_context(
                     running_contextforge(cf_bin, work / name, upstream_url, stateful=stateful))
-                paths.append(Target(name, url, "echo-add", headers=headers, proxies=[pid]))
-        measure_connects(paths, args.rounds)
-        measure_load(wrk, work, paths, args.concurrency, args.seconds)
-        rss = {path.name: rss_mb(path.proxies) for path in paths}
+                targets.append(Target(name, url, "echo-add", headers=headers, proxies=[pid]))
+        measure_connects(targets, args.rounds)
+        measure_load(wrk, work, targets, args.concurrency, args.seconds, args.repeats)
+        rss = {target.name: rss_mb(target.proxies) for target in targets}
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    report(paths, args.concurrency, rss, args)
+    report(targets, args.concurrency, rss, args)
     return 0
 
 

@@ -33,7 +33,7 @@ from mcp_gateway.upstream.client import UpstreamClient
 from mcp_gateway.upstream.errors import UpstreamError
 from mcp_gateway.upstream.stdio import MessageStreamClient, StdioUpstreamClient
 from mcp_gateway.upstream.websocket import WebSocketUpstreamClient
-from tests.support.conformance import running_fixture
+from tests.support.conformance import EVERYTHING_ENTRY, NODE22, require_suite, running_fixture
 
 pytestmark = pytest.mark.integration
 
@@ -375,3 +375,20 @@ async def test_fixture_websocket_refuses_foreign_origins_and_other_subprotocols(
         assert await websocket_handshake(port, "chat") == 400
         assert await websocket_handshake(port, "mcp", origin="http://localhost:6274") == "mcp"
         nursery.cancel_scope.cancel()
+
+
+async def test_stdio_upstream_drives_the_typescript_sdk_server_everything() -> None:
+    """A second, non-Python SDK server over stdio: npm server-everything on the local Node 22."""
+    require_suite()  # Node 22 and the npm packages come from `make node22`
+    client = StdioUpstreamClient(
+        stdio_config([str(NODE22), str(EVERYTHING_ENTRY), "stdio"]), capabilities={"roots": {}}
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        result = await client.initialize()
+        tools = {tool["name"] for tool in await client.list_all("tools/list", "tools")}
+        summed = await client.request("tools/call", {"name": "get-sum", "arguments": {"a": 2, "b": 3}})
+        nursery.cancel_scope.cancel()
+    assert result["serverInfo"]["name"] == "mcp-servers/everything"
+    assert {"echo", "get-sum", "get-roots-list"} <= tools  # roots declared: the roots tool is offered
+    assert text_of(summed) == "The sum of 2 and 3 is 5."

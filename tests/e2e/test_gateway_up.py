@@ -88,14 +88,16 @@ async def test_up_prints_a_working_inspector_command_and_ctrl_c_stops_everything
             line.strip() for line in text.splitlines() if "--cli" in line and "tools/list" in line
         )
         children = descendants(process.pid)
-        assert len(children) >= 4  # two samples, the gateway, Envoy
+        assert len(children) >= 4, text  # two samples, the gateway, Envoy
 
         home = tmp_path / "home"  # the Inspector writes its settings under $HOME
         home.mkdir()
-        listed = await trio.run_process(
-            shlex.split(command), capture_stdout=True, capture_stderr=True,
-            env={**os.environ, "HOME": str(home)},
-        )
+        with trio.fail_after(60):
+            listed = await trio.run_process(
+                shlex.split(command), capture_stdout=True, capture_stderr=True, check=False,
+                env={**os.environ, "HOME": str(home)},
+            )
+        assert listed.returncode == 0, (listed.stderr.decode()[-2000:], text)
         names = {tool["name"] for tool in json.loads(listed.stdout)["tools"]}
         assert {"dyn_hello", "dyn_add_tool", "slow_count", "slow_sleep"} <= names
 
@@ -103,8 +105,10 @@ async def test_up_prints_a_working_inspector_command_and_ctrl_c_stops_everything
         started = trio.current_time()
         with trio.fail_after(5):
             await process.wait()
+            rest = await process.stdout.receive_some(65536)
+        text += rest.decode(errors="replace")
         assert trio.current_time() - started < 5
-        assert process.returncode == 0
+        assert process.returncode == 0, text
         with trio.fail_after(1):
             while leftovers := [pid for pid in children if alive(pid)]:  # noqa: ASYNC110
                 await trio.sleep(0.05)

@@ -148,9 +148,9 @@ async def test_a_hanging_upstream_never_delays_another(
 ) -> None:
     upstreams["b"].mode = "hang"
     supervisor = supervisor_for(config("a", "b"), upstreams)
+    changes = supervisor.changes()  # subscribed before anything can change
     async with trio.open_nursery() as nursery:
         await nursery.start(supervisor.run)
-        changes = supervisor.changes()
         await changes.receive()
         assert trio.current_time() < 0.01
         assert tool_names(supervisor) == {"a": ["one", "two"]}

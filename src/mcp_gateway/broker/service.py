@@ -46,8 +46,8 @@ async def serve_broker(
     supervisor = Supervisor(config, timing=timing or Timing())
     core = BrokerCore(config, supervisor, tokens, store)
     async with trio.open_nursery() as nursery:
+        changes = supervisor.changes()  # before the first upstream can change anything
         await nursery.start(supervisor.run)
-        changes = supervisor.changes()
         app = build_app(core, reload_state, nursery, keepalive_seconds=keepalive_seconds)
         nursery.start_soon(_announce_changes, core, changes)
         nursery.start_soon(_apply_reloads, core, reloads, reload_state)

@@ -182,7 +182,9 @@ async def test_two_replicas_one_writer_and_failover(k8s: EmulatorThread, cluster
 
 async def test_discovered_tool_count_comes_from_the_brokers_status(k8s: EmulatorThread, cluster: Cluster) -> None:
     """The broker's /status over real HTTP (a stand-in answering with the broker's JSON shape)."""
-    body = json.dumps({"ready": True, "upstreams": [{"name": "mcp-test/counted", "toolCount": 4}]}).encode()
+    body = json.dumps(
+        {"ready": True, "upstreams": [{"name": "mcp-test/counted", "state": "ready", "reason": None, "toolCount": 4}]}
+    ).encode()
 
     async def answer(stream: trio.SocketStream) -> None:
         with contextlib.suppress(trio.BrokenResourceError):
@@ -199,10 +201,11 @@ async def test_discovered_tool_count_comes_from_the_brokers_status(k8s: Emulator
         cluster.create(registration("counted", "counted-route", "cnt_"))
         settings = fast_settings(status_url=f"http://127.0.0.1:{port}/status")
         async with running_controller(k8s.url, settings):
-            await eventually(
-                lambda: cluster.registration("counted").get("status", {}).get("discoveredTools") == 4,
+            status = await eventually(
+                lambda: (s := cluster.registration("counted").get("status", {})).get("discoveredTools") == 4 and s,
                 what="discoveredTools",
             )
+        assert [c["reason"] for c in status["conditions"]] == ["ConfigWritten", "ToolsDiscovered"]
         nursery.cancel_scope.cancel()
 
 

@@ -26,6 +26,7 @@ from mcp_gateway.controller.resources import (
     Registration,
     Route,
     SecretView,
+    UpstreamReport,
     VirtualServerSpec,
 )
 
@@ -277,10 +278,24 @@ def test_disabled_server_stays_in_config_disabled() -> None:
     assert ready(desired, "a")[:2] == ("False", Reason.DISABLED)
 
 
-def test_discovered_tools_reported_when_known() -> None:
-    desired = run(reg("a", "ra", "a_"), routes=(http_route("ra", SVC),), tool_counts={"apps/a": 7})
+def test_discovered_tools_and_condition_from_the_brokers_view() -> None:
+    route = (http_route("ra", SVC),)
+    ready_report = UpstreamReport(state="ready", reason=None, tools=7)
+    desired = run(reg("a", "ra", "a_"), routes=route, upstreams={"apps/a": ready_report})
     status = desired.status_of(REGISTRATIONS, ObjectKey("apps", "a"))
     assert status is not None and status.extra == {"discoveredTools": 7}
+    (discovered,) = [c for c in status.conditions if c.type == "Discovered"]
+    assert (discovered.status, discovered.reason) == ("True", Reason.TOOLS_DISCOVERED)
+    failed = UpstreamReport(state="failed", reason="connect refused " + "x" * 900, tools=0)
+    status = run(reg("a", "ra", "a_"), routes=route, upstreams={"apps/a": failed}).status_of(REGISTRATIONS, ObjectKey("apps", "a"))
+    assert status is not None
+    (discovered,) = [c for c in status.conditions if c.type == "Discovered"]
+    assert (discovered.status, discovered.reason) == ("False", Reason.UPSTREAM_FAILED)
+    assert "connect refused" in discovered.message and len(discovered.message) < 600
+    assert status.ready.status == "True"  # the registration itself is fine; the server is not
+    # Not in the config -> no view of the broker reported.
+    broken = run(reg("a", "missing", "a_"), upstreams={"apps/a": ready_report}).status_of(REGISTRATIONS, ObjectKey("apps", "a"))
+    assert broken is not None and len(broken.conditions) == 1 and broken.extra == {}
 
 
 def test_virtual_servers() -> None:
@@ -364,16 +379,16 @@ def test_status_patch_drops_stale_tool_count() -> None:
     assert patch is not None and patch["status"]["discoveredTools"] is None
 
 
-def test_tool_counts_read_from_the_brokers_status_shape() -> None:
-    from mcp_gateway.controller.service import tool_counts_from_status
+def test_upstream_reports_read_from_the_brokers_status_shape() -> None:
+    from mcp_gateway.controller.resources import upstream_reports
     from mcp_gateway.upstream.supervisor import UpstreamState, UpstreamStatus
 
     upstream = UpstreamStatus(
         name="apps/a",
         url="http://svc.apps.svc.cluster.local:8080/mcp",
         prefix="a_",
-        state=UpstreamState.READY,
-        reason=None,
+        state=UpstreamState.DEGRADED,
+        reason="prompts/list failed",
         counts={"tools": 5, "prompts": 1},
         last_refresh=None,
         protocol_version=None,
@@ -381,5 +396,5 @@ def test_tool_counts_read_from_the_brokers_status_shape() -> None:
         consecutive_failures=0,
     )
     document = {"ready": True, "upstreams": [upstream.to_json(), {"name": "x", "toolCount": True}, "junk"]}
-    assert tool_counts_from_status(document) == {"apps/a": 5}
-    assert tool_counts_from_status(["not", "a", "mapping"]) == {}
+    assert upstream_reports(document) == {"apps/a": UpstreamReport("degraded", "prompts/list failed", 5)}
+    assert upstream_reports(["not", "a", "mapping"]) == {}

@@ -33,6 +33,7 @@ from mcp_gateway.controller.resources import (
     Route,
     SecretRef,
     SecretView,
+    UpstreamReport,
     VirtualServerSpec,
 )
 
@@ -42,6 +43,8 @@ PREFIX_PATTERN = re.compile(r"[a-z0-9][a-z0-9_]*")
 PREFIX_MAX_LENGTH = 100
 
 READY = "Ready"
+DISCOVERED = "Discovered"
+REASON_MAX = 500  # a broker's failure reason is cut to this many characters in a message
 
 
 class Reason:
@@ -66,6 +69,11 @@ class Reason:
     INVALID_EXTENSION = "InvalidMCPGatewayExtension"
     VIRTUAL_SERVER_PROGRAMMED = "Programmed"
     UNKNOWN_TOOL_PREFIX = "UnknownToolPrefix"
+    # The Discovered condition, from the broker's /status (only with MCP_GATEWAY_STATUS_URL).
+    TOOLS_DISCOVERED = "ToolsDiscovered"
+    DEGRADED = "Degraded"
+    UPSTREAM_FAILED = "UpstreamFailed"
+    CONNECTING = "Connecting"
 
 
 @dataclass(frozen=True)
@@ -101,7 +109,7 @@ class Snapshot:
     virtual_servers: Sequence[VirtualServerSpec] = ()
     secrets: Mapping[ObjectKey, SecretView] = field(default_factory=dict)  # labelled ones
     unlabelled_secrets: frozenset[ObjectKey] = frozenset()  # exist, but lack the label
-    tool_counts: Mapping[str, int] = field(default_factory=dict)  # server name -> tools
+    upstreams: Mapping[str, UpstreamReport] = field(default_factory=dict)  # the broker's view
 
 
 @dataclass(frozen=True)
@@ -177,6 +185,9 @@ def reconcile(snapshot: Snapshot, *, namespace: str, secret_name: str) -> Desire
                     f"server {entry['name']} at {entry['url']} (prefix {entry['prefix']!r}) is in the "
                     f"config of the gateway of MCPGatewayExtension {served_by}",
                     snapshot,
+                    # A server two instances serve has two brokers' views: report neither, so the
+                    # instances never disagree on its status.
+                    sole_owner=len(owners) == 1,
                 )
             )
 
@@ -393,14 +404,33 @@ def _check_prefix_free(prefix: str, admitted: Sequence[tuple[str, Registration]]
 
 
 def _registration_status(
-    registration: Registration, ready: bool, reason: str, message: str, snapshot: Snapshot
+    registration: Registration,
+    ready: bool,
+    reason: str,
+    message: str,
+    snapshot: Snapshot,
+    *,
+    sole_owner: bool = False,
 ) -> DesiredStatus:
+    conditions = [Condition(READY, "True" if ready else "False", reason, message)]
     extra: dict[str, Any] = {}
-    tools = snapshot.tool_counts.get(server_name(registration.key))
-    if ready and tools is not None:
-        extra["discoveredTools"] = tools
-    condition = Condition(READY, "True" if ready else "False", reason, message)
-    return DesiredStatus(REGISTRATIONS, registration.key, registration.generation, (condition,), extra)
+    report = snapshot.upstreams.get(server_name(registration.key))
+    if ready and sole_owner and report is not None:
+        extra["discoveredTools"] = report.tools
+        conditions.append(_discovered(report))
+    return DesiredStatus(REGISTRATIONS, registration.key, registration.generation, tuple(conditions), extra)
+
+
+def _discovered(report: UpstreamReport) -> Condition:
+    """The broker's view of the server as a condition: is it connected, how many tools."""
+    why = (report.reason or "")[:REASON_MAX]
+    if report.state == "ready":
+        return Condition(DISCOVERED, "True", Reason.TOOLS_DISCOVERED, f"{report.tools} tools listed by the gateway")
+    if report.state == "degraded":
+        return Condition(DISCOVERED, "True", Reason.DEGRADED, f"{report.tools} tools; partly wrong: {why}")
+    if report.state == "failed":
+        return Condition(DISCOVERED, "False", Reason.UPSTREAM_FAILED, f"the gateway cannot use the server: {why}")
+    return Condition(DISCOVERED, "Unknown", Reason.CONNECTING, f"the gateway reports state {report.state}")
 
 
 def _judge_virtual_servers(

@@ -237,3 +237,32 @@ class SecretView:
             except (binascii.Error, UnicodeDecodeError):
                 continue  # not a text credential; treated as a missing key
         return cls(key_of(obj), values)
+
+
+@dataclass(frozen=True)
+class UpstreamReport:
+    """What the broker's /status says about one server."""
+
+    state: str  # connecting | ready | degraded | failed | disabled
+    reason: str | None
+    tools: int
+
+
+def upstream_reports(document: Any) -> dict[str, UpstreamReport]:
+    """`{"upstreams": [{"name", "state", "reason", "toolCount"}, ...]}` (the broker's /status)
+    -> reports by server name; anything malformed is skipped."""
+    reports: dict[str, UpstreamReport] = {}
+    upstreams = document.get("upstreams") if isinstance(document, Mapping) else None
+    for upstream in upstreams if isinstance(upstreams, list) else []:
+        if not isinstance(upstream, Mapping):
+            continue
+        name, count = upstream.get("name"), upstream.get("toolCount")
+        if not isinstance(name, str) or not isinstance(count, int) or isinstance(count, bool):
+            continue
+        reason = upstream.get("reason")
+        reports[name] = UpstreamReport(
+            state=str(upstream.get("state") or "unknown"),
+            reason=reason if isinstance(reason, str) else None,
+            tools=count,
+        )
+    return reports

@@ -54,8 +54,10 @@ from mcp_gateway.controller.resources import (
     Registration,
     Route,
     SecretView,
+    UpstreamReport,
     VirtualServerSpec,
     key_of,
+    upstream_reports,
 )
 from mcp_gateway.logs import get_logger, register_secrets
 
@@ -119,7 +121,7 @@ class Controller:
         self.synced: set[str] = set()
         self.reconciles = 0
         self.config_writes = 0
-        self.tool_counts: dict[str, int] = {}
+        self.upstreams: dict[str, UpstreamReport] = {}
 
     # -- what is watched -------------------------------------------------------------------------
 
@@ -233,13 +235,13 @@ class Controller:
             ],
             secrets=secrets,
             unlabelled_secrets=unlabelled,
-            tool_counts=dict(self.tool_counts),
+            upstreams=dict(self.upstreams),
         )
 
     async def reconcile_once(self) -> None:
         self.reconciles += 1
         if self.settings.status_url:
-            await self._refresh_tool_counts(self.settings.status_url)
+            await self._refresh_upstreams(self.settings.status_url)
         first = self.snapshot()
         unlabelled = await self._unlabelled_secrets(first)
         desired = reconcile(
@@ -250,8 +252,8 @@ class Controller:
         if await self._write_config(desired):
             await self._write_statuses(desired)
 
-    async def _refresh_tool_counts(self, url: str) -> None:
-        """Ask the broker how many tools each server has; keep the last answer if it is down."""
+    async def _refresh_upstreams(self, url: str) -> None:
+        """Ask the broker how each server is doing; keep the last answer if it is down."""
         try:
             async with httpx.AsyncClient(timeout=2.0) as http:
                 response = await http.get(url)
@@ -260,7 +262,7 @@ class Controller:
         except (httpx.HTTPError, ValueError) as err:
             log.debug("broker status unavailable", url=url, error=type(err).__name__)
             return
-        self.tool_counts = tool_counts_from_status(document)
+        self.upstreams = upstream_reports(document)
 
     async def _unlabelled_secrets(self, snapshot: Snapshot) -> frozenset[ObjectKey]:
         """Referenced Secrets missing from the labelled cache that do exist: a precise reason."""
@@ -397,19 +399,6 @@ class Controller:
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, status.key.namespace, status.plural, status.key.name, patch, _request_timeout=10
         )
-
-
-def tool_counts_from_status(document: Any) -> dict[str, int]:
-    """`{"upstreams": [{"name": ..., "toolCount": N}, ...]}` (the broker's /status) -> counts."""
-    counts: dict[str, int] = {}
-    upstreams = document.get("upstreams") if isinstance(document, Mapping) else None
-    for upstream in upstreams if isinstance(upstreams, list) else []:
-        if not isinstance(upstream, Mapping):
-            continue
-        name, count = upstream.get("name"), upstream.get("toolCount")
-        if isinstance(name, str) and isinstance(count, int) and not isinstance(count, bool):
-            counts[name] = count
-    return counts
 
 
 def _decoded(secret: Mapping[str, Any], key: str) -> str | None:

@@ -19,7 +19,7 @@ from mcp_gateway.router.backends import BackendSessions, BackendUnavailable, Ses
 from mcp_gateway.router.decision import NeedsBackend, RoutingTable, route_request
 from mcp_gateway.router.service import ExternalProcessor, Router
 from mcp_gateway.sessions import SessionTokens, derive_key
-from mcp_gateway.sessions.store import MemorySessionStore
+from mcp_gateway.sessions.store import MemorySessionStore, RedisSessionStore, SessionStore
 from mcp_gateway.upstream.errors import UpstreamError
 
 CONFIG = parse_config(
@@ -101,8 +101,10 @@ def set_headers_of(mutation: pb.HeaderMutation) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def processor(upstreams: FakeUpstreams) -> AsyncIterator[tuple[ExternalProcessor, MemorySessionStore]]:
-    store = MemorySessionStore()
+async def processor(
+    upstreams: FakeUpstreams, store: SessionStore | None = None
+) -> AsyncIterator[tuple[ExternalProcessor, SessionStore]]:
+    store = store or MemorySessionStore()
     async with trio.open_nursery() as nursery, trio_asyncio.open_loop():
         servers = {s.name: s for s in CONFIG.servers}
         backends = BackendSessions(store, nursery, lambda: servers, open_session=upstreams.open_session)
@@ -264,3 +266,22 @@ async def test_flight_errors_reach_every_waiter_and_a_deleted_session_is_gone() 
             for _ in range(3):
                 callers.start_soon(first_call)
     assert errors == [SessionGone] + [BackendUnavailable] * 3
+
+
+async def test_session_store_down_is_a_503_json_rpc_error_with_the_id() -> None:
+    from tests.support.redis import free_port
+
+    unreachable = RedisSessionStore(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        async with processor(FakeUpstreams(), unreachable) as (service, _):
+            stream = ScriptedStream([
+                request_headers({":method": "POST", "mcp-session-id": TOKENS.issue("2025-11-25")}),
+                request_body(call("w_forecast", 11)),
+            ])
+            await run(service, stream)
+    finally:
+        await unreachable.aclose()
+    immediate = stream.answers[1].immediate_response
+    assert immediate.status.code == 503
+    document = json.loads(immediate.body)
+    assert (document["id"], document["error"]["code"]) == (11, -32603)

@@ -144,3 +144,18 @@ def test_session_keys_from_config_env_or_random(monkeypatch: pytest.MonkeyPatch)
     random_a = session_keys(SessionSettings())
     random_b = session_keys(SessionSettings())
     assert len(random_a[0]) == 32 and random_a != random_b
+
+
+async def test_an_unreachable_redis_is_a_session_store_error_not_a_redis_one() -> None:
+    from mcp_gateway.sessions.store import SessionStoreUnavailable
+    from tests.support.redis import free_port
+
+    store = RedisSessionStore(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    try:
+        with trio.fail_after(5):
+            for operation in (store.exists("s"), store.get_backend("s", "x"), store.set_backend("s", "x", "b")):
+                with pytest.raises(SessionStoreUnavailable):
+                    await operation
+        assert not await store.ping()
+    finally:
+        await store.aclose()

@@ -18,7 +18,7 @@ import trio
 
 from mcp_gateway.config import ServerConfig
 from mcp_gateway.router.decision import SESSION_HEADER, NeedsBackend
-from mcp_gateway.sessions.store import MemorySessionStore, SessionStore
+from mcp_gateway.sessions.store import MemorySessionStore, SessionStore, SessionStoreUnavailable
 from mcp_gateway.upstream.client import open_backend_session
 from mcp_gateway.upstream.errors import UpstreamError
 
@@ -96,7 +96,7 @@ class BackendSessions:
     async def _fly(self, key: tuple[str, str], need: NeedsBackend, flight: _Flight) -> None:
         try:
             flight.backend_id = await self._initialize(need)
-        except (SessionGone, BackendUnavailable) as error:
+        except (SessionGone, BackendUnavailable, SessionStoreUnavailable) as error:
             flight.error = error
         except Exception as error:  # fail closed: the caller answers the client
             _log.exception("backend session initialisation failed", server=need.upstream.server)

@@ -374,6 +374,11 @@ def session_not_found(request_id: RequestId | None) -> Reply:
     return reply_error(request_id, ErrorCode.INVALID_REQUEST, "Session not found", status=404)
 
 
+def store_unavailable(request_id: RequestId | None) -> Reply:
+    # The gateway's own dependency failed, not the call: 503 (retry later), with the request id.
+    return reply_error(request_id, ErrorCode.INTERNAL_ERROR, "Session store unavailable", status=503)
+
+
 def upstream_unavailable(need: NeedsBackend) -> Reply:
     return reply_error(
         need.request_id,

@@ -46,10 +46,11 @@ from mcp_gateway.router.decision import (
     rewrite_response_headers,
     route_request,
     session_not_found,
+    store_unavailable,
     upstream_unavailable,
 )
 from mcp_gateway.router.xds import XdsWriter
-from mcp_gateway.sessions.store import SessionStore
+from mcp_gateway.sessions.store import SessionStore, SessionStoreUnavailable
 from mcp_gateway.sessions.tokens import SessionTokens
 
 _log = structlog.get_logger(__name__)
@@ -208,6 +209,9 @@ class _Exchange:
             return _immediate(session_not_found(decision.request_id))
         except BackendUnavailable:
             return _immediate(upstream_unavailable(decision), ((SESSION_HEADER, decision.gateway_session),))
+        except SessionStoreUnavailable:
+            _log.warning("session store unavailable", server=decision.upstream.server)
+            return _immediate(store_unavailable(decision.request_id))
         self.need, self.backend_id = decision, backend_id
         return _to_upstream(forward(decision, backend_id))
 
@@ -244,6 +248,8 @@ class _Exchange:
             return _immediate(session_not_found(need.request_id))
         except BackendUnavailable:
             return _immediate(upstream_unavailable(need), session_header)
+        except SessionStoreUnavailable:
+            return _immediate(store_unavailable(need.request_id))
         reply = Reply(replayed.status, replayed.body, (("content-type", replayed.content_type),))
         return _immediate(reply, session_header)
 

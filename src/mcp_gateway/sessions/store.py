@@ -37,6 +37,11 @@ _log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 
+class SessionStoreUnavailable(Exception):
+    """The store could not be reached or answered (Redis down, timed out). Every backend error
+    leaves the store as this, never as a redis-py exception."""
+
+
 class SessionStore(Protocol):
     async def create(self, sid: str, ttl: float) -> None:
         """Record a new gateway session that lives `ttl` seconds (re-creating resets it)."""
@@ -180,8 +185,13 @@ class RedisSessionStore:
     def __init__(self, url: str, *, key_prefix: str = "mcpgw:session:", max_connections: int = 16) -> None:
         import redis
 
+        # Bounded socket waits: a hung Redis must become an error, never a hung request.
         self._pool = redis.ConnectionPool.from_url(
-            url, max_connections=max_connections, decode_responses=True
+            url,
+            max_connections=max_connections,
+            decode_responses=True,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
         )
         self._client: redis.Redis = redis.Redis(connection_pool=self._pool)
         self._limiter = trio.CapacityLimiter(max_connections)
@@ -193,9 +203,14 @@ class RedisSessionStore:
         return self._prefix + sid
 
     async def _run(self, fn: Callable[[], T]) -> T:
+        import redis
+
         # abandon_on_cancel: a cancelled caller does not wait for the socket; redis-py's pool
         # gets the connection back when the thread finishes.
-        return await trio.to_thread.run_sync(fn, limiter=self._limiter, abandon_on_cancel=True)
+        try:
+            return await trio.to_thread.run_sync(fn, limiter=self._limiter, abandon_on_cancel=True)
+        except redis.RedisError as error:
+            raise SessionStoreUnavailable(f"session store: {type(error).__name__}") from error
 
     async def create(self, sid: str, ttl: float) -> None:
         key = self._key(sid)
@@ -247,15 +262,13 @@ class RedisSessionStore:
         }
 
     async def ping(self) -> bool:
-        import redis
-
         try:
             return bool(await self._run(self._client.ping))
-        except redis.RedisError:
+        except SessionStoreUnavailable:
             return False
 
     async def aclose(self) -> None:
-        await self._run(self._pool.disconnect)
+        await trio.to_thread.run_sync(self._pool.disconnect)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,6 +307,7 @@ __all__ = [
     "MemorySessionStore",
     "RedisSessionStore",
     "SessionStore",
+    "SessionStoreUnavailable",
     "open_store",
     "session_keys",
 ]

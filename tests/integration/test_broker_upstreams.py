@@ -284,3 +284,32 @@ async def test_config_reload_adds_and_removes_servers_and_a_broken_file_changes_
                 "dyn_hello",
             ]
             nursery.cancel_scope.cancel()
+
+
+async def test_delete_ends_the_backend_sessions_the_broker_opened() -> None:
+    async with sample_in_process("echo") as echo:
+        config = gateway_config([("echo", echo, "echo_")])
+        async with running_broker(config) as broker, httpx.AsyncClient(timeout=10) as http:
+            session = await _session(http, broker)
+            call = {
+                "jsonrpc": "2.0",
+                "id": 3,
+                "method": "tools/call",
+                "params": {"name": "echo_echo", "arguments": {"text": "x"}},
+            }
+            answer = await http.post(broker.url, json=call, headers=session)
+            assert answer.json()["result"]["content"][0]["text"] == "x"
+            # The backend session id stays inside the gateway: not in the answer's headers.
+            claims = broker.tokens.verify(session["mcp-session-id"])
+            assert claims is not None
+            backend = (await broker.store.backends(claims.session_id))["echo"]
+            assert backend not in answer.text and backend not in str(answer.headers)
+            on_upstream = {
+                **HEADERS,
+                "mcp-session-id": backend,
+                "mcp-protocol-version": "2025-11-25",
+            }
+            ping = {"jsonrpc": "2.0", "id": 4, "method": "ping"}
+            assert (await http.post(echo, json=ping, headers=on_upstream)).status_code == 200
+            assert (await http.delete(broker.url, headers=session)).status_code == 200
+            assert (await http.post(echo, json=ping, headers=on_upstream)).status_code == 404

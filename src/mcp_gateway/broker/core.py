@@ -113,6 +113,16 @@ class BrokerCore:
         return ClientSession(token, claims.session_id, claims.protocol_version)
 
     async def end_session(self, session: ClientSession) -> None:
+        """DELETE: the backend sessions opened for this client end too (best effort, bounded)."""
+        backends = await self.store.backends(session.sid)
+        async with trio.open_nursery() as nursery:
+            for name, backend_id in backends.items():
+                server = self.config.server(name)
+                if server is not None and server.transport == "http":
+                    client = UpstreamClient(
+                        server, http=self.supervisor.http_client(name), session_id=backend_id
+                    )
+                    nursery.start_soon(client.aclose)  # DELETE, shielded, at most 2 s
         await self.store.delete(session.sid)
         self.fanout.close_session(session.sid)
         self.metrics.sessions_deleted.inc()

@@ -111,3 +111,16 @@ def test_mismatches_are_header_mismatch_with_the_request_id(
 def test_older_revisions_do_not_require_the_headers() -> None:
     assert check_header_body_mismatch({"MCP-Protocol-Version": "2025-11-25"}, TOOLS_CALL) is None
     assert check_header_body_mismatch({}, TOOLS_CALL) is None
+
+
+def test_two_spellings_of_a_mirrored_header_with_different_values_are_refused() -> None:
+    headers = {**MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "get_weather", "mcp-name": "x"}
+    error = check_header_body_mismatch(headers, TOOLS_CALL)
+    assert error is not None and error.code == ErrorCode.HEADER_MISMATCH
+    same = {
+        **MODERN,
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "get_weather",
+        "mcp-name": "get_weather",
+    }
+    assert check_header_body_mismatch(same, TOOLS_CALL) is None

@@ -23,6 +23,7 @@ _SUFFIX = "?="
 # Printable ASCII and space (RFC 9110 field-value characters, minus HTAB, which the spec
 # counts among the control characters that must be encoded).
 _PLAIN = re.compile(r"[\x20-\x7e]*")
+_MIRRORED = frozenset({"mcp-method", "mcp-name", "mcp-protocol-version"})
 # Revisions whose clients must send Mcp-Method (and Mcp-Name on routed requests).
 HEADER_MIRRORING_VERSIONS = frozenset({"2026-07-28"})
 
@@ -65,7 +66,12 @@ def check_header_body_mismatch(headers: Mapping[str, str], peek: Peek) -> Protoc
     tools/call, prompts/get and resources/read. Mcp-Param-* headers need the tool's schema to
     check and are the upstream server's to validate; they are forwarded as they are.
     """
-    by_name = {name.lower(): value for name, value in headers.items()}
+    by_name: dict[str, str] = {}
+    for name, value in headers.items():
+        lowered = name.lower()
+        if by_name.setdefault(lowered, value) != value and lowered in _MIRRORED:
+            # Two spellings of one header with different values: which one would a peer read?
+            return _mismatch(f"conflicting {name} headers", peek)
     mirroring = by_name.get("mcp-protocol-version") in HEADER_MIRRORING_VERSIONS
     is_request = peek.kind == "request"
     method_header = by_name.get("mcp-method")

@@ -60,6 +60,9 @@ def test_kustomizations_reference_existing_files_and_leave_none_out() -> None:
             assert target.exists(), f"{path}: {resource} does not exist"
             if target.is_dir():
                 assert (target / "kustomization.yaml").exists(), f"{path}: {resource} has no kustomization"
+            else:
+                # kustomize's load restrictor refuses files outside the kustomization's root.
+                assert path.parent.resolve() in target.parents, f"{path}: {resource} is outside its root"
             referenced.add(target)
     orphans = [
         p for p in MANIFEST_FILES if p.name != "kustomization.yaml" and p.resolve() not in referenced

@@ -75,6 +75,10 @@ class BackendSessions:
             return self._store.get_backend_nowait(need.claims.session_id, need.upstream.server)
         return None
 
+    async def lookup(self, need: NeedsBackend) -> str | None:
+        """The stored mapping, if any (no initialise)."""
+        return await self._store.get_backend(need.claims.session_id, need.upstream.server)
+
     async def backend_for(self, need: NeedsBackend) -> str:
         """The backend session id for this call's (gateway session, upstream), created if new."""
         sid, server = need.claims.session_id, need.upstream.server

@@ -202,16 +202,13 @@ class _Exchange:
         try:
             backend_id = backends.known_backend(decision)
             if backend_id is None:
-                # A first call may initialise a backend session: up to the server's timeout.
+                backend_id = await trio_asyncio.trio_as_aio(backends.lookup)(decision)
+            if backend_id is None:
+                # A first call initialises a backend session: give Envoy the server's timeout.
                 await self.extend(self._timeout_of(decision))
                 backend_id = await trio_asyncio.trio_as_aio(backends.backend_for)(decision)
-        except SessionGone:
-            return _immediate(session_not_found(decision.request_id))
-        except BackendUnavailable:
-            return _immediate(upstream_unavailable(decision), ((SESSION_HEADER, decision.gateway_session),))
-        except SessionStoreUnavailable:
-            _log.warning("session store unavailable", server=decision.upstream.server)
-            return _immediate(store_unavailable(decision.request_id))
+        except (SessionGone, BackendUnavailable, SessionStoreUnavailable) as error:
+            return _immediate(*_failure_reply(error, decision))
         self.need, self.backend_id = decision, backend_id
         return _to_upstream(forward(decision, backend_id))
 
@@ -228,7 +225,7 @@ class _Exchange:
             # error with the request id, never a plain-text 503 or somebody else's 404.
             _log.warning("routed call not answered by its upstream", server=need.upstream.server,
                          status=headers.get(":status"))
-            return _immediate(upstream_unavailable(need), ((SESSION_HEADER, need.gateway_session),))
+            return _immediate(*_failure_reply(BackendUnavailable(), need))
         mutation = rewrite_response_headers(headers, need.gateway_session)
         return pb.ProcessingResponse(
             response_headers=pb.HeadersResponse(
@@ -244,19 +241,25 @@ class _Exchange:
         await self.extend(2 * self._timeout_of(need))
         try:
             replayed = await trio_asyncio.trio_as_aio(self.router.backends.replay)(need, stale)
-        except SessionGone:
-            return _immediate(session_not_found(need.request_id))
-        except BackendUnavailable:
-            return _immediate(upstream_unavailable(need), session_header)
-        except SessionStoreUnavailable:
-            return _immediate(store_unavailable(need.request_id))
+        except (SessionGone, BackendUnavailable, SessionStoreUnavailable) as error:
+            return _immediate(*_failure_reply(error, need))
         reply = Reply(replayed.status, replayed.body, (("content-type", replayed.content_type),))
         return _immediate(reply, session_header)
-
 
     def _timeout_of(self, need: NeedsBackend) -> float:
         server = self.router.snapshot.servers.get(need.upstream.server)
         return server.timeout_seconds if server is not None else 30.0
+
+
+def _failure_reply(error: Exception, need: NeedsBackend) -> tuple[Reply, tuple[tuple[str, str], ...]]:
+    """The answer to a routed call that could not be completed, and the headers to add to it."""
+    if isinstance(error, SessionGone):
+        return session_not_found(need.request_id), ()
+    if isinstance(error, SessionStoreUnavailable):
+        _log.warning("session store unavailable", server=need.upstream.server)
+        return store_unavailable(need.request_id), ()
+    # The gateway session is fine; only this upstream is not: the client keeps its session.
+    return upstream_unavailable(need), ((SESSION_HEADER, need.gateway_session),)
 
 
 class ExternalProcessor:
@@ -297,8 +300,6 @@ class ExternalProcessor:
                 return await exchange.on_request_body(request.request_body)
             if which == "response_headers":
                 return await exchange.on_response_headers(request.response_headers)
-        except asyncio.CancelledError:
-            raise
         except Exception:
             # Fail closed: a bug here must never send a call anywhere; the client gets a
             # JSON-RPC error instead of a 5xx or a hang.

@@ -519,3 +519,22 @@ def test_dockerfile_removes_the_envoy_binary_but_keeps_the_shared_envoy_package(
     after = install.split("uninstall", 1)[1]
     assert "touch /opt/venv/lib/python3.11/site-packages/envoy/__init__.py" in after
     assert "import envoy.service.ext_proc.v3.external_processor_pb2" in after
+
+
+KUSTOMIZATIONS = sorted(p.parent for p in DEPLOY.rglob("kustomization.yaml"))
+
+
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_kustomize_builds(directory: pathlib.Path) -> None:
+    """The real kustomize (built into kubectl, installed on these machines) builds every
+    kustomization: load restrictions, transformers and image overrides as `kubectl apply -k` does."""
+    result = subprocess.run(
+        ["kubectl", "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    built = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert built
+    for doc in built:
+        for container in doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+            if container["image"].startswith("mcp-gateway"):
+                assert container["image"] == OUR_IMAGE  # the image the Dockerfile and compose build

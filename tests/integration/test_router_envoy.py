@@ -461,3 +461,14 @@ async def test_get_skips_the_router_and_timer_extensions_are_honoured(tmp_path: 
         assert await stack.envoy.stat("http.mcp.ext_proc.override_message_timeout_ignored") == 0
         assert await stack.envoy.stat("http.mcp.ext_proc.streams_failed") == 0
         assert await stack.envoy.stat("http.mcp.ext_proc.rejected_header_mutations") == 0
+
+
+async def test_a_body_over_envoys_buffer_limit_is_a_json_rpc_413(tmp_path: Path) -> None:
+    async with probes("alpha") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path) as stack, \
+            httpx.AsyncClient(timeout=20) as client:
+        session = await initialize_raw(client, stack.url)
+        huge = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a_add","arguments":{"x":"' + b"x" * 2_000_000 + b'"}}}'
+        response = await client.post(stack.url, content=huge, headers=_session_headers(session, **{"content-type": "application/json"}))
+        assert response.status_code == 413
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.json() == {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Invalid Request: body too large"}}

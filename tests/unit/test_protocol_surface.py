@@ -33,6 +33,9 @@ EXPECTED_PUBLIC = {
     "encode_header_value",
     "decode_header_value",
     "check_header_body_mismatch",
+    "ParamHeader",
+    "param_headers",
+    "check_param_headers",
 }
 
 PROTOCOL_DIR = pathlib.Path(protocol.__file__).parent

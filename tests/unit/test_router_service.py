@@ -9,7 +9,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import trio
+import trio.testing
 import trio_asyncio
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -285,3 +287,39 @@ async def test_session_store_down_is_a_503_json_rpc_error_with_the_id() -> None:
     assert immediate.status.code == 503
     document = json.loads(immediate.body)
     assert (document["id"], document["error"]["code"]) == (11, -32603)
+
+
+async def test_serve_router_starts_on_a_free_port_and_stops_promptly_when_cancelled() -> None:
+    from mcp_gateway.config import GatewayConfig
+    from mcp_gateway.router.service import serve_router
+
+    config = CONFIG.model_copy(update={"gateway": CONFIG.gateway.model_copy(update={"router_listen": "127.0.0.1:0"})})
+    _, reloads = trio.open_memory_channel[GatewayConfig](1)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_router, config, reloads, TOKENS, MemorySessionStore())
+        stream = await trio.open_tcp_stream("127.0.0.1", port)  # gRPC is listening
+        await stream.aclose()
+        started = trio.current_time()
+        nursery.cancel_scope.cancel()
+    assert trio.current_time() - started < 3
+    with pytest.raises(OSError):
+        await trio.open_tcp_stream("127.0.0.1", port)
+
+
+async def test_cancelling_during_a_pending_initialise_is_prompt() -> None:
+    upstreams = FakeUpstreams(delay=3600)  # an upstream that never answers initialize
+    store = MemorySessionStore()
+    token = TOKENS.issue("2025-11-25")
+    claims = TOKENS.verify(token)
+    assert claims is not None
+    await store.create(claims.session_id, 60)
+    need = route_request({":method": "POST", "mcp-session-id": token}, call("w_x"), RoutingTable.from_config(CONFIG), TOKENS)
+    assert isinstance(need, NeedsBackend)
+    with trio.fail_after(2):
+        async with trio.open_nursery() as nursery:
+            servers = {s.name: s for s in CONFIG.servers}
+            backends = BackendSessions(store, nursery, lambda: servers, open_session=upstreams.open_session)
+            nursery.start_soon(backends.backend_for, need)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert upstreams.calls == ["weather"]

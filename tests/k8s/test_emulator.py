@@ -275,3 +275,14 @@ def test_delete_waits_for_finalizers(widgets: kubernetes.client.CustomObjectsApi
     with pytest.raises(ApiException) as err:
         widgets.get_namespaced_custom_object(GROUP, VERSION, "ns1", PLURAL, "held")
     assert err.value.status == 404
+
+
+def test_namespaces_are_objects_and_core_discovery_names_its_group_version(
+    core: kubernetes.client.CoreV1Api, client: Any
+) -> None:
+    core.create_namespace({"metadata": {"name": "team-a"}})
+    assert core.read_namespace("team-a").metadata.name == "team-a"
+    assert [n.metadata.name for n in core.list_namespace().items] == ["team-a"]
+    resources = core.get_api_resources()
+    assert resources.group_version == "v1"
+    assert "namespaces" in {r.name for r in resources.resources}

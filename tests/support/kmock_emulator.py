@@ -33,6 +33,7 @@ import datetime
 import gzip
 import importlib.resources
 import json
+import re
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
@@ -47,6 +48,8 @@ from kmock._internal import rendering
 
 CRDS = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 SECRETS = kmock.resource("", "v1", "secrets")
+NAMESPACES = kmock.resource("", "v1", "namespaces")
+NAMESPACE_PATH = re.compile(r"/api/v1/namespaces(?:/([^/]+))?/?")
 MERGE_PATCH_TYPES = (
     "application/merge-patch+json",
     "application/strategic-merge-patch+json",
@@ -158,6 +161,43 @@ class RealisticEmulator(kmock.KubernetesEmulator):
         if self._changed is not None:
             async with self._changed:
                 self._changed.notify_all()
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        # kmock's path parser reads /api/v1/namespaces[/NAME] as a namespace prefix without a
+        # resource (and fails on the bare collection), so Namespace objects cannot be created or
+        # read: parse those two paths here, as the API server does.
+        match = NAMESPACE_PATH.fullmatch(raw_request.path)
+        if match is None:
+            return await super().__call__(raw_request)
+        body = await raw_request.read()
+        try:
+            data = json.loads(body) if body else None
+        except ValueError:
+            data = None
+        request = rendering.Request(
+            id=len(self._requests),
+            raw_request=raw_request,
+            url=raw_request.url,
+            method=raw_request.method,
+            params=dict(raw_request.query),
+            headers=dict(raw_request.headers),
+            cookies=dict(raw_request.cookies),
+            data=data,
+            body=body,
+            text=body.decode(errors="replace"),
+            resource=NAMESPACES,
+            namespace=None,
+            name=match.group(1),
+        )
+        self._requests.append(request)
+        return await self._handle(request)
+
+    async def _serve_version(self, request: rendering.Request) -> rendering.Payload:
+        # kmock answers /api/v1 with groupVersion "/v1"; kubectl then knows no core kind.
+        payload = await super()._serve_version(request)
+        if isinstance(payload, dict) and payload.get("groupVersion") == "/v1":
+            payload["groupVersion"] = "v1"
+        return payload
 
     # -- request dispatch ------------------------------------------------------------------------
 

@@ -1,9 +1,9 @@
-"""Side by side, in one run: one MCP upstream reached four ways, and what each way costs.
+"""Side by side, in one run: one MCP upstream reached several ways, and what each way costs.
 
   direct        client → echo sample                                  (tool "add")
   envoy         client → Envoy (no ext_proc) → echo                   (tool "add")
   gateway       client → Envoy → ext_proc router → echo               (tool "e_add", `mcp-gateway serve`)
-  contextforge  client → IBM ContextForge 1.0.7 → echo                (tool "echo-add")
+  contextforge  client → IBM ContextForge 1.0.7 → echo                (tool "echo-add"), in variants
 
 The upstream is one `mcp-gateway sample-server echo` process (official SDK) shared by every path.
 Measured, with every path interleaved so that background load spreads over all of them:
@@ -11,18 +11,22 @@ Measured, with every path interleaved so that background load spreads over all o
   * connect: a fresh official SDK client (`mcp.client.client.Client`, handshake mode) opens a
     connection, initializes and lists tools; the median of --rounds such connects.
   * load: `wrk` POSTs tools/call ("add" 2+3) on one session at --concurrency 8 and 16 for
-    --seconds each: requests/s, p50, p99, and the CPU the proxy processes spend per call.
+    --seconds per run, --repeats runs: requests/s, p50, p99, the CPU the proxy processes spend
+    per call, and the answers that were not 2xx.
 
 Ratios are against `direct` from the same run. ContextForge is installed on first use into its own
-venv, bench/peers/.venv, from bench/peers/requirements-contextforge.txt (fully pinned); it runs
-on SQLite in a temporary directory with JWT auth on (a token minted for the bootstrap admin),
-rate limiting off (its default 100 calls/min would reject the load) and stateful sessions on
-(so that, like our gateway, it keeps one upstream session per client session instead of opening
-one per call).
+venv, bench/peers/.venv, from bench/peers/requirements-contextforge.txt (fully pinned). Each
+variant is its own process on SQLite in a temporary directory, one uvicorn worker, rate limiting
+off (its default 100 MCP calls a minute per user would turn the load into 429s):
+
+  contextforge jwt        JWT on every request, stateful sessions (one upstream session per
+                          client session, as our gateway keeps)
+  contextforge no-auth    AUTH_REQUIRED=false, stateful: like our gateway here, no client auth
+  contextforge stateless  JWT, stateless sessions as shipped: an upstream session per call
 
     .venv/bin/python -m bench bench_peers
     .venv/bin/python bench/bench_peers.py [--seconds 5] [--rounds 20] [--concurrency 8 16]
-                                          [--no-contextforge] [--contextforge-stateless]
+                                          [--repeats 2] [--contextforge VARIANT ...]
 """
 
 from __future__ import annotations
@@ -109,7 +113,22 @@ def ensure_contextforge() -> Path:
     return CF_VENV / "bin"
 
 
-def contextforge_env(work: Path, port: int, jwt_secret: str, stateful: bool) -> dict[str, str]:
+@dataclass(frozen=True)
+class Variant:
+    """How ContextForge is configured for one row of the table."""
+
+    auth: bool  # JWT on every MCP request (its default); off = anonymous access to public tools
+    stateful: bool  # one upstream session per client session; off (its default) = one per call
+
+
+CF_VARIANTS = {
+    "jwt": Variant(auth=True, stateful=True),
+    "no-auth": Variant(auth=False, stateful=True),
+    "stateless": Variant(auth=True, stateful=False),
+}
+
+
+def contextforge_env(work: Path, port: int, jwt_secret: str, variant: Variant) -> dict[str, str]:
     settings = {
         "HOST": "127.0.0.1",
         "PORT": str(port),
@@ -122,7 +141,8 @@ def contextforge_env(work: Path, port: int, jwt_secret: str, stateful: bool) -> 
         "SSRF_ALLOW_LOCALHOST": "true",
         # Its default MEDIUM tier allows 100 MCP calls a minute per user: the load would be 429s.
         "RATE_LIMITING_ENABLED": "false",
-        "USE_STATEFUL_SESSIONS": "true" if stateful else "false",
+        "USE_STATEFUL_SESSIONS": "true" if variant.stateful else "false",
+        "AUTH_REQUIRED": "true" if variant.auth else "false",
         "CACHE_TYPE": "memory",
         "LOG_LEVEL": "WARNING",
         "MCPGATEWAY_UI_ENABLED": "false",
@@ -151,20 +171,20 @@ def register_upstream(base: str, token: str, upstream_url: str) -> None:
 
 @contextmanager
 def running_contextforge(
-    cf_bin: Path, work: Path, upstream_url: str, *, stateful: bool
+    cf_bin: Path, work: Path, upstream_url: str, variant: Variant
 ) -> Iterator[tuple[str, dict[str, str], int]]:
     """ContextForge on a loopback port with the upstream registered: (MCP URL, auth headers, pid)."""
     port = free_port()
     jwt_secret = secrets.token_hex(32)
     work.mkdir()
-    env = contextforge_env(work, port, jwt_secret, stateful)
+    env = contextforge_env(work, port, jwt_secret, variant)
     argv = [str(cf_bin / "mcpgateway"), "--host", "127.0.0.1", "--port", str(port)]
     with child(argv, work / "contextforge.log", env=env) as process:
         base = f"http://127.0.0.1:{port}"
         wait_ok(f"{base}/health", seconds=120)  # it migrates a fresh database first
         token = mint_token(cf_bin, jwt_secret)
-        register_upstream(base, token, upstream_url)
-        yield f"{base}/mcp/", {"Authorization": f"Bearer {token}"}, process.pid
+        register_upstream(base, token, upstream_url)  # the admin API wants the token in any variant
+        yield f"{base}/mcp/", {"Authorization": f"Bearer {token}"} if variant.auth else {}, process.pid
 
 
 # -- our gateway --------------------------------------------------------------------------------
@@ -341,9 +361,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=20, help="SDK connects per target")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--repeats", type=int, default=2, help="runs per load cell (best one reported)")
-    parser.add_argument("--no-contextforge", action="store_true", help="skip the peer (no install)")
-    parser.add_argument("--contextforge-stateless", action="store_true",
-                        help="also run ContextForge as shipped (stateless: an upstream session per call)")
+    parser.add_argument("--contextforge", nargs="*", choices=list(CF_VARIANTS), default=list(CF_VARIANTS),
+                        metavar="VARIANT", help="ContextForge rows (default: all); with no VARIANT, no ContextForge and no install")
     # `python -m bench bench_peers` leaves the script's name in argv.
     return parser.parse_args([a for a in sys.argv[1:] if not a.startswith("bench_")])
 
@@ -351,7 +370,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     wrk = ensure_wrk()
-    cf_bin = None if args.no_contextforge else ensure_contextforge()
+    cf_bin = ensure_contextforge() if args.contextforge else None
     work = Path(tempfile.mkdtemp(prefix="bench-peers-"))
     upstream_port = free_port()
     upstream_url = f"http://127.0.0.1:{upstream_port}/mcp"
@@ -378,12 +397,11 @@ def main() -> int:
             Target("envoy", f"http://127.0.0.1:{direct_ports['listen']}/mcp", "add", proxies=[envoy.pid]),
             Target("gateway (envoy+router)", gateway_url, "e_add", proxies=[gateway.pid, gateway_envoy.pid]),
         ]
-        if cf_bin is not None:
-            variants = [("contextforge", True)] + ([("contextforge-stateless", False)] if args.contextforge_stateless else [])
-            for name, stateful in variants:
-                url, headers, pid = stack.enter_context(
-                    running_contextforge(cf_bin, work / name, upstream_url, stateful=stateful))
-                targets.append(Target(name, url, "echo-add", headers=headers, proxies=[pid]))
+        for variant in args.contextforge:
+            assert cf_bin is not None
+            url, headers, pid = stack.enter_context(
+                running_contextforge(cf_bin, work / f"contextforge-{variant}", upstream_url, CF_VARIANTS[variant]))
+            targets.append(Target(f"contextforge {variant}", url, "echo-add", headers=headers, proxies=[pid]))
         measure_connects(targets, args.rounds)
         measure_load(wrk, work, targets, args.concurrency, args.seconds, args.repeats)
         rss = {target.name: rss_mb(target.proxies) for target in targets}

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import trio
 
+from mcp_gateway.config import GatewayConfig
 from mcp_gateway.router.xds import BootstrapParams, XdsWriter, render_bootstrap
 
 
@@ -98,7 +99,7 @@ async def _wait_ready(admin_url: str, process: trio.Process) -> int:
 
 @asynccontextmanager
 async def running_envoy(
-    config: object,
+    config: GatewayConfig,
     *,
     broker_port: int,
     router_port: int,
@@ -107,9 +108,6 @@ async def running_envoy(
     extra_args: Sequence[str] = (),
 ) -> AsyncIterator[RunningEnvoy]:
     """Start Envoy in front of a broker and a router already listening on loopback."""
-    from mcp_gateway.config import GatewayConfig
-
-    assert isinstance(config, GatewayConfig)
     xds_dir = workdir / "xds"
     access_log = workdir / "access.log"
     admin_path = workdir / "admin.address"

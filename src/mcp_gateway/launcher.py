@@ -229,7 +229,10 @@ def _print_log_tail(workdir: Path, name: str, lines: int = 15) -> None:
 
 
 def _print_ready(url: str, workdir: Path) -> None:
-    cli, web = inspector_command(url, _repo_root())
+    repo = _repo_root()
+    cli, web = inspector_command(url, repo)
+    if not (repo / ".tools/node_modules/@modelcontextprotocol/inspector").exists():
+        print("(the Inspector and Node 22 are not installed yet: run `make node22` first)", flush=True)
     print(
         f"\nmcp-gateway is up: {url}\n\n"
         f"List the tools with the MCP Inspector (CLI):\n  {cli}\n\n"

@@ -31,6 +31,8 @@ DEFAULT_CLIENT_INFO: Mapping[str, str] = {"name": "mcp-gateway", "version": "0.1
 MAX_LIST_PAGES = 1000
 # How long to wait for a server to close a POST's SSE stream once its answer has arrived.
 STREAM_DRAIN_SECONDS = 1.0
+# Messages read from one SSE stream but not yet handled; beyond this the upstream is flooding.
+MAX_QUEUED_MESSAGES = 1000
 _ACCEPT_BOTH = "application/json, text/event-stream"
 
 
@@ -174,11 +176,12 @@ class UpstreamClient:
             ) as response:
                 _raise_for_status(self.server.name, "GET stream", response)
                 task_status.started()
-                async with aclosing(httpx_sse.EventSource(response).aiter_sse()) as events:
-                    async for event in events:
-                        message = _decode_event(self.server.name, event)
-                        if message is not None:
-                            await on_message(message)
+
+                async def handle(message: JsonObject) -> bool:
+                    await on_message(message)
+                    return False
+
+                await _relay_events(self.server.name, response, handle)
         except (httpx.HTTPError, httpx_sse.SSEError) as exc:
             raise UpstreamError(f"{self.server.name}: GET stream failed: {_describe(exc)}") from exc
 
@@ -242,20 +245,17 @@ class UpstreamClient:
                     )
                 if content_type == "text/event-stream":
                     answer: JsonObject | None = None
-                    # Read to the end of the stream (the server closes it after the answer)
-                    # rather than leaving mid-iteration: httpx's body iterators are async
-                    # generators that Trio reports when they are dropped unfinished.
-                    with trio.CancelScope() as drain:  # given a deadline once answered
-                        async with aclosing(httpx_sse.EventSource(response).aiter_sse()) as events:
-                            async for event in events:
-                                incoming = _decode_event(self.server.name, event)
-                                if incoming is None:
-                                    continue
-                                if "method" not in incoming and incoming.get("id") == rid:
-                                    answer = incoming
-                                    drain.deadline = trio.current_time() + STREAM_DRAIN_SECONDS
-                                elif on_message is not None and answer is None:
-                                    await on_message(incoming)
+
+                    async def handle(incoming: JsonObject) -> bool:
+                        nonlocal answer
+                        if "method" not in incoming and incoming.get("id") == rid:
+                            answer = incoming
+                            return True
+                        if on_message is not None and answer is None:
+                            await on_message(incoming)
+                        return False
+
+                    await _relay_events(self.server.name, response, handle)
                     if answer is None:
                         raise UpstreamError(
                             f"{self.server.name}: stream ended before the answer to {rid!r}"
@@ -269,6 +269,52 @@ class UpstreamClient:
             raise UpstreamError(
                 f"{self.server.name}: {message.get('method')}: {_describe(exc)}"
             ) from exc
+
+
+async def _relay_events(
+    name: str,
+    response: httpx.Response,
+    handle: Callable[[JsonObject], Awaitable[bool]],
+) -> None:
+    """Hand each SSE message of `response` to `handle` until the stream ends.
+
+    A reader task owns the iteration and only ever waits on the socket, never on `handle`
+    (which may wait on a slow client): cancelling us then stops the read mid-await, which ends
+    httpx's body iterators (async generators) properly instead of dropping them half-read for
+    Trio to report. Once `handle` says the awaited answer came, the stream gets
+    STREAM_DRAIN_SECONDS to end on its own (servers close it after the answer).
+    """
+    send, receive = trio.open_memory_channel[JsonObject](MAX_QUEUED_MESSAGES)
+
+    async def read() -> None:
+        async with send:
+            try:
+                async with aclosing(httpx_sse.EventSource(response).aiter_sse()) as events:
+                    async for event in events:
+                        message = _decode_event(name, event)
+                        if message is None:
+                            continue
+                        try:
+                            send.send_nowait(message)
+                        except trio.WouldBlock:
+                            raise UpstreamError(
+                                f"{name}: sends messages faster than they can be relayed"
+                            ) from None
+            except (httpx.HTTPError, httpx_sse.SSEError) as exc:
+                raise UpstreamError(f"{name}: stream failed: {_describe(exc)}") from exc
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            async with receive:
+                async for message in receive:
+                    if await handle(message):
+                        nursery.cancel_scope.deadline = trio.current_time() + STREAM_DRAIN_SECONDS
+    except BaseExceptionGroup as group:
+        failures = [e for e in group.exceptions if isinstance(e, UpstreamError)]
+        if failures:
+            raise failures[0] from None
+        raise
 
 
 def new_http_client(server: ServerConfig) -> httpx.AsyncClient:

@@ -203,6 +203,11 @@ class RealisticEmulator(kmock.KubernetesEmulator):
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         resource = request.resource
+        if resource is not None and not resource.plural and resource.version and request.name is None:
+            # `/api/v1/` (trailing slash, as the client's get_api_resources asks) is discovery
+            # too; kmock's own route for it only matches the path without the slash.
+            bare = attrs.evolve(request, resource=kmock.resource(group=resource.group, version=resource.version))
+            return self._json(200, await self._serve_version(bare))
         if resource is None or resource.plural is None:
             return await super()._handle(request)
         if self._changed is None:

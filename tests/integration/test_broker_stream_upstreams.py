@@ -109,3 +109,30 @@ async def test_a_stdio_upstream_is_listed_and_called_next_to_an_http_one() -> No
             }
             answer = (await http.post(broker.url, json=echoed, headers=session)).json()
             assert answer["result"]["content"][0]["text"] == "hi"
+
+            listed_prompts = await http.post(
+                broker.url,
+                json={"jsonrpc": "2.0", "id": 11, "method": "prompts/list"},
+                headers=session,
+            )
+            prompt_names = [p["name"] for p in listed_prompts.json()["result"]["prompts"]]
+            assert "fx_test_simple_prompt" in prompt_names
+            listed_resources = await http.post(
+                broker.url,
+                json={"jsonrpc": "2.0", "id": 12, "method": "resources/list"},
+                headers=session,
+            )
+            uris = [r["uri"] for r in listed_resources.json()["result"]["resources"]]
+            assert "mcp-gateway:fx_test://static-text" in uris
+            read = {
+                "jsonrpc": "2.0",
+                "id": 13,
+                "method": "resources/read",
+                "params": {"uri": "mcp-gateway:fx_test://static-text"},
+            }
+            contents = (await http.post(broker.url, json=read, headers=session)).json()
+            assert contents["id"] == 13
+            assert contents["result"]["contents"][0]["uri"] == "mcp-gateway:fx_test://static-text"
+            unknown = {**read, "params": {"uri": "mcp-gateway:nobody_x"}}
+            missing = (await http.post(broker.url, json=unknown, headers=session)).json()
+            assert missing["error"]["code"] == -32002

@@ -84,3 +84,35 @@ def test_cursors_we_did_not_issue_for_this_list_are_refused(cursor: str) -> None
 
 def test_a_cursor_round_trips() -> None:
     assert decode_cursor(TOOLS, encode_cursor(TOOLS, 200)) == 200
+
+
+def test_resource_uris_of_prefixed_servers_are_marked_and_resolve_back() -> None:
+    from mcp_gateway.broker.aggregate import expose_uri, resolve_uri
+
+    plain, dyn, docs = server("plain", ""), server("dyn", "dyn_"), server("docs", "docs.")
+    servers = [plain, dyn, docs]
+    for owner, original in [
+        (dyn, "file:///README.md"),
+        (docs, "file:///README.md"),
+        (plain, "file:///README.md"),
+    ]:
+        exposed = expose_uri(owner.prefix, original)
+        assert resolve_uri(exposed, servers) == (owner, original)
+    assert expose_uri("dyn_", "file:///x") == "mcp-gateway:dyn_file:///x"
+    # A URI a client expanded from an exposed template resolves like a listed one.
+    assert resolve_uri("mcp-gateway:dyn_file:///any/path", servers) == (dyn, "file:///any/path")
+    # Without an unprefixed server, a URI under no mark belongs to nobody.
+    assert resolve_uri("file:///x", [dyn, docs]) is None
+    assert resolve_uri("mcp-gateway:nobody_x", [dyn, docs]) is None
+
+
+def test_two_servers_with_the_same_uri_are_both_listed() -> None:
+    from mcp_gateway.upstream.catalog import RESOURCES
+
+    same = ServerCatalog({"resources": ({"uri": "file:///README.md", "name": "readme"},)})
+    federation = federate([(server("a", "a_"), same), (server("b", "b_"), same)])
+    assert [e.exposed["uri"] for e in federation.items(RESOURCES)] == [
+        "mcp-gateway:a_file:///README.md",
+        "mcp-gateway:b_file:///README.md",
+    ]
+    assert federation.collisions == ()

@@ -89,11 +89,37 @@ def federate(catalog: Sequence[tuple[ServerConfig, ServerCatalog]]) -> Federatio
 
 
 def _exposed_name(kind: ListKind, prefix: str, original: str) -> str:
-    # Tools and prompts carry a prefix; resource URIs stay as the upstream wrote them for now
-    # (a reversible URI scheme comes with resource routing).
     if kind.id_field == "name":
         return apply_prefix(prefix, original)
-    return original
+    return expose_uri(prefix, original)
+
+
+# -- resource URIs --------------------------------------------------------------------------------
+#
+# Two upstreams may both serve `file:///README.md`. A prefixed server's resource URIs (and URI
+# templates) are exposed as `mcp-gateway:<prefix><original>`, e.g. `mcp-gateway:dyn_file:///x`:
+# a valid URI of our own scheme, reversible by string operations alone (prefixes never overlap),
+# so a URI a client expanded from an exposed template resolves as well as a listed one. The
+# unprefixed server (at most one) keeps its URIs as they are.
+
+URI_SCHEME = "mcp-gateway:"
+
+
+def expose_uri(prefix: str, original: str) -> str:
+    return original if not prefix else f"{URI_SCHEME}{prefix}{original}"
+
+
+def resolve_uri(uri: str, servers: Sequence[ServerConfig]) -> tuple[ServerConfig, str] | None:
+    """The server and its own URI behind an exposed URI, or None if no server owns it."""
+    if uri.startswith(URI_SCHEME):
+        rest = uri[len(URI_SCHEME) :]
+        for server in servers:
+            if server.prefix and rest.startswith(server.prefix) and len(rest) > len(server.prefix):
+                return server, rest[len(server.prefix) :]
+    for server in servers:
+        if not server.prefix:
+            return server, uri
+    return None
 
 
 # -- pagination ---------------------------------------------------------------------------------
@@ -163,4 +189,5 @@ __all__ = [
     "federate",
     "page",
     "page_json",
+    "resolve_uri",
 ]

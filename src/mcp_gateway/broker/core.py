@@ -16,10 +16,10 @@ import structlog
 import trio
 
 from mcp_gateway import __version__
-from mcp_gateway.broker.aggregate import BadCursor, Federation, federate, page_json
+from mcp_gateway.broker.aggregate import BadCursor, Federation, federate, page_json, resolve_uri
 from mcp_gateway.broker.fanout import Fanout
 from mcp_gateway.broker.metrics import BrokerMetrics
-from mcp_gateway.config import GatewayConfig
+from mcp_gateway.config import GatewayConfig, ServerConfig
 from mcp_gateway.protocol import (
     ErrorCode,
     Request,
@@ -220,21 +220,17 @@ class BrokerCore:
             return error_response(
                 request.id, ErrorCode.INVALID_PARAMS, f"params.{key} must be a string"
             )
-        entry = self.federation.lookup(kind, name)
-        if entry is None:
+        target = self._owner(kind, name)
+        if target is None:
             code = NOT_FOUND_CODE.get(kind.kind, ErrorCode.RESOURCE_NOT_FOUND)
             what = {"tools": "tool", "prompts": "prompt"}.get(kind.kind, "resource")
             return error_response(request.id, code, f"Unknown {what}: {name}")
-        server = self.config.server(entry.server)
-        if server is None:
-            return error_response(
-                request.id, ErrorCode.INVALID_PARAMS, f"Unknown {kind.kind}: {name}"
-            )
+        server, original = target
         message: JsonObject = {
             "jsonrpc": "2.0",
             "id": request.id,
             "method": request.method,
-            "params": {**params, key: entry.original_name},
+            "params": {**params, key: original},
         }
 
         async def relay_stream(incoming: JsonObject) -> None:
@@ -260,7 +256,12 @@ class BrokerCore:
                 await emit(json.dumps(incoming, separators=(",", ":")).encode())
 
         if server.transport != "http":
-            return await self._forward_on_stream(request, server.name, message, relay_stream)
+            answer_bytes = await self._forward_on_stream(
+                request, server.name, message, relay_stream
+            )
+            if kind is RESOURCES:
+                return _expose_uri_in(answer_bytes, original, name)
+            return answer_bytes
 
         http = self.supervisor.http_client(server.name)
         for attempt in (1, 2):
@@ -290,8 +291,22 @@ class BrokerCore:
                 if http is None:
                     await client.aclose(end_session=False)
             answer["id"] = request.id
+            if kind is RESOURCES:
+                _expose_contents(answer.get("result"), original, name)
             return json.dumps(answer, separators=(",", ":")).encode()
         raise AssertionError("unreachable")
+
+    def _owner(self, kind: ListKind, name: str) -> tuple[ServerConfig, str] | None:
+        """The serving upstream behind an exposed name or URI, and its own name for it."""
+        if kind is RESOURCES:
+            # Any URI under a server's mark is its: templates expand to URIs nobody listed.
+            serving = [server for server, _ in self.supervisor.catalog()]
+            return resolve_uri(name, serving)
+        entry = self.federation.lookup(kind, name)
+        server = self.config.server(entry.server) if entry is not None else None
+        if entry is None or server is None:
+            return None
+        return server, entry.original_name
 
     async def _forward_on_stream(
         self, request: Request, server_name: str, message: JsonObject, relay: Any
@@ -345,3 +360,17 @@ class BrokerCore:
         return error_response(
             request.id, ErrorCode.INTERNAL_ERROR, f"upstream {server} is unavailable"
         )
+
+
+def _expose_contents(result: Any, original: str, exposed: str) -> None:
+    """A read resource names itself by its URI: show the client the URI it asked for."""
+    if isinstance(result, dict) and isinstance(result.get("contents"), list):
+        for content in result["contents"]:
+            if isinstance(content, dict) and content.get("uri") == original:
+                content["uri"] = exposed
+
+
+def _expose_uri_in(answer: bytes, original: str, exposed: str) -> bytes:
+    message = json.loads(answer)
+    _expose_contents(message.get("result"), original, exposed)
+    return json.dumps(message, separators=(",", ":")).encode()

@@ -6,8 +6,10 @@ One run, same machine, same upstream (the `echo` sample, official SDK), same loa
   direct   client → Envoy (no ext_proc) → echo            (tools/call "add", a backend session)
   gateway  client → Envoy → ext_proc router → echo        (tools/call "e_add", a gateway session)
 
-Printed: requests/s of each and their ratio, p50/p99 of each and what the gateway adds, and
-the gateway process's CPU per call (the router is the only part of it on this path).
+Two loads, each on both paths: one MCP session (an SDK server answers one session's requests
+about one at a time, so this measures latency) and 16 sessions (many clients: throughput).
+Printed per load: requests/s of each path and their ratio, p50/p99 of each and what the gateway
+adds, and the gateway process's CPU per call (the router is the only part of it on this path).
 
     .venv/bin/python bench/bench_router.py [--seconds 10] [--connections 16]
 """
@@ -106,16 +108,24 @@ def check_call(url: str, session: str, tool: str) -> None:
     assert response.status_code == 200 and '"5"' in response.text.replace("'", '"'), response.text
 
 
-def wrk_script(path: Path, session: str, tool: str) -> Path:
+def wrk_script(path: Path, sessions: list[str], tool: str) -> Path:
+    """POST tools/call, cycling through `sessions` (many clients, as in real use: an MCP server
+    handles one session's requests largely in order, so a single session would measure that)."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                        "params": {"name": tool, "arguments": {"a": 2, "b": 3}}})
     path.write_text(
+        f"local sessions = {{{', '.join(json.dumps(s) for s in sessions)}}}\n"
+        "local counter = 0\n"
         'wrk.method = "POST"\n'
         f"wrk.body = {json.dumps(body)}\n"
         'wrk.headers["Content-Type"] = "application/json"\n'
         f'wrk.headers["Accept"] = "{ACCEPT}"\n'
-        f'wrk.headers["Mcp-Session-Id"] = "{session}"\n'
         f'wrk.headers["Mcp-Protocol-Version"] = "{PROTOCOL}"\n'
+        "request = function()\n"
+        "  counter = counter + 1\n"
+        '  wrk.headers["Mcp-Session-Id"] = sessions[(counter % #sessions) + 1]\n'
+        "  return wrk.format()\n"
+        "end\n"
     )
     return path
 
@@ -190,10 +200,24 @@ def gateway_command(config_path: Path) -> list[str]:
     return command
 
 
+def report(
+    args: argparse.Namespace, sessions: int, direct: dict[str, float], through: dict[str, float], cpu_ms: float
+) -> None:
+    print(f"\ntools/call, c={args.connections}, {sessions} session(s), {args.seconds} s each, "
+          "upstream: echo sample (official SDK)")
+    print(f"{'path':<10}{'rps':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    for name, result in (("direct", direct), ("gateway", through)):
+        print(f"{name:<10}{result['rps']:>10.0f}{result['p50']:>10.2f}{result['p99']:>10.2f}")
+    print(f"rps ratio gateway/direct: {through['rps'] / direct['rps']:.2f}")
+    print(f"added latency: p50 +{through['p50'] - direct['p50']:.2f} ms, p99 +{through['p99'] - direct['p99']:.2f} ms")
+    print(f"gateway (router) CPU per call: {cpu_ms:.2f} ms")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--sessions", type=int, default=16, help="MCP sessions the load cycles through")
     args = parser.parse_args()
     wrk = ensure_wrk()
     work = Path(tempfile.mkdtemp(prefix="bench-router-"))
@@ -227,24 +251,25 @@ gateway:
         wait_ok(f"http://127.0.0.1:{ports['direct_admin']}/ready")
         direct_url = f"http://127.0.0.1:{ports['direct']}/mcp"
         gateway_url = f"http://127.0.0.1:{ports['gw']}/mcp"
-        direct_session, gateway_session = initialize(direct_url), initialize(gateway_url)
-        check_call(direct_url, direct_session, "add")
-        check_call(gateway_url, gateway_session, "e_add")
-        direct_script = wrk_script(work / "direct.lua", direct_session, "add")
-        gateway_script = wrk_script(work / "gateway.lua", gateway_session, "e_add")
-        run_wrk(wrk, direct_url, direct_script, 2, args.connections)  # warm-up
-        run_wrk(wrk, gateway_url, gateway_script, 2, args.connections)
-        direct = run_wrk(wrk, direct_url, direct_script, args.seconds, args.connections)
-        cpu_before = cpu_seconds(gateway.pid)
-        through = run_wrk(wrk, gateway_url, gateway_script, args.seconds, args.connections)
-        cpu_per_call_ms = (cpu_seconds(gateway.pid) - cpu_before) / through["requests"] * 1000
-    print(f"tools/call, c={args.connections}, {args.seconds} s each, upstream: echo sample (official SDK)")
-    print(f"{'path':<10}{'rps':>10}{'p50 ms':>10}{'p99 ms':>10}")
-    for name, result in (("direct", direct), ("gateway", through)):
-        print(f"{name:<10}{result['rps']:>10.0f}{result['p50']:>10.2f}{result['p99']:>10.2f}")
-    print(f"rps ratio gateway/direct: {through['rps'] / direct['rps']:.2f}")
-    print(f"added latency: p50 +{through['p50'] - direct['p50']:.2f} ms, p99 +{through['p99'] - direct['p99']:.2f} ms")
-    print(f"gateway (router) CPU per call: {cpu_per_call_ms:.2f} ms")
+        direct_sessions = [initialize(direct_url) for _ in range(args.sessions)]
+        gateway_sessions = [initialize(gateway_url) for _ in range(args.sessions)]
+        for session in direct_sessions:
+            check_call(direct_url, session, "add")
+        for session in gateway_sessions:  # also creates each backend session (lazy init)
+            check_call(gateway_url, session, "e_add")
+        results = []
+        for count in sorted({1, args.sessions}):
+            direct_script = wrk_script(work / f"direct-{count}.lua", direct_sessions[:count], "add")
+            gateway_script = wrk_script(work / f"gateway-{count}.lua", gateway_sessions[:count], "e_add")
+            run_wrk(wrk, direct_url, direct_script, 2, args.connections)  # warm-up
+            run_wrk(wrk, gateway_url, gateway_script, 2, args.connections)
+            direct = run_wrk(wrk, direct_url, direct_script, args.seconds, args.connections)
+            cpu_before = cpu_seconds(gateway.pid)
+            through = run_wrk(wrk, gateway_url, gateway_script, args.seconds, args.connections)
+            cpu_per_call_ms = (cpu_seconds(gateway.pid) - cpu_before) / through["requests"] * 1000
+            results.append((count, direct, through, cpu_per_call_ms))
+    for count, direct, through, cpu_per_call_ms in results:
+        report(args, count, direct, through, cpu_per_call_ms)
     return 0
 
 

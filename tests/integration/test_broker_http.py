@@ -265,3 +265,18 @@ async def test_status_health_ready_and_metrics(http: httpx.AsyncClient, broker: 
     assert 'mcp_gateway_broker_requests_total{method="tools/list",status="200"} 1.0' in metrics
     assert 'mcp_gateway_upstream_state{server="echo",state="ready"} 1.0' in metrics
     assert "mcp_gateway_tools 2.0" in metrics
+
+
+async def test_a_client_that_accepts_only_sse_gets_its_answer_as_an_event(
+    http: httpx.AsyncClient, broker: Broker
+) -> None:
+    session = await open_session(http, broker)
+    response = await http.post(
+        broker.url,
+        json={"jsonrpc": "2.0", "id": 8, "method": "ping"},
+        headers={**session, "accept": "text/event-stream"},
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    data = [line[5:].strip() for line in response.text.splitlines() if line.startswith("data:")]
+    assert [json.loads(d) for d in data] == [{"jsonrpc": "2.0", "id": 8, "result": {}}]

@@ -57,7 +57,7 @@ def register(
             return None
         return refusal(403, ErrorCode.INVALID_REQUEST, "Forbidden: Origin not allowed")
 
-    def version_refused(session: ClientSession | None, request_id: Any = None) -> Response | None:
+    def version_refused(request_id: Any = None) -> Response | None:
         header = request.headers.get("mcp-protocol-version")
         if header is None or header in SUPPORTED_VERSIONS:
             return None
@@ -157,7 +157,7 @@ def register(
         if isinstance(session, Response):
             record("session", session.status_code, started)
             return session
-        if (refused := version_refused(session, first_id)) is not None:
+        if (refused := version_refused(first_id)) is not None:
             return refused
         requests = [m for m in messages if isinstance(m, Request)]
         if not requests:
@@ -167,7 +167,8 @@ def register(
             record("batch", 200, started)
             return Response(b"[" + b",".join(bodies) + b"]", 200, content_type=JSON)
         only = requests[0]
-        if SSE in acceptable and _wants_progress(only):
+        # SSE when the client asked for progress (it streams before the result) or takes nothing else.
+        if SSE in acceptable and (_wants_progress(only) or JSON not in acceptable):
             return _streamed(only, session, started)
         answer = await core.handle(only, session, None)
         record(only.method, 200, started)
@@ -221,7 +222,7 @@ def register(
         session = await session_or_refusal()
         if isinstance(session, Response):
             return session
-        if (refused := version_refused(session)) is not None:
+        if (refused := version_refused()) is not None:
             return refused
 
         async def events() -> AsyncIterator[bytes]:

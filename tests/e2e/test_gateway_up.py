@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 import yaml
@@ -100,6 +101,18 @@ async def test_up_prints_a_working_inspector_command_and_ctrl_c_stops_everything
         assert listed.returncode == 0, (listed.stderr.decode()[-2000:], text)
         names = {tool["name"] for tool in json.loads(listed.stdout)["tools"]}
         assert {"dyn_hello", "dyn_add_tool", "slow_count", "slow_sleep"} <= names
+
+        # Editing the config updates Envoy without a restart: slow's cluster goes away.
+        document = yaml.safe_load(config.read_text())
+        document["servers"] = [s for s in document["servers"] if s["name"] != "slow"]
+        config.write_text(yaml.safe_dump(document))
+        admin = f"http://127.0.0.1:{document['gateway']['envoy']['admin_port']}"
+        async with httpx.AsyncClient(base_url=admin, timeout=2) as client:
+            with trio.fail_after(20):
+                while "mcp_upstream_slow" in (await client.get("/clusters")).text:  # noqa: ASYNC110
+                    await trio.sleep(0.1)
+            assert "mcp_upstream_dynamic" in (await client.get("/clusters")).text
+        assert process.poll() is None
 
         process.send_signal(signal.SIGINT)
         started = trio.current_time()

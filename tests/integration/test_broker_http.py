@@ -17,7 +17,7 @@ from tests.support.servers import Broker, gateway_config, running_broker, sample
 pytestmark = pytest.mark.integration
 
 HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
-INIT = {
+INIT: dict[str, Any] = {
     "jsonrpc": "2.0",
     "id": 1,
     "method": "initialize",

@@ -1,3 +1,5 @@
+from typing import Any
+
 from mcp_gateway.upstream.catalog import (
     PROMPTS,
     RESOURCES,
@@ -33,7 +35,7 @@ def test_a_server_with_only_prompts_and_resources_is_federated_for_those() -> No
 
 
 def test_invalid_tools_are_rejected_with_a_reason_and_the_rest_kept() -> None:
-    items = [
+    items: list[dict[str, Any]] = [
         {"name": "good", "inputSchema": OBJECT_SCHEMA},
         {"name": "has space", "inputSchema": OBJECT_SCHEMA},
         {"name": "no_schema"},

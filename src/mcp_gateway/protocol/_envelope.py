@@ -71,13 +71,12 @@ def invalid_params(detail: str, request_id: RequestId | None) -> ProtocolError:
     return ProtocolError(ErrorCode.INVALID_PARAMS, f"Invalid params: {detail}", id=request_id)
 
 
-def check_body_size(data: bytes, limits: Limits) -> None:
-    if len(data) > limits.max_body_bytes:
-        raise ProtocolError(
-            ErrorCode.INVALID_REQUEST,
-            f"Invalid Request: body larger than {limits.max_body_bytes} bytes",
-            http_status=413,
-        )
+def body_too_large(limits: Limits) -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.INVALID_REQUEST,
+        f"Invalid Request: body larger than {limits.max_body_bytes} bytes",
+        http_status=413,
+    )
 
 
 def read_envelopes(data: bytes, limits: Limits, allow_batch: bool) -> Envelope | list[Envelope]:
@@ -85,7 +84,8 @@ def read_envelopes(data: bytes, limits: Limits, allow_batch: bool) -> Envelope |
         if not isinstance(data, bytearray | memoryview):
             raise TypeError(f"a body is bytes, not {type(data).__name__}")
         data = bytes(data)
-    check_body_size(data, limits)
+    if len(data) > limits.max_body_bytes:  # first, before any other work
+        raise body_too_large(limits)
     top, commas = read_top(data, limits)
     if type(top) is list:
         _check_batch(top, limits, allow_batch)
@@ -170,7 +170,10 @@ def _request_or_notification(
     routing_member = ROUTING_PARAM.get(method)
     if routing_member is not None:
         raw_name = None if params is None else params.get(routing_member)
-        name = None if raw_name is None else _scalar(raw_name)
+        try:
+            name = None if raw_name is None else RAW_SCALAR.decode(raw_name)
+        except msgspec.ValidationError:  # an object or array
+            name = None
         if type(name) is not str:
             raise invalid_params(f"{method} needs a string params.{routing_member}", known_id)
     return ("request", known_id, method, name, params)

@@ -106,6 +106,8 @@ class BackendSessions:
             _log.exception("backend session initialisation failed", server=need.upstream.server)
             flight.error = BackendUnavailable(str(error))
         finally:
+            if flight.backend_id is None and flight.error is None:  # cancelled: shutting down
+                flight.error = BackendUnavailable("the router is shutting down")
             del self._flights[key]
             flight.done.set()
 

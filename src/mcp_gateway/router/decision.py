@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 # Headers only the gateway may set. A client's copy is removed before anything else happens,
 # so it can neither choose an upstream nor impersonate the router (Envoy also strips them natively
-# in a header_mutation filter placed before ext_proc: defence in depth).
+# with an early header mutation, before the route is chosen: defence in depth).
 INTERNAL_HEADER_PREFIX: Final = "x-mcp-"
 SESSION_HEADER: Final = "mcp-session-id"
 SERVER_HEADER: Final = "x-mcp-servername"

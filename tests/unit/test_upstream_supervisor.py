@@ -235,3 +235,13 @@ async def test_apply_restarts_only_what_changed(
         assert status is not None and status.state is UpstreamState.DISABLED
         assert sorted(tool_names(supervisor)) == ["a"]
         nursery.cancel_scope.cancel()
+
+
+def test_status_shows_no_credential_that_a_url_carries() -> None:
+    from mcp_gateway.upstream.supervisor import _public_url
+
+    assert (
+        _public_url("https://user:pw@api.example.com:8443/mcp?key=abc")
+        == "https://api.example.com:8443/mcp"
+    )
+    assert _public_url("http://[::1]:9000/mcp") == "http://[::1]:9000/mcp"

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 from typing import Any
 
 import httpx
@@ -69,7 +70,7 @@ class UpstreamStatus:
     def to_json(self) -> JsonObject:
         return {
             "name": self.name,
-            "url": self.url,
+            "url": _public_url(self.url),
             "prefix": self.prefix,
             "state": self.state.value,
             "reason": self.reason,
@@ -81,6 +82,18 @@ class UpstreamStatus:
             "consecutiveFailures": self.consecutive_failures,
             "rejected": [{"item": r.item, "reason": r.reason} for r in self.rejected],
         }
+
+
+def _public_url(url: str) -> str:
+    """The URL without user info or query: either may carry a credential; /status is public."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -460,7 +460,7 @@ class LimitsSettings(_Ours):
     """Bounds on what a client may send (the protocol parser enforces them)."""
 
     max_body_bytes: int = Field(default=1_048_576, ge=64, le=64 * 1_048_576)
-    max_depth: int = Field(default=64, ge=2, le=1000)
+    max_depth: int = Field(default=64, ge=2, le=256)
     max_batch: int = Field(default=100, ge=1, le=10_000)
     max_string_length: int = Field(default=1_048_576, ge=16)
 

@@ -454,6 +454,12 @@ async def test_get_skips_the_router_and_timer_extensions_are_honoured(tmp_path: 
         ready = await client.get(stack.url.replace("/mcp", "/readyz"), headers={"x-mcp-servername": "alpha"})
         assert ready.status_code == 200
         assert await stack.envoy.stat("http.mcp.ext_proc.streams_started") == started
+        # A POST for the broker costs two ext_proc messages (headers, body): the router ends the
+        # stream with its body reply, so the broker's response headers never come to it.
+        sent = await stack.envoy.stat("http.mcp.ext_proc.stream_msgs_sent")
+        listed = await client.post(stack.url, json={"jsonrpc": "2.0", "id": 5, "method": "tools/list"}, headers=_session_headers(session))
+        assert "a_add" in json.dumps(sse_result(listed))
+        assert await stack.envoy.stat("http.mcp.ext_proc.stream_msgs_sent") == sent + 2
         # The first routed call initialises a backend: the router extends Envoy's timer first.
         call = await client.post(stack.url, json=call_body("a_add", {"a": 1, "b": 1}), headers=_session_headers(session))
         assert sse_result(call)["result"]["content"][0]["text"] == "2"

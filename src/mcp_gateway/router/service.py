@@ -285,10 +285,9 @@ class ExternalProcessor:
         while (request := await stream.recv_message()) is not None:
             reply = await self._answer(exchange, request)
             await stream.send_message(reply)
-            # Response headers are the last phase we ask for (response body NONE, trailers
-            # SKIP), and an immediate response ends the request: end the stream now, so the
-            # trailers leave with this reply instead of after Envoy's half-close.
-            if request.HasField("response_headers") or reply.HasField("immediate_response"):
+            if _last_reply(request, reply, exchange):
+                # End the stream now: the trailers leave with this reply, and Envoy (graceful
+                # close) processes the rest of the request without us.
                 return
 
     async def _answer(self, exchange: _Exchange, request: pb.ProcessingRequest) -> pb.ProcessingResponse:
@@ -307,6 +306,16 @@ class ExternalProcessor:
             return _immediate(reply_error(None, -32603, "Internal error in the gateway router", status=503))
         # A phase we did not ask for (trailers, response body): let it through untouched.
         return _passthrough(request)
+
+
+def _last_reply(request: pb.ProcessingRequest, reply: pb.ProcessingResponse, exchange: _Exchange) -> bool:
+    """After this reply there is nothing left for the router to do in this request:
+    an immediate response ends it; response headers are the last phase we ask for (response body
+    NONE, trailers SKIP); and a body sent on to the broker needs nothing on its way back (the
+    broker's answer carries its own session id), so its response headers need not come to us."""
+    if reply.HasField("immediate_response") or request.HasField("response_headers"):
+        return True
+    return request.HasField("request_body") and exchange.need is None
 
 
 def _passthrough(request: pb.ProcessingRequest) -> pb.ProcessingResponse:

@@ -7,6 +7,7 @@ Trio run, the official SDK client where a client's view matters.
 from __future__ import annotations
 
 import gc
+import json
 import time
 from functools import partial
 from pathlib import Path
@@ -313,3 +314,90 @@ async def test_delete_ends_the_backend_sessions_the_broker_opened() -> None:
             assert (await http.post(echo, json=ping, headers=on_upstream)).status_code == 200
             assert (await http.delete(broker.url, headers=session)).status_code == 200
             assert (await http.post(echo, json=ping, headers=on_upstream)).status_code == 404
+
+
+async def test_a_clients_cancellation_reaches_the_upstream_running_its_call() -> None:
+    from mcp_gateway.upstream import open_backend_session
+
+    async with sample_in_process("conformance") as fixture:
+        config = gateway_config([("fx", fixture, "fx_")])
+        async with running_broker(config) as broker, httpx.AsyncClient(timeout=20) as http:
+            session = await _session(http, broker)
+
+            async def call(name: str, arguments: dict[str, Any], rid: int) -> dict[str, Any]:
+                body = {
+                    "jsonrpc": "2.0",
+                    "id": rid,
+                    "method": "tools/call",
+                    "params": {"name": name, "arguments": arguments},
+                }
+                return dict((await http.post(broker.url, json=body, headers=session)).json())
+
+            async def cancelled_labels() -> list[str]:
+                answer = await call("fx_test_cancelled_operations", {}, 99)
+                return list(json.loads(answer["result"]["content"][0]["text"]))
+
+            async def cancel(rid: int) -> None:
+                note = {
+                    "jsonrpc": "2.0",
+                    "method": "notifications/cancelled",
+                    "params": {"requestId": rid, "reason": "user"},
+                }
+                assert (await http.post(broker.url, json=note, headers=session)).status_code == 202
+
+            # 1. A call the broker forwards itself.
+            answers: list[dict[str, Any]] = []
+
+            async def slow_call() -> None:
+                answers.append(await call("fx_test_slow_operation", {"label": "fallback"}, 41))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(slow_call)
+                await trio.sleep(0.5)
+                started = trio.current_time()
+                await cancel(41)
+            assert trio.current_time() - started < 3
+            assert answers[0]["id"] == 41 and answers[0]["error"]["code"] == -32800
+
+            async def fallback_cancelled() -> bool:
+                return "fallback" in await cancelled_labels()
+
+            await _wait_for(fallback_cancelled, within=3)
+
+            # 2. A call Envoy routed straight to the upstream on this client's backend session.
+            claims = broker.tokens.verify(session["mcp-session-id"])
+            assert claims is not None
+            server = config.server("fx")
+            assert server is not None
+            backend = await broker.store.get_backend(claims.session_id, "fx")
+            if backend is None:
+                backend = await open_backend_session(
+                    server, "2025-11-25", {"name": "t", "version": "1"}
+                )
+                await broker.store.set_backend(claims.session_id, "fx", backend)
+            on_upstream = {
+                **HEADERS,
+                "mcp-session-id": backend,
+                "mcp-protocol-version": "2025-11-25",
+            }
+            routed = {
+                "jsonrpc": "2.0",
+                "id": 77,
+                "method": "tools/call",
+                "params": {"name": "test_slow_operation", "arguments": {"label": "routed"}},
+            }
+            async with trio.open_nursery() as nursery:
+
+                async def routed_call() -> None:
+                    with trio.move_on_after(10):
+                        await http.post(fixture, json=routed, headers=on_upstream)
+
+                nursery.start_soon(routed_call)
+                await trio.sleep(0.5)
+                await cancel(77)
+
+                async def routed_cancelled() -> bool:
+                    return "routed" in await cancelled_labels()
+
+                await _wait_for(routed_cancelled, within=3)
+                nursery.cancel_scope.cancel()

@@ -55,6 +55,10 @@ ROUTED_METHODS: dict[str, ListKind] = {
     "prompts/get": PROMPTS,
     "resources/read": RESOURCES,
 }
+# JSON-RPC's "request cancelled" (used by LSP; MCP defines no code): the answer to a call the
+# client itself cancelled, which it will ignore.
+REQUEST_CANCELLED = -32800
+CANCEL_RELAY_SECONDS = 2.0
 NOT_FOUND_CODE = {TOOLS.kind: ErrorCode.INVALID_PARAMS, PROMPTS.kind: ErrorCode.INVALID_PARAMS}
 
 
@@ -93,6 +97,9 @@ class BrokerCore:
         self.metrics = metrics or BrokerMetrics()
         self.federation = Federation()
         self._fingerprints: dict[str, int] = {}
+        # Forwarded calls in flight, by (gateway session, client request id): what a client's
+        # notifications/cancelled stops.
+        self._in_flight: dict[tuple[str, Any], trio.CancelScope] = {}
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -111,6 +118,34 @@ class BrokerCore:
         if claims is None or not await self.store.exists(claims.session_id):
             raise SessionProblem(404, "Session not found")
         return ClientSession(token, claims.session_id, claims.protocol_version)
+
+    async def notified(self, notification: NotificationMessage, session: ClientSession) -> None:
+        """A client notification. `notifications/cancelled` stops the call wherever it runs: a
+        call forwarded here is cancelled (its upstream sees the request abandoned), and every
+        backend session of this client is told, since a call routed by Envoy went there under
+        the same request id (an upstream that does not know the id ignores it, per the spec)."""
+        if notification.method != "notifications/cancelled":
+            return
+        request_id = (notification.params or {}).get("requestId")
+        if not isinstance(request_id, str | int) or isinstance(request_id, bool):
+            return
+        scope = self._in_flight.get((session.sid, request_id))
+        if scope is not None:
+            scope.cancel()
+        backends = await self.store.backends(session.sid)
+        with trio.move_on_after(CANCEL_RELAY_SECONDS):
+            async with trio.open_nursery() as nursery:
+                for name, backend_id in backends.items():
+                    server = self.config.server(name)
+                    if server is None or server.transport != "http":
+                        continue
+                    client = UpstreamClient(
+                        server,
+                        http=self.supervisor.http_client(name),
+                        session_id=backend_id,
+                        protocol_version=session.protocol_version,
+                    )
+                    nursery.start_soon(_tell, client, notification.params)
 
     async def end_session(self, session: ClientSession) -> None:
         """DELETE: the backend sessions opened for this client end too (best effort, bounded)."""
@@ -189,7 +224,16 @@ class BrokerCore:
             return self._list(request, kind)
         routed = ROUTED_METHODS.get(method)
         if routed is not None:
-            return await self._forward(request, routed, session, emit)
+            key = (session.sid, request.id)
+            with trio.CancelScope() as scope:
+                self._in_flight[key] = scope
+                try:
+                    return await self._forward(request, routed, session, emit)
+                finally:
+                    if self._in_flight.get(key) is scope:
+                        del self._in_flight[key]
+            # The client cancelled it: it ignores any answer, but the HTTP exchange needs one.
+            return error_response(request.id, REQUEST_CANCELLED, "Request cancelled")
         if method == "initialize":
             return error_response(
                 request.id, ErrorCode.INVALID_REQUEST, "session already initialized"
@@ -360,6 +404,15 @@ class BrokerCore:
         return error_response(
             request.id, ErrorCode.INTERNAL_ERROR, f"upstream {server} is unavailable"
         )
+
+
+async def _tell(client: UpstreamClient, params: Any) -> None:
+    try:
+        await client.notify("notifications/cancelled", params)
+    except UpstreamError:
+        pass  # best effort: the upstream is gone or forgot the session; nothing runs there then
+    finally:
+        await client.aclose(end_session=False)  # closes only an HTTP client of its own
 
 
 def _expose_contents(result: Any, original: str, exposed: str) -> None:

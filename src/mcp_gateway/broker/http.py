@@ -21,6 +21,7 @@ from mcp_gateway.protocol import (
     SUPPORTED_VERSIONS,
     ErrorCode,
     Limits,
+    Notification,
     ProtocolError,
     Request,
     error_response,
@@ -160,6 +161,9 @@ def register(
         if (refused := version_refused(first_id)) is not None:
             return refused
         requests = [m for m in messages if isinstance(m, Request)]
+        for message in messages:
+            if isinstance(message, Notification):
+                await core.notified(message, session)
         if not requests:
             return Response(b"", 202)  # notifications and responses only: accepted, no body
         if isinstance(parsed, list):

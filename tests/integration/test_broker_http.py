@@ -265,6 +265,15 @@ async def test_status_health_ready_and_metrics(http: httpx.AsyncClient, broker: 
     assert 'mcp_gateway_broker_requests_total{method="tools/list",status="200"} 1.0' in metrics
     assert 'mcp_gateway_upstream_state{server="echo",state="ready"} 1.0' in metrics
     assert "mcp_gateway_tools 2.0" in metrics
+    # Client-chosen method names do not become label values (bounded series).
+    await http.post(
+        broker.url, json={"jsonrpc": "2.0", "id": 1, "method": "x" * 40}, headers=session
+    )
+    await http.post(broker.url, json=INIT, headers={**HEADERS, "origin": "https://evil.example"})
+    metrics = (await http.get(f"{broker.base}/metrics")).text
+    assert "x" * 40 not in metrics
+    assert 'mcp_gateway_broker_requests_total{method="other",status="200"} 1.0' in metrics
+    assert 'mcp_gateway_broker_requests_total{method="refused",status="403"} 1.0' in metrics
 
 
 async def test_a_client_that_accepts_only_sse_gets_its_answer_as_an_event(

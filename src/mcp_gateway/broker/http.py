@@ -34,6 +34,25 @@ JSON = "application/json"
 SSE = "text/event-stream"
 DEFAULT_PROTOCOL_VERSION = "2025-03-26"  # what the spec says to assume without the header
 DISCOVER = "server/discover"
+KNOWN_METHODS = frozenset(
+    {
+        "initialize",
+        "ping",
+        "tools/list",
+        "tools/call",
+        "prompts/list",
+        "prompts/get",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "logging/setLevel",
+        DISCOVER,
+        "batch",
+        "invalid",
+        "session",
+        "refused",
+    }
+)
 
 
 def register(
@@ -98,8 +117,10 @@ def register(
             return refusal(problem.status, ErrorCode.INVALID_REQUEST, problem.message, request_id)
 
     def record(method: str, status: int, started: float) -> None:
-        core.metrics.requests.labels(method, str(status)).inc()
-        core.metrics.latency.labels(method).observe(time.perf_counter() - started)
+        # Method names come from clients: only ones we know become label values (bounded series).
+        label = method if method in KNOWN_METHODS else "other"
+        core.metrics.requests.labels(label, str(status)).inc()
+        core.metrics.latency.labels(label).observe(time.perf_counter() - started)
 
     @app.post("/mcp")
     async def post_mcp() -> Response:
@@ -108,6 +129,17 @@ def register(
         return response
 
     async def _post(started: float) -> Response:
+        refused = _refused_before_body()
+        if refused is None:
+            body_limits = limits()
+            body = await read_body(body_limits.max_body_bytes)
+            if body is not None:
+                return await _post_body(body, body_limits, started)
+            refused = refusal(413, ErrorCode.INVALID_REQUEST, "Request body too large")
+        record("refused", refused.status_code, started)
+        return refused
+
+    def _refused_before_body() -> Response | None:
         if (refused := origin_refused()) is not None:
             return refused
         content_type = request.headers.get("content-type", "")
@@ -115,17 +147,16 @@ def register(
             return refusal(
                 415, ErrorCode.INVALID_REQUEST, "Unsupported Media Type: use application/json"
             )
-        acceptable = accepts(JSON, SSE)
-        if not acceptable:
+        if not accepts(JSON, SSE):
             return refusal(
                 406,
                 ErrorCode.INVALID_REQUEST,
                 "Not Acceptable: accept application/json or text/event-stream",
             )
-        body_limits = limits()
-        body = await read_body(body_limits.max_body_bytes)
-        if body is None:
-            return refusal(413, ErrorCode.INVALID_REQUEST, "Request body too large")
+        return None
+
+    async def _post_body(body: bytes, body_limits: Limits, started: float) -> Response:
+        acceptable = accepts(JSON, SSE)
         token = request.headers.get("mcp-session-id")
         claims = core.tokens.verify(token) if token and len(token) <= MAX_TOKEN_LENGTH else None
         allow_batch = claims is not None and supports_batch(claims.protocol_version)
@@ -159,6 +190,7 @@ def register(
             record("session", session.status_code, started)
             return session
         if (refused := version_refused(first_id)) is not None:
+            record("refused", refused.status_code, started)
             return refused
         requests = [m for m in messages if isinstance(m, Request)]
         for message in messages:

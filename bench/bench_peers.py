@@ -36,6 +36,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -378,7 +379,7 @@ def main() -> int:
     direct_ports = {"listen": free_port(), "admin": free_port()}
     (work / "direct-envoy.yaml").write_text(direct_bootstrap(direct_ports["listen"], direct_ports["admin"], upstream_port))
     envoy_flags = ["--disable-hot-restart", "--log-level", "warning", "--concurrency", "1"]
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores shared)", flush=True)
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; work directory {work}", flush=True)
     with ExitStack() as stack:
         stack.enter_context(child([str(BIN / "mcp-gateway"), "sample-server", "echo", "--port", str(upstream_port)],
                                   work / "echo.log"))
@@ -407,6 +408,7 @@ def main() -> int:
         rss = {target.name: rss_mb(target.proxies) for target in targets}
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     report(targets, args.concurrency, rss, args)
+    shutil.rmtree(work, ignore_errors=True)  # kept when a step fails: the processes' logs are there
     return 0
 
 

@@ -11,16 +11,16 @@ import os
 import signal
 from typing import Literal
 
-import structlog
 import trio
 
 from mcp_gateway.broker.reload import ReloadState
 from mcp_gateway.config import ConfigError, GatewayConfig, load_config
+from mcp_gateway.logs import get_logger, register_secrets
 from mcp_gateway.sessions import SessionTokens
 from mcp_gateway.sessions.store import SessionStore, open_store, session_keys
 
 Role = Literal["all", "broker", "router"]
-log = structlog.get_logger("mcp_gateway.serve")
+log = get_logger("mcp_gateway.serve")
 
 CONFIG_POLL_SECONDS = 1.0
 
@@ -33,6 +33,7 @@ async def serve(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     config = load_config(config_path)
+    register_secrets(config.secrets())  # before anything can log an error that echoes one
     # Broker and router share one token key set and one store: the broker issues the session the
     # router later verifies and maps to backend sessions.
     tokens = SessionTokens(session_keys(config.gateway.sessions))
@@ -108,6 +109,7 @@ async def _watch_config(
             continue
         if new == current:
             continue
+        register_secrets(new.secrets())
         current = new
         for target in targets:
             await target.send(new)

@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
 import trio
 
 from mcp_gateway import __version__
@@ -20,6 +19,7 @@ from mcp_gateway.broker.aggregate import BadCursor, Federation, federate, page_j
 from mcp_gateway.broker.fanout import Fanout
 from mcp_gateway.broker.metrics import BrokerMetrics
 from mcp_gateway.config import GatewayConfig, ServerConfig
+from mcp_gateway.logs import bind_request, get_logger
 from mcp_gateway.protocol import (
     ErrorCode,
     Request,
@@ -43,7 +43,7 @@ from mcp_gateway.upstream import (
     open_backend_session,
 )
 
-log = structlog.get_logger("mcp_gateway.broker")
+log = get_logger("mcp_gateway.broker")
 
 Emit = Callable[[bytes], Awaitable[None]]
 JsonObject = dict[str, Any]
@@ -225,7 +225,15 @@ class BrokerCore:
         routed = ROUTED_METHODS.get(method)
         if routed is not None:
             key = (session.sid, request.id)
-            with trio.CancelScope() as scope:
+            name = (request.params or {}).get(routed.id_field)
+            with (
+                bind_request(
+                    session=session.sid,
+                    tool=name if isinstance(name, str) else None,
+                    request_id=request.id,
+                ),
+                trio.CancelScope() as scope,
+            ):
                 self._in_flight[key] = scope
                 try:
                     return await self._forward(request, routed, session, emit)

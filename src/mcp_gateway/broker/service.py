@@ -12,7 +12,6 @@ from typing import Any
 
 import hypercorn.config
 import hypercorn.trio
-import structlog
 import trio
 from quart_trio import QuartTrio
 
@@ -20,11 +19,12 @@ from mcp_gateway.broker import http, status
 from mcp_gateway.broker.core import BrokerCore
 from mcp_gateway.broker.reload import ReloadState
 from mcp_gateway.config import GatewayConfig
+from mcp_gateway.logs import get_logger
 from mcp_gateway.sessions import SessionTokens
 from mcp_gateway.sessions.store import SessionStore
 from mcp_gateway.upstream import Supervisor, Timing
 
-log = structlog.get_logger("mcp_gateway.broker")
+log = get_logger("mcp_gateway.broker")
 
 GRACEFUL_SHUTDOWN_SECONDS = 1.0  # in-flight answers finish; SIGTERM → exit well within 5 s
 

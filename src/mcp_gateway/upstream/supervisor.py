@@ -18,10 +18,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import structlog
 import trio
 
 from mcp_gateway.config import GatewayConfig, ServerConfig, diff_configs
+from mcp_gateway.logs import get_logger
 from mcp_gateway.protocol import LATEST_STABLE
 from mcp_gateway.upstream.backoff import Backoff
 from mcp_gateway.upstream.catalog import (
@@ -36,7 +36,7 @@ from mcp_gateway.upstream.catalog import (
 from mcp_gateway.upstream.client import JsonObject, UpstreamClient, new_http_client
 from mcp_gateway.upstream.errors import UpstreamError
 
-log = structlog.get_logger("mcp_gateway.upstream")
+log = get_logger("mcp_gateway.upstream")
 
 GATEWAY_CLIENT_INFO: Mapping[str, str] = {"name": "mcp-gateway-discovery", "version": "0.1.0"}
 

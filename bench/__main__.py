@@ -14,6 +14,8 @@ def main() -> int:
         if selected and script.stem not in selected:
             continue
         print(f"\n=== {script.stem} ===", flush=True)
+        # Each script parses its own options: hand it a clean argv, not the selection.
+        sys.argv = [str(script)]
         runpy.run_path(str(script), run_name="__main__")
     return 0
 

@@ -368,6 +368,17 @@ def test_envoyfilter_processing_mode_matches_the_bootstrap() -> None:
     assert cluster == f"outbound|{grpc_port}||mcp-gateway.mcp-system.svc.cluster.local"
 
 
+def test_envoyfilter_strips_client_routing_headers_before_routing_like_the_bootstrap() -> None:
+    template = (ROOT / "envoy" / "bootstrap.yaml.tmpl").read_text()
+    bootstrap = yaml.safe_load(re.sub(r"\$(\w+)", "1", template))
+    manager = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    (envoy_filter,) = of_kind("EnvoyFilter")
+    (merge,) = [p for p in envoy_filter["spec"]["configPatches"] if p["applyTo"] == "NETWORK_FILTER"]
+    assert merge["patch"]["operation"] == "MERGE"
+    patched = merge["patch"]["value"]["typed_config"]
+    assert patched["early_header_mutation_extensions"] == manager["early_header_mutation_extensions"]
+
+
 def test_envoy_gateway_policy_targets_the_router_service() -> None:
     (policy,) = of_kind("EnvoyExtensionPolicy")
     (backend,) = policy["spec"]["extProc"][0]["backendRefs"]

@@ -116,3 +116,8 @@ def test_two_servers_with_the_same_uri_are_both_listed() -> None:
         "mcp-gateway:b_file:///README.md",
     ]
     assert federation.collisions == ()
+
+
+def test_an_item_that_cannot_carry_its_prefix_is_skipped_not_fatal() -> None:
+    federation = federate([(server("a", "prefix_"), tools("t" * 125, "ok"))])
+    assert [e.exposed["name"] for e in federation.items(TOOLS)] == ["prefix_ok"]

@@ -59,3 +59,12 @@ def test_prompts_and_resources_are_keyed_by_their_own_identity_field() -> None:
     accepted, rejected = accept_items(RESOURCES, [{"uri": "file:///a"}, {"name": "no uri"}])
     assert accepted == ({"uri": "file:///a"},)
     assert rejected[0].reason == "missing uri"
+
+
+def test_a_name_that_would_be_too_long_with_its_prefix_is_rejected() -> None:
+    long_name = "t" * 120
+    items = [{"name": long_name, "inputSchema": {"type": "object"}}]
+    assert accept_items(TOOLS, items)[0] != ()
+    accepted, rejected = accept_items(TOOLS, items, "a_much_too_long_prefix_")
+    assert accepted == ()
+    assert rejected[0].reason.startswith("name longer than 128")

@@ -245,3 +245,24 @@ def test_status_shows_no_credential_that_a_url_carries() -> None:
         == "https://api.example.com:8443/mcp"
     )
     assert _public_url("http://[::1]:9000/mcp") == "http://[::1]:9000/mcp"
+
+
+async def test_a_crashing_client_fails_its_upstream_only(
+    upstreams: dict[str, FakeUpstream], autojump_clock: trio.abc.Clock
+) -> None:
+    def factory(server: Any, http: Any) -> UpstreamClient:
+        if server.name == "b":
+            raise KeyError("a bug in b's client")
+        transport = httpx.MockTransport(upstreams[server.name].handle)
+        return UpstreamClient(server, http=httpx.AsyncClient(transport=transport))
+
+    supervisor = Supervisor(config("a", "b"), timing=TIMING, client_factory=factory)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        await supervisor.wait_first_round()
+        await trio.sleep(30)
+        assert tool_names(supervisor) == {"a": ["one", "two"]}
+        status = supervisor.status_of("b")
+        assert status is not None and status.state is UpstreamState.FAILED
+        assert status.reason == "internal error: KeyError"
+        nursery.cancel_scope.cancel()

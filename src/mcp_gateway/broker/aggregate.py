@@ -72,7 +72,10 @@ def federate(catalog: Sequence[tuple[ServerConfig, ServerCatalog]]) -> Federatio
         for server, server_catalog in ranked:
             for item in server_catalog.of(kind):
                 original = str(item[kind.id_field])
-                exposed_name = _exposed_name(kind, server.prefix, original)
+                try:
+                    exposed_name = _exposed_name(kind, server.prefix, original)
+                except ValueError:
+                    continue  # cannot be named here (the supervisor already rejects these)
                 kept = winners.get(exposed_name)
                 if kept is not None:
                     collisions.append(Collision(kind.kind, exposed_name, kept.server, server.name))

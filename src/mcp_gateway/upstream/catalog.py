@@ -12,6 +12,8 @@ from typing import Any
 
 from mcp_gateway.protocol import SUPPORTED_VERSIONS, is_valid_tool_name
 
+MAX_TOOL_NAME_LENGTH = 128  # MCP 2025-11-25; a prefixed name must fit too
+
 JsonObject = dict[str, Any]
 
 
@@ -95,11 +97,13 @@ def announces_list_changed(initialize_result: JsonObject, kind: ListKind) -> boo
     return bool(isinstance(capability, dict) and capability.get("listChanged"))
 
 
-def check_item(kind: ListKind, item: JsonObject) -> str | None:
-    """Why `item` cannot be federated, or None when it can."""
+def check_item(kind: ListKind, item: JsonObject, prefix: str = "") -> str | None:
+    """Why `item` cannot be federated under `prefix`, or None when it can."""
     identity = item.get(kind.id_field)
     if not isinstance(identity, str) or not identity:
         return f"missing {kind.id_field}"
+    if kind.id_field == "name" and len(prefix) + len(identity) > MAX_TOOL_NAME_LENGTH:
+        return f"name longer than {MAX_TOOL_NAME_LENGTH} characters with prefix {prefix!r}"
     if kind is TOOLS:
         if not is_valid_tool_name(identity):
             return "invalid tool name"
@@ -110,14 +114,14 @@ def check_item(kind: ListKind, item: JsonObject) -> str | None:
 
 
 def accept_items(
-    kind: ListKind, items: list[JsonObject]
+    kind: ListKind, items: list[JsonObject], prefix: str = ""
 ) -> tuple[tuple[JsonObject, ...], list[Rejected]]:
     """Split a listed page set into federated items and rejected ones (duplicates included)."""
     accepted: list[JsonObject] = []
     rejected: list[Rejected] = []
     seen: set[str] = set()
     for item in items:
-        reason = check_item(kind, item)
+        reason = check_item(kind, item, prefix)
         identity = str(item.get(kind.id_field, "?"))[:200]
         if reason is None and identity in seen:
             reason = f"duplicate {kind.id_field}"

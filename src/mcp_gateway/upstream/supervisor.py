@@ -203,10 +203,10 @@ class _Upstream:
                     try:
                         await self._session(backoff)
                         reason = "session ended"
-                    except UpstreamError as exc:
-                        reason = exc.message
-                    except trio.TooSlowError:
-                        reason = f"no answer within {self.server.timeout_seconds:g}s"
+                    except Exception as exc:
+                        # Isolation: whatever goes wrong in one upstream's session (a group from
+                        # its tasks, a bug in a client) fails that upstream only, never the rest.
+                        reason = self._reason(exc)
                     self.failures += 1
                     self._publish(UpstreamState.FAILED, reason, keep_items=False)
                     log.warning("upstream failed", server=self.server.name, reason=reason)
@@ -217,6 +217,18 @@ class _Upstream:
                 with trio.CancelScope(shield=True):
                     await self.http.aclose()
             self.finished.set()
+
+    def _reason(self, exc: Exception) -> str:
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_failure(exc)
+            if found is not None:
+                return self._reason(found)
+        if isinstance(exc, UpstreamError):
+            return exc.message
+        if isinstance(exc, trio.TooSlowError):
+            return f"no answer within {self.server.timeout_seconds:g}s"
+        log.error("upstream session crashed", server=self.server.name, exc_info=exc)
+        return f"internal error: {type(exc).__name__}"
 
     async def stop(self) -> None:
         self.cancel_scope.cancel()
@@ -265,7 +277,7 @@ class _Upstream:
         with trio.fail_after(self.server.timeout_seconds):
             for kind in kinds:
                 listed = await client.list_all(kind.method, kind.result_key)
-                items[kind.kind], bad = accept_items(kind, listed)
+                items[kind.kind], bad = accept_items(kind, listed, self.server.prefix)
                 rejected.extend(bad)
         changed = items != self.catalog.items
         self.catalog = ServerCatalog(items, tuple(rejected))

@@ -259,6 +259,7 @@ async def test_status_health_ready_and_metrics(http: httpx.AsyncClient, broker: 
     assert (echo["name"], echo["state"], echo["toolCount"]) == ("echo", "ready", 2)
     assert (await http.get(f"{broker.base}/status/echo")).json()["state"] == "ready"
     assert (await http.get(f"{broker.base}/status/nope")).status_code == 404
+    assert (await http.get(f"{broker.base}/no/such/path")).status_code == 404
     assert (await http.get(f"{broker.base}/healthz")).status_code == 200
     assert (await http.get(f"{broker.base}/readyz")).status_code == 200
     metrics = (await http.get(f"{broker.base}/metrics")).text

@@ -237,6 +237,10 @@ class BrokerCore:
                 self._in_flight[key] = scope
                 try:
                     return await self._forward(request, routed, session, emit)
+                except Exception:
+                    # A bug on this path answers this request, precisely, and nothing else.
+                    log.exception("forwarding failed unexpectedly", method=method)
+                    return error_response(request.id, ErrorCode.INTERNAL_ERROR, "Internal error")
                 finally:
                     if self._in_flight.get(key) is scope:
                         del self._in_flight[key]

@@ -14,9 +14,11 @@ from typing import Any
 
 import trio
 from quart import Quart, Response, request
+from werkzeug.exceptions import HTTPException
 
 from mcp_gateway.broker.core import BrokerCore, ClientSession, SessionProblem
 from mcp_gateway.broker.origin import origin_allowed
+from mcp_gateway.logs import get_logger
 from mcp_gateway.protocol import (
     SUPPORTED_VERSIONS,
     ErrorCode,
@@ -29,6 +31,8 @@ from mcp_gateway.protocol import (
     supports_batch,
 )
 from mcp_gateway.sessions.tokens import MAX_TOKEN_LENGTH
+
+log = get_logger("mcp_gateway.broker")
 
 JSON = "application/json"
 SSE = "text/event-stream"
@@ -292,6 +296,13 @@ def register(
             return session
         await core.end_session(session)
         return Response(b"", 200)
+
+    @app.errorhandler(Exception)
+    async def unexpected(error: Exception) -> Response | HTTPException:
+        if isinstance(error, HTTPException):
+            return error  # Quart's own answers (an unknown path's 404) stay as they are
+        log.exception("request failed unexpectedly", path=request.path)
+        return refusal(500, ErrorCode.INTERNAL_ERROR, "Internal error")
 
     @app.route("/mcp", methods=["PUT", "PATCH"])
     async def other_mcp() -> Response:

@@ -46,10 +46,6 @@ _NO_CLIENT_CAPABILITY = (
     "-32602 'Tool {tool} not found' / the tool is not listed)"
 )
 GATEWAY_GAPS: dict[str, str] = {
-    "test_resources_are_listed_read_and_read_through_a_template": (
-        "resources/read of a URI from a resource template is not routed: "
-        "'Unknown resource: demo://resource/dynamic/text/7'"
-    ),
     "test_completion_of_a_prompt_argument": f"completion/complete {_NOT_ROUTED}",
     "test_resource_subscription_delivers_updates": f"resources/subscribe {_NOT_ROUTED}",
     "test_resource_update_reaches_only_the_subscribed_client": f"resources/subscribe {_NOT_ROUTED}",
@@ -70,10 +66,6 @@ GATEWAY_GAPS: dict[str, str] = {
         "the upstream's roots/list reaches the client on the routed call's stream, but the "
         "client's answer is POSTed to the broker (Envoy access log: mcp_broker, 202) instead of "
         "the upstream session that asked, so the call never completes (bounded here at 5 s)"
-    ),
-    "test_a_cancelled_call_is_cancelled_on_the_upstream": (
-        "the client's notifications/cancelled for a routed call does not reach the upstream: "
-        "test_cancelled_operations never lists the call within 5 s"
     ),
 }
 

@@ -401,3 +401,59 @@ async def test_a_clients_cancellation_reaches_the_upstream_running_its_call() ->
 
                 await _wait_for(routed_cancelled, within=3)
                 nursery.cancel_scope.cancel()
+
+
+async def test_resource_updates_reach_only_the_subscribing_client() -> None:
+    async with sample_in_process("conformance") as fixture:
+        config = gateway_config([("fx", fixture, "fx_")])
+        async with (
+            running_broker(config) as broker,
+            httpx.AsyncClient(timeout=20) as http,
+            trio.open_nursery() as nursery,
+        ):
+            subscriber, bystander = await _session(http, broker), await _session(http, broker)
+            heard: dict[str, list[dict[str, Any]]] = {"subscriber": [], "bystander": []}
+            got_update = trio.Event()
+
+            async def listen(who: str, session: dict[str, str], *, task_status: Any) -> None:
+                headers = {**session, "accept": "text/event-stream"}
+                async with http.stream("GET", broker.url, headers=headers) as response:
+                    task_status.started()
+                    async for line in response.aiter_lines():
+                        if line.startswith("data:"):
+                            heard[who].append(json.loads(line[5:]))
+                            if who == "subscriber":
+                                got_update.set()
+
+            await nursery.start(listen, "subscriber", subscriber)
+            await nursery.start(listen, "bystander", bystander)
+            uri = "mcp-gateway:fx_test://watched-resource"
+            subscribe = {
+                "jsonrpc": "2.0",
+                "id": 5,
+                "method": "resources/subscribe",
+                "params": {"uri": uri},
+            }
+            answer = await http.post(broker.url, json=subscribe, headers=subscriber)
+            assert answer.json() == {"jsonrpc": "2.0", "id": 5, "result": {}}
+            await trio.sleep(0.3)  # the broker's relay of the backend stream is open
+            update = {
+                "jsonrpc": "2.0",
+                "id": 6,
+                "method": "tools/call",
+                "params": {"name": "fx_test_update_watched_resource", "arguments": {}},
+            }
+            result = (await http.post(broker.url, json=update, headers=bystander)).json()
+            assert result["result"]["content"][0]["text"] == "notified 1 subscriber(s)"
+            with trio.fail_after(2):
+                await got_update.wait()
+            await trio.sleep(0.3)
+            assert heard["subscriber"] == [
+                {
+                    "jsonrpc": "2.0",
+                    "method": "notifications/resources/updated",
+                    "params": {"uri": uri},
+                }
+            ]
+            assert heard["bystander"] == []
+            nursery.cancel_scope.cancel()

@@ -189,6 +189,7 @@ __all__ = [
     "Federation",
     "decode_cursor",
     "encode_cursor",
+    "expose_uri",
     "federate",
     "page",
     "page_json",

@@ -15,7 +15,14 @@ from typing import Any
 import trio
 
 from mcp_gateway import __version__
-from mcp_gateway.broker.aggregate import BadCursor, Federation, federate, page_json, resolve_uri
+from mcp_gateway.broker.aggregate import (
+    BadCursor,
+    Federation,
+    expose_uri,
+    federate,
+    page_json,
+    resolve_uri,
+)
 from mcp_gateway.broker.fanout import Fanout
 from mcp_gateway.broker.metrics import BrokerMetrics
 from mcp_gateway.config import GatewayConfig, ServerConfig
@@ -100,6 +107,10 @@ class BrokerCore:
         # Forwarded calls in flight, by (gateway session, client request id): what a client's
         # notifications/cancelled stops.
         self._in_flight: dict[tuple[str, Any], trio.CancelScope] = {}
+        # Backend GET streams relaying resources/updated, by (gateway session, server).
+        self._update_relays: dict[tuple[str, str], trio.CancelScope] = {}
+        # Owner of those relay tasks; serve_broker sets it to the broker's nursery.
+        self.nursery: trio.Nursery | None = None
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -149,6 +160,9 @@ class BrokerCore:
 
     async def end_session(self, session: ClientSession) -> None:
         """DELETE: the backend sessions opened for this client end too (best effort, bounded)."""
+        for (sid, _server), scope in list(self._update_relays.items()):
+            if sid == session.sid:
+                scope.cancel()
         backends = await self.store.backends(session.sid)
         async with trio.open_nursery() as nursery:
             for name, backend_id in backends.items():
@@ -208,7 +222,7 @@ class BrokerCore:
             "capabilities": {
                 "tools": {"listChanged": True},
                 "prompts": {"listChanged": True},
-                "resources": {"listChanged": True},
+                "resources": {"subscribe": True, "listChanged": True},
             },
             "serverInfo": {"name": "mcp-gateway", "version": __version__},
             "instructions": "One MCP endpoint for many servers: each server's tools carry its prefix.",
@@ -252,6 +266,8 @@ class BrokerCore:
             )
         if method == "logging/setLevel":
             return result_response(request.id, {})
+        if method in ("resources/subscribe", "resources/unsubscribe"):
+            return await self._subscription(request, session)
         return error_response(request.id, ErrorCode.METHOD_NOT_FOUND, f"Method not found: {method}")
 
     def _list(self, request: Request, kind: ListKind) -> bytes:
@@ -351,6 +367,89 @@ class BrokerCore:
                 _expose_contents(answer.get("result"), original, name)
             return json.dumps(answer, separators=(",", ":")).encode()
         raise AssertionError("unreachable")
+
+    async def _subscription(self, request: Request, session: ClientSession) -> bytes:
+        """resources/(un)subscribe: forwarded on the client's backend session with the owner;
+        its `notifications/resources/updated` reach this client's GET streams only."""
+        uri = (request.params or {}).get("uri")
+        if not isinstance(uri, str):
+            return error_response(
+                request.id, ErrorCode.INVALID_PARAMS, "params.uri must be a string"
+            )
+        target = self._owner(RESOURCES, uri)
+        if target is None:
+            return error_response(
+                request.id, ErrorCode.RESOURCE_NOT_FOUND, f"Unknown resource: {uri}"
+            )
+        server, original = target
+        if server.transport != "http":
+            return error_response(
+                request.id,
+                ErrorCode.METHOD_NOT_FOUND,
+                f"subscriptions to {server.transport} upstreams are not relayed",
+            )
+        http = self.supervisor.http_client(server.name)
+        try:
+            backend = await self._backend_session(session, server.name, http)
+            client = UpstreamClient(
+                server, http=http, session_id=backend, protocol_version=session.protocol_version
+            )
+            message = {
+                "jsonrpc": "2.0",
+                "id": request.id,
+                "method": request.method,
+                "params": {**(request.params or {}), "uri": original},
+            }
+            with trio.fail_after(server.timeout_seconds):
+                answer = await client.request_raw(message)
+            if http is None:
+                await client.aclose(end_session=False)
+        except UpstreamError as exc:
+            return self._upstream_failed(request, server.name, exc)
+        except trio.TooSlowError:
+            return error_response(
+                request.id, ErrorCode.INTERNAL_ERROR, f"upstream {server.name} timed out"
+            )
+        if request.method == "resources/subscribe" and "result" in answer:
+            self._relay_updates(session, server, backend)
+        answer["id"] = request.id
+        return json.dumps(answer, separators=(",", ":")).encode()
+
+    def _relay_updates(self, session: ClientSession, server: ServerConfig, backend: str) -> None:
+        key = (session.sid, server.name)
+        if key in self._update_relays or self.nursery is None:
+            return
+        scope = trio.CancelScope()
+        self._update_relays[key] = scope
+
+        async def relay() -> None:
+            client = UpstreamClient(
+                server,
+                http=self.supervisor.http_client(server.name),
+                session_id=backend,
+                protocol_version=session.protocol_version,
+            )
+
+            async def on_message(message: JsonObject) -> None:
+                if message.get("method") != "notifications/resources/updated":
+                    return
+                params = dict(message.get("params") or {})
+                if isinstance(params.get("uri"), str):
+                    params["uri"] = expose_uri(server.prefix, params["uri"])
+                note = serialize(NotificationMessage("notifications/resources/updated", params))
+                self.metrics.notifications_sent.inc(self.fanout.publish(note, session.sid))
+
+            try:
+                with scope, bind_request(session=session.sid, server=server.name):
+                    await client.listen(on_message)
+            except UpstreamError as exc:
+                log.info("resource update relay ended", reason=exc.message)
+            finally:
+                if self._update_relays.get(key) is scope:
+                    del self._update_relays[key]
+                await client.aclose(end_session=False)  # closes only an HTTP client of its own
+
+        self.nursery.start_soon(relay)
 
     def _owner(self, kind: ListKind, name: str) -> tuple[ServerConfig, str] | None:
         """The serving upstream behind an exposed name or URI, and its own name for it."""

@@ -17,7 +17,12 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from mcp_gateway.config import ServerConfig, parse_config
-from mcp_gateway.router.backends import BackendSessions, BackendUnavailable, SessionGone
+from mcp_gateway.router.backends import (
+    GATEWAY_CLIENT_INFO,
+    BackendSessions,
+    BackendUnavailable,
+    SessionGone,
+)
 from mcp_gateway.router.decision import NeedsBackend, RoutingTable, route_request
 from mcp_gateway.router.service import ExternalProcessor, Router
 from mcp_gateway.sessions import SessionTokens, derive_key
@@ -43,8 +48,18 @@ class FakeUpstreams:
     fail: bool = False
     calls: list[str] = field(default_factory=list)
 
-    async def open_session(self, server: ServerConfig, version: str, client_info: Mapping[str, Any]) -> str:
+    clients: list[tuple[Mapping[str, Any], Mapping[str, Any] | None]] = field(default_factory=list)
+
+    async def open_session(
+        self,
+        server: ServerConfig,
+        version: str,
+        client_info: Mapping[str, Any],
+        *,
+        capabilities: Mapping[str, Any] | None = None,
+    ) -> str:
         self.calls.append(server.name)
+        self.clients.append((client_info, capabilities))
         await trio.sleep(self.delay)
         if self.fail:
             raise UpstreamError(f"{server.name}: connection refused")
@@ -164,6 +179,30 @@ async def test_routed_call_end_to_end_over_the_stream() -> None:
     assert set_headers_of(back) == {"mcp-session-id": token}
     assert "x-mcp-upstream" in back.remove_headers
     assert upstreams.calls == ["weather"]
+
+
+async def test_backend_session_carries_the_clients_own_capabilities_and_info() -> None:
+    """An upstream may ask for sampling, elicitation or roots only if the client can answer: the
+    backend initialize repeats what the client declared in its own initialize."""
+    upstreams = FakeUpstreams()
+    declared = {
+        "capabilities": {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {}},
+        "clientInfo": {"name": "inspector", "version": "0.17"},
+    }
+    async with processor(upstreams) as (service, store):
+        with_client, plain = TOKENS.issue("2025-11-25"), TOKENS.issue("2025-11-25")
+        for token, client in ((with_client, declared), (plain, None)):
+            claims = TOKENS.verify(token)
+            assert claims is not None
+            await store.create(claims.session_id, 60, client=client)
+            await run(service, ScriptedStream([
+                request_headers({":method": "POST", ":path": "/mcp", "mcp-session-id": token}),
+                request_body(call("w_forecast")),
+            ]))
+    assert upstreams.clients == [
+        (declared["clientInfo"], declared["capabilities"]),
+        (GATEWAY_CLIENT_INFO, {}),
+    ]
 
 
 async def test_unknown_session_gets_404_and_no_initialize() -> None:

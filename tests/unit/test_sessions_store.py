@@ -7,7 +7,12 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 
-from mcp_gateway.sessions.store import MemorySessionStore, RedisSessionStore, SessionStore
+from mcp_gateway.sessions.store import (
+    MemorySessionStore,
+    RedisSessionStore,
+    SessionStore,
+    client_of,
+)
 from tests.support.redis import running_redis
 
 
@@ -159,3 +164,29 @@ async def test_an_unreachable_redis_is_a_session_store_error_not_a_redis_one() -
         assert not await store.ping()
     finally:
         await store.aclose()
+
+
+async def test_client_capabilities_and_info_are_kept_with_the_session(store: SessionStore) -> None:
+    params = {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {"sampling": {}, "elicitation": {"form": {}}, "roots": {"listChanged": True}},
+        "clientInfo": {"name": "inspector", "version": "1.2"},
+    }
+    await store.create("s1", ttl=60, client=client_of(params))
+    await store.create("s2", ttl=60)
+
+    assert await store.client("s1") == {
+        "capabilities": params["capabilities"],
+        "clientInfo": params["clientInfo"],
+    }
+    assert await store.client("s2") == {}
+    assert await store.client("ghost") is None
+    await store.delete("s1")
+    assert await store.client("s1") is None
+
+
+def test_client_of_keeps_only_capabilities_and_client_info_objects() -> None:
+    assert client_of(None) == {}
+    assert client_of({"capabilities": "nope", "clientInfo": {"name": "c"}, "x": 1}) == {
+        "clientInfo": {"name": "c"}
+    }

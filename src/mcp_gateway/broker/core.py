@@ -114,11 +114,16 @@ class BrokerCore:
 
     # -- sessions ----------------------------------------------------------------------------
 
-    async def open_session(self, protocol_version: str) -> ClientSession:
+    async def open_session(
+        self, protocol_version: str, client: dict[str, Any] | None = None
+    ) -> ClientSession:
         token = self.tokens.issue(protocol_version)
         claims = self.tokens.verify(token)
         assert claims is not None  # we just sealed it with our own first key
-        await self.store.create(claims.session_id, self.config.gateway.sessions.ttl_seconds)
+        # `client`: its initialize capabilities + clientInfo, for the backend sessions (router).
+        await self.store.create(
+            claims.session_id, self.config.gateway.sessions.ttl_seconds, client=client
+        )
         self.metrics.sessions_created.inc()
         return ClientSession(token, claims.session_id, protocol_version)
 

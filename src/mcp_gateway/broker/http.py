@@ -30,6 +30,7 @@ from mcp_gateway.protocol import (
     parse_message,
     supports_batch,
 )
+from mcp_gateway.sessions.store import client_of
 from mcp_gateway.sessions.tokens import MAX_TOKEN_LENGTH
 
 log = get_logger("mcp_gateway.broker")
@@ -220,7 +221,7 @@ def register(
             record("initialize", 200, started)
             return Response(outcome, 200, content_type=JSON)
         body, version = outcome
-        session = await core.open_session(version)
+        session = await core.open_session(version, client_of(message.params))
         record("initialize", 200, started)
         return Response(body, 200, content_type=JSON, headers={"mcp-session-id": session.token})
 

@@ -8,9 +8,9 @@ closed its stream) does not cancel the initialisation the others are waiting for
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import httpx
 import structlog
@@ -26,7 +26,19 @@ _log = structlog.get_logger(__name__)
 
 GATEWAY_CLIENT_INFO: Final[Mapping[str, str]] = {"name": "mcp-gateway-router", "version": "0.1.0"}
 
-OpenSession = Callable[[ServerConfig, str, Mapping[str, Any]], Awaitable[str]]
+
+
+class OpenSession(Protocol):
+    """`upstream.client.open_backend_session`'s shape (the network seam tests replace)."""
+
+    async def __call__(
+        self,
+        server: ServerConfig,
+        protocol_version: str,
+        client_info: Mapping[str, Any],
+        *,
+        capabilities: Mapping[str, Any] | None = None,
+    ) -> str: ...
 
 
 class SessionGone(Exception):
@@ -113,14 +125,23 @@ class BackendSessions:
 
     async def _initialize(self, need: NeedsBackend) -> str:
         sid, name = need.claims.session_id, need.upstream.server
-        if not await self._store.exists(sid):
+        client = await self._store.client(sid)
+        if client is None:
             raise SessionGone(sid)
         server = self._servers().get(name)
         if server is None:
             raise BackendUnavailable(f"server {name!r} is no longer configured")
         self.initializations += 1
+        # The backend session speaks for the client: its capabilities (sampling, elicitation,
+        # roots) decide what the upstream may ask during a call, and its clientInfo is its own.
+        client_info = client.get("clientInfo") or GATEWAY_CLIENT_INFO
         try:
-            backend_id = await self._open_session(server, need.claims.protocol_version, GATEWAY_CLIENT_INFO)
+            backend_id = await self._open_session(
+                server,
+                need.claims.protocol_version,
+                client_info,
+                capabilities=client.get("capabilities") or {},
+            )
         except UpstreamError as error:
             _log.warning("backend initialize failed", server=name, error=error.message)
             raise BackendUnavailable(error.message) from error

@@ -16,11 +16,12 @@ TTLs are absolute from `create`: a session lives `ttl` seconds, whatever happens
 
 from __future__ import annotations
 
+import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import structlog
 import trio
@@ -36,6 +37,16 @@ _log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
+# What a client said about itself in `initialize` and what its backend sessions must repeat, so
+# an upstream sends sampling, elicitation or roots requests only to clients that can answer them.
+CLIENT_FIELDS = ("capabilities", "clientInfo")
+
+
+def client_of(initialize_params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The part of a client's `initialize` params the session keeps (`CLIENT_FIELDS`)."""
+    params = initialize_params or {}
+    return {key: params[key] for key in CLIENT_FIELDS if isinstance(params.get(key), dict)}
+
 
 class SessionStoreUnavailable(Exception):
     """The store could not be reached or answered (Redis down, timed out). Every backend error
@@ -43,10 +54,17 @@ class SessionStoreUnavailable(Exception):
 
 
 class SessionStore(Protocol):
-    async def create(self, sid: str, ttl: float) -> None:
-        """Record a new gateway session that lives `ttl` seconds (re-creating resets it)."""
+    async def create(self, sid: str, ttl: float, client: Mapping[str, Any] | None = None) -> None:
+        """Record a new gateway session that lives `ttl` seconds (re-creating resets it).
+
+        `client`: the client's `capabilities` and `clientInfo` from its `initialize`
+        (`client_of(params)`), repeated in the initialize of every backend session.
+        """
 
     async def exists(self, sid: str) -> bool: ...
+
+    async def client(self, sid: str) -> dict[str, Any] | None:
+        """What `create` recorded about the client ({} if nothing); None if the session is gone."""
 
     async def delete(self, sid: str) -> None:
         """Forget the session and every backend mapping under it."""
@@ -76,6 +94,7 @@ class SessionStore(Protocol):
 class _Session:
     expires_at: float
     backends: dict[str, str] = field(default_factory=dict)
+    client: dict[str, Any] = field(default_factory=dict)
 
 
 class MemorySessionStore:
@@ -105,12 +124,22 @@ class MemorySessionStore:
         for sid in expired:
             del self._sessions[sid]
 
-    async def create(self, sid: str, ttl: float) -> None:
+    async def create(self, sid: str, ttl: float, client: Mapping[str, Any] | None = None) -> None:
         self._sweep(trio.current_time())
-        self._sessions[sid] = _Session(expires_at=trio.current_time() + ttl)
+        # A JSON round trip: the same copy (and the same refusal of non-JSON values) as Redis.
+        recorded = json.loads(json.dumps(dict(client or {})))
+        self._sessions[sid] = _Session(expires_at=trio.current_time() + ttl, client=recorded)
 
     async def exists(self, sid: str) -> bool:
         return self._live(sid) is not None
+
+    async def client(self, sid: str) -> dict[str, Any] | None:
+        return self.client_nowait(sid)
+
+    def client_nowait(self, sid: str) -> dict[str, Any] | None:
+        """`client` without an await (see `get_backend_nowait`)."""
+        session = self._live(sid)
+        return None if session is None else session.client
 
     async def delete(self, sid: str) -> None:
         self._sessions.pop(sid, None)
@@ -159,6 +188,7 @@ class MemorySessionStore:
 # costs, and a `CapacityLimiter` equal to the pool size keeps threads and connections bounded.
 
 _SESSION_FIELD = "__session__"
+_CLIENT_FIELD = "__client__"  # JSON of `client_of(initialize params)`
 _BACKEND_PREFIX = "backend:"
 
 # KEYS[1] = session hash; ARGV = field, value. Writes only into a live session so a mapping can
@@ -212,18 +242,30 @@ class RedisSessionStore:
         except redis.RedisError as error:
             raise SessionStoreUnavailable(f"session store: {type(error).__name__}") from error
 
-    async def create(self, sid: str, ttl: float) -> None:
+    async def create(self, sid: str, ttl: float, client: Mapping[str, Any] | None = None) -> None:
         key = self._key(sid)
         millis = max(1, int(ttl * 1000))
+        recorded = json.dumps(dict(client or {}), separators=(",", ":"))
 
         def write() -> None:
             pipe = self._client.pipeline(transaction=True)
             pipe.delete(key)
-            pipe.hset(key, _SESSION_FIELD, "1")
+            pipe.hset(key, mapping={_SESSION_FIELD: "1", _CLIENT_FIELD: recorded})
             pipe.pexpire(key, millis)
             pipe.execute()
 
         await self._run(write)
+
+    async def client(self, sid: str) -> dict[str, Any] | None:
+        key = self._key(sid)
+        alive, recorded = await self._run(lambda: self._client.hmget(key, _SESSION_FIELD, _CLIENT_FIELD))
+        if alive is None:
+            return None
+        try:
+            value = json.loads(recorded) if recorded else {}
+        except ValueError:
+            value = {}  # written by no version of ours: treat as a client that said nothing
+        return value if isinstance(value, dict) else {}
 
     async def exists(self, sid: str) -> bool:
         key = self._key(sid)
@@ -304,10 +346,12 @@ def session_keys(settings: SessionSettings) -> list[bytes]:
 
 
 __all__ = [
+    "CLIENT_FIELDS",
     "MemorySessionStore",
     "RedisSessionStore",
     "SessionStore",
     "SessionStoreUnavailable",
+    "client_of",
     "open_store",
     "session_keys",
 ]

@@ -1,4 +1,4 @@
-"""The broker's MCP server logic, HTTP-free: sessions, initialize, federated lists, forwarding.
+"""The broker's MCP server logic, HTTP-free: sessions, initialize, federated lists, dispatch.
 
 The HTTP layer (`broker/http.py`) turns requests into calls here and bytes back into responses.
 Answers are JSON-RPC response bodies (bytes); anything the upstream streams before its answer
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -18,12 +17,13 @@ from mcp_gateway import __version__
 from mcp_gateway.broker.aggregate import (
     BadCursor,
     Federation,
-    expose_uri,
     federate,
     page_json,
     resolve_uri,
 )
+from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.fanout import Fanout
+from mcp_gateway.broker.forward import Forwarder
 from mcp_gateway.broker.metrics import BrokerMetrics
 from mcp_gateway.config import GatewayConfig, ServerConfig
 from mcp_gateway.logs import bind_request, get_logger
@@ -45,9 +45,6 @@ from mcp_gateway.upstream import (
     TOOLS,
     ListKind,
     Supervisor,
-    UpstreamClient,
-    UpstreamError,
-    open_backend_session,
 )
 
 log = get_logger("mcp_gateway.broker")
@@ -65,15 +62,7 @@ ROUTED_METHODS: dict[str, ListKind] = {
 # JSON-RPC's "request cancelled" (used by LSP; MCP defines no code): the answer to a call the
 # client itself cancelled, which it will ignore.
 REQUEST_CANCELLED = -32800
-CANCEL_RELAY_SECONDS = 2.0
 NOT_FOUND_CODE = {TOOLS.kind: ErrorCode.INVALID_PARAMS, PROMPTS.kind: ErrorCode.INVALID_PARAMS}
-
-
-@dataclass(frozen=True, slots=True)
-class ClientSession:
-    token: str  # the Mcp-Session-Id the client holds
-    sid: str  # the store key sealed inside it
-    protocol_version: str
 
 
 class SessionProblem(Exception):
@@ -96,21 +85,27 @@ class BrokerCore:
         fanout: Fanout | None = None,
         metrics: BrokerMetrics | None = None,
     ) -> None:
-        self.config = config
+        self._config = config
         self.supervisor = supervisor
         self.tokens = tokens
         self.store = store
         self.fanout = fanout or Fanout()
         self.metrics = metrics or BrokerMetrics()
+        self.forwarder = Forwarder(config, supervisor, store, self.fanout, self.metrics)
         self.federation = Federation()
         self._fingerprints: dict[str, int] = {}
         # Forwarded calls in flight, by (gateway session, client request id): what a client's
         # notifications/cancelled stops.
         self._in_flight: dict[tuple[str, Any], trio.CancelScope] = {}
-        # Backend GET streams relaying resources/updated, by (gateway session, server).
-        self._update_relays: dict[tuple[str, str], trio.CancelScope] = {}
-        # Owner of those relay tasks; serve_broker sets it to the broker's nursery.
-        self.nursery: trio.Nursery | None = None
+
+    @property
+    def config(self) -> GatewayConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: GatewayConfig) -> None:
+        self._config = config
+        self.forwarder.config = config
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -148,35 +143,11 @@ class BrokerCore:
         scope = self._in_flight.get((session.sid, request_id))
         if scope is not None:
             scope.cancel()
-        backends = await self.store.backends(session.sid)
-        with trio.move_on_after(CANCEL_RELAY_SECONDS):
-            async with trio.open_nursery() as nursery:
-                for name, backend_id in backends.items():
-                    server = self.config.server(name)
-                    if server is None or server.transport != "http":
-                        continue
-                    client = UpstreamClient(
-                        server,
-                        http=self.supervisor.http_client(name),
-                        session_id=backend_id,
-                        protocol_version=session.protocol_version,
-                    )
-                    nursery.start_soon(_tell, client, notification.params)
+        await self.forwarder.relay_cancel(notification.params, session)
 
     async def end_session(self, session: ClientSession) -> None:
         """DELETE: the backend sessions opened for this client end too (best effort, bounded)."""
-        for (sid, _server), scope in list(self._update_relays.items()):
-            if sid == session.sid:
-                scope.cancel()
-        backends = await self.store.backends(session.sid)
-        async with trio.open_nursery() as nursery:
-            for name, backend_id in backends.items():
-                server = self.config.server(name)
-                if server is not None and server.transport == "http":
-                    client = UpstreamClient(
-                        server, http=self.supervisor.http_client(name), session_id=backend_id
-                    )
-                    nursery.start_soon(client.aclose)  # DELETE, shielded, at most 2 s
+        await self.forwarder.end_backends(session)
         await self.store.delete(session.sid)
         self.fanout.close_session(session.sid)
         self.metrics.sessions_deleted.inc()
@@ -303,75 +274,7 @@ class BrokerCore:
             what = {"tools": "tool", "prompts": "prompt"}.get(kind.kind, "resource")
             return error_response(request.id, code, f"Unknown {what}: {name}")
         server, original = target
-        message: JsonObject = {
-            "jsonrpc": "2.0",
-            "id": request.id,
-            "method": request.method,
-            "params": {**params, key: original},
-        }
-
-        async def relay_stream(incoming: JsonObject) -> None:
-            # A stdio/WebSocket link routes server requests elsewhere; only notifications here.
-            if emit is not None and "method" in incoming and "id" not in incoming:
-                await emit(json.dumps(incoming, separators=(",", ":")).encode())
-
-        async def relay(incoming: JsonObject) -> None:
-            if "id" in incoming and "method" in incoming:
-                # Server→client requests during a forwarded call need a bidirectional relay
-                # (issue 7); say so to the upstream instead of leaving it waiting.
-                await client.respond(
-                    {
-                        "jsonrpc": "2.0",
-                        "id": incoming["id"],
-                        "error": {
-                            "code": ErrorCode.METHOD_NOT_FOUND,
-                            "message": "not relayed by the broker's fallback path",
-                        },
-                    }
-                )
-            elif emit is not None and "method" in incoming:
-                await emit(json.dumps(incoming, separators=(",", ":")).encode())
-
-        if server.transport != "http":
-            answer_bytes = await self._forward_on_stream(
-                request, server.name, message, relay_stream
-            )
-            if kind is RESOURCES:
-                return _expose_uri_in(answer_bytes, original, name)
-            return answer_bytes
-
-        http = self.supervisor.http_client(server.name)
-        for attempt in (1, 2):
-            try:
-                backend = await self._backend_session(session, server.name, http)
-            except UpstreamError as exc:
-                return self._upstream_failed(request, server.name, exc)
-            client = UpstreamClient(
-                server, http=http, session_id=backend, protocol_version=session.protocol_version
-            )
-            try:
-                with trio.fail_after(server.timeout_seconds):
-                    answer = await client.request_raw(message, relay)
-            except UpstreamError as exc:
-                if exc.session_expired and attempt == 1:
-                    # The upstream restarted and forgot our session: open a new one, replay once.
-                    await self.store.delete_backend(session.sid, server.name, expected=backend)
-                    continue
-                return self._upstream_failed(request, server.name, exc)
-            except trio.TooSlowError:
-                return error_response(
-                    request.id,
-                    ErrorCode.INTERNAL_ERROR,
-                    f"upstream {server.name} did not answer within {server.timeout_seconds:g}s",
-                )
-            finally:
-                if http is None:
-                    await client.aclose(end_session=False)
-            answer["id"] = request.id
-            if kind is RESOURCES:
-                _expose_contents(answer.get("result"), original, name)
-            return json.dumps(answer, separators=(",", ":")).encode()
-        raise AssertionError("unreachable")
+        return await self.forwarder.forward(request, kind, session, emit, server, original)
 
     async def _subscription(self, request: Request, session: ClientSession) -> bytes:
         """resources/(un)subscribe: forwarded on the client's backend session with the owner;
@@ -387,74 +290,7 @@ class BrokerCore:
                 request.id, ErrorCode.RESOURCE_NOT_FOUND, f"Unknown resource: {uri}"
             )
         server, original = target
-        if server.transport != "http":
-            return error_response(
-                request.id,
-                ErrorCode.METHOD_NOT_FOUND,
-                f"subscriptions to {server.transport} upstreams are not relayed",
-            )
-        http = self.supervisor.http_client(server.name)
-        try:
-            backend = await self._backend_session(session, server.name, http)
-            client = UpstreamClient(
-                server, http=http, session_id=backend, protocol_version=session.protocol_version
-            )
-            message = {
-                "jsonrpc": "2.0",
-                "id": request.id,
-                "method": request.method,
-                "params": {**(request.params or {}), "uri": original},
-            }
-            with trio.fail_after(server.timeout_seconds):
-                answer = await client.request_raw(message)
-            if http is None:
-                await client.aclose(end_session=False)
-        except UpstreamError as exc:
-            return self._upstream_failed(request, server.name, exc)
-        except trio.TooSlowError:
-            return error_response(
-                request.id, ErrorCode.INTERNAL_ERROR, f"upstream {server.name} timed out"
-            )
-        if request.method == "resources/subscribe" and "result" in answer:
-            self._relay_updates(session, server, backend)
-        answer["id"] = request.id
-        return json.dumps(answer, separators=(",", ":")).encode()
-
-    def _relay_updates(self, session: ClientSession, server: ServerConfig, backend: str) -> None:
-        key = (session.sid, server.name)
-        if key in self._update_relays or self.nursery is None:
-            return
-        scope = trio.CancelScope()
-        self._update_relays[key] = scope
-
-        async def relay() -> None:
-            client = UpstreamClient(
-                server,
-                http=self.supervisor.http_client(server.name),
-                session_id=backend,
-                protocol_version=session.protocol_version,
-            )
-
-            async def on_message(message: JsonObject) -> None:
-                if message.get("method") != "notifications/resources/updated":
-                    return
-                params = dict(message.get("params") or {})
-                if isinstance(params.get("uri"), str):
-                    params["uri"] = expose_uri(server.prefix, params["uri"])
-                note = serialize(NotificationMessage("notifications/resources/updated", params))
-                self.metrics.notifications_sent.inc(self.fanout.publish(note, session.sid))
-
-            try:
-                with scope, bind_request(session=session.sid, server=server.name):
-                    await client.listen(on_message)
-            except UpstreamError as exc:
-                log.info("resource update relay ended", reason=exc.message)
-            finally:
-                if self._update_relays.get(key) is scope:
-                    del self._update_relays[key]
-                await client.aclose(end_session=False)  # closes only an HTTP client of its own
-
-        self.nursery.start_soon(relay)
+        return await self.forwarder.subscription(request, session, server, original)
 
     def _owner(self, kind: ListKind, name: str) -> tuple[ServerConfig, str] | None:
         """The serving upstream behind an exposed name or URI, and its own name for it."""
@@ -467,79 +303,3 @@ class BrokerCore:
         if entry is None or server is None:
             return None
         return server, entry.original_name
-
-    async def _forward_on_stream(
-        self, request: Request, server_name: str, message: JsonObject, relay: Any
-    ) -> bytes:
-        """Forward over the shared link of a stdio/WebSocket upstream (Envoy cannot reach it).
-
-        Many clients share that link, so the request goes out under a fresh id of the link's
-        own and the answer comes back under the client's id.
-        """
-        client = self.supervisor.stream_client(server_name)
-        if client is None:
-            return error_response(
-                request.id, ErrorCode.INTERNAL_ERROR, f"upstream {server_name} is unavailable"
-            )
-        server = self.config.server(server_name)
-        timeout = server.timeout_seconds if server is not None else 30.0
-        try:
-            with trio.fail_after(timeout):
-                result = await client.request(message["method"], message["params"], relay)
-        except UpstreamError as exc:
-            return self._upstream_failed(request, server_name, exc)
-        except trio.TooSlowError:
-            return error_response(
-                request.id,
-                ErrorCode.INTERNAL_ERROR,
-                f"upstream {server_name} did not answer within {timeout:g}s",
-            )
-        return result_response(request.id, result)
-
-    async def _backend_session(self, session: ClientSession, server_name: str, http: Any) -> str:
-        backend = await self.store.get_backend(session.sid, server_name)
-        if backend is not None:
-            return backend
-        server = self.config.server(server_name)
-        assert server is not None
-        backend = await open_backend_session(
-            server,
-            session.protocol_version,
-            {"name": "mcp-gateway", "version": __version__},
-            http=http,
-        )
-        await self.store.set_backend(session.sid, server_name, backend)
-        return backend
-
-    def _upstream_failed(self, request: Request, server: str, exc: UpstreamError) -> bytes:
-        log.warning(
-            "forwarded request failed", server=server, method=request.method, reason=exc.message
-        )
-        if exc.rpc_code is not None:
-            return error_response(request.id, exc.rpc_code, exc.message, exc.rpc_data)
-        return error_response(
-            request.id, ErrorCode.INTERNAL_ERROR, f"upstream {server} is unavailable"
-        )
-
-
-async def _tell(client: UpstreamClient, params: Any) -> None:
-    try:
-        await client.notify("notifications/cancelled", params)
-    except UpstreamError:
-        pass  # best effort: the upstream is gone or forgot the session; nothing runs there then
-    finally:
-        await client.aclose(end_session=False)  # closes only an HTTP client of its own
-
-
-def _expose_contents(result: Any, original: str, exposed: str) -> None:
-    """A read resource names itself by its URI: show the client the URI it asked for."""
-    if isinstance(result, dict) and isinstance(result.get("contents"), list):
-        for content in result["contents"]:
-            if isinstance(content, dict) and content.get("uri") == original:
-                content["uri"] = exposed
-
-
-def _expose_uri_in(answer: bytes, original: str, exposed: str) -> bytes:
-    message = json.loads(answer)
-    _expose_contents(message.get("result"), original, exposed)
-    return json.dumps(message, separators=(",", ":")).encode()

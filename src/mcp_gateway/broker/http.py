@@ -16,7 +16,8 @@ import trio
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
-from mcp_gateway.broker.core import BrokerCore, ClientSession, SessionProblem
+from mcp_gateway.broker.client_session import ClientSession
+from mcp_gateway.broker.core import BrokerCore, SessionProblem
 from mcp_gateway.broker.origin import origin_allowed
 from mcp_gateway.logs import get_logger
 from mcp_gateway.protocol import (

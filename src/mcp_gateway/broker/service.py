@@ -46,7 +46,7 @@ async def serve_broker(
     supervisor = Supervisor(config, timing=timing or Timing())
     core = BrokerCore(config, supervisor, tokens, store)
     async with trio.open_nursery() as nursery:
-        core.nursery = nursery
+        core.forwarder.nursery = nursery
         changes = supervisor.changes()  # before the first upstream can change anything
         await nursery.start(supervisor.run)
         app = build_app(core, reload_state, nursery, keepalive_seconds=keepalive_seconds)

@@ -1,0 +1,326 @@
+"""Requests the broker relays to upstreams itself: the fallback path when a call reaches the
+broker (no Envoy in front, or a stdio/WebSocket upstream Envoy cannot reach), resource
+subscriptions, and the client's cancellations and DELETE passed on to its backend sessions.
+
+Backend sessions are the same ones the router uses: one per (gateway session, upstream), opened
+lazily with `open_backend_session` and kept in the shared session store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from mcp_gateway import __version__
+from mcp_gateway.broker.aggregate import expose_uri
+from mcp_gateway.broker.client_session import ClientSession
+from mcp_gateway.broker.fanout import Fanout
+from mcp_gateway.broker.metrics import BrokerMetrics
+from mcp_gateway.config import GatewayConfig, ServerConfig
+from mcp_gateway.logs import bind_request, get_logger
+from mcp_gateway.protocol import ErrorCode, Request, error_response, result_response, serialize
+from mcp_gateway.protocol import Notification as NotificationMessage
+from mcp_gateway.sessions.store import SessionStore
+from mcp_gateway.upstream import (
+    RESOURCES,
+    ListKind,
+    Supervisor,
+    UpstreamClient,
+    UpstreamError,
+    open_backend_session,
+)
+
+log = get_logger("mcp_gateway.broker")
+
+Emit = Callable[[bytes], Awaitable[None]]
+JsonObject = dict[str, Any]
+CANCEL_RELAY_SECONDS = 2.0
+
+
+class Forwarder:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        supervisor: Supervisor,
+        store: SessionStore,
+        fanout: Fanout,
+        metrics: BrokerMetrics,
+    ) -> None:
+        self.config = config  # replaced on reload, with the broker's
+        self.supervisor = supervisor
+        self.store = store
+        self.fanout = fanout
+        self.metrics = metrics
+        # Backend GET streams relaying resources/updated, by (gateway session, server).
+        self._update_relays: dict[tuple[str, str], trio.CancelScope] = {}
+        # Owner of those relay tasks; serve_broker sets it to the broker's nursery.
+        self.nursery: trio.Nursery | None = None
+
+    async def forward(
+        self,
+        request: Request,
+        kind: ListKind,
+        session: ClientSession,
+        emit: Emit | None,
+        server: ServerConfig,
+        original: str,
+    ) -> bytes:
+        """Relay a routed request to `server`, which calls the item `original`."""
+        params = request.params or {}
+        key = kind.id_field
+        name = params[key]
+        message: JsonObject = {
+            "jsonrpc": "2.0",
+            "id": request.id,
+            "method": request.method,
+            "params": {**params, key: original},
+        }
+
+        async def relay_stream(incoming: JsonObject) -> None:
+            # A stdio/WebSocket link routes server requests elsewhere; only notifications here.
+            if emit is not None and "method" in incoming and "id" not in incoming:
+                await emit(json.dumps(incoming, separators=(",", ":")).encode())
+
+        async def relay(incoming: JsonObject) -> None:
+            if "id" in incoming and "method" in incoming:
+                # Server→client requests during a forwarded call need a bidirectional relay
+                # (issue 7); say so to the upstream instead of leaving it waiting.
+                await client.respond(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": incoming["id"],
+                        "error": {
+                            "code": ErrorCode.METHOD_NOT_FOUND,
+                            "message": "not relayed by the broker's fallback path",
+                        },
+                    }
+                )
+            elif emit is not None and "method" in incoming:
+                await emit(json.dumps(incoming, separators=(",", ":")).encode())
+
+        if server.transport != "http":
+            answer_bytes = await self._forward_on_stream(
+                request, server.name, message, relay_stream
+            )
+            if kind is RESOURCES:
+                return _expose_uri_in(answer_bytes, original, name)
+            return answer_bytes
+
+        http = self.supervisor.http_client(server.name)
+        for attempt in (1, 2):
+            try:
+                backend = await self._backend_session(session, server.name, http)
+            except UpstreamError as exc:
+                return self._upstream_failed(request, server.name, exc)
+            client = UpstreamClient(
+                server, http=http, session_id=backend, protocol_version=session.protocol_version
+            )
+            try:
+                with trio.fail_after(server.timeout_seconds):
+                    answer = await client.request_raw(message, relay)
+            except UpstreamError as exc:
+                if exc.session_expired and attempt == 1:
+                    # The upstream restarted and forgot our session: open a new one, replay once.
+                    await self.store.delete_backend(session.sid, server.name, expected=backend)
+                    continue
+                return self._upstream_failed(request, server.name, exc)
+            except trio.TooSlowError:
+                return error_response(
+                    request.id,
+                    ErrorCode.INTERNAL_ERROR,
+                    f"upstream {server.name} did not answer within {server.timeout_seconds:g}s",
+                )
+            finally:
+                if http is None:
+                    await client.aclose(end_session=False)
+            answer["id"] = request.id
+            if kind is RESOURCES:
+                _expose_contents(answer.get("result"), original, name)
+            return json.dumps(answer, separators=(",", ":")).encode()
+        raise AssertionError("unreachable")
+
+    async def subscription(
+        self, request: Request, session: ClientSession, server: ServerConfig, original: str
+    ) -> bytes:
+        """resources/(un)subscribe on the client's backend session with the owner; on success
+        its `notifications/resources/updated` reach this client's GET streams only."""
+        if server.transport != "http":
+            return error_response(
+                request.id,
+                ErrorCode.METHOD_NOT_FOUND,
+                f"subscriptions to {server.transport} upstreams are not relayed",
+            )
+        http = self.supervisor.http_client(server.name)
+        try:
+            backend = await self._backend_session(session, server.name, http)
+            client = UpstreamClient(
+                server, http=http, session_id=backend, protocol_version=session.protocol_version
+            )
+            message = {
+                "jsonrpc": "2.0",
+                "id": request.id,
+                "method": request.method,
+                "params": {**(request.params or {}), "uri": original},
+            }
+            with trio.fail_after(server.timeout_seconds):
+                answer = await client.request_raw(message)
+            if http is None:
+                await client.aclose(end_session=False)
+        except UpstreamError as exc:
+            return self._upstream_failed(request, server.name, exc)
+        except trio.TooSlowError:
+            return error_response(
+                request.id, ErrorCode.INTERNAL_ERROR, f"upstream {server.name} timed out"
+            )
+        if request.method == "resources/subscribe" and "result" in answer:
+            self._relay_updates(session, server, backend)
+        answer["id"] = request.id
+        return json.dumps(answer, separators=(",", ":")).encode()
+
+    def _relay_updates(self, session: ClientSession, server: ServerConfig, backend: str) -> None:
+        key = (session.sid, server.name)
+        if key in self._update_relays or self.nursery is None:
+            return
+        scope = trio.CancelScope()
+        self._update_relays[key] = scope
+
+        async def relay() -> None:
+            client = UpstreamClient(
+                server,
+                http=self.supervisor.http_client(server.name),
+                session_id=backend,
+                protocol_version=session.protocol_version,
+            )
+
+            async def on_message(message: JsonObject) -> None:
+                if message.get("method") != "notifications/resources/updated":
+                    return
+                params = dict(message.get("params") or {})
+                if isinstance(params.get("uri"), str):
+                    params["uri"] = expose_uri(server.prefix, params["uri"])
+                note = serialize(NotificationMessage("notifications/resources/updated", params))
+                self.metrics.notifications_sent.inc(self.fanout.publish(note, session.sid))
+
+            try:
+                with scope, bind_request(session=session.sid, server=server.name):
+                    await client.listen(on_message)
+            except UpstreamError as exc:
+                log.info("resource update relay ended", reason=exc.message)
+            finally:
+                if self._update_relays.get(key) is scope:
+                    del self._update_relays[key]
+                await client.aclose(end_session=False)  # closes only an HTTP client of its own
+
+        self.nursery.start_soon(relay)
+
+    async def relay_cancel(self, params: Any, session: ClientSession) -> None:
+        """Tell every backend session of this client (bounded): a call Envoy routed went to one
+        of them under the client's request id; the others ignore an id they do not know."""
+        backends = await self.store.backends(session.sid)
+        with trio.move_on_after(CANCEL_RELAY_SECONDS):
+            async with trio.open_nursery() as nursery:
+                for name, backend_id in backends.items():
+                    server = self.config.server(name)
+                    if server is None or server.transport != "http":
+                        continue
+                    client = UpstreamClient(
+                        server,
+                        http=self.supervisor.http_client(name),
+                        session_id=backend_id,
+                        protocol_version=session.protocol_version,
+                    )
+                    nursery.start_soon(_tell, client, params)
+
+    async def end_backends(self, session: ClientSession) -> None:
+        """DELETE every backend session opened for this client (best effort, bounded)."""
+        for (sid, _server), scope in list(self._update_relays.items()):
+            if sid == session.sid:
+                scope.cancel()
+        backends = await self.store.backends(session.sid)
+        async with trio.open_nursery() as nursery:
+            for name, backend_id in backends.items():
+                server = self.config.server(name)
+                if server is not None and server.transport == "http":
+                    client = UpstreamClient(
+                        server, http=self.supervisor.http_client(name), session_id=backend_id
+                    )
+                    nursery.start_soon(client.aclose)  # DELETE, shielded, at most 2 s
+
+    async def _forward_on_stream(
+        self, request: Request, server_name: str, message: JsonObject, relay: Any
+    ) -> bytes:
+        """Forward over the shared link of a stdio/WebSocket upstream (Envoy cannot reach it).
+
+        Many clients share that link, so the request goes out under a fresh id of the link's
+        own and the answer comes back under the client's id.
+        """
+        client = self.supervisor.stream_client(server_name)
+        if client is None:
+            return error_response(
+                request.id, ErrorCode.INTERNAL_ERROR, f"upstream {server_name} is unavailable"
+            )
+        server = self.config.server(server_name)
+        timeout = server.timeout_seconds if server is not None else 30.0
+        try:
+            with trio.fail_after(timeout):
+                result = await client.request(message["method"], message["params"], relay)
+        except UpstreamError as exc:
+            return self._upstream_failed(request, server_name, exc)
+        except trio.TooSlowError:
+            return error_response(
+                request.id,
+                ErrorCode.INTERNAL_ERROR,
+                f"upstream {server_name} did not answer within {timeout:g}s",
+            )
+        return result_response(request.id, result)
+
+    async def _backend_session(self, session: ClientSession, server_name: str, http: Any) -> str:
+        backend = await self.store.get_backend(session.sid, server_name)
+        if backend is not None:
+            return backend
+        server = self.config.server(server_name)
+        assert server is not None
+        backend = await open_backend_session(
+            server,
+            session.protocol_version,
+            {"name": "mcp-gateway", "version": __version__},
+            http=http,
+        )
+        await self.store.set_backend(session.sid, server_name, backend)
+        return backend
+
+    def _upstream_failed(self, request: Request, server: str, exc: UpstreamError) -> bytes:
+        log.warning(
+            "forwarded request failed", server=server, method=request.method, reason=exc.message
+        )
+        if exc.rpc_code is not None:
+            return error_response(request.id, exc.rpc_code, exc.message, exc.rpc_data)
+        return error_response(
+            request.id, ErrorCode.INTERNAL_ERROR, f"upstream {server} is unavailable"
+        )
+
+
+async def _tell(client: UpstreamClient, params: Any) -> None:
+    try:
+        await client.notify("notifications/cancelled", params)
+    except UpstreamError:
+        pass  # best effort: the upstream is gone or forgot the session; nothing runs there then
+    finally:
+        await client.aclose(end_session=False)  # closes only an HTTP client of its own
+
+
+def _expose_contents(result: Any, original: str, exposed: str) -> None:
+    """A read resource names itself by its URI: show the client the URI it asked for."""
+    if isinstance(result, dict) and isinstance(result.get("contents"), list):
+        for content in result["contents"]:
+            if isinstance(content, dict) and content.get("uri") == original:
+                content["uri"] = exposed
+
+
+def _expose_uri_in(answer: bytes, original: str, exposed: str) -> bytes:
+    message = json.loads(answer)
+    _expose_contents(message.get("result"), original, exposed)
+    return json.dumps(message, separators=(",", ":")).encode()

@@ -8,6 +8,7 @@ lazily with `open_backend_session` and kept in the shared session store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -121,6 +122,14 @@ class Forwarder:
             try:
                 with trio.fail_after(server.timeout_seconds):
                     answer = await client.request_raw(message, relay)
+            except trio.Cancelled:
+                # The client went away or cancelled: closing our POST is no cancellation in the
+                # handshake-era revisions, so say it to the upstream (shielded, bounded).
+                with trio.CancelScope(shield=True), trio.move_on_after(CANCEL_RELAY_SECONDS):
+                    reason = {"requestId": request.id, "reason": "the client cancelled or left"}
+                    with contextlib.suppress(UpstreamError):
+                        await client.notify("notifications/cancelled", reason)
+                raise
             except UpstreamError as exc:
                 if exc.session_expired and attempt == 1:
                     # The upstream restarted and forgot our session: open a new one, replay once.

@@ -243,10 +243,23 @@ def register(
         nursery.start_soon(work)
 
         async def events() -> AsyncIterator[bytes]:
+            # Comments while the upstream works keep idle-timeout proxies from cutting the
+            # stream. (hypercorn does not read an HTTP/1.1 socket while it answers, so a client
+            # that leaves is noticed only when the stream ends; over HTTP/2 its reset is seen.)
             try:
                 async with receive:
-                    async for data in receive:
-                        yield b"event: message\ndata: " + data + b"\n\n"
+                    yield b": working\n\n"
+                    while True:
+                        data: bytes | None = None
+                        with trio.move_on_after(keepalive_seconds):
+                            try:
+                                data = await receive.receive()
+                            except trio.EndOfChannel:
+                                return
+                        if data is None:
+                            yield b": keep-alive\n\n"
+                        else:
+                            yield b"event: message\ndata: " + data + b"\n\n"
             finally:
                 scope.cancel()  # the client went away: stop the upstream call it asked for
                 record(message.method, 200, started)

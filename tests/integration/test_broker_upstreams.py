@@ -457,3 +457,46 @@ async def test_resource_updates_reach_only_the_subscribing_client() -> None:
             ]
             assert heard["bystander"] == []
             nursery.cancel_scope.cancel()
+
+
+async def test_set_level_reaches_the_clients_backend_sessions() -> None:
+    async with sample_in_process("conformance") as fixture:
+        config = gateway_config([("fx", fixture, "fx_")])
+        async with running_broker(config) as broker, httpx.AsyncClient(timeout=20) as http:
+            session = await _session(http, broker)
+
+            async def log_messages(rid: int) -> list[dict[str, Any]]:
+                call = {
+                    "jsonrpc": "2.0",
+                    "id": rid,
+                    "method": "tools/call",
+                    "params": {
+                        "name": "fx_test_tool_with_logging",
+                        "arguments": {},
+                        "_meta": {"progressToken": rid},
+                    },
+                }
+                answer = await http.post(broker.url, json=call, headers=session)
+                messages = [
+                    json.loads(line[5:])
+                    for line in answer.text.splitlines()
+                    if line.startswith("data:")
+                ]
+                assert messages[-1]["id"] == rid and "result" in messages[-1]
+                return [m for m in messages if m.get("method") == "notifications/message"]
+
+            assert [m["params"]["level"] for m in await log_messages(1)] == ["info"] * 3
+            set_level = {
+                "jsonrpc": "2.0",
+                "id": 2,
+                "method": "logging/setLevel",
+                "params": {"level": "error"},
+            }
+            assert (await http.post(broker.url, json=set_level, headers=session)).json()[
+                "result"
+            ] == {}
+            assert await log_messages(3) == []
+            bad = {**set_level, "params": {"level": "loud"}}
+            assert (await http.post(broker.url, json=bad, headers=session)).json()["error"][
+                "code"
+            ] == -32602

@@ -62,6 +62,7 @@ ROUTED_METHODS: dict[str, ListKind] = {
 # JSON-RPC's "request cancelled" (used by LSP; MCP defines no code): the answer to a call the
 # client itself cancelled, which it will ignore.
 REQUEST_CANCELLED = -32800
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 NOT_FOUND_CODE = {TOOLS.kind: ErrorCode.INVALID_PARAMS, PROMPTS.kind: ErrorCode.INVALID_PARAMS}
 
 
@@ -199,6 +200,7 @@ class BrokerCore:
                 "tools": {"listChanged": True},
                 "prompts": {"listChanged": True},
                 "resources": {"subscribe": True, "listChanged": True},
+                "logging": {},
             },
             "serverInfo": {"name": "mcp-gateway", "version": __version__},
             "instructions": "One MCP endpoint for many servers: each server's tools carry its prefix.",
@@ -241,6 +243,14 @@ class BrokerCore:
                 request.id, ErrorCode.INVALID_REQUEST, "session already initialized"
             )
         if method == "logging/setLevel":
+            level = (request.params or {}).get("level")
+            if level not in LOG_LEVELS:
+                return error_response(
+                    request.id,
+                    ErrorCode.INVALID_PARAMS,
+                    f"level must be one of {', '.join(LOG_LEVELS)}",
+                )
+            await self.forwarder.set_log_level(session, level)
             return result_response(request.id, {})
         if method in ("resources/subscribe", "resources/unsubscribe"):
             return await self._subscription(request, session)

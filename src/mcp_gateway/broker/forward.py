@@ -9,6 +9,7 @@ lazily with `open_backend_session` and kept in the shared session store.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -59,6 +60,9 @@ class Forwarder:
         self._update_relays: dict[tuple[str, str], trio.CancelScope] = {}
         # Owner of those relay tasks; serve_broker sets it to the broker's nursery.
         self.nursery: trio.Nursery | None = None
+        # logging/setLevel per gateway session, applied to backend sessions opened later too.
+        self._log_levels: dict[str, str] = {}
+        self._request_ids = itertools.count(1)
 
     async def forward(
         self,
@@ -257,6 +261,7 @@ class Forwarder:
                         server, http=self.supervisor.http_client(name), session_id=backend_id
                     )
                     nursery.start_soon(client.aclose)  # DELETE, shielded, at most 2 s
+        self._log_levels.pop(session.sid, None)
 
     async def _forward_on_stream(
         self, request: Request, server_name: str, message: JsonObject, relay: Any
@@ -299,7 +304,46 @@ class Forwarder:
             http=http,
         )
         await self.store.set_backend(session.sid, server_name, backend)
+        level = self._log_levels.get(session.sid)
+        if level is not None:
+            client = UpstreamClient(
+                server, http=http, session_id=backend, protocol_version=session.protocol_version
+            )
+            await self._tell_level(client, level)
         return backend
+
+    async def set_log_level(self, session: ClientSession, level: str) -> None:
+        """logging/setLevel applies to the client's session: every backend session of it now
+        (bounded, best effort) and each one the broker opens later."""
+        self._log_levels[session.sid] = level
+        backends = await self.store.backends(session.sid)
+        with trio.move_on_after(CANCEL_RELAY_SECONDS):
+            async with trio.open_nursery() as nursery:
+                for name, backend_id in backends.items():
+                    server = self.config.server(name)
+                    if server is None or server.transport != "http":
+                        continue
+                    client = UpstreamClient(
+                        server,
+                        http=self.supervisor.http_client(name),
+                        session_id=backend_id,
+                        protocol_version=session.protocol_version,
+                    )
+                    nursery.start_soon(self._tell_level, client, level)
+
+    async def _tell_level(self, client: UpstreamClient, level: str) -> None:
+        # Our own request on a session the client's calls also use: an id of a shape no
+        # client id collides with in practice.
+        request_id = f"mcp-gateway-{next(self._request_ids)}"
+        try:
+            with trio.move_on_after(CANCEL_RELAY_SECONDS):
+                await client.request("logging/setLevel", {"level": level}, request_id=request_id)
+        except UpstreamError as exc:
+            log.info(
+                "log level not applied upstream", server=client.server.name, reason=exc.message
+            )
+        finally:
+            await client.aclose(end_session=False)  # closes only an HTTP client of its own
 
     def _upstream_failed(self, request: Request, server: str, exc: UpstreamError) -> bytes:
         log.warning(

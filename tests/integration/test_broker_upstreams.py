@@ -500,3 +500,32 @@ async def test_set_level_reaches_the_clients_backend_sessions() -> None:
             assert (await http.post(broker.url, json=bad, headers=session)).json()["error"][
                 "code"
             ] == -32602
+
+
+async def test_completion_goes_to_the_owner_of_the_prompt_it_names() -> None:
+    async with sample_in_process("conformance") as fixture:
+        config = gateway_config([("fx", fixture, "fx_")])
+        async with running_broker(config) as broker, httpx.AsyncClient(timeout=20) as http:
+            session = await _session(http, broker)
+            complete = {
+                "jsonrpc": "2.0",
+                "id": 31,
+                "method": "completion/complete",
+                "params": {
+                    "ref": {"type": "ref/prompt", "name": "fx_test_prompt_with_arguments"},
+                    "argument": {"name": "arg1", "value": "a"},
+                },
+            }
+            answer = (await http.post(broker.url, json=complete, headers=session)).json()
+            assert answer["id"] == 31
+            assert isinstance(answer["result"]["completion"]["values"], list)
+            unknown = {
+                **complete,
+                "params": {**complete["params"], "ref": {"type": "ref/prompt", "name": "nope"}},
+            }
+            missing = (await http.post(broker.url, json=unknown, headers=session)).json()
+            assert missing["error"]["code"] == -32602
+            bad = {**complete, "params": {"ref": "x"}}
+            assert (await http.post(broker.url, json=bad, headers=session)).json()["error"][
+                "code"
+            ] == -32602

@@ -201,6 +201,7 @@ class BrokerCore:
                 "prompts": {"listChanged": True},
                 "resources": {"subscribe": True, "listChanged": True},
                 "logging": {},
+                "completions": {},
             },
             "serverInfo": {"name": "mcp-gateway", "version": __version__},
             "instructions": "One MCP endpoint for many servers: each server's tools carry its prefix.",
@@ -252,6 +253,8 @@ class BrokerCore:
                 )
             await self.forwarder.set_log_level(session, level)
             return result_response(request.id, {})
+        if method == "completion/complete":
+            return await self._complete(request, session, emit)
         if method in ("resources/subscribe", "resources/unsubscribe"):
             return await self._subscription(request, session)
         return error_response(request.id, ErrorCode.METHOD_NOT_FOUND, f"Method not found: {method}")
@@ -284,7 +287,36 @@ class BrokerCore:
             what = {"tools": "tool", "prompts": "prompt"}.get(kind.kind, "resource")
             return error_response(request.id, code, f"Unknown {what}: {name}")
         server, original = target
-        return await self.forwarder.forward(request, kind, session, emit, server, original)
+        return await self.forwarder.forward(
+            request,
+            session,
+            emit,
+            server,
+            {**params, key: original},
+            exposed_uri=(original, name) if kind is RESOURCES else None,
+        )
+
+    async def _complete(self, request: Request, session: ClientSession, emit: Emit | None) -> bytes:
+        """completion/complete goes to the owner of the prompt or resource its `ref` names."""
+        params = request.params or {}
+        ref = params.get("ref")
+        kinds = {"ref/prompt": PROMPTS, "ref/resource": RESOURCES}
+        kind = kinds.get(str(ref.get("type"))) if isinstance(ref, dict) else None
+        if kind is None or not isinstance(ref, dict):
+            return error_response(
+                request.id,
+                ErrorCode.INVALID_PARAMS,
+                "params.ref must be a ref/prompt or ref/resource",
+            )
+        field = "name" if kind is PROMPTS else "uri"
+        name = ref.get(field)
+        target = self._owner(kind, name) if isinstance(name, str) else None
+        if target is None:
+            code = ErrorCode.INVALID_PARAMS if kind is PROMPTS else ErrorCode.RESOURCE_NOT_FOUND
+            return error_response(request.id, code, f"Unknown {field}: {name}")
+        server, original = target
+        upstream_params = {**params, "ref": {**ref, field: original}}
+        return await self.forwarder.forward(request, session, emit, server, upstream_params)
 
     async def _subscription(self, request: Request, session: ClientSession) -> bytes:
         """resources/(un)subscribe: forwarded on the client's backend session with the owner;

@@ -27,8 +27,6 @@ from mcp_gateway.protocol import ErrorCode, Request, error_response, result_resp
 from mcp_gateway.protocol import Notification as NotificationMessage
 from mcp_gateway.sessions.store import SessionStore
 from mcp_gateway.upstream import (
-    RESOURCES,
-    ListKind,
     Supervisor,
     UpstreamClient,
     UpstreamError,
@@ -67,21 +65,23 @@ class Forwarder:
     async def forward(
         self,
         request: Request,
-        kind: ListKind,
         session: ClientSession,
         emit: Emit | None,
         server: ServerConfig,
-        original: str,
+        upstream_params: JsonObject,
+        *,
+        exposed_uri: tuple[str, str] | None = None,
     ) -> bytes:
-        """Relay a routed request to `server`, which calls the item `original`."""
-        params = request.params or {}
-        key = kind.id_field
-        name = params[key]
+        """Relay `request` to `server` with the params in the upstream's own names.
+
+        `exposed_uri` = (upstream's URI, the URI the client used): a read's contents come back
+        under the client's URI.
+        """
         message: JsonObject = {
             "jsonrpc": "2.0",
             "id": request.id,
             "method": request.method,
-            "params": {**params, key: original},
+            "params": upstream_params,
         }
 
         async def relay_stream(incoming: JsonObject) -> None:
@@ -110,8 +110,8 @@ class Forwarder:
             answer_bytes = await self._forward_on_stream(
                 request, server.name, message, relay_stream
             )
-            if kind is RESOURCES:
-                return _expose_uri_in(answer_bytes, original, name)
+            if exposed_uri is not None:
+                return _expose_uri_in(answer_bytes, *exposed_uri)
             return answer_bytes
 
         http = self.supervisor.http_client(server.name)
@@ -150,8 +150,8 @@ class Forwarder:
                 if http is None:
                     await client.aclose(end_session=False)
             answer["id"] = request.id
-            if kind is RESOURCES:
-                _expose_contents(answer.get("result"), original, name)
+            if exposed_uri is not None:
+                _expose_contents(answer.get("result"), *exposed_uri)
             return json.dumps(answer, separators=(",", ":")).encode()
         raise AssertionError("unreachable")
 

@@ -36,6 +36,10 @@ EXPECTED_PUBLIC = {
     "ParamHeader",
     "param_headers",
     "check_param_headers",
+    "COMPLETION_METHOD",
+    "CompletionRef",
+    "completion_ref",
+    "replace_completion_ref",
 }
 
 PROTOCOL_DIR = pathlib.Path(protocol.__file__).parent

@@ -141,6 +141,48 @@ def test_prompts_get_is_routed_by_name_too() -> None:
     assert (decision.upstream.server, decision.routed_name, decision.method) == ("slow", "greeting", "prompts/get")
 
 
+def complete(ref: object, request_id: object = 5) -> bytes:
+    params = {"ref": ref, "argument": {"name": "city", "value": "Par"}}
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "completion/complete", "params": params}).encode()
+
+
+def test_completion_goes_to_the_owner_of_its_prompt_or_resource_template() -> None:
+    by_prompt = route_request(headers(), complete({"type": "ref/prompt", "name": "eu_weather"}), TABLE, TOKENS)
+    assert isinstance(by_prompt, NeedsBackend)
+    assert (by_prompt.upstream.server, by_prompt.routed_name, by_prompt.method) == (
+        "europe", "weather", "completion/complete"
+    )
+    assert json.loads(by_prompt.body)["params"]["ref"] == {"type": "ref/prompt", "name": "weather"}
+
+    template = "mcp-gateway:dyn_file:///{path}"
+    by_template = route_request(headers(), complete({"type": "ref/resource", "uri": template}), TABLE, TOKENS)
+    assert isinstance(by_template, NeedsBackend)
+    assert (by_template.upstream.server, by_template.routed_name) == ("dynamic", "file:///{path}")
+    assert json.loads(by_template.body)["params"]["ref"]["uri"] == "file:///{path}"
+
+
+def test_completion_of_an_unknown_or_malformed_reference_is_invalid_params_with_the_id() -> None:
+    unknown = route_request(headers(), complete({"type": "ref/prompt", "name": "zz_x"}, "q"), TABLE, TOKENS)
+    assert isinstance(unknown, Reply)
+    assert (unknown.status, error_of(unknown)) == (200, ("q", -32602, "Unknown prompt: zz_x"))
+    foreign_uri = route_request(headers(), complete({"type": "ref/resource", "uri": "file:///x"}), TABLE, TOKENS)
+    assert isinstance(foreign_uri, Reply)  # no unprefixed server here owns plain URIs
+    assert error_of(foreign_uri)[1:] == (-32602, "Unknown resource: file:///x")
+    malformed = route_request(headers(), complete({"type": "ref/tool", "name": "dyn_x"}, 9), TABLE, TOKENS)
+    assert isinstance(malformed, Reply)
+    assert error_of(malformed)[:2] == (9, -32602)
+    no_session = route_request(
+        {**headers(), SESSION_HEADER: ""}, complete({"type": "ref/prompt", "name": "dyn_x"}), TABLE, TOKENS
+    )
+    assert isinstance(no_session, Reply) and no_session.status == 400
+
+
+def test_an_unprefixed_server_owns_every_plain_uri() -> None:
+    table = RoutingTable.of([UpstreamRoute("plain", "", "a:1", "/mcp", None), UpstreamRoute("p", "p_", "b:1", "/mcp", None)])
+    assert table.match_uri("test://template/{id}/data") == (table.server("plain"), "test://template/{id}/data")
+    assert table.match_uri("mcp-gateway:p_file:///x") == (table.server("p"), "file:///x")
+
+
 def test_unknown_prefix_is_the_specs_unknown_tool_error_with_the_request_id() -> None:
     decision = route_request(headers(), call("nope_add", request_id="abc"), TABLE, TOKENS)
     assert isinstance(decision, Reply)
@@ -291,6 +333,12 @@ client_headers = st.dictionaries(
 )
 bodies = st.one_of(
     st.builds(call, any_tool, request_ids),
+    st.builds(lambda ref, i: complete(ref, i), st.one_of(
+        st.builds(lambda n: {"type": "ref/prompt", "name": n}, any_tool),
+        st.builds(lambda u: {"type": "ref/resource", "uri": u}, st.sampled_from(
+            ["mcp-gateway:dyn_file:///{x}", "mcp-gateway:nope_x", "file:///x"])),
+        st.just({"type": "ref/prompt"}),
+    ), request_ids),
     st.builds(lambda n, i: call(n, i, "prompts/get"), any_tool, request_ids),
     st.binary(max_size=200),
     st.sampled_from([b"", b"[]", b"{}", b"null", b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":[]}']),
@@ -351,8 +399,12 @@ def test_property_fail_closed(extra: dict[str, str], body: bytes, token: str) ->
     if isinstance(decision, NeedsBackend):
         assert token == TOKEN
         document = json.loads(body)
-        assert document["method"] in ("tools/call", "prompts/get")
-        matched = TABLE.match(document["params"]["name"])
+        assert document["method"] in ("tools/call", "prompts/get", "completion/complete")
+        if document["method"] == "completion/complete":
+            ref = document["params"]["ref"]
+            matched = TABLE.match(ref["name"]) if "name" in ref else TABLE.match_uri(ref["uri"])
+        else:
+            matched = TABLE.match(document["params"]["name"])
         assert matched is not None and matched[0] == decision.upstream
     elif isinstance(decision, Reply):
         assert 400 <= decision.status < 500 or decision.status == 200

@@ -3,6 +3,10 @@
 No I/O and nothing of ours is imported here; everything public is re-exported below.
 """
 
+from mcp_gateway.protocol._completion import COMPLETION_METHOD as COMPLETION_METHOD
+from mcp_gateway.protocol._completion import CompletionRef as CompletionRef
+from mcp_gateway.protocol._completion import completion_ref as completion_ref
+from mcp_gateway.protocol._completion import replace_completion_ref as replace_completion_ref
 from mcp_gateway.protocol._errors import ErrorCode as ErrorCode
 from mcp_gateway.protocol._errors import ProtocolError as ProtocolError
 from mcp_gateway.protocol._headers import check_header_body_mismatch as check_header_body_mismatch

@@ -50,18 +50,22 @@ def _routing_value_span(data: bytes, member: str) -> tuple[int, int]:
     params: dict[str, msgspec.Raw] = message["params"]
     if member not in params:
         raise ValueError(f"params has no {member}")
-    # Same-length blanking of escapes, so every quote left opens or closes a string.
-    blanked = data.replace(b"\\\\", b"__").replace(b'\\"', b"__") if b"\\" in data else data
-    params_start = _find_member(
-        data, blanked, _skip_ws(blanked, 0), "params", lambda _, at: _skip_scalar(blanked, at)
+    blanked = blank_escapes(data)
+    params_start = find_member(
+        data, blanked, skip_ws(blanked, 0), "params", lambda _, at: skip_scalar(blanked, at)
     )
-    value_start = _find_member(
+    value_start = find_member(
         data, blanked, params_start, member, lambda key, at: at + len(params[key])
     )
     return value_start, value_start + len(params[member])
 
 
-def _find_member(
+def blank_escapes(data: bytes) -> bytes:
+    """Same-length blanking of escapes, so every quote left opens or closes a string."""
+    return data.replace(b"\\\\", b"__").replace(b'\\"', b"__") if b"\\" in data else data
+
+
+def find_member(
     data: bytes,
     blanked: bytes,
     position: int,
@@ -71,27 +75,27 @@ def _find_member(
     """Where the value of member ``wanted`` starts in the object at ``position``."""
     if blanked[position : position + 1] != b"{":
         raise ValueError("expected an object")
-    position = _skip_ws(blanked, position + 1)
+    position = skip_ws(blanked, position + 1)
     while blanked[position : position + 1] == b'"':
         key_end = blanked.index(b'"', position + 1) + 1
         key = ANY_VALUE.decode(data[position:key_end])
-        value_start = _skip_ws(blanked, _skip_ws(blanked, key_end) + 1)  # past the colon
+        value_start = skip_ws(blanked, skip_ws(blanked, key_end) + 1)  # past the colon
         if key == wanted:
             return value_start
-        position = _skip_ws(blanked, value_end(key, value_start))
+        position = skip_ws(blanked, value_end(key, value_start))
         if blanked[position : position + 1] != b",":
             break
-        position = _skip_ws(blanked, position + 1)
+        position = skip_ws(blanked, position + 1)
     raise ValueError(f"no member {wanted!r}")
 
 
-def _skip_ws(blanked: bytes, position: int) -> int:
+def skip_ws(blanked: bytes, position: int) -> int:
     match = _WHITESPACE.match(blanked, position)
     assert match is not None
     return match.end()
 
 
-def _skip_scalar(blanked: bytes, position: int) -> int:
+def skip_scalar(blanked: bytes, position: int) -> int:
     if blanked[position : position + 1] == b'"':
         return blanked.index(b'"', position + 1) + 1
     match = _SCALAR.match(blanked, position)

@@ -11,7 +11,8 @@ backend session id lives in the session store:
 On the way back, `rewrite_response_headers(...)` swaps any backend session id for the gateway's.
 
 Routed methods and their routing name (adding one is one line in `ROUTED_METHODS`):
-`tools/call` and `prompts/get` by `params.name`, prefix-matched against the config.
+`tools/call` and `prompts/get` by `params.name`, prefix-matched against the config;
+`completion/complete` by `params.ref` (a prompt's name, or a resource template's exposed URI).
 """
 
 from __future__ import annotations
@@ -23,15 +24,18 @@ from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from mcp_gateway.protocol import (
+    COMPLETION_METHOD,
     ErrorCode,
     Limits,
     Peek,
     ProtocolError,
     RequestId,
     check_header_body_mismatch,
+    completion_ref,
     encode_header_value,
     error_response,
     peek,
+    replace_completion_ref,
     replace_routing_name,
     strip_prefix,
 )
@@ -53,6 +57,8 @@ TOOL_HEADER: Final = "x-mcp-toolname"
 # upstream's only when it reads "<that server> via_upstream": not a misroute, not a local reply.
 UPSTREAM_MARK_HEADER: Final = "x-mcp-upstream"
 JSON_CONTENT: Final = (("content-type", "application/json"),)
+# Exposed URIs of prefixed servers (the broker's scheme; the import arrows keep us from its code).
+URI_SCHEME: Final = "mcp-gateway:"
 
 # method → what the routing name is called in error messages. The name itself comes from
 # protocol.peek (`params.name`, or `params.uri` for resources/read).
@@ -119,6 +125,20 @@ class RoutingTable:
             if stripped is not None:
                 return route, stripped
         return None
+
+    def match_uri(self, uri: str) -> tuple[UpstreamRoute, str] | None:
+        """The upstream owning an exposed resource URI (or URI template), and its own URI.
+
+        The broker's reversible scheme (broker/aggregate.py `expose_uri`): a prefixed server's
+        URIs are `mcp-gateway:<prefix><original>`; the one unprefixed server keeps its own.
+        """
+        if uri.startswith(URI_SCHEME):
+            rest = uri[len(URI_SCHEME) :]
+            for route in self.routes:  # longest prefix first
+                if route.prefix and rest.startswith(route.prefix) and len(rest) > len(route.prefix):
+                    return route, rest[len(route.prefix) :]
+        unprefixed = next((r for r in self.routes if not r.prefix), None)
+        return None if unprefixed is None else (unprefixed, uri)
 
     def server(self, name: str) -> UpstreamRoute | None:
         return next((r for r in self.routes if r.server == name), None)
@@ -204,9 +224,67 @@ def route_request(
         return Reply(error.http_status, error.to_json())
     kind = ROUTED_METHODS.get(seen.method or "")
     if kind is None or seen.id is None:
+        if seen.method == COMPLETION_METHOD and seen.id is not None:
+            return _route_completion(headers, body, seen, table, tokens, removed)
         # initialize, tools/list, ping, notifications, responses, batches: the broker's.
         return ToBroker(removed)
     return _route_named(headers, body, seen, kind, table, tokens, removed)
+
+
+def _admit(headers: Mapping[str, str], seen: Peek, tokens: SessionTokens) -> Reply | tuple[str, SessionClaims]:
+    """A sealed gateway session, before the target is looked at. Returns (token, claims)."""
+    assert seen.id is not None
+    token = headers.get(SESSION_HEADER, "")
+    if not token:
+        return reply_error(seen.id, ErrorCode.INVALID_REQUEST, "Bad Request: Missing session ID", status=400)
+    claims = tokens.verify(token)
+    if claims is None:
+        return session_not_found(seen.id)
+    return token, claims
+
+
+def _route_completion(
+    headers: Mapping[str, str],
+    body: bytes,
+    seen: Peek,
+    table: RoutingTable,
+    tokens: SessionTokens,
+    removed: tuple[str, ...],
+) -> Decision:
+    """`completion/complete` goes to the upstream owning the prompt or resource template it
+    completes, with the reference as that upstream knows it."""
+    assert seen.id is not None and seen.method is not None
+    request_id = seen.id
+    if not origin_allowed(headers.get("origin"), table.allowed_origins):
+        return reply_error(request_id, ErrorCode.INVALID_REQUEST, "Forbidden: Origin not allowed", status=403)
+    try:
+        ref = completion_ref(body)
+    except ValueError as error:
+        return reply_error(request_id, ErrorCode.INVALID_PARAMS, f"Invalid params: {error}")
+    admitted = _admit(headers, seen, tokens)
+    if isinstance(admitted, Reply):
+        return admitted
+    token, claims = admitted
+    prompt = ref.type == "ref/prompt"
+    matched = table.match(ref.value) if prompt else table.match_uri(ref.value)
+    if matched is None:
+        return reply_error(
+            request_id, ErrorCode.INVALID_PARAMS, f"Unknown {'prompt' if prompt else 'resource'}: {ref.value}"
+        )
+    upstream, routed = matched
+    if upstream.via_broker:
+        return ToBroker(removed)
+    return NeedsBackend(
+        upstream=upstream,
+        claims=claims,
+        gateway_session=token,
+        request_id=request_id,
+        method=seen.method,
+        routed_name=routed,
+        body=body if routed == ref.value else replace_completion_ref(body, ref, routed),
+        remove_headers=removed,
+        client_headers=frozenset(name.lower() for name in headers),
+    )
 
 
 def _route_named(
@@ -230,12 +308,10 @@ def _route_named(
     name = seen.name
     if not isinstance(name, str) or not name:
         return reply_error(request_id, ErrorCode.INVALID_PARAMS, f"params.name is required for {seen.method}")
-    token = headers.get(SESSION_HEADER, "")
-    if not token:
-        return reply_error(request_id, ErrorCode.INVALID_REQUEST, "Bad Request: Missing session ID", status=400)
-    claims = tokens.verify(token)
-    if claims is None:
-        return session_not_found(request_id)
+    admitted = _admit(headers, seen, tokens)
+    if isinstance(admitted, Reply):
+        return admitted
+    token, claims = admitted
     matched = table.match(name)
     if matched is None:
         # MCP 2025-11-25, tools: an unknown tool is a JSON-RPC error, -32602 Invalid params.

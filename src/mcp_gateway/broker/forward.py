@@ -232,20 +232,27 @@ class Forwarder:
     async def relay_cancel(self, params: Any, session: ClientSession) -> None:
         """Tell every backend session of this client (bounded): a call Envoy routed went to one
         of them under the client's request id; the others ignore an id they do not know."""
-        backends = await self.store.backends(session.sid)
+        clients = await self._backend_clients(session)
         with trio.move_on_after(CANCEL_RELAY_SECONDS):
             async with trio.open_nursery() as nursery:
-                for name, backend_id in backends.items():
-                    server = self.config.server(name)
-                    if server is None or server.transport != "http":
-                        continue
-                    client = UpstreamClient(
+                for client in clients:
+                    nursery.start_soon(_tell, client, params)
+
+    async def _backend_clients(self, session: ClientSession) -> list[UpstreamClient]:
+        """A client on each HTTP backend session this gateway session has (router's or ours)."""
+        clients = []
+        for name, backend_id in (await self.store.backends(session.sid)).items():
+            server = self.config.server(name)
+            if server is not None and server.transport == "http":
+                clients.append(
+                    UpstreamClient(
                         server,
                         http=self.supervisor.http_client(name),
                         session_id=backend_id,
                         protocol_version=session.protocol_version,
                     )
-                    nursery.start_soon(_tell, client, params)
+                )
+        return clients
 
     async def end_backends(self, session: ClientSession) -> None:
         """DELETE every backend session opened for this client (best effort, bounded)."""
@@ -316,19 +323,10 @@ class Forwarder:
         """logging/setLevel applies to the client's session: every backend session of it now
         (bounded, best effort) and each one the broker opens later."""
         self._log_levels[session.sid] = level
-        backends = await self.store.backends(session.sid)
+        clients = await self._backend_clients(session)
         with trio.move_on_after(CANCEL_RELAY_SECONDS):
             async with trio.open_nursery() as nursery:
-                for name, backend_id in backends.items():
-                    server = self.config.server(name)
-                    if server is None or server.transport != "http":
-                        continue
-                    client = UpstreamClient(
-                        server,
-                        http=self.supervisor.http_client(name),
-                        session_id=backend_id,
-                        protocol_version=session.protocol_version,
-                    )
+                for client in clients:
                     nursery.start_soon(self._tell_level, client, level)
 
     async def _tell_level(self, client: UpstreamClient, level: str) -> None:

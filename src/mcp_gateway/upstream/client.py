@@ -21,14 +21,12 @@ import trio
 from mcp_gateway.config import ServerConfig
 from mcp_gateway.protocol import LATEST_STABLE
 from mcp_gateway.upstream.errors import UpstreamError
+from mcp_gateway.upstream.rpc import DEFAULT_CLIENT_INFO, list_all, result_of
 
 JsonObject = dict[str, Any]
 # Called with each server→client message (notification or request) seen while waiting.
 MessageHandler = Callable[[JsonObject], Awaitable[None]]
 
-DEFAULT_CLIENT_INFO: Mapping[str, str] = {"name": "mcp-gateway", "version": "0.1.0"}
-# A list method that keeps handing out cursors is a bug or an attack; stop following it.
-MAX_LIST_PAGES = 1000
 # How long to wait for a server to close a POST's SSE stream once its answer has arrived.
 STREAM_DRAIN_SECONDS = 1.0
 # Messages read from one SSE stream but not yet handled; beyond this the upstream is flooding.
@@ -101,18 +99,7 @@ class UpstreamClient:
         if params is not None:
             message["params"] = dict(params)
         answer = await self._post_request(message, on_message)
-        if "error" in answer:
-            error = answer["error"] if isinstance(answer["error"], dict) else {}
-            code = error.get("code")
-            raise UpstreamError(
-                f"{self.server.name}: {method} failed: {error.get('message', 'error')}",
-                rpc_code=code if isinstance(code, int) else None,
-                rpc_data=error.get("data"),
-            )
-        result = answer.get("result")
-        if not isinstance(result, dict):
-            raise UpstreamError(f"{self.server.name}: {method} answered without a result object")
-        return result
+        return result_of(self.server.name, method, answer)
 
     async def request_raw(
         self, message: JsonObject, on_message: MessageHandler | None = None
@@ -137,23 +124,7 @@ class UpstreamClient:
 
     async def list_all(self, method: str, key: str) -> list[JsonObject]:
         """Every item of a paginated list method, following nextCursor to the end."""
-        items: list[JsonObject] = []
-        cursor: str | None = None
-        seen: set[str] = set()
-        for _ in range(MAX_LIST_PAGES):
-            result = await self.request(method, {"cursor": cursor} if cursor else None)
-            page = result.get(key)
-            if not isinstance(page, list):
-                raise UpstreamError(f"{self.server.name}: {method} result has no {key!r} list")
-            items.extend(item for item in page if isinstance(item, dict))
-            next_cursor = result.get("nextCursor")
-            if not next_cursor:
-                return items
-            if not isinstance(next_cursor, str) or next_cursor in seen:
-                raise UpstreamError(f"{self.server.name}: {method} repeats or mangles its cursor")
-            seen.add(next_cursor)
-            cursor = next_cursor
-        raise UpstreamError(f"{self.server.name}: {method} has more than {MAX_LIST_PAGES} pages")
+        return await list_all(self.request, self.server.name, method, key)
 
     async def listen(
         self,

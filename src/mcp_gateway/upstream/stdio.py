@@ -49,15 +49,14 @@ from mcp_gateway.protocol import (
 )
 from mcp_gateway.upstream.backoff import Backoff
 from mcp_gateway.upstream.errors import UpstreamError
+from mcp_gateway.upstream.rpc import DEFAULT_CLIENT_INFO, list_all, result_of
 
 JsonObject = dict[str, Any]
 MessageHandler = Callable[[JsonObject], Awaitable[None]]
 
-DEFAULT_CLIENT_INFO: Mapping[str, str] = {"name": "mcp-gateway", "version": "0.1.0"}
 # An upstream's messages (tool results with images, resource blobs) can be far larger than what
 # the gateway accepts from clients; this bounds one message, not a whole exchange.
 UPSTREAM_LIMITS = Limits(max_body_bytes=16 * 1024 * 1024, max_string_length=16 * 1024 * 1024)
-MAX_LIST_PAGES = 1000
 # Messages queued for one request (or the listener) before the reader waits for its consumer.
 _QUEUE_DEPTH = 64
 # A link that stayed up this long resets the reconnect backoff; one that dies sooner (a server
@@ -264,7 +263,7 @@ class MessageStreamClient:
         }
         rid = next(self._ids)
         answer = await self._exchange(connection, Request(rid, "initialize", params), None)
-        result = _result_of(self.server.name, "initialize", answer)
+        result = result_of(self.server.name, "initialize", answer)
         version = result.get("protocolVersion")
         if not isinstance(version, str):
             raise UpstreamError(f"{self.server.name}: initialize result has no protocolVersion")
@@ -288,7 +287,7 @@ class MessageStreamClient:
         message = Request(rid, method, dict(params) if params is not None else None)
         connection = await self._wait_connected()
         answer = await self._exchange(connection, message, on_message)
-        return _result_of(self.server.name, method, answer)
+        return result_of(self.server.name, method, answer)
 
     async def request_raw(
         self, message: JsonObject, on_message: MessageHandler | None = None
@@ -317,23 +316,7 @@ class MessageStreamClient:
 
     async def list_all(self, method: str, key: str) -> list[JsonObject]:
         """Every item of a paginated list method, following nextCursor to the end."""
-        items: list[JsonObject] = []
-        cursor: str | None = None
-        seen: set[str] = set()
-        for _ in range(MAX_LIST_PAGES):
-            result = await self.request(method, {"cursor": cursor} if cursor else None)
-            page = result.get(key)
-            if not isinstance(page, list):
-                raise UpstreamError(f"{self.server.name}: {method} result has no {key!r} list")
-            items.extend(item for item in page if isinstance(item, dict))
-            next_cursor = result.get("nextCursor")
-            if not next_cursor:
-                return items
-            if not isinstance(next_cursor, str) or next_cursor in seen:
-                raise UpstreamError(f"{self.server.name}: {method} repeats or mangles its cursor")
-            seen.add(next_cursor)
-            cursor = next_cursor
-        raise UpstreamError(f"{self.server.name}: {method} has more than {MAX_LIST_PAGES} pages")
+        return await list_all(self.request, self.server.name, method, key)
 
     async def listen(
         self,
@@ -610,21 +593,6 @@ async def _deliver(queue: trio.MemorySendChannel[JsonObject] | None, obj: JsonOb
     except (trio.ClosedResourceError, trio.BrokenResourceError):
         return False
     return True
-
-
-def _result_of(name: str, method: str, answer: JsonObject) -> JsonObject:
-    if "error" in answer:
-        error = answer["error"] if isinstance(answer["error"], dict) else {}
-        code = error.get("code")
-        raise UpstreamError(
-            f"{name}: {method} failed: {error.get('message', 'error')}",
-            rpc_code=code if isinstance(code, int) else None,
-            rpc_data=error.get("data"),
-        )
-    result = answer.get("result")
-    if not isinstance(result, dict):
-        raise UpstreamError(f"{name}: {method} answered without a result object")
-    return result
 
 
 def _to_object(message: Message) -> JsonObject:

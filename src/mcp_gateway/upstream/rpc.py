@@ -1,0 +1,54 @@
+"""What every upstream client (HTTP, stdio, WebSocket) does the same way above its transport:
+read a JSON-RPC answer into a result or an `UpstreamError`, and page through a list method."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from mcp_gateway.upstream.errors import UpstreamError
+
+JsonObject = dict[str, Any]
+# Sends one request and returns its result (an UpstreamError otherwise): `client.request`.
+Requester = Callable[[str, Mapping[str, Any] | None], Awaitable[JsonObject]]
+
+DEFAULT_CLIENT_INFO: Mapping[str, str] = {"name": "mcp-gateway", "version": "0.1.0"}
+# A list method that keeps handing out cursors is a bug or an attack; stop following it.
+MAX_LIST_PAGES = 1000
+
+
+def result_of(name: str, method: str, answer: JsonObject) -> JsonObject:
+    """The result of a JSON-RPC answer; an error answer raises (with rpc_code/rpc_data)."""
+    if "error" in answer:
+        error = answer["error"] if isinstance(answer["error"], dict) else {}
+        code = error.get("code")
+        raise UpstreamError(
+            f"{name}: {method} failed: {error.get('message', 'error')}",
+            rpc_code=code if isinstance(code, int) else None,
+            rpc_data=error.get("data"),
+        )
+    result = answer.get("result")
+    if not isinstance(result, dict):
+        raise UpstreamError(f"{name}: {method} answered without a result object")
+    return result
+
+
+async def list_all(request: Requester, name: str, method: str, key: str) -> list[JsonObject]:
+    """Every item of a paginated list method, following nextCursor to the end."""
+    items: list[JsonObject] = []
+    cursor: str | None = None
+    seen: set[str] = set()
+    for _ in range(MAX_LIST_PAGES):
+        result = await request(method, {"cursor": cursor} if cursor else None)
+        page = result.get(key)
+        if not isinstance(page, list):
+            raise UpstreamError(f"{name}: {method} result has no {key!r} list")
+        items.extend(item for item in page if isinstance(item, dict))
+        next_cursor = result.get("nextCursor")
+        if not next_cursor:
+            return items
+        if not isinstance(next_cursor, str) or next_cursor in seen:
+            raise UpstreamError(f"{name}: {method} repeats or mangles its cursor")
+        seen.add(next_cursor)
+        cursor = next_cursor
+    raise UpstreamError(f"{name}: {method} has more than {MAX_LIST_PAGES} pages")

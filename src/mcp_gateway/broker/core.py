@@ -29,7 +29,9 @@ from mcp_gateway.config import GatewayConfig, ServerConfig
 from mcp_gateway.logs import bind_request, get_logger
 from mcp_gateway.protocol import (
     ErrorCode,
+    ErrorResponse,
     Request,
+    Response,
     error_response,
     negotiate_version,
     result_response,
@@ -130,6 +132,23 @@ class BrokerCore:
         if claims is None or not await self.store.exists(claims.session_id):
             raise SessionProblem(404, "Session not found")
         return ClientSession(token, claims.session_id, claims.protocol_version)
+
+    async def responded(self, response: Response | ErrorResponse, session: ClientSession) -> None:
+        """A client's answer to a server→client request we relayed: to the upstream that asked."""
+        if not await self.forwarder.answer_client(session, json.loads(serialize(response))):
+            log.info("client response to no request of ours dropped", session=session.sid)
+
+    async def may_ask_client(self, request: Request, session: ClientSession) -> bool:
+        """Could an upstream send this client requests while serving `request`? Only a call the
+        broker forwards, and only to a client that announced sampling, elicitation or roots;
+        its answer then goes on an SSE stream that can carry them."""
+        if request.method not in ROUTED_METHODS and request.method != "completion/complete":
+            return False
+        client = await self.store.client(session.sid) or {}
+        capabilities = client.get("capabilities")
+        return isinstance(capabilities, dict) and any(
+            key in capabilities for key in ("sampling", "elicitation", "roots")
+        )
 
     async def notified(self, notification: NotificationMessage, session: ClientSession) -> None:
         """A client notification. `notifications/cancelled` stops the call wherever it runs: a

@@ -12,12 +12,14 @@ import contextlib
 import itertools
 import json
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import trio
 
 from mcp_gateway import __version__
 from mcp_gateway.broker.aggregate import expose_uri
+from mcp_gateway.broker.client_requests import Answer, ClientRequests
 from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.fanout import Fanout
 from mcp_gateway.broker.metrics import BrokerMetrics
@@ -61,6 +63,8 @@ class Forwarder:
         # logging/setLevel per gateway session, applied to backend sessions opened later too.
         self._log_levels: dict[str, str] = {}
         self._request_ids = itertools.count(1)
+        # Server→client requests relayed to clients during forwarded calls, by gateway id.
+        self.client_requests = ClientRequests()
 
     async def forward(
         self,
@@ -84,32 +88,36 @@ class Forwarder:
             "params": upstream_params,
         }
 
-        async def relay_stream(incoming: JsonObject) -> None:
-            # A stdio/WebSocket link routes server requests elsewhere; only notifications here.
-            if emit is not None and "method" in incoming and "id" not in incoming:
-                await emit(json.dumps(incoming, separators=(",", ":")).encode())
+        with self.client_requests.for_call() as issued:
 
-        async def relay(incoming: JsonObject) -> None:
-            if "id" in incoming and "method" in incoming:
-                # Server→client requests during a forwarded call need a bidirectional relay
-                # (issue 7); say so to the upstream instead of leaving it waiting.
-                await client.respond(
-                    {
-                        "jsonrpc": "2.0",
-                        "id": incoming["id"],
-                        "error": {
-                            "code": ErrorCode.METHOD_NOT_FOUND,
-                            "message": "not relayed by the broker's fallback path",
-                        },
-                    }
-                )
-            elif emit is not None and "method" in incoming:
-                await emit(json.dumps(incoming, separators=(",", ":")).encode())
+            async def relay(respond: Answer, incoming: JsonObject) -> None:
+                """What the upstream sends before its answer, to the client's stream: its
+                notifications as they are, its requests under a gateway id (answered by the
+                client's response, see `answer_client`)."""
+                if "id" in incoming and "method" in incoming:
+                    if emit is None:
+                        # A JSON answer has no stream to ask the client on: refuse, so the
+                        # upstream does not wait.
+                        await respond(_not_relayed(incoming["id"]))
+                        return
+                    shown = self.client_requests.relay(session.sid, incoming, respond, issued)
+                    await emit(json.dumps(shown, separators=(",", ":")).encode())
+                elif emit is not None and "method" in incoming:
+                    await emit(json.dumps(incoming, separators=(",", ":")).encode())
 
+            return await self._forward_with(request, session, server, message, relay, exposed_uri)
+
+    async def _forward_with(
+        self,
+        request: Request,
+        session: ClientSession,
+        server: ServerConfig,
+        message: JsonObject,
+        relay: Callable[[Answer, JsonObject], Awaitable[None]],
+        exposed_uri: tuple[str, str] | None,
+    ) -> bytes:
         if server.transport != "http":
-            answer_bytes = await self._forward_on_stream(
-                request, server.name, message, relay_stream
-            )
+            answer_bytes = await self._forward_on_stream(request, server.name, message, relay)
             if exposed_uri is not None:
                 return _expose_uri_in(answer_bytes, *exposed_uri)
             return answer_bytes
@@ -125,7 +133,7 @@ class Forwarder:
             )
             try:
                 with trio.fail_after(server.timeout_seconds):
-                    answer = await client.request_raw(message, relay)
+                    answer = await client.request_raw(message, partial(relay, client.respond))
             except trio.Cancelled:
                 # The client went away or cancelled: closing our POST is no cancellation in the
                 # handshake-era revisions, so say it to the upstream (shielded, bounded).
@@ -229,6 +237,21 @@ class Forwarder:
 
         self.nursery.start_soon(relay)
 
+    async def answer_client(self, session: ClientSession, response: JsonObject) -> bool:
+        """A client's response to a server→client request relayed during a forwarded call: to
+        the upstream that asked, under its own id (bounded). False if we did not issue that id
+        to this session (then it is not for the broker's path; it is dropped)."""
+        routed = self.client_requests.take(session.sid, response)
+        if routed is None:
+            return False
+        answer, message = routed
+        with trio.move_on_after(CANCEL_RELAY_SECONDS):
+            try:
+                await answer(message)
+            except UpstreamError as exc:
+                log.info("client's answer not delivered upstream", reason=exc.message)
+        return True
+
     async def relay_cancel(self, params: Any, session: ClientSession) -> None:
         """Tell every backend session of this client (bounded): a call Envoy routed went to one
         of them under the client's request id; the others ignore an id they do not know."""
@@ -271,7 +294,11 @@ class Forwarder:
         self._log_levels.pop(session.sid, None)
 
     async def _forward_on_stream(
-        self, request: Request, server_name: str, message: JsonObject, relay: Any
+        self,
+        request: Request,
+        server_name: str,
+        message: JsonObject,
+        relay: Callable[[Answer, JsonObject], Awaitable[None]],
     ) -> bytes:
         """Forward over the shared link of a stdio/WebSocket upstream (Envoy cannot reach it).
 
@@ -287,7 +314,9 @@ class Forwarder:
         timeout = server.timeout_seconds if server is not None else 30.0
         try:
             with trio.fail_after(timeout):
-                result = await client.request(message["method"], message["params"], relay)
+                result = await client.request(
+                    message["method"], message["params"], partial(relay, client.respond)
+                )
         except UpstreamError as exc:
             return self._upstream_failed(request, server_name, exc)
         except trio.TooSlowError:
@@ -304,11 +333,15 @@ class Forwarder:
             return backend
         server = self.config.server(server_name)
         assert server is not None
+        # The upstream sees the client's capabilities (and name), as on the router's backend
+        # sessions: it may then ask for sampling, elicitation or roots, which the broker relays.
+        client_info = await self.store.client(session.sid) or {}
         backend = await open_backend_session(
             server,
             session.protocol_version,
-            {"name": "mcp-gateway", "version": __version__},
+            client_info.get("clientInfo") or {"name": "mcp-gateway", "version": __version__},
             http=http,
+            capabilities=client_info.get("capabilities"),
         )
         await self.store.set_backend(session.sid, server_name, backend)
         level = self._log_levels.get(session.sid)
@@ -361,6 +394,17 @@ async def _tell(client: UpstreamClient, params: Any) -> None:
         pass  # best effort: the upstream is gone or forgot the session; nothing runs there then
     finally:
         await client.aclose(end_session=False)  # closes only an HTTP client of its own
+
+
+def _not_relayed(request_id: Any) -> JsonObject:
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "error": {
+            "code": ErrorCode.METHOD_NOT_FOUND,
+            "message": "the client's answer is JSON, so the gateway cannot ask it during this call",
+        },
+    }
 
 
 def _expose_contents(result: Any, original: str, exposed: str) -> None:

@@ -23,6 +23,7 @@ from mcp_gateway.logs import get_logger
 from mcp_gateway.protocol import (
     SUPPORTED_VERSIONS,
     ErrorCode,
+    ErrorResponse,
     Limits,
     Notification,
     ProtocolError,
@@ -31,6 +32,7 @@ from mcp_gateway.protocol import (
     parse_message,
     supports_batch,
 )
+from mcp_gateway.protocol import Response as ResponseMessage
 from mcp_gateway.sessions.store import client_of
 from mcp_gateway.sessions.tokens import MAX_TOKEN_LENGTH
 
@@ -202,6 +204,8 @@ def register(
         for message in messages:
             if isinstance(message, Notification):
                 await core.notified(message, session)
+            elif isinstance(message, ResponseMessage | ErrorResponse):
+                await core.responded(message, session)
         if not requests:
             return Response(b"", 202)  # notifications and responses only: accepted, no body
         if isinstance(parsed, list):
@@ -210,7 +214,13 @@ def register(
             return Response(b"[" + b",".join(bodies) + b"]", 200, content_type=JSON)
         only = requests[0]
         # SSE when the client asked for progress (it streams before the result) or takes nothing else.
-        if SSE in acceptable and (_wants_progress(only) or JSON not in acceptable):
+        # Also when the upstream may ask the client something mid-call (sampling, elicitation,
+        # roots): only a stream can carry those requests to it.
+        if SSE in acceptable and (
+            _wants_progress(only)
+            or JSON not in acceptable
+            or await core.may_ask_client(only, session)
+        ):
             return _streamed(only, session, started)
         answer = await core.handle(only, session, None)
         record(only.method, 200, started)

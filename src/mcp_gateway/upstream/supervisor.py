@@ -111,19 +111,31 @@ class Timing:
 ClientFactory = Callable[[ServerConfig, httpx.AsyncClient | None], Any]
 
 
+# A stdio/WebSocket link is one session shared by every client whose calls the broker forwards
+# on it; the broker relays these requests to the calling client (docs/broker.md), so the link
+# announces them. A client that cannot answer one says so itself (or the broker does).
+RELAYED_CLIENT_CAPABILITIES: Mapping[str, Any] = {"sampling": {}, "elicitation": {}, "roots": {}}
+
+
 def default_client_factory(server: ServerConfig, http: httpx.AsyncClient | None) -> Any:
     """Streamable HTTP, or the message-stream clients of `stdio.py` and `websocket.py`."""
     if server.transport == "stdio":
         from mcp_gateway.upstream.stdio import StdioUpstreamClient
 
         return StdioUpstreamClient(
-            server, protocol_version=LATEST_STABLE, client_info=GATEWAY_CLIENT_INFO
+            server,
+            protocol_version=LATEST_STABLE,
+            client_info=GATEWAY_CLIENT_INFO,
+            capabilities=RELAYED_CLIENT_CAPABILITIES,
         )
     if server.transport == "websocket":
         from mcp_gateway.upstream.websocket import WebSocketUpstreamClient
 
         return WebSocketUpstreamClient(
-            server, protocol_version=LATEST_STABLE, client_info=GATEWAY_CLIENT_INFO
+            server,
+            protocol_version=LATEST_STABLE,
+            client_info=GATEWAY_CLIENT_INFO,
+            capabilities=RELAYED_CLIENT_CAPABILITIES,
         )
     return UpstreamClient(
         server, http=http, protocol_version=LATEST_STABLE, client_info=GATEWAY_CLIENT_INFO

@@ -69,13 +69,7 @@ def register(
     """Add the /mcp routes; streamed answers run their upstream call in `nursery`."""
 
     def limits() -> Limits:
-        settings = core.config.gateway.limits
-        return Limits(
-            max_body_bytes=settings.max_body_bytes,
-            max_depth=settings.max_depth,
-            max_batch=settings.max_batch,
-            max_string_length=settings.max_string_length,
-        )
+        return request_limits(core)
 
     def refusal(status: int, code: int, message: str, request_id: Any = None) -> Response:
         return Response(error_response(request_id, code, message), status, content_type=JSON)
@@ -334,6 +328,17 @@ def register(
         response = refusal(405, ErrorCode.INVALID_REQUEST, "Method Not Allowed")
         response.headers["allow"] = "GET, POST, DELETE"
         return response
+
+
+def request_limits(core: BrokerCore) -> Limits:
+    """The parser's limits for a client's message (a POST body or a WebSocket frame)."""
+    settings = core.config.gateway.limits
+    return Limits(
+        max_body_bytes=settings.max_body_bytes,
+        max_depth=settings.max_depth,
+        max_batch=settings.max_batch,
+        max_string_length=settings.max_string_length,
+    )
 
 
 def _wants_progress(message: Request) -> bool:

@@ -15,7 +15,7 @@ import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
-from mcp_gateway.broker import http, status
+from mcp_gateway.broker import http, status, websocket
 from mcp_gateway.broker.core import BrokerCore
 from mcp_gateway.broker.reload import ReloadState
 from mcp_gateway.config import GatewayConfig
@@ -65,6 +65,7 @@ def build_app(
     app.config["RESPONSE_TIMEOUT"] = None  # SSE streams last as long as their client
     app.config["BODY_TIMEOUT"] = 30
     http.register(app, core, nursery, keepalive_seconds=keepalive_seconds)
+    websocket.register(app, core)
     status.register(app, core, reload_state)
     return app
 

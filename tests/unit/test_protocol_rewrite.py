@@ -34,3 +34,14 @@ def test_refuses_unrouted_or_mismatched_peeks() -> None:
         replace_routing_name(body, Peek("request", "tools/list", 1, None), "b")
     with pytest.raises(ValueError):
         replace_routing_name(body, Peek("request", "tools/call", 1, "other"), "b")
+
+
+def test_replace_id_changes_only_the_id_wherever_it_stands() -> None:
+    from mcp_gateway.protocol import replace_id
+
+    response = b'{"result": {"id": 1, "content": [{"text": "\\"id\\": 1"}]}, "jsonrpc":"2.0", "id" : 1}'
+    assert replace_id(response, "mcpgw:s:1") == response[:-2] + b'"mcpgw:s:1"}'
+    request = b'{"jsonrpc":"2.0","id":"mcpgw:a:\\"x\\"","method":"roots/list"}'
+    assert replace_id(request, 7) == b'{"jsonrpc":"2.0","id":7,"method":"roots/list"}'
+    with pytest.raises(ValueError):
+        replace_id(b'{"jsonrpc":"2.0","method":"notifications/progress"}', 1)

@@ -40,6 +40,7 @@ EXPECTED_PUBLIC = {
     "CompletionRef",
     "completion_ref",
     "replace_completion_ref",
+    "replace_id",
 }
 
 PROTOCOL_DIR = pathlib.Path(protocol.__file__).parent

@@ -434,3 +434,37 @@ def test_property_credentials_and_tokens_never_in_reprs(server: str, credential:
     assert credential not in repr(route) or credential in repr(server)
     assert TOKEN not in repr(need)
     assert "s3cret-token" not in repr(need)
+
+
+# ---------------------------------------------------------------------------------------------
+# Answers to server→client requests (router/relay.py)
+
+
+def answer(request_id: object, result: object = None) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result or {"roots": []}}).encode()
+
+
+def test_an_answer_with_a_gateway_id_goes_back_to_the_server_that_asked_with_its_own_id() -> None:
+    from mcp_gateway.router.relay import gateway_id
+
+    decision = route_request(headers(), answer(gateway_id("europe", 0)), TABLE, TOKENS)
+    assert isinstance(decision, NeedsBackend)
+    assert (decision.upstream.server, decision.answer) == ("europe", True)
+    assert json.loads(decision.body) == {"jsonrpc": "2.0", "id": 0, "result": {"roots": []}}
+    sent = dict(forward(decision, "backend-eu").set_headers)
+    assert (sent["x-mcp-servername"], sent[SESSION_HEADER], sent[":path"]) == ("europe", "backend-eu", "/eu/mcp")
+    assert "x-mcp-method" not in sent
+
+
+def test_an_answer_nobody_here_asked_for_is_refused_at_once_never_left_hanging() -> None:
+    from mcp_gateway.router.relay import gateway_id
+
+    for request_id in (gateway_id("nowhere", 1), "mcpgw:garbage"):
+        decision = route_request(headers(), answer(request_id), TABLE, TOKENS)
+        assert isinstance(decision, Reply)
+        assert decision.status == 400
+        assert error_of(decision)[:2] == (request_id, -32600)
+    # Ordinary answers (to the broker's own requests) stay the broker's.
+    assert isinstance(route_request(headers(), answer(3), TABLE, TOKENS), ToBroker)
+    no_session = route_request({**headers(), SESSION_HEADER: "forged"}, answer(gateway_id("europe", 0)), TABLE, TOKENS)
+    assert isinstance(no_session, Reply) and no_session.status == 404

@@ -14,6 +14,7 @@ import trio
 import trio.testing
 import trio_asyncio
 from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from mcp_gateway.config import ServerConfig, parse_config
@@ -203,6 +204,58 @@ async def test_backend_session_carries_the_clients_own_capabilities_and_info() -
         (declared["clientInfo"], declared["capabilities"]),
         (GATEWAY_CLIENT_INFO, {}),
     ]
+
+
+async def routed_answer(
+    content_type: str, client: dict[str, Any] | None, chunks: list[bytes]
+) -> ScriptedStream:
+    """One routed call whose upstream answers with `content_type`; its body in `chunks`."""
+    async with processor(FakeUpstreams()) as (service, store):
+        token = TOKENS.issue("2025-11-25")
+        claims = TOKENS.verify(token)
+        assert claims is not None
+        await store.create(claims.session_id, 60, client=client)
+        answer = {":status": "200", "content-type": content_type, "x-mcp-upstream": "weather via_upstream"}
+        bodies = [
+            pb.ProcessingRequest(response_body=pb.HttpBody(body=chunk, end_of_stream=i == len(chunks) - 1))
+            for i, chunk in enumerate(chunks)
+        ]
+        stream = ScriptedStream([
+            request_headers({":method": "POST", ":path": "/mcp", "mcp-session-id": token}),
+            request_body(call("w_forecast")),
+            response_headers(answer),
+            *bodies,
+        ])
+        await run(service, stream)
+    return stream
+
+
+ASKS = b'data: {"jsonrpc":"2.0","id":4,"method":"roots/list"}\n\n'
+DONE = b'data: {"jsonrpc":"2.0","id":1,"result":{}}\n\n'
+
+
+async def test_sse_answer_to_a_client_that_can_be_asked_streams_through_the_router_tagged() -> None:
+    stream = await routed_answer("text/event-stream", {"capabilities": {"roots": {}}}, [ASKS[:20], ASKS[20:] + DONE])
+    headers_reply = stream.answers[2]
+    assert headers_reply.mode_override.response_body_mode == processing_mode_pb2.ProcessingMode.STREAMED
+    body = b"".join(r.response_body.response.body_mutation.body for r in stream.answers[3:])
+    assert body == ASKS.replace(b'"id":4', b'"id":"mcpgw:[\\"weather\\",4]"') + DONE
+
+
+async def test_json_answers_and_clients_that_cannot_be_asked_stay_off_the_router() -> None:
+    for content_type, client in (("application/json", {"capabilities": {"roots": {}}}), ("text/event-stream", None)):
+        async with processor(FakeUpstreams()) as (service, store):
+            token = TOKENS.issue("2025-11-25")
+            claims = TOKENS.verify(token)
+            assert claims is not None
+            await store.create(claims.session_id, 60, client=client)
+            stream = ScriptedStream([
+                request_headers({":method": "POST", ":path": "/mcp", "mcp-session-id": token}),
+                request_body(call("w_forecast")),
+                response_headers({":status": "200", "content-type": content_type, "x-mcp-upstream": "weather via_upstream"}),
+            ])
+            await run(service, stream)  # the stream ends with the response-headers reply
+        assert not stream.answers[2].HasField("mode_override")
 
 
 async def test_unknown_session_gets_404_and_no_initialize() -> None:

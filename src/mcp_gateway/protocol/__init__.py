@@ -37,3 +37,4 @@ from mcp_gateway.protocol._versions import LATEST_STABLE as LATEST_STABLE
 from mcp_gateway.protocol._versions import SUPPORTED_VERSIONS as SUPPORTED_VERSIONS
 from mcp_gateway.protocol._versions import negotiate_version as negotiate_version
 from mcp_gateway.protocol._versions import supports_batch as supports_batch
+from mcp_gateway.protocol._rewrite import replace_id as replace_id

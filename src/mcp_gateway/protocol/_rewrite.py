@@ -102,3 +102,21 @@ def skip_scalar(blanked: bytes, position: int) -> int:
     if match is None:
         raise ValueError("expected a scalar member before params")
     return match.end()
+
+
+_MEMBERS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def replace_id(data: bytes, new_id: str | int) -> bytes:
+    """``data`` (one JSON-RPC message object with an ``id``) with its id set to ``new_id``;
+    every other byte as it was. The router tags the ids of server→client requests with the
+    server that asked, and restores them on the client's response; ValueError if there is no id.
+    """
+    if type(new_id) is not str and type(new_id) is not int:
+        raise TypeError("a request id is a string or an integer")
+    members = _MEMBERS.decode(data)
+    if "id" not in members:
+        raise ValueError("the message has no id")
+    blanked = blank_escapes(data)
+    start = find_member(data, blanked, skip_ws(blanked, 0), "id", lambda key, at: at + len(members[key]))
+    return data[:start] + _ENCODER.encode(new_id) + data[start + len(members["id"]) :]

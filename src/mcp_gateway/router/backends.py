@@ -18,6 +18,7 @@ import trio
 
 from mcp_gateway.config import ServerConfig
 from mcp_gateway.router.decision import SESSION_HEADER, NeedsBackend
+from mcp_gateway.router.relay import can_be_asked
 from mcp_gateway.sessions.store import MemorySessionStore, SessionStore, SessionStoreUnavailable
 from mcp_gateway.upstream.client import open_backend_session
 from mcp_gateway.upstream.errors import UpstreamError
@@ -25,6 +26,7 @@ from mcp_gateway.upstream.errors import UpstreamError
 _log = structlog.get_logger(__name__)
 
 GATEWAY_CLIENT_INFO: Final[Mapping[str, str]] = {"name": "mcp-gateway-router", "version": "0.1.0"}
+ASKABLE_CACHE_SIZE: Final = 65_536
 
 
 
@@ -80,6 +82,31 @@ class BackendSessions:
         self._http = http
         self._flights: dict[tuple[str, str], _Flight] = {}
         self.initializations = 0  # backend initialize calls made (observability and tests)
+        # Gateway session → whether its client can be asked things (sampling, elicitation,
+        # roots). Fixed for a session's life, so cached; bounded (oldest entries dropped).
+        self._askable: dict[str, bool] = {}
+
+    def askable_nowait(self, sid: str) -> bool | None:
+        """Cached (or memory-store) answer to `askable`; None: it needs a store read."""
+        known = self._askable.get(sid)
+        if known is None and isinstance(self._store, MemorySessionStore):
+            client = self._store.client_nowait(sid)
+            known = self._remember(sid, client) if client is not None else False
+        return known
+
+    async def askable(self, sid: str) -> bool:
+        """Whether the session's client declared sampling, elicitation or roots."""
+        known = self.askable_nowait(sid)
+        if known is not None:
+            return known
+        client = await self._store.client(sid)
+        return self._remember(sid, client) if client is not None else False
+
+    def _remember(self, sid: str, client: Mapping[str, Any]) -> bool:
+        if len(self._askable) >= ASKABLE_CACHE_SIZE:
+            del self._askable[next(iter(self._askable))]
+        answer = self._askable[sid] = can_be_asked(client)
+        return answer
 
     def known_backend(self, need: NeedsBackend) -> str | None:
         """The mapping, when it can be read without I/O (memory store); else None → backend_for."""
@@ -128,6 +155,7 @@ class BackendSessions:
         client = await self._store.client(sid)
         if client is None:
             raise SessionGone(sid)
+        self._remember(sid, client)
         server = self._servers().get(name)
         if server is None:
             raise BackendUnavailable(f"server {name!r} is no longer configured")

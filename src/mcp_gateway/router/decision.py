@@ -36,9 +36,11 @@ from mcp_gateway.protocol import (
     error_response,
     peek,
     replace_completion_ref,
+    replace_id,
     replace_routing_name,
     strip_prefix,
 )
+from mcp_gateway.router.relay import ID_MARK, original_of
 from mcp_gateway.sessions.tokens import SessionClaims, SessionTokens
 
 if TYPE_CHECKING:
@@ -191,6 +193,9 @@ class NeedsBackend:
     body: bytes = field(repr=False)  # the body with the prefix stripped (arguments: not for logs)
     remove_headers: tuple[str, ...] = ()
     client_headers: frozenset[str] = frozenset()  # names only: what forward() must rewrite
+    # The client's answer to a request the upstream sent during a routed call: it belongs to
+    # the backend session that exists; never create one for it, never replay it.
+    answer: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +231,8 @@ def route_request(
     if kind is None or seen.id is None:
         if seen.method == COMPLETION_METHOD and seen.id is not None:
             return _route_completion(headers, body, seen, table, tokens, removed)
+        if seen.method is None and type(seen.id) is str and seen.id.startswith(ID_MARK):
+            return _route_answer(headers, body, seen, table, tokens, removed)
         # initialize, tools/list, ping, notifications, responses, batches: the broker's.
         return ToBroker(removed)
     return _route_named(headers, body, seen, kind, table, tokens, removed)
@@ -333,17 +340,55 @@ def _route_named(
     )
 
 
+def _route_answer(
+    headers: Mapping[str, str],
+    body: bytes,
+    seen: Peek,
+    table: RoutingTable,
+    tokens: SessionTokens,
+    removed: tuple[str, ...],
+) -> Decision:
+    """A client's response (or error) to a request an upstream sent during a routed call: its id
+    is a gateway id (router/relay.py) naming that upstream; it goes back there, original id."""
+    assert seen.id is not None
+    if not origin_allowed(headers.get("origin"), table.allowed_origins):
+        return reply_error(seen.id, ErrorCode.INVALID_REQUEST, "Forbidden: Origin not allowed", status=403)
+    admitted = _admit(headers, seen, tokens)
+    if isinstance(admitted, Reply):
+        return admitted
+    token, claims = admitted
+    origin = original_of(seen.id)
+    upstream = None if origin is None else table.server(origin[0])
+    if origin is None or upstream is None or upstream.via_broker:
+        # Nobody here asked under this id: say so now rather than let the upstream wait.
+        return reply_error(
+            seen.id, ErrorCode.INVALID_REQUEST, "Invalid Request: no server of this gateway sent that request", status=400
+        )
+    return NeedsBackend(
+        upstream=upstream,
+        claims=claims,
+        gateway_session=token,
+        request_id=seen.id,
+        method="",
+        routed_name="",
+        body=replace_id(body, origin[1]),
+        remove_headers=removed,
+        client_headers=frozenset(name.lower() for name in headers),
+        answer=True,
+    )
+
+
 def forward(need: NeedsBackend, backend_session_id: str | None) -> ToUpstream:
     """The mutations that send the call to its upstream with the backend session."""
     upstream = need.upstream
     set_headers: list[tuple[str, str]] = [
         (SERVER_HEADER, upstream.server),
-        (METHOD_HEADER, need.method),
-        (TOOL_HEADER, need.routed_name),
         (":authority", upstream.authority),
         (":path", upstream.path),
         ("content-length", str(len(need.body))),
     ]
+    if not need.answer:
+        set_headers += [(METHOD_HEADER, need.method), (TOOL_HEADER, need.routed_name)]
     remove = set(need.remove_headers)
     # The client's gateway token is ours, not the upstream's: replace it, or drop it for a
     # session-less upstream. Likewise the client's Authorization is for the gateway.

@@ -7,7 +7,9 @@ request) is a short conversation:
   request_headers   → strip client x-mcp-* headers (a POST without body is decided right here)
   request_body      → decision: to the broker, to an upstream (mutations), or an immediate reply
   response_headers  → for upstream calls, the backend session id becomes the gateway's; a
-                      backend 404 is replayed once (router/backends.py)
+                      backend 404 is replayed once (router/backends.py); an SSE answer to a
+                      client that can be asked things switches to a streamed body
+  response_body     → (only then) server→client request ids tagged (router/relay.py)
 
 Only the steps that need the session store or an upstream cross into Trio (`trio_as_aio`).
 """
@@ -23,6 +25,7 @@ import structlog
 import trio
 import trio_asyncio
 from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import duration_pb2
@@ -49,6 +52,7 @@ from mcp_gateway.router.decision import (
     store_unavailable,
     upstream_unavailable,
 )
+from mcp_gateway.router.relay import EVENT_STREAM, SseIdTagger
 from mcp_gateway.router.xds import XdsWriter
 from mcp_gateway.sessions.store import SessionStore, SessionStoreUnavailable
 from mcp_gateway.sessions.tokens import SessionTokens
@@ -146,6 +150,10 @@ _BODY_CONTINUE: Final = pb.ProcessingResponse(request_body=pb.BodyResponse(respo
 _RESPONSE_HEADERS_CONTINUE: Final = pb.ProcessingResponse(
     response_headers=pb.HeadersResponse(response=_CONTINUE)
 )
+# Needs `allow_mode_override: true` on the filter (envoy/bootstrap.yaml.tmpl).
+_STREAM_RESPONSE_BODY: Final = processing_mode_pb2.ProcessingMode(
+    response_body_mode=processing_mode_pb2.ProcessingMode.STREAMED
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,7 +163,7 @@ _RESPONSE_HEADERS_CONTINUE: Final = pb.ProcessingResponse(
 class _Exchange:
     """One HTTP request's ext_proc conversation."""
 
-    __slots__ = ("backend_id", "extend", "headers", "need", "router")
+    __slots__ = ("backend_id", "extend", "headers", "need", "router", "tagger")
 
     def __init__(self, router: Router, extend: Callable[[float], Awaitable[None]]) -> None:
         self.router = router
@@ -164,6 +172,8 @@ class _Exchange:
         self.headers: dict[str, str] = {}
         self.need: NeedsBackend | None = None
         self.backend_id: str | None = None
+        # Set when the answer's body streams through us to tag server→client request ids.
+        self.tagger: SseIdTagger | None = None
 
     async def on_request_headers(self, message: pb.HttpHeaders) -> pb.ProcessingResponse:
         self.headers = _headers_of(message)
@@ -203,6 +213,9 @@ class _Exchange:
             backend_id = backends.known_backend(decision)
             if backend_id is None:
                 backend_id = await trio_asyncio.trio_as_aio(backends.lookup)(decision)
+            if backend_id is None and decision.answer:
+                # An answer for a backend session that no longer exists: nobody is waiting.
+                return _immediate(_no_backend_for_answer(decision))
             if backend_id is None:
                 # A first call initialises a backend session: give Envoy the server's timeout.
                 await self.extend(self._timeout_of(decision))
@@ -218,6 +231,9 @@ class _Exchange:
             return _RESPONSE_HEADERS_CONTINUE  # the broker's answer: its own session ids
         headers = _headers_of(message)
         answer = judge_answer(headers, need, backend_id)
+        if answer is Answer.BACKEND_SESSION_EXPIRED and need.answer:
+            # The session that asked is gone with the upstream's restart; a new one never asked.
+            return _immediate(_no_backend_for_answer(need))
         if answer is Answer.BACKEND_SESSION_EXPIRED and backend_id is not None:
             return await self._replay(need, backend_id)
         if answer is Answer.NOT_FROM_UPSTREAM:
@@ -227,11 +243,36 @@ class _Exchange:
                          status=headers.get(":status"))
             return _immediate(*_failure_reply(BackendUnavailable(), need))
         mutation = rewrite_response_headers(headers, need.gateway_session)
-        return pb.ProcessingResponse(
+        reply = pb.ProcessingResponse(
             response_headers=pb.HeadersResponse(
                 response=pb.CommonResponse(
                     header_mutation=_header_mutation(mutation.set_headers, mutation.remove_headers)
                 )
+            )
+        )
+        if await self._may_carry_server_requests(need, headers):
+            # Only here does the body pass through Python: JSON answers and clients that
+            # cannot be asked anything stay on Envoy's untouched stream (body mode NONE).
+            self.tagger = SseIdTagger(need.upstream.server)
+            reply.mode_override.CopyFrom(_STREAM_RESPONSE_BODY)
+        return reply
+
+    async def _may_carry_server_requests(self, need: NeedsBackend, headers: Mapping[str, str]) -> bool:
+        if need.answer or not headers.get("content-type", "").startswith(EVENT_STREAM):
+            return False
+        backends, sid = self.router.backends, need.claims.session_id
+        askable = backends.askable_nowait(sid)
+        if askable is None:
+            askable = await trio_asyncio.trio_as_aio(backends.askable)(sid)
+        return askable
+
+    def on_response_body(self, message: pb.HttpBody) -> pb.ProcessingResponse:
+        if self.tagger is None:
+            return pb.ProcessingResponse(response_body=pb.BodyResponse(response=_CONTINUE))
+        tagged = self.tagger.feed(message.body, message.end_of_stream)
+        return pb.ProcessingResponse(
+            response_body=pb.BodyResponse(
+                response=pb.CommonResponse(body_mutation=pb.BodyMutation(body=tagged))
             )
         )
 
@@ -249,6 +290,15 @@ class _Exchange:
     def _timeout_of(self, need: NeedsBackend) -> float:
         server = self.router.snapshot.servers.get(need.upstream.server)
         return server.timeout_seconds if server is not None else 30.0
+
+
+def _no_backend_for_answer(need: NeedsBackend) -> Reply:
+    return reply_error(
+        need.request_id,
+        -32600,
+        f"Invalid Request: no session with {need.upstream.server!r} is waiting for this answer",
+        status=400,
+    )
 
 
 def _failure_reply(error: Exception, need: NeedsBackend) -> tuple[Reply, tuple[tuple[str, str], ...]]:
@@ -299,6 +349,8 @@ class ExternalProcessor:
                 return await exchange.on_request_body(request.request_body)
             if which == "response_headers":
                 return await exchange.on_response_headers(request.response_headers)
+            if which == "response_body":
+                return exchange.on_response_body(request.response_body)
         except Exception:
             # Fail closed: a bug here must never send a call anywhere; the client gets a
             # JSON-RPC error instead of a 5xx or a hang.
@@ -313,8 +365,12 @@ def _last_reply(request: pb.ProcessingRequest, reply: pb.ProcessingResponse, exc
     an immediate response ends it; response headers are the last phase we ask for (response body
     NONE, trailers SKIP); and a body sent on to the broker needs nothing on its way back (the
     broker's answer carries its own session id), so its response headers need not come to us."""
-    if reply.HasField("immediate_response") or request.HasField("response_headers"):
+    if reply.HasField("immediate_response"):
         return True
+    if request.HasField("response_headers"):
+        return exchange.tagger is None  # else the body streams through us (mode_override)
+    if request.HasField("response_body"):
+        return bool(request.response_body.end_of_stream)
     return request.HasField("request_body") and exchange.need is None
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mcp_gateway.config import ServerConfig
+from mcp_gateway.config import ServerConfig, VirtualServer
 from mcp_gateway.protocol import apply_prefix
 from mcp_gateway.upstream.catalog import KINDS, TOOLS, ListKind, ServerCatalog
 
@@ -89,6 +89,26 @@ def federate(catalog: Sequence[tuple[ServerConfig, ServerCatalog]]) -> Federatio
         entries[kind.kind] = tuple(listed)
         by_name[kind.kind] = winners
     return Federation(entries, by_name, tuple(collisions))
+
+
+def restrict(federation: Federation, virtual: VirtualServer) -> Federation:
+    """What a virtual server exposes of `federation`: its tools, its prompts, and the resources
+    and resource templates whose exposed URI (template) it lists; nothing else. Names are the
+    exposed (prefixed) ones, as in Kuadrant's MCPVirtualServer."""
+    allowed = {
+        "tools": frozenset(virtual.tools),
+        "prompts": frozenset(virtual.prompts),
+        "resources": frozenset(virtual.resources),
+        "resource_templates": frozenset(virtual.resources),
+    }
+    entries: dict[str, tuple[Entry, ...]] = {}
+    by_name: dict[str, dict[str, Entry]] = {}
+    for kind in KINDS:
+        names = allowed[kind.kind]
+        kept = tuple(e for e in federation.items(kind) if e.exposed[kind.id_field] in names)
+        entries[kind.kind] = kept
+        by_name[kind.kind] = {str(e.exposed[kind.id_field]): e for e in kept}
+    return Federation(entries, by_name, federation.collisions)
 
 
 def _exposed_name(kind: ListKind, prefix: str, original: str) -> str:
@@ -194,4 +214,5 @@ __all__ = [
     "page",
     "page_json",
     "resolve_uri",
+    "restrict",
 ]

@@ -20,12 +20,13 @@ from mcp_gateway.broker.aggregate import (
     federate,
     page_json,
     resolve_uri,
+    restrict,
 )
 from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.fanout import Fanout
 from mcp_gateway.broker.forward import Forwarder
 from mcp_gateway.broker.metrics import BrokerMetrics
-from mcp_gateway.config import GatewayConfig, ServerConfig
+from mcp_gateway.config import GatewayConfig, ServerConfig, VirtualServer
 from mcp_gateway.logs import bind_request, get_logger
 from mcp_gateway.protocol import (
     ErrorCode,
@@ -68,6 +69,10 @@ LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert"
 NOT_FOUND_CODE = {TOOLS.kind: ErrorCode.INVALID_PARAMS, PROMPTS.kind: ErrorCode.INVALID_PARAMS}
 
 
+class UnknownVirtualServer(Exception):
+    """The client named a virtual server the config does not define."""
+
+
 class SessionProblem(Exception):
     """A request's session header is missing (400) or names no live session (404)."""
 
@@ -100,6 +105,8 @@ class BrokerCore:
         # Forwarded calls in flight, by (gateway session, client request id): what a client's
         # notifications/cancelled stops.
         self._in_flight: dict[tuple[str, Any], trio.CancelScope] = {}
+        # Per virtual server: (the federation it was cut from, its config, the cut).
+        self._views = {}
 
     @property
     def config(self) -> GatewayConfig:
@@ -172,6 +179,31 @@ class BrokerCore:
         self.fanout.close_session(session.sid)
         self.metrics.sessions_deleted.inc()
 
+    # -- virtual servers ---------------------------------------------------------------------
+
+    def virtual_server(self, name: str | None) -> VirtualServer | None:
+        """The virtual server a client selected (`X-Mcp-Virtualserver`, Kuadrant's
+        `namespace/name`), None when it selected none; UnknownVirtualServer otherwise."""
+        if not name:
+            return None
+        for virtual in self.config.virtual_servers:
+            if virtual.name == name:
+                return virtual
+        raise UnknownVirtualServer(name)
+
+    def _view(self, virtual: VirtualServer | None) -> Federation:
+        """The federation as a virtual server's clients see it (built once per federation)."""
+        if virtual is None:
+            return self.federation
+        cached = self._views.get(virtual.name)
+        if cached is not None and cached[0] is self.federation and cached[1] == virtual:
+            return cached[2]
+        view = restrict(self.federation, virtual)
+        self._views[virtual.name] = (self.federation, virtual, view)
+        return view
+
+    _views: dict[str, tuple[Federation, VirtualServer, Federation]]
+
     # -- the federated catalog ---------------------------------------------------------------
 
     def refresh(self) -> list[ListKind]:
@@ -227,13 +259,22 @@ class BrokerCore:
         }
         return result_response(request.id, result), version
 
-    async def handle(self, request: Request, session: ClientSession, emit: Emit | None) -> bytes:
+    async def handle(
+        self,
+        request: Request,
+        session: ClientSession,
+        emit: Emit | None,
+        *,
+        virtual: VirtualServer | None = None,
+    ) -> bytes:
+        """Answer one request of a session; `virtual` (the client's virtual server, see
+        `virtual_server`) limits what it lists and reaches to that virtual server's items."""
         method = request.method
         if method == "ping":
             return result_response(request.id, {})
         kind = LIST_METHODS.get(method)
         if kind is not None:
-            return self._list(request, kind)
+            return self._list(request, kind, self._view(virtual))
         routed = ROUTED_METHODS.get(method)
         if routed is not None:
             key = (session.sid, request.id)
@@ -248,7 +289,7 @@ class BrokerCore:
             ):
                 self._in_flight[key] = scope
                 try:
-                    return await self._forward(request, routed, session, emit)
+                    return await self._forward(request, routed, session, emit, virtual)
                 except Exception:
                     # A bug on this path answers this request, precisely, and nothing else.
                     log.exception("forwarding failed unexpectedly", method=method)
@@ -273,24 +314,29 @@ class BrokerCore:
             await self.forwarder.set_log_level(session, level)
             return result_response(request.id, {})
         if method == "completion/complete":
-            return await self._complete(request, session, emit)
+            return await self._complete(request, session, emit, virtual)
         if method in ("resources/subscribe", "resources/unsubscribe"):
-            return await self._subscription(request, session)
+            return await self._subscription(request, session, virtual)
         return error_response(request.id, ErrorCode.METHOD_NOT_FOUND, f"Method not found: {method}")
 
-    def _list(self, request: Request, kind: ListKind) -> bytes:
+    def _list(self, request: Request, kind: ListKind, federation: Federation) -> bytes:
         cursor = (request.params or {}).get("cursor")
         if cursor is not None and not isinstance(cursor, str):
             return error_response(request.id, ErrorCode.INVALID_PARAMS, "cursor must be a string")
         try:
-            result = page_json(self.federation, kind, cursor, self.config.gateway.page_size)
+            result = page_json(federation, kind, cursor, self.config.gateway.page_size)
         except BadCursor as exc:
             return error_response(request.id, ErrorCode.INVALID_PARAMS, f"Invalid cursor: {exc}")
         # The page is pre-serialized; only the envelope with this request's id is new.
         return b'{"jsonrpc":"2.0","id":%s,"result":%s}' % (json.dumps(request.id).encode(), result)
 
     async def _forward(
-        self, request: Request, kind: ListKind, session: ClientSession, emit: Emit | None
+        self,
+        request: Request,
+        kind: ListKind,
+        session: ClientSession,
+        emit: Emit | None,
+        virtual: VirtualServer | None,
     ) -> bytes:
         """A routed request that reached the broker (no Envoy in front): relay it ourselves."""
         params = request.params or {}
@@ -300,7 +346,7 @@ class BrokerCore:
             return error_response(
                 request.id, ErrorCode.INVALID_PARAMS, f"params.{key} must be a string"
             )
-        target = self._owner(kind, name)
+        target = self._owner(kind, name, virtual)
         if target is None:
             code = NOT_FOUND_CODE.get(kind.kind, ErrorCode.RESOURCE_NOT_FOUND)
             what = {"tools": "tool", "prompts": "prompt"}.get(kind.kind, "resource")
@@ -315,7 +361,13 @@ class BrokerCore:
             exposed_uri=(original, name) if kind is RESOURCES else None,
         )
 
-    async def _complete(self, request: Request, session: ClientSession, emit: Emit | None) -> bytes:
+    async def _complete(
+        self,
+        request: Request,
+        session: ClientSession,
+        emit: Emit | None,
+        virtual: VirtualServer | None,
+    ) -> bytes:
         """completion/complete goes to the owner of the prompt or resource its `ref` names."""
         params = request.params or {}
         ref = params.get("ref")
@@ -329,7 +381,7 @@ class BrokerCore:
             )
         field = "name" if kind is PROMPTS else "uri"
         name = ref.get(field)
-        target = self._owner(kind, name) if isinstance(name, str) else None
+        target = self._owner(kind, name, virtual) if isinstance(name, str) else None
         if target is None:
             code = ErrorCode.INVALID_PARAMS if kind is PROMPTS else ErrorCode.RESOURCE_NOT_FOUND
             return error_response(request.id, code, f"Unknown {field}: {name}")
@@ -337,7 +389,9 @@ class BrokerCore:
         upstream_params = {**params, "ref": {**ref, field: original}}
         return await self.forwarder.forward(request, session, emit, server, upstream_params)
 
-    async def _subscription(self, request: Request, session: ClientSession) -> bytes:
+    async def _subscription(
+        self, request: Request, session: ClientSession, virtual: VirtualServer | None
+    ) -> bytes:
         """resources/(un)subscribe: forwarded on the client's backend session with the owner;
         its `notifications/resources/updated` reach this client's GET streams only."""
         uri = (request.params or {}).get("uri")
@@ -345,7 +399,7 @@ class BrokerCore:
             return error_response(
                 request.id, ErrorCode.INVALID_PARAMS, "params.uri must be a string"
             )
-        target = self._owner(RESOURCES, uri)
+        target = self._owner(RESOURCES, uri, virtual)
         if target is None:
             return error_response(
                 request.id, ErrorCode.RESOURCE_NOT_FOUND, f"Unknown resource: {uri}"
@@ -353,8 +407,13 @@ class BrokerCore:
         server, original = target
         return await self.forwarder.subscription(request, session, server, original)
 
-    def _owner(self, kind: ListKind, name: str) -> tuple[ServerConfig, str] | None:
-        """The serving upstream behind an exposed name or URI, and its own name for it."""
+    def _owner(
+        self, kind: ListKind, name: str, virtual: VirtualServer | None = None
+    ) -> tuple[ServerConfig, str] | None:
+        """The serving upstream behind an exposed name or URI, and its own name for it; None
+        also for an item outside the client's virtual server (it does not exist for it)."""
+        if virtual is not None and name not in _virtual_names(kind, virtual):
+            return None
         if kind is RESOURCES:
             # Any URI under a server's mark is its: templates expand to URIs nobody listed.
             serving = [server for server, _ in self.supervisor.catalog()]
@@ -364,3 +423,12 @@ class BrokerCore:
         if entry is None or server is None:
             return None
         return server, entry.original_name
+
+
+def _virtual_names(kind: ListKind, virtual: VirtualServer) -> list[str]:
+    """What a virtual server exposes of one kind (resources: exact exposed URIs)."""
+    if kind is TOOLS:
+        return virtual.tools
+    if kind is PROMPTS:
+        return virtual.prompts
+    return virtual.resources

@@ -17,8 +17,9 @@ from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
 from mcp_gateway.broker.client_session import ClientSession
-from mcp_gateway.broker.core import BrokerCore, SessionProblem
+from mcp_gateway.broker.core import BrokerCore, SessionProblem, UnknownVirtualServer
 from mcp_gateway.broker.origin import origin_allowed
+from mcp_gateway.config import VirtualServer
 from mcp_gateway.logs import get_logger
 from mcp_gateway.protocol import (
     SUPPORTED_VERSIONS,
@@ -42,6 +43,9 @@ JSON = "application/json"
 SSE = "text/event-stream"
 DEFAULT_PROTOCOL_VERSION = "2025-03-26"  # what the spec says to assume without the header
 DISCOVER = "server/discover"
+# Kuadrant's header selecting a virtual server (`namespace/name`); header names are
+# case-insensitive, the value is matched exactly.
+VIRTUAL_SERVER_HEADER = "x-mcp-virtualserver"
 KNOWN_METHODS = frozenset(
     {
         "initialize",
@@ -108,6 +112,19 @@ def register(
         if not accept.strip() or "*/*" in accept:
             return list(types)
         return [t for t in types if t in accept]
+
+    def virtual_or_refusal(request_id: Any = None) -> VirtualServer | Response | None:
+        """The client's virtual server (`X-Mcp-Virtualserver`), or the refusal of an unknown one."""
+        name = request.headers.get(VIRTUAL_SERVER_HEADER)
+        try:
+            return core.virtual_server(name)
+        except UnknownVirtualServer:
+            return refusal(
+                400,
+                ErrorCode.INVALID_REQUEST,
+                f"Bad Request: unknown virtual server {str(name)[:200]!r}",
+                request_id,
+            )
 
     async def session_or_refusal(request_id: Any = None) -> ClientSession | Response:
         token = request.headers.get("mcp-session-id")
@@ -194,6 +211,10 @@ def register(
         if (refused := version_refused(first_id)) is not None:
             record("refused", refused.status_code, started)
             return refused
+        virtual = virtual_or_refusal(first_id)
+        if isinstance(virtual, Response):
+            record("refused", virtual.status_code, started)
+            return virtual
         requests = [m for m in messages if isinstance(m, Request)]
         for message in messages:
             if isinstance(message, Notification):
@@ -203,7 +224,7 @@ def register(
         if not requests:
             return Response(b"", 202)  # notifications and responses only: accepted, no body
         if isinstance(parsed, list):
-            bodies = [await core.handle(r, session, None) for r in requests]
+            bodies = [await core.handle(r, session, None, virtual=virtual) for r in requests]
             record("batch", 200, started)
             return Response(b"[" + b",".join(bodies) + b"]", 200, content_type=JSON)
         only = requests[0]
@@ -215,12 +236,15 @@ def register(
             or JSON not in acceptable
             or await core.may_ask_client(only, session)
         ):
-            return _streamed(only, session, started)
-        answer = await core.handle(only, session, None)
+            return _streamed(only, session, started, virtual)
+        answer = await core.handle(only, session, None, virtual=virtual)
         record(only.method, 200, started)
         return Response(answer, 200, content_type=JSON)
 
     async def _initialize(message: Request, started: float) -> Response:
+        if isinstance(refused := virtual_or_refusal(message.id), Response):
+            record("initialize", refused.status_code, started)
+            return refused
         outcome = core.initialize(message)
         if isinstance(outcome, bytes):
             record("initialize", 200, started)
@@ -230,7 +254,9 @@ def register(
         record("initialize", 200, started)
         return Response(body, 200, content_type=JSON, headers={"mcp-session-id": session.token})
 
-    def _streamed(message: Request, session: ClientSession, started: float) -> Response:
+    def _streamed(
+        message: Request, session: ClientSession, started: float, virtual: VirtualServer | None
+    ) -> Response:
         """Answer on an SSE stream: the upstream's notifications (progress) first, then the result."""
         send, receive = trio.open_memory_channel[bytes](32)
         scope = trio.CancelScope()
@@ -242,7 +268,7 @@ def register(
                     async def emit(notification: bytes) -> None:
                         await send.send(notification)
 
-                    await send.send(await core.handle(message, session, emit))
+                    await send.send(await core.handle(message, session, emit, virtual=virtual))
 
         nursery.start_soon(work)
 

@@ -19,9 +19,10 @@ import trio
 from quart import Quart, Response, websocket
 
 from mcp_gateway.broker.client_session import ClientSession
-from mcp_gateway.broker.core import BrokerCore, SessionProblem
-from mcp_gateway.broker.http import request_limits
+from mcp_gateway.broker.core import BrokerCore, SessionProblem, UnknownVirtualServer
+from mcp_gateway.broker.http import VIRTUAL_SERVER_HEADER, request_limits
 from mcp_gateway.broker.origin import origin_allowed
+from mcp_gateway.config import VirtualServer
 from mcp_gateway.logs import get_logger
 from mcp_gateway.protocol import (
     ErrorCode,
@@ -52,8 +53,17 @@ def register(app: Quart, core: BrokerCore) -> None:
         refused = await _refused_upgrade(core)
         if isinstance(refused, Response):
             return refused
+        try:
+            virtual = core.virtual_server(websocket.headers.get(VIRTUAL_SERVER_HEADER))
+        except UnknownVirtualServer as unknown:
+            body = error_response(
+                None,
+                ErrorCode.INVALID_REQUEST,
+                f"Bad Request: unknown virtual server {str(unknown)[:200]!r}",
+            )
+            return Response(body, 400, content_type="application/json")
         await websocket.accept(subprotocol=SUBPROTOCOL)
-        await _Bridge(core, attached=refused).run()
+        await _Bridge(core, attached=refused, virtual=virtual).run()
         return None
 
 
@@ -82,8 +92,15 @@ async def _refused_upgrade(core: BrokerCore) -> Response | ClientSession | None:
 class _Bridge:
     """One accepted socket: reads frames, dispatches them, writes answers and notifications."""
 
-    def __init__(self, core: BrokerCore, *, attached: ClientSession | None) -> None:
+    def __init__(
+        self,
+        core: BrokerCore,
+        *,
+        attached: ClientSession | None,
+        virtual: VirtualServer | None,
+    ) -> None:
         self.core = core
+        self.virtual = virtual  # selected on the upgrade request, for the socket's lifetime
         self.session = attached
         self.owns_session = False
         self._send_lock = trio.Lock()
@@ -174,7 +191,8 @@ class _Bridge:
 
     async def _answer(self, request: Request, session: ClientSession) -> None:
         try:
-            await self.send(await self.core.handle(request, session, self.send))
+            answer = await self.core.handle(request, session, self.send, virtual=self.virtual)
+            await self.send(answer)
         finally:
             self._slots.release()
 
@@ -188,4 +206,3 @@ class _Bridge:
                     await self.send(data)
             finally:
                 self.core.metrics.open_streams.dec()
-

@@ -355,7 +355,9 @@ class MessageStreamClient:
                 else:
                     return connection
             raise UpstreamError(f"{self.server.name}: client is closed")
-        raise UpstreamError(f"{self.server.name}: not connected after {self.server.timeout_seconds}s")
+        raise UpstreamError(
+            f"{self.server.name}: not connected after {self.server.timeout_seconds}s"
+        )
 
     async def _send(self, connection: _Connection, message: Message) -> None:
         data = serialize(message)
@@ -391,7 +393,9 @@ class MessageStreamClient:
                     idle.deadline = trio.current_time() + self.server.timeout_seconds
                     if on_message is not None:
                         await on_message(message)
-                raise UpstreamError(f"{self.server.name}: connection lost before the answer to {rid!r}")
+                raise UpstreamError(
+                    f"{self.server.name}: connection lost before the answer to {rid!r}"
+                )
             raise UpstreamError(f"{self.server.name}: {request.method} timed out")
         finally:
             self._pending.pop(rid, None)
@@ -452,7 +456,9 @@ class MessageStreamClient:
             )
             await self._send(connection, answer)
 
-    def _target_for(self, message: Request | Notification) -> trio.MemorySendChannel[JsonObject] | None:
+    def _target_for(
+        self, message: Request | Notification
+    ) -> trio.MemorySendChannel[JsonObject] | None:
         if message.method in _SESSION_NOTIFICATIONS:
             return self._listener
         if message.method == "notifications/progress" and isinstance(message.params, dict):
@@ -552,7 +558,9 @@ class _PipeLink:
                     return line
                 continue
             if len(self._buffer) > self._max_line:
-                raise UpstreamError(f"stdio upstream sent a line longer than {self._max_line} bytes")
+                raise UpstreamError(
+                    f"stdio upstream sent a line longer than {self._max_line} bytes"
+                )
             chunk = await self._stdout.receive_some(65536)
             if not chunk:
                 return None

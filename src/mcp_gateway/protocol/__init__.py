@@ -29,6 +29,7 @@ from mcp_gateway.protocol._params import param_headers as param_headers
 from mcp_gateway.protocol._parse import parse_message as parse_message
 from mcp_gateway.protocol._peek import Peek as Peek
 from mcp_gateway.protocol._peek import peek as peek
+from mcp_gateway.protocol._rewrite import replace_id as replace_id
 from mcp_gateway.protocol._rewrite import replace_routing_name as replace_routing_name
 from mcp_gateway.protocol._serialize import error_response as error_response
 from mcp_gateway.protocol._serialize import result_response as result_response
@@ -37,4 +38,3 @@ from mcp_gateway.protocol._versions import LATEST_STABLE as LATEST_STABLE
 from mcp_gateway.protocol._versions import SUPPORTED_VERSIONS as SUPPORTED_VERSIONS
 from mcp_gateway.protocol._versions import negotiate_version as negotiate_version
 from mcp_gateway.protocol._versions import supports_batch as supports_batch
-from mcp_gateway.protocol._rewrite import replace_id as replace_id

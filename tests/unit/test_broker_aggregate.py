@@ -121,3 +121,21 @@ def test_two_servers_with_the_same_uri_are_both_listed() -> None:
 def test_an_item_that_cannot_carry_its_prefix_is_skipped_not_fatal() -> None:
     federation = federate([(server("a", "prefix_"), tools("t" * 125, "ok"))])
     assert [e.exposed["name"] for e in federation.items(TOOLS)] == ["prefix_ok"]
+
+
+def test_a_virtual_server_keeps_only_what_it_names_and_pages_on_its_own() -> None:
+    from mcp_gateway.broker.aggregate import restrict
+    from mcp_gateway.config import VirtualServer
+
+    federation = federate(
+        [(server("a", "a_"), tools("x", "y", "z")), (server("b", "b_"), tools("x"))]
+    )
+    virtual = VirtualServer(name="ns/v", tools=["b_x", "a_z", "a_missing"])
+    view = restrict(federation, virtual)
+    assert [e.exposed["name"] for e in view.items(TOOLS)] == ["a_z", "b_x"]
+    assert view.lookup(TOOLS, "a_x") is None and view.lookup(TOOLS, "b_x") is not None
+    assert view.items(PROMPTS) == ()
+    first = page(view, TOOLS, None, 1)
+    assert [t["name"] for t in first["tools"]] == ["a_z"]
+    assert [t["name"] for t in page(view, TOOLS, first["nextCursor"], 1)["tools"]] == ["b_x"]
+    assert [e.exposed["name"] for e in federation.items(TOOLS)] == ["a_x", "a_y", "a_z", "b_x"]

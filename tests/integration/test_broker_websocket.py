@@ -229,3 +229,24 @@ async def test_sampling_from_a_stdio_upstream_is_asked_and_answered_over_the_soc
         )
         answer, _ = await client.until(lambda m: m.get("id") == 1)
         assert answer["result"]["content"][0]["text"] == "LLM response: hi back"
+
+
+async def test_the_upgrades_virtual_server_holds_for_the_socket_and_an_unknown_one_is_refused() -> None:
+    async with sample_in_process("echo") as echo:
+        config = GatewayConfig.model_validate(
+            {
+                "servers": [{"name": "echo", "url": echo, "prefix": "echo_"}],
+                "virtualServers": [{"name": "ns/only-echo", "tools": ["echo_echo"]}],
+                "gateway": {"broker_listen": "127.0.0.1:0"},
+            }
+        )
+        async with running_broker(config) as broker:
+            refused = await _upgrade_refused(broker, ["mcp"], [(b"x-mcp-virtualserver", b"ns/other")])
+            assert refused.status_code == 400
+            assert "unknown virtual server" in json.loads(refused.body or b"{}")["error"]["message"]
+            async with peer(broker, extra_headers=[(b"X-Mcp-Virtualserver", b"ns/only-echo")]) as client:
+                await client.request("init", "initialize", INIT["params"])
+                listed = await client.request(1, "tools/list")
+                assert [t["name"] for t in listed["result"]["tools"]] == ["echo_echo"]
+                hidden = await client.request(2, "tools/call", {"name": "echo_add", "arguments": {"a": 1, "b": 2}})
+                assert hidden["error"] == {"code": -32602, "message": "Unknown tool: echo_add"}

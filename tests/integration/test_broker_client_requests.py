@@ -20,7 +20,7 @@ from mcp import types
 from mcp.client.client import Client
 
 from mcp_gateway.config import GatewayConfig
-from tests.support.servers import running_broker, sample_in_process
+from tests.support.servers import open_session, running_broker, sample_in_process
 
 pytestmark = [
     pytest.mark.integration,
@@ -32,7 +32,6 @@ pytestmark = [
 
 FIXTURE_STDIO = [sys.executable, "-m", "mcp_gateway.samples.conformance_fixture", "--transport", "stdio"]
 ROOT = "file:///srv/projects/broker-relay"
-HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
 
 def _config(http_fixture: str) -> GatewayConfig:
@@ -104,21 +103,6 @@ async def test_sampling_elicitation_and_roots_round_trip_through_the_broker(pref
     assert json.loads(_text(rooted)) == [ROOT]
 
 
-async def _initialize(http: httpx.AsyncClient, url: str) -> dict[str, str]:
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {"sampling": {}},
-            "clientInfo": {"name": "raw", "version": "1"},
-        },
-    }
-    response = await http.post(url, json=init, headers=HEADERS)
-    return {**HEADERS, "mcp-session-id": response.headers["mcp-session-id"]}
-
-
 async def test_ids_never_collide_and_answers_go_to_the_upstream_that_asked() -> None:
     """One client, two upstreams asking at once: each request reaches the client under its own
     gateway id, and each answer completes the call that asked (never the other one). An answer
@@ -126,8 +110,8 @@ async def test_ids_never_collide_and_answers_go_to_the_upstream_that_asked() -> 
     async with sample_in_process("conformance") as http_fixture, running_broker(
         _config(http_fixture)
     ) as broker, httpx.AsyncClient(timeout=20) as http:
-        session = await _initialize(http, broker.url)
-        intruder = await _initialize(http, broker.url)
+        session = await open_session(http, broker.url, capabilities={"sampling": {}})
+        intruder = await open_session(http, broker.url, capabilities={"sampling": {}})
         shown: dict[str, dict[str, Any]] = {}
         results: dict[str, str] = {}
         both_asked = trio.Event()
@@ -178,7 +162,7 @@ async def test_a_client_answering_in_json_only_gets_the_request_refused_not_a_ha
     async with sample_in_process("conformance") as http_fixture, running_broker(
         _config(http_fixture)
     ) as broker, httpx.AsyncClient(timeout=20) as http:
-        session = {**await _initialize(http, broker.url), "accept": "application/json"}
+        session = {**await open_session(http, broker.url, capabilities={"sampling": {}}), "accept": "application/json"}
         body = {
             "jsonrpc": "2.0",
             "id": 3,

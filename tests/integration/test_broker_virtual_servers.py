@@ -16,7 +16,14 @@ from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from mcp_gateway.config import GatewayConfig
-from tests.support.servers import Broker, running_broker, sample_in_process
+from tests.support.servers import (
+    JSON_AND_SSE,
+    Broker,
+    initialize_body,
+    open_session,
+    running_broker,
+    sample_in_process,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -26,7 +33,6 @@ pytestmark = [
     ),
 ]
 
-HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 ECHO_ONLY = "team-a/echo-only"
 
 
@@ -53,18 +59,6 @@ async def broker() -> AsyncIterator[Broker]:
         )
         async with running_broker(config) as running:
             yield running
-
-
-async def _session(http: httpx.AsyncClient, url: str, **extra: str) -> dict[str, str]:
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-    }
-    response = await http.post(url, json=init, headers={**HEADERS, **extra})
-    assert response.status_code == 200, response.text
-    return {**HEADERS, **extra, "mcp-session-id": response.headers["mcp-session-id"]}
 
 
 async def _rpc(http: httpx.AsyncClient, url: str, headers: dict[str, str], rid: int, method: str, params: Any = None) -> httpx.Response:
@@ -95,7 +89,7 @@ async def test_the_official_client_with_the_header_lists_and_calls_only_its_virt
 
 async def test_outside_items_are_unknown_and_an_unknown_virtual_server_is_refused() -> None:
     async with broker() as running, httpx.AsyncClient(timeout=20) as http:
-        inside = await _session(http, running.url, **{"x-mcp-virtualserver": ECHO_ONLY})
+        inside = await open_session(http, running.url, **{"x-mcp-virtualserver": ECHO_ONLY})
         outside_tool = await _rpc(http, running.url, inside, 2, "tools/call", {"name": "echo_add", "arguments": {"a": 1, "b": 2}})
         assert outside_tool.json() == {
             "jsonrpc": "2.0",
@@ -115,11 +109,10 @@ async def test_outside_items_are_unknown_and_an_unknown_virtual_server_is_refuse
         empty = await _rpc(http, running.url, {**plain, "x-mcp-virtualserver": "team-b/nothing"}, 7, "tools/list")
         assert empty.json()["result"] == {"tools": []}
 
-        for headers, rid, method in ((plain, 8, "tools/list"), (HEADERS, 1, "initialize")):
+        for headers, rid, method in ((plain, 8, "tools/list"), (JSON_AND_SSE, 1, "initialize")):
             unknown = await _rpc(
                 http, running.url, {**headers, "x-mcp-virtualserver": "team-a/ECHO-ONLY"}, rid, method,
-                {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
-                if method == "initialize" else None,
+                initialize_body()["params"] if method == "initialize" else None,
             )
             assert unknown.status_code == 400
             assert unknown.json()["id"] == rid

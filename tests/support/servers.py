@@ -189,3 +189,31 @@ async def wait_until_ready(broker: Broker) -> None:
                 return
             await trio.sleep(0.02)
     raise TimeoutError("broker not ready within 10 s")
+
+
+JSON_AND_SSE = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+
+
+def initialize_body(capabilities: Mapping[str, Any] | None = None, rid: Any = 1) -> dict[str, Any]:
+    """An `initialize` request of revision 2025-11-25 with the given client capabilities."""
+    return {
+        "jsonrpc": "2.0",
+        "id": rid,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": dict(capabilities or {}),
+            "clientInfo": {"name": "test", "version": "1"},
+        },
+    }
+
+
+async def open_session(
+    http: Any, url: str, *, capabilities: Mapping[str, Any] | None = None, **headers: str
+) -> dict[str, str]:
+    """Initialize a gateway session over raw HTTP (an httpx client); return the headers that
+    carry it (`headers` are sent along and kept, e.g. a virtual server's)."""
+    sent = {**JSON_AND_SSE, **headers}
+    response = await http.post(url, json=initialize_body(capabilities), headers=sent)
+    assert response.status_code == 200, response.text
+    return {**sent, "mcp-session-id": response.headers["mcp-session-id"]}

@@ -21,7 +21,7 @@ import trio
 from mcp_gateway.config import ServerConfig
 from mcp_gateway.protocol import LATEST_STABLE
 from mcp_gateway.upstream.errors import UpstreamError
-from mcp_gateway.upstream.rpc import DEFAULT_CLIENT_INFO, list_all, result_of
+from mcp_gateway.upstream.rpc import DEFAULT_CLIENT_INFO, RequestShortcuts, result_of
 
 JsonObject = dict[str, Any]
 # Called with each server→client message (notification or request) seen while waiting.
@@ -34,7 +34,7 @@ MAX_QUEUED_MESSAGES = 1000
 _ACCEPT_BOTH = "application/json, text/event-stream"
 
 
-class UpstreamClient:
+class UpstreamClient(RequestShortcuts):
     """One logical MCP connection to one upstream; create with `open_client` or use as a context."""
 
     def __init__(
@@ -118,13 +118,6 @@ class UpstreamClient:
         """Send a response to a server→client request (e.g. a ping the upstream sent us)."""
         async with self._post(message) as response:
             await response.aread()
-
-    async def ping(self) -> None:
-        await self.request("ping")
-
-    async def list_all(self, method: str, key: str) -> list[JsonObject]:
-        """Every item of a paginated list method, following nextCursor to the end."""
-        return await list_all(self.request, self.server.name, method, key)
 
     async def listen(
         self,

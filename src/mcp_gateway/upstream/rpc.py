@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from mcp_gateway.config import ServerConfig
 from mcp_gateway.upstream.errors import UpstreamError
 
 JsonObject = dict[str, Any]
@@ -52,3 +53,18 @@ async def list_all(request: Requester, name: str, method: str, key: str) -> list
         seen.add(next_cursor)
         cursor = next_cursor
     raise UpstreamError(f"{name}: {method} has more than {MAX_LIST_PAGES} pages")
+
+
+class RequestShortcuts:
+    """`ping` and `list_all`, written once for every upstream client (HTTP, stdio, WebSocket):
+    each is only requests through the client's own `request`."""
+
+    server: ServerConfig
+    request: Callable[..., Awaitable[JsonObject]]
+
+    async def ping(self) -> None:
+        await self.request("ping")
+
+    async def list_all(self, method: str, key: str) -> list[JsonObject]:
+        """Every item of a paginated list method, following nextCursor to the end."""
+        return await list_all(self.request, self.server.name, method, key)

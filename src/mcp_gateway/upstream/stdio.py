@@ -49,7 +49,7 @@ from mcp_gateway.protocol import (
 )
 from mcp_gateway.upstream.backoff import Backoff
 from mcp_gateway.upstream.errors import UpstreamError
-from mcp_gateway.upstream.rpc import DEFAULT_CLIENT_INFO, list_all, result_of
+from mcp_gateway.upstream.rpc import DEFAULT_CLIENT_INFO, RequestShortcuts, result_of
 
 JsonObject = dict[str, Any]
 MessageHandler = Callable[[JsonObject], Awaitable[None]]
@@ -105,7 +105,7 @@ class _Connection:
     send_lock: trio.Lock = field(default_factory=trio.Lock)
 
 
-class MessageStreamClient:
+class MessageStreamClient(RequestShortcuts):
     """The JSON-RPC client half of an MCP connection over a message link (see module doc)."""
 
     # Exceptions that mean "the link failed" (reconnect), as opposed to a bug (propagate).
@@ -310,13 +310,6 @@ class MessageStreamClient:
             raise UpstreamError(f"{self.server.name}: respond needs a response, not {message!r}")
         connection = await self._wait_connected()
         await self._send(connection, response)
-
-    async def ping(self) -> None:
-        await self.request("ping")
-
-    async def list_all(self, method: str, key: str) -> list[JsonObject]:
-        """Every item of a paginated list method, following nextCursor to the end."""
-        return await list_all(self.request, self.server.name, method, key)
 
     async def listen(
         self,

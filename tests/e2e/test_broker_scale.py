@@ -19,21 +19,18 @@ import pytest
 import trio
 
 from mcp_gateway.samples import build_app
-from tests.support.servers import Broker, gateway_config, running_broker, sample_in_process
+from tests.support.servers import (
+    Broker,
+    gateway_config,
+    initialize_body,
+    running_broker,
+    sample_in_process,
+)
 
 pytestmark = pytest.mark.integration
 
 HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "1"},
-    },
-}
+INIT = initialize_body()
 DELAY = 0.3  # every request to a slow upstream waits this long
 
 

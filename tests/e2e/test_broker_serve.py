@@ -17,22 +17,13 @@ import trio
 import yaml
 
 from tests.support.redis import free_port
-from tests.support.servers import sample_process
+from tests.support.servers import initialize_body, sample_process
 
 pytestmark = pytest.mark.integration
 
 CLI = str(Path(sys.executable).with_name("mcp-gateway"))
 HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "1"},
-    },
-}
+INIT = initialize_body()
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])

@@ -12,21 +12,18 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.servers import Broker, gateway_config, running_broker, sample_in_process
+from tests.support.servers import (
+    Broker,
+    gateway_config,
+    initialize_body,
+    running_broker,
+    sample_in_process,
+)
 
 pytestmark = pytest.mark.integration
 
 HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
-INIT: dict[str, Any] = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "1"},
-    },
-}
+INIT: dict[str, Any] = initialize_body()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from mcp_gateway.config import GatewayConfig
-from tests.support.servers import running_broker, sample_in_process
+from tests.support.servers import initialize_body, running_broker, sample_in_process
 
 pytestmark = pytest.mark.integration
 
@@ -45,16 +45,7 @@ async def test_a_stdio_upstream_is_listed_and_called_next_to_an_http_one() -> No
             }
         )
         async with running_broker(config) as broker, httpx.AsyncClient(timeout=20) as http:
-            init = {
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-11-25",
-                    "capabilities": {},
-                    "clientInfo": {"name": "t", "version": "1"},
-                },
-            }
+            init = initialize_body()
             response = await http.post(broker.url, json=init, headers=HEADERS)
             session = {**HEADERS, "mcp-session-id": response.headers["mcp-session-id"]}
             listed = await http.post(

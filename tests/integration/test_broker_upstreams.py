@@ -25,6 +25,7 @@ from mcp_gateway.serve import _watch_config
 from tests.support.servers import (
     Broker,
     gateway_config,
+    initialize_body,
     running_broker,
     sample_in_process,
     sample_process,
@@ -41,16 +42,7 @@ HEADERS = {"accept": "application/json, text/event-stream", "content-type": "app
 
 
 async def _session(http: httpx.AsyncClient, broker: Broker) -> dict[str, str]:
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"},
-        },
-    }
+    init = initialize_body()
     response = await http.post(broker.url, json=init, headers=HEADERS)
     return {
         **HEADERS,

@@ -119,19 +119,12 @@ RELAYED_CLIENT_CAPABILITIES: Mapping[str, Any] = {"sampling": {}, "elicitation":
 
 def default_client_factory(server: ServerConfig, http: httpx.AsyncClient | None) -> Any:
     """Streamable HTTP, or the message-stream clients of `stdio.py` and `websocket.py`."""
-    if server.transport == "stdio":
+    if server.transport in ("stdio", "websocket"):
         from mcp_gateway.upstream.stdio import StdioUpstreamClient
-
-        return StdioUpstreamClient(
-            server,
-            protocol_version=LATEST_STABLE,
-            client_info=GATEWAY_CLIENT_INFO,
-            capabilities=RELAYED_CLIENT_CAPABILITIES,
-        )
-    if server.transport == "websocket":
         from mcp_gateway.upstream.websocket import WebSocketUpstreamClient
 
-        return WebSocketUpstreamClient(
+        link_client = StdioUpstreamClient if server.transport == "stdio" else WebSocketUpstreamClient
+        return link_client(
             server,
             protocol_version=LATEST_STABLE,
             client_info=GATEWAY_CLIENT_INFO,

@@ -21,10 +21,12 @@ import hypercorn.config
 import hypercorn.trio
 import pytest
 import trio
+from mcp import types
 from mcp.client.client import Client
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
+from mcp.shared.message import ServerMessageMetadata
 
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.router.service import serve_router
@@ -71,6 +73,14 @@ def probe_server(name: str) -> MCPServer:
     @server.tool(description="Add two integers.")
     def add(a: int, b: int) -> int:
         return a + b
+
+    @server.tool(description="Ask the client for its roots (on this call's stream); return them.")
+    async def roots(ctx: Context) -> str:
+        related = ServerMessageMetadata(related_request_id=ctx.request_context.request_id)
+        result = await ctx.request_context.session.send_request(
+            types.ListRootsRequest(), types.ListRootsResult, metadata=related
+        )
+        return f"{name}:" + ",".join(str(root.uri) for root in result.roots)
 
     return server
 
@@ -135,13 +145,17 @@ def text_of(result: Any) -> str:
     return str(result.content[0].text)
 
 
-async def initialize_raw(client: httpx.AsyncClient, url: str) -> str:
+async def initialize_raw(client: httpx.AsyncClient, url: str, capabilities: dict[str, Any] | None = None) -> str:
     """The legacy handshake over raw HTTP; returns the gateway session id."""
     response = await client.post(
         url,
         json={
             "jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+            "params": {
+                "protocolVersion": PROTOCOL,
+                "capabilities": capabilities or {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
         },
         headers={"accept": "application/json, text/event-stream"},
     )
@@ -478,3 +492,52 @@ async def test_a_body_over_envoys_buffer_limit_is_a_json_rpc_413(tmp_path: Path)
         assert response.status_code == 413
         assert response.headers["content-type"].startswith("application/json")
         assert response.json() == {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Invalid Request: body too large"}}
+
+
+async def test_server_requests_of_two_upstreams_get_distinct_ids_and_answers_go_back_to_each(tmp_path: Path) -> None:
+    """Both upstreams ask roots/list during a call, each under its own id (both SDK servers
+    number from 0): the client sees two different gateway ids, and each answer, POSTed through
+    Envoy, reaches the upstream that asked, which then finishes its call."""
+    servers = [("alpha", "a_"), ("beta", "b_")]
+    async with probes("alpha", "beta") as urls, \
+            gateway_stack([(n, urls[n], p) for n, p in servers], tmp_path) as stack, \
+            httpx.AsyncClient(timeout=20) as client:
+        session = await initialize_raw(client, stack.url, {"roots": {"listChanged": False}})
+        headers = _session_headers(session, **{"content-type": "application/json"})
+        asked: dict[str, Any] = {}
+        results: dict[str, str] = {}
+
+        async def call_and_answer(tool: str, request_id: int, root: str) -> None:
+            body = call_body(tool, request_id=request_id)
+            async with client.stream("POST", stack.url, json=body, headers=headers) as response:
+                assert response.headers["content-type"].startswith("text/event-stream")
+                assert response.headers["mcp-session-id"] == session
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    message = json.loads(line[5:])
+                    if message.get("method") == "roots/list":
+                        asked[tool] = message["id"]
+                        answer = {"jsonrpc": "2.0", "id": message["id"], "result": {"roots": [{"uri": root}]}}
+                        posted = await client.post(stack.url, json=answer, headers=headers)
+                        assert posted.status_code == 202, posted.text
+                    elif message.get("id") == request_id:
+                        # Read on to the end of the stream (the upstream closes it after this).
+                        results[tool] = message["result"]["content"][0]["text"]
+
+        with trio.fail_after(15):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call_and_answer, "a_roots", 1, "file:///alpha")
+                nursery.start_soon(call_and_answer, "b_roots", 2, "file:///beta")
+
+        assert results == {"a_roots": "alpha:file:///alpha", "b_roots": "beta:file:///beta"}
+        assert asked["a_roots"] != asked["b_roots"]
+        assert all(str(asked[t]).startswith("mcpgw:") for t in asked)
+
+        # An answer nobody here asked for is refused at once, never left waiting.
+        for stray in ('mcpgw:["nowhere",0]', "mcpgw:not-json"):
+            refused = await client.post(
+                stack.url, json={"jsonrpc": "2.0", "id": stray, "result": {}}, headers=headers
+            )
+            assert refused.status_code == 400
+            assert (refused.json()["id"], refused.json()["error"]["code"]) == (stray, -32600)

@@ -64,3 +64,15 @@ def test_property_rewrite_changes_the_reference_and_nothing_else(
     assert after["params"]["ref"][member] == name
     before["params"]["ref"][member] = name
     assert after == before
+
+
+def test_cancelled_request_id_is_read_from_params() -> None:
+    from mcp_gateway.protocol import cancelled_request_id
+
+    def note(params: object) -> bytes:
+        return json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params}).encode()
+
+    assert cancelled_request_id(note({"requestId": 7, "reason": "x"})) == 7
+    assert cancelled_request_id(note({"requestId": "a"})) == "a"
+    for params in ({}, {"requestId": 1.5}, {"requestId": [1]}, {"requestId": True}, None):
+        assert cancelled_request_id(note(params)) is None

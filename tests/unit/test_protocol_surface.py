@@ -41,6 +41,8 @@ EXPECTED_PUBLIC = {
     "completion_ref",
     "replace_completion_ref",
     "replace_id",
+    "CANCELLED_METHOD",
+    "cancelled_request_id",
 }
 
 PROTOCOL_DIR = pathlib.Path(protocol.__file__).parent

@@ -449,7 +449,7 @@ def test_an_answer_with_a_gateway_id_goes_back_to_the_server_that_asked_with_its
 
     decision = route_request(headers(), answer(gateway_id("europe", 0)), TABLE, TOKENS)
     assert isinstance(decision, NeedsBackend)
-    assert (decision.upstream.server, decision.answer) == ("europe", True)
+    assert (decision.upstream.server, decision.follow_up) == ("europe", True)
     assert json.loads(decision.body) == {"jsonrpc": "2.0", "id": 0, "result": {"roots": []}}
     sent = dict(forward(decision, "backend-eu").set_headers)
     assert (sent["x-mcp-servername"], sent[SESSION_HEADER], sent[":path"]) == ("europe", "backend-eu", "/eu/mcp")

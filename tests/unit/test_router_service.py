@@ -258,6 +258,43 @@ async def test_json_answers_and_clients_that_cannot_be_asked_stay_off_the_router
         assert not stream.answers[2].HasField("mode_override")
 
 
+def cancel(request_id: object) -> bytes:
+    params = {"requestId": request_id, "reason": "user"}
+    return json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params}).encode()
+
+
+async def test_a_cancellation_goes_to_the_upstream_running_the_request_else_to_the_broker() -> None:
+    async with processor(FakeUpstreams()) as (service, store):
+        token = TOKENS.issue("2025-11-25")
+        claims = TOKENS.verify(token)
+        assert claims is not None
+        await store.create(claims.session_id, 60)
+        client = {":method": "POST", ":path": "/mcp", "mcp-session-id": token}
+        sse = {":status": "200", "content-type": "text/event-stream", "x-mcp-upstream": "weather via_upstream"}
+        await run(service, ScriptedStream([
+            request_headers(client), request_body(call("w_forecast", 9)), response_headers(sse)
+        ]))
+        routed = ScriptedStream([request_headers(client), request_body(cancel(9))])
+        await run(service, routed)
+        not_ours = ScriptedStream([request_headers(client), request_body(cancel(10))])
+        await run(service, not_ours)
+        # A JSON answer ends the call: a later cancellation of that id is the broker's.
+        json_answer = {**sse, "content-type": "application/json"}
+        await run(service, ScriptedStream([
+            request_headers(client), request_body(call("w_forecast", 11)), response_headers(json_answer)
+        ]))
+        finished = ScriptedStream([request_headers(client), request_body(cancel(11))])
+        await run(service, finished)
+    common = routed.answers[1].request_body.response
+    assert common.status == pb.CommonResponse.CONTINUE_AND_REPLACE
+    sent = set_headers_of(common.header_mutation)
+    assert (sent["x-mcp-servername"], sent["mcp-session-id"]) == ("weather", "backend-1")
+    assert json.loads(common.body_mutation.body)["params"]["requestId"] == 9
+    for to_broker in (not_ours, finished):
+        assert to_broker.answers[1].request_body.response.status == pb.CommonResponse.CONTINUE
+        assert not to_broker.answers[1].request_body.response.HasField("body_mutation")
+
+
 async def test_unknown_session_gets_404_and_no_initialize() -> None:
     upstreams = FakeUpstreams()
     async with processor(upstreams) as (service, _):

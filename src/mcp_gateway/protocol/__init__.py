@@ -3,6 +3,8 @@
 No I/O and nothing of ours is imported here; everything public is re-exported below.
 """
 
+from mcp_gateway.protocol._cancel import CANCELLED_METHOD as CANCELLED_METHOD
+from mcp_gateway.protocol._cancel import cancelled_request_id as cancelled_request_id
 from mcp_gateway.protocol._completion import COMPLETION_METHOD as COMPLETION_METHOD
 from mcp_gateway.protocol._completion import CompletionRef as CompletionRef
 from mcp_gateway.protocol._completion import completion_ref as completion_ref

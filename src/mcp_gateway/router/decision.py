@@ -24,12 +24,14 @@ from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from mcp_gateway.protocol import (
+    CANCELLED_METHOD,
     COMPLETION_METHOD,
     ErrorCode,
     Limits,
     Peek,
     ProtocolError,
     RequestId,
+    cancelled_request_id,
     check_header_body_mismatch,
     completion_ref,
     encode_header_value,
@@ -193,9 +195,10 @@ class NeedsBackend:
     body: bytes = field(repr=False)  # the body with the prefix stripped (arguments: not for logs)
     remove_headers: tuple[str, ...] = ()
     client_headers: frozenset[str] = frozenset()  # names only: what forward() must rewrite
-    # The client's answer to a request the upstream sent during a routed call: it belongs to
-    # the backend session that exists; never create one for it, never replay it.
-    answer: bool = False
+    # A message following up an earlier routed exchange (the client's answer to a request the
+    # upstream sent during a call, a cancellation): it belongs to the backend session that
+    # exists; never create one for it, never replay it.
+    follow_up: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +208,38 @@ class ToUpstream:
     body: bytes
 
 
-Decision = ToBroker | Reply | NeedsBackend
+@dataclass(frozen=True, slots=True)
+class Cancels:
+    """`notifications/cancelled` from a client with a live session: the servicer sends it to the
+    upstream running `request_id` (`follow_up(upstream)`), or to the broker when no routed call
+    of that session has that id (the broker stops its own forwarded calls)."""
+
+    request_id: RequestId
+    claims: SessionClaims
+    gateway_session: str = field(repr=False)
+    body: bytes = field(repr=False)
+    remove_headers: tuple[str, ...] = ()
+    client_headers: frozenset[str] = frozenset()
+
+    def to_broker(self) -> ToBroker:
+        return ToBroker(self.remove_headers)
+
+    def follow_up(self, upstream: UpstreamRoute) -> NeedsBackend:
+        return NeedsBackend(
+            upstream=upstream,
+            claims=self.claims,
+            gateway_session=self.gateway_session,
+            request_id=self.request_id,
+            method="",
+            routed_name="",
+            body=self.body,
+            remove_headers=self.remove_headers,
+            client_headers=self.client_headers,
+            follow_up=True,
+        )
+
+
+Decision = ToBroker | Reply | NeedsBackend | Cancels
 
 
 def client_internal_headers(headers: Iterable[str]) -> tuple[str, ...]:
@@ -233,6 +267,8 @@ def route_request(
             return _route_completion(headers, body, seen, table, tokens, removed)
         if seen.method is None and type(seen.id) is str and seen.id.startswith(ID_MARK):
             return _route_answer(headers, body, seen, table, tokens, removed)
+        if seen.method == CANCELLED_METHOD and seen.kind == "notification":
+            return _cancellation(headers, body, table, tokens, removed)
         # initialize, tools/list, ping, notifications, responses, batches: the broker's.
         return ToBroker(removed)
     return _route_named(headers, body, seen, kind, table, tokens, removed)
@@ -340,6 +376,25 @@ def _route_named(
     )
 
 
+def _cancellation(
+    headers: Mapping[str, str],
+    body: bytes,
+    table: RoutingTable,
+    tokens: SessionTokens,
+    removed: tuple[str, ...],
+) -> Decision:
+    """A cancellation the router may deliver itself; anything doubtful is the broker's (it
+    answers precisely, and cancels calls it forwards)."""
+    request_id = cancelled_request_id(body)
+    token = headers.get(SESSION_HEADER, "")
+    claims = tokens.verify(token) if token else None
+    if request_id is None or claims is None or not origin_allowed(headers.get("origin"), table.allowed_origins):
+        return ToBroker(removed)
+    return Cancels(
+        request_id, claims, token, body, removed, frozenset(name.lower() for name in headers)
+    )
+
+
 def _route_answer(
     headers: Mapping[str, str],
     body: bytes,
@@ -374,7 +429,7 @@ def _route_answer(
         body=replace_id(body, origin[1]),
         remove_headers=removed,
         client_headers=frozenset(name.lower() for name in headers),
-        answer=True,
+        follow_up=True,
     )
 
 
@@ -387,7 +442,7 @@ def forward(need: NeedsBackend, backend_session_id: str | None) -> ToUpstream:
         (":path", upstream.path),
         ("content-length", str(len(need.body))),
     ]
-    if not need.answer:
+    if not need.follow_up:
         set_headers += [(METHOD_HEADER, need.method), (TOOL_HEADER, need.routed_name)]
     remove = set(need.remove_headers)
     # The client's gateway token is ours, not the upstream's: replace it, or drop it for a

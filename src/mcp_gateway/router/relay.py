@@ -112,6 +112,35 @@ class SseIdTagger:
         return replace_id(payload, gateway_id(self._server, seen.id))
 
 
+class InFlightCalls:
+    """Which upstream runs a client's routed request: (gateway session, request id) → server.
+
+    What a client's `notifications/cancelled` is routed by. Bounded: the oldest entries go first
+    (an SSE answer's end is not seen on the NONE path, so entries of finished calls stay until
+    pushed out or replaced; a cancellation of a finished request is ignored by its upstream).
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._calls: dict[tuple[str, RequestId], str] = {}
+        self._max = max_entries
+
+    def started(self, sid: str, request_id: RequestId, server: str) -> None:
+        key = (sid, request_id)
+        self._calls.pop(key, None)
+        if len(self._calls) >= self._max:
+            del self._calls[next(iter(self._calls))]
+        self._calls[key] = server
+
+    def finished(self, sid: str, request_id: RequestId) -> None:
+        self._calls.pop((sid, request_id), None)
+
+    def server_of(self, sid: str, request_id: RequestId) -> str | None:
+        return self._calls.get((sid, request_id))
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+
 def _field_value(line: bytes) -> bytes:
     value = line[len(b"data:") :]
     return value[1:] if value.startswith(b" ") else value

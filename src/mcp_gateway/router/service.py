@@ -37,6 +37,7 @@ from mcp_gateway.router.backends import BackendSessions, BackendUnavailable, Ses
 from mcp_gateway.router.decision import (
     SESSION_HEADER,
     Answer,
+    Cancels,
     NeedsBackend,
     Reply,
     RoutingTable,
@@ -52,7 +53,7 @@ from mcp_gateway.router.decision import (
     store_unavailable,
     upstream_unavailable,
 )
-from mcp_gateway.router.relay import EVENT_STREAM, SseIdTagger
+from mcp_gateway.router.relay import EVENT_STREAM, InFlightCalls, SseIdTagger
 from mcp_gateway.router.xds import XdsWriter
 from mcp_gateway.sessions.store import SessionStore, SessionStoreUnavailable
 from mcp_gateway.sessions.tokens import SessionTokens
@@ -88,6 +89,7 @@ class Router:
         self.snapshot = Snapshot.of(config)
         self.tokens = tokens
         self.backends = backends
+        self.in_flight = InFlightCalls()  # what a client's notifications/cancelled is routed by
 
     def reload(self, config: GatewayConfig) -> None:
         self.snapshot = Snapshot.of(config)
@@ -196,6 +198,8 @@ class _Exchange:
     async def _decide(self, body: bytes, *, phase: str) -> pb.ProcessingResponse:
         snapshot = self.router.snapshot
         decision = route_request(self.headers, body, snapshot.table, self.router.tokens)
+        if isinstance(decision, Cancels):
+            decision = self._cancellation_target(decision, snapshot)
         if isinstance(decision, ToBroker):
             if phase == "request_headers":
                 return pb.ProcessingResponse(
@@ -213,7 +217,7 @@ class _Exchange:
             backend_id = backends.known_backend(decision)
             if backend_id is None:
                 backend_id = await trio_asyncio.trio_as_aio(backends.lookup)(decision)
-            if backend_id is None and decision.answer:
+            if backend_id is None and decision.follow_up:
                 # An answer for a backend session that no longer exists: nobody is waiting.
                 return _immediate(_no_backend_for_answer(decision))
             if backend_id is None:
@@ -223,7 +227,18 @@ class _Exchange:
         except (SessionGone, BackendUnavailable, SessionStoreUnavailable) as error:
             return _immediate(*_failure_reply(error, decision))
         self.need, self.backend_id = decision, backend_id
+        if not decision.follow_up:
+            self.router.in_flight.started(decision.claims.session_id, decision.request_id, decision.upstream.server)
         return _to_upstream(forward(decision, backend_id))
+
+    def _cancellation_target(self, cancels: Cancels, snapshot: Snapshot) -> NeedsBackend | ToBroker:
+        """The upstream running the cancelled request, if a routed call of this session has that
+        id; else the broker (it cancels the calls it forwards itself)."""
+        server = self.router.in_flight.server_of(cancels.claims.session_id, cancels.request_id)
+        upstream = snapshot.table.server(server) if server is not None else None
+        if upstream is None or upstream.via_broker:
+            return cancels.to_broker()
+        return cancels.follow_up(upstream)
 
     async def on_response_headers(self, message: pb.HttpHeaders) -> pb.ProcessingResponse:
         need, backend_id = self.need, self.backend_id
@@ -231,7 +246,7 @@ class _Exchange:
             return _RESPONSE_HEADERS_CONTINUE  # the broker's answer: its own session ids
         headers = _headers_of(message)
         answer = judge_answer(headers, need, backend_id)
-        if answer is Answer.BACKEND_SESSION_EXPIRED and need.answer:
+        if answer is Answer.BACKEND_SESSION_EXPIRED and need.follow_up:
             # The session that asked is gone with the upstream's restart; a new one never asked.
             return _immediate(_no_backend_for_answer(need))
         if answer is Answer.BACKEND_SESSION_EXPIRED and backend_id is not None:
@@ -243,6 +258,9 @@ class _Exchange:
                          status=headers.get(":status"))
             return _immediate(*_failure_reply(BackendUnavailable(), need))
         mutation = rewrite_response_headers(headers, need.gateway_session)
+        if not headers.get("content-type", "").startswith(EVENT_STREAM):
+            # A JSON (or empty) answer is the whole answer: the call is over.
+            self.router.in_flight.finished(need.claims.session_id, need.request_id)
         reply = pb.ProcessingResponse(
             response_headers=pb.HeadersResponse(
                 response=pb.CommonResponse(
@@ -258,7 +276,7 @@ class _Exchange:
         return reply
 
     async def _may_carry_server_requests(self, need: NeedsBackend, headers: Mapping[str, str]) -> bool:
-        if need.answer or not headers.get("content-type", "").startswith(EVENT_STREAM):
+        if need.follow_up or not headers.get("content-type", "").startswith(EVENT_STREAM):
             return False
         backends, sid = self.router.backends, need.claims.session_id
         askable = backends.askable_nowait(sid)
@@ -270,6 +288,8 @@ class _Exchange:
         if self.tagger is None:
             return pb.ProcessingResponse(response_body=pb.BodyResponse(response=_CONTINUE))
         tagged = self.tagger.feed(message.body, message.end_of_stream)
+        if message.end_of_stream and self.need is not None:
+            self.router.in_flight.finished(self.need.claims.session_id, self.need.request_id)
         return pb.ProcessingResponse(
             response_body=pb.BodyResponse(
                 response=pb.CommonResponse(body_mutation=pb.BodyMutation(body=tagged))
@@ -296,7 +316,7 @@ def _no_backend_for_answer(need: NeedsBackend) -> Reply:
     return reply_error(
         need.request_id,
         -32600,
-        f"Invalid Request: no session with {need.upstream.server!r} is waiting for this answer",
+        f"Invalid Request: no session with {need.upstream.server!r} to take this message",
         status=400,
     )
 

@@ -48,6 +48,10 @@ PROTOCOL = "2025-11-25"
 # ---------------------------------------------------------------------------------------------
 # A probe upstream: reports what reached it, so the tests can see the routed request itself.
 
+# What the probes' `wait` tool saw, by label: it started, and it was cancelled (same Trio run).
+WAIT_STARTED: dict[str, trio.Event] = {}
+WAIT_CANCELLED: dict[str, trio.Event] = {}
+
 
 def probe_server(name: str) -> MCPServer:
     server = MCPServer(name, version="1.0.0")
@@ -73,6 +77,16 @@ def probe_server(name: str) -> MCPServer:
     @server.tool(description="Add two integers.")
     def add(a: int, b: int) -> int:
         return a + b
+
+    @server.tool(description="Wait until cancelled (at most 30 s); the test sees both ends.")
+    async def wait(label: str) -> str:
+        WAIT_STARTED[label].set()
+        try:
+            await trio.sleep(30)
+        except trio.Cancelled:
+            WAIT_CANCELLED[label].set()
+            raise
+        return "not cancelled"
 
     @server.tool(description="Ask the client for its roots (on this call's stream); return them.")
     async def roots(ctx: Context) -> str:
@@ -541,3 +555,30 @@ async def test_server_requests_of_two_upstreams_get_distinct_ids_and_answers_go_
             )
             assert refused.status_code == 400
             assert (refused.json()["id"], refused.json()["error"]["code"]) == (stray, -32600)
+
+
+async def test_a_cancellation_goes_through_envoy_to_the_upstream_running_the_call(tmp_path: Path) -> None:
+    WAIT_STARTED["c1"], WAIT_CANCELLED["c1"] = trio.Event(), trio.Event()
+    async with probes("alpha", "beta") as urls, \
+            gateway_stack([("alpha", urls["alpha"], "a_"), ("beta", urls["beta"], "b_")], tmp_path) as stack, \
+            httpx.AsyncClient(timeout=20) as client:
+        session = await initialize_raw(client, stack.url)
+        headers = _session_headers(session, **{"content-type": "application/json"})
+        cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 21}}
+
+        async def slow_call() -> None:
+            await client.post(stack.url, json=call_body("b_wait", {"label": "c1"}, request_id=21), headers=headers)
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(slow_call)
+                await WAIT_STARTED["c1"].wait()
+                posted = await client.post(stack.url, json=cancel, headers=headers)
+                assert posted.status_code == 202
+                await WAIT_CANCELLED["c1"].wait()  # the upstream running request 21 saw it
+                nursery.cancel_scope.cancel()
+        # Envoy took the notification to beta's cluster, not to the broker.
+        delivered = await stack.envoy.wait_for_access(
+            lambda e: e.get("status") == 202 and e.get("mcp_server") == "beta"
+        )
+        assert delivered[0]["upstream_cluster"] == "mcp_upstream_beta"

@@ -157,7 +157,8 @@ def _sampled(text: str) -> dict[str, Any]:
     return {"role": "assistant", "content": {"type": "text", "text": text}, "model": "m"}
 
 
-async def test_a_client_answering_in_json_only_gets_the_request_refused_not_a_hang() -> None:
+@pytest.mark.parametrize("prefix", ["io_", "web_"])
+async def test_a_client_answering_in_json_only_gets_the_request_refused_not_a_hang(prefix: str) -> None:
     """A client that takes only JSON cannot be asked mid-call: the upstream is told at once."""
     async with sample_in_process("conformance") as http_fixture, running_broker(
         _config(http_fixture)
@@ -167,10 +168,11 @@ async def test_a_client_answering_in_json_only_gets_the_request_refused_not_a_ha
             "jsonrpc": "2.0",
             "id": 3,
             "method": "tools/call",
-            "params": {"name": "io_test_sampling", "arguments": {"prompt": "x"}},
+            "params": {"name": f"{prefix}test_sampling", "arguments": {"prompt": "x"}},
         }
         with trio.fail_after(10):
             answer = (await http.post(broker.url, json=body, headers=session)).json()
     assert answer["id"] == 3
-    # The SDK server reports the refused sampling request as the tool call's error.
-    assert "error" in answer or answer["result"].get("isError") is True
+    # The SDK server fails the tool call with the error the gateway answered its request with.
+    assert answer["error"]["code"] == -32601
+    assert "cannot ask it during this call" in answer["error"]["message"]

@@ -17,6 +17,7 @@ from mcp_gateway.router.decision import (
     SESSION_HEADER,
     UPSTREAM_MARK_HEADER,
     Answer,
+    Cancels,
     NeedsBackend,
     Reply,
     RoutingTable,
@@ -29,6 +30,7 @@ from mcp_gateway.router.decision import (
     route_request,
     upstream_unavailable,
 )
+from mcp_gateway.router.relay import gateway_id, original_of
 from mcp_gateway.sessions import SessionTokens, derive_key
 
 CONFIG = parse_config(
@@ -139,6 +141,10 @@ def test_prompts_get_is_routed_by_name_too() -> None:
     decision = route_request(headers(), call("slow_greeting", method="prompts/get"), TABLE, TOKENS)
     assert isinstance(decision, NeedsBackend)
     assert (decision.upstream.server, decision.routed_name, decision.method) == ("slow", "greeting", "prompts/get")
+
+
+def answer(request_id: object, result: object = None) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result or {"roots": []}}).encode()
 
 
 def complete(ref: object, request_id: object = 5) -> bytes:
@@ -340,6 +346,10 @@ bodies = st.one_of(
         st.just({"type": "ref/prompt"}),
     ), request_ids),
     st.builds(lambda n, i: call(n, i, "prompts/get"), any_tool, request_ids),
+    # The client's answers to server→client requests (gateway ids or not) and cancellations.
+    st.builds(lambda server, i: answer(gateway_id(server, i)), st.sampled_from(["europe", "dynamic", "nowhere"]), request_ids),
+    st.builds(answer, st.one_of(request_ids, st.just("mcpgw:x"))),
+    st.builds(lambda i: json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": i}}).encode(), request_ids),
     st.binary(max_size=200),
     st.sampled_from([b"", b"[]", b"{}", b"null", b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":[]}']),
 )
@@ -349,6 +359,8 @@ def effective_request_headers(client: Mapping[str, str], decision: object) -> di
     """What the request carries after Envoy applies the decision (None: it goes nowhere)."""
     if isinstance(decision, Reply):
         return None
+    if isinstance(decision, Cancels):  # to its upstream (a follow-up) or to the broker
+        decision = decision.follow_up(TABLE.routes[0])
     if isinstance(decision, ToBroker):
         return {k: v for k, v in client.items() if k not in decision.remove_headers}
     assert isinstance(decision, NeedsBackend)
@@ -365,6 +377,8 @@ def test_property_client_x_mcp_headers_never_survive(extra: dict[str, str], body
     effective = effective_request_headers(client, decision)
     if effective is None:
         return
+    if isinstance(decision, Cancels):
+        decision = decision.follow_up(TABLE.routes[0])
     set_by_gateway = dict(forward(decision, "backend-id").set_headers) if isinstance(decision, NeedsBackend) else {}
     for name, value in effective.items():
         if name.lower().startswith("x-mcp-"):
@@ -399,6 +413,11 @@ def test_property_fail_closed(extra: dict[str, str], body: bytes, token: str) ->
     if isinstance(decision, NeedsBackend):
         assert token == TOKEN
         document = json.loads(body)
+        if decision.follow_up:  # an answer: to the server its gateway id names, original id back
+            origin = original_of(document["id"])
+            assert origin is not None and origin[0] == decision.upstream.server
+            assert json.loads(decision.body)["id"] == origin[1]
+            return
         assert document["method"] in ("tools/call", "prompts/get", "completion/complete")
         if document["method"] == "completion/complete":
             ref = document["params"]["ref"]
@@ -406,6 +425,8 @@ def test_property_fail_closed(extra: dict[str, str], body: bytes, token: str) ->
         else:
             matched = TABLE.match(document["params"]["name"])
         assert matched is not None and matched[0] == decision.upstream
+    elif isinstance(decision, Cancels):
+        assert token == TOKEN and decision.claims.session_id == TOKENS.verify(TOKEN).session_id  # type: ignore[union-attr]
     elif isinstance(decision, Reply):
         assert 400 <= decision.status < 500 or decision.status == 200
         assert "error" in json.loads(decision.body)
@@ -438,10 +459,6 @@ def test_property_credentials_and_tokens_never_in_reprs(server: str, credential:
 
 # ---------------------------------------------------------------------------------------------
 # Answers to server→client requests (router/relay.py)
-
-
-def answer(request_id: object, result: object = None) -> bytes:
-    return json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result or {"roots": []}}).encode()
 
 
 def test_an_answer_with_a_gateway_id_goes_back_to_the_server_that_asked_with_its_own_id() -> None:

@@ -207,7 +207,7 @@ async def test_backend_session_carries_the_clients_own_capabilities_and_info() -
 
 
 async def routed_answer(
-    content_type: str, client: dict[str, Any] | None, chunks: list[bytes]
+    content_type: str, client: dict[str, Any] | None, chunks: list[bytes], **extra: str
 ) -> ScriptedStream:
     """One routed call whose upstream answers with `content_type`; its body in `chunks`."""
     async with processor(FakeUpstreams()) as (service, store):
@@ -215,7 +215,7 @@ async def routed_answer(
         claims = TOKENS.verify(token)
         assert claims is not None
         await store.create(claims.session_id, 60, client=client)
-        answer = {":status": "200", "content-type": content_type, "x-mcp-upstream": "weather via_upstream"}
+        answer = {":status": "200", "content-type": content_type, "x-mcp-upstream": "weather via_upstream", **extra}
         bodies = [
             pb.ProcessingRequest(response_body=pb.HttpBody(body=chunk, end_of_stream=i == len(chunks) - 1))
             for i, chunk in enumerate(chunks)
@@ -235,9 +235,14 @@ DONE = b'data: {"jsonrpc":"2.0","id":1,"result":{}}\n\n'
 
 
 async def test_sse_answer_to_a_client_that_can_be_asked_streams_through_the_router_tagged() -> None:
-    stream = await routed_answer("text/event-stream", {"capabilities": {"roots": {}}}, [ASKS[:20], ASKS[20:] + DONE])
+    stream = await routed_answer(
+        "text/event-stream", {"capabilities": {"roots": {}}}, [ASKS[:20], ASKS[20:] + DONE],
+        **{"content-length": str(len(ASKS + DONE))},
+    )
     headers_reply = stream.answers[2]
     assert headers_reply.mode_override.response_body_mode == processing_mode_pb2.ProcessingMode.STREAMED
+    # The tagged body is longer than the upstream's: no stale content-length may reach the client.
+    assert "content-length" in headers_reply.response_headers.response.header_mutation.remove_headers
     body = b"".join(r.response_body.response.body_mutation.body for r in stream.answers[3:])
     assert body == ASKS.replace(b'"id":4', b'"id":"mcpgw:[\\"weather\\",4]"') + DONE
 

@@ -273,6 +273,8 @@ class _Exchange:
             # cannot be asked anything stay on Envoy's untouched stream (body mode NONE).
             self.tagger = SseIdTagger(need.upstream.server)
             reply.mode_override.CopyFrom(_STREAM_RESPONSE_BODY)
+            if "content-length" in headers:  # tagged ids change the length: send it chunked
+                reply.response_headers.response.header_mutation.remove_headers.append("content-length")
         return reply
 
     async def _may_carry_server_requests(self, need: NeedsBackend, headers: Mapping[str, str]) -> bool:

@@ -182,7 +182,23 @@ async def test_routed_call_end_to_end_over_the_stream() -> None:
     assert upstreams.calls == ["weather"]
 
 
-async def test_backend_session_carries_the_clients_own_capabilities_and_info() -> None:
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+async def any_store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
+    """The client's declarations travel through the store: both kinds (Redis: a real server)."""
+    if request.param == "memory":
+        yield MemorySessionStore()
+        return
+    from tests.support.redis import running_redis
+
+    async with running_redis() as url:
+        redis_store = RedisSessionStore(url)
+        try:
+            yield redis_store
+        finally:
+            await redis_store.aclose()
+
+
+async def test_backend_session_carries_the_clients_own_capabilities_and_info(any_store: SessionStore) -> None:
     """An upstream may ask for sampling, elicitation or roots only if the client can answer: the
     backend initialize repeats what the client declared in its own initialize."""
     upstreams = FakeUpstreams()
@@ -190,7 +206,7 @@ async def test_backend_session_carries_the_clients_own_capabilities_and_info() -
         "capabilities": {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {}},
         "clientInfo": {"name": "inspector", "version": "0.17"},
     }
-    async with processor(upstreams) as (service, store):
+    async with processor(upstreams, any_store) as (service, store):
         with_client, plain = TOKENS.issue("2025-11-25"), TOKENS.issue("2025-11-25")
         for token, client in ((with_client, declared), (plain, None)):
             claims = TOKENS.verify(token)
@@ -207,10 +223,14 @@ async def test_backend_session_carries_the_clients_own_capabilities_and_info() -
 
 
 async def routed_answer(
-    content_type: str, client: dict[str, Any] | None, chunks: list[bytes], **extra: str
+    content_type: str,
+    client: dict[str, Any] | None,
+    chunks: list[bytes],
+    store: SessionStore | None = None,
+    **extra: str,
 ) -> ScriptedStream:
     """One routed call whose upstream answers with `content_type`; its body in `chunks`."""
-    async with processor(FakeUpstreams()) as (service, store):
+    async with processor(FakeUpstreams(), store) as (service, store):
         token = TOKENS.issue("2025-11-25")
         claims = TOKENS.verify(token)
         assert claims is not None
@@ -234,9 +254,11 @@ ASKS = b'data: {"jsonrpc":"2.0","id":4,"method":"roots/list"}\n\n'
 DONE = b'data: {"jsonrpc":"2.0","id":1,"result":{}}\n\n'
 
 
-async def test_sse_answer_to_a_client_that_can_be_asked_streams_through_the_router_tagged() -> None:
+async def test_sse_answer_to_a_client_that_can_be_asked_streams_through_the_router_tagged(
+    any_store: SessionStore,
+) -> None:
     stream = await routed_answer(
-        "text/event-stream", {"capabilities": {"roots": {}}}, [ASKS[:20], ASKS[20:] + DONE],
+        "text/event-stream", {"capabilities": {"roots": {}}}, [ASKS[:20], ASKS[20:] + DONE], any_store,
         **{"content-length": str(len(ASKS + DONE))},
     )
     headers_reply = stream.answers[2]

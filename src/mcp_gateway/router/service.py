@@ -246,6 +246,10 @@ class _Exchange:
             return _RESPONSE_HEADERS_CONTINUE  # the broker's answer: its own session ids
         headers = _headers_of(message)
         answer = judge_answer(headers, need, backend_id)
+        streams_on = answer is Answer.FROM_UPSTREAM and headers.get("content-type", "").startswith(EVENT_STREAM)
+        if not streams_on and not need.follow_up:
+            # Answered whole (JSON, a replay, an error): the call is over, nothing to cancel.
+            self.router.in_flight.finished(need.claims.session_id, need.request_id)
         if answer is Answer.BACKEND_SESSION_EXPIRED and need.follow_up:
             # The session that asked is gone with the upstream's restart; a new one never asked.
             return _immediate(_no_backend_for_answer(need))
@@ -258,9 +262,6 @@ class _Exchange:
                          status=headers.get(":status"))
             return _immediate(*_failure_reply(BackendUnavailable(), need))
         mutation = rewrite_response_headers(headers, need.gateway_session)
-        if not headers.get("content-type", "").startswith(EVENT_STREAM):
-            # A JSON (or empty) answer is the whole answer: the call is over.
-            self.router.in_flight.finished(need.claims.session_id, need.request_id)
         reply = pb.ProcessingResponse(
             response_headers=pb.HeadersResponse(
                 response=pb.CommonResponse(
@@ -290,7 +291,7 @@ class _Exchange:
         if self.tagger is None:
             return pb.ProcessingResponse(response_body=pb.BodyResponse(response=_CONTINUE))
         tagged = self.tagger.feed(message.body, message.end_of_stream)
-        if message.end_of_stream and self.need is not None:
+        if message.end_of_stream and self.need is not None and not self.need.follow_up:
             self.router.in_flight.finished(self.need.claims.session_id, self.need.request_id)
         return pb.ProcessingResponse(
             response_body=pb.BodyResponse(

@@ -12,7 +12,9 @@ On the way back, `rewrite_response_headers(...)` swaps any backend session id fo
 
 Routed methods and their routing name (adding one is one line in `ROUTED_METHODS`):
 `tools/call` and `prompts/get` by `params.name`, prefix-matched against the config;
-`completion/complete` by `params.ref` (a prompt's name, or a resource template's exposed URI).
+`completion/complete` by `params.ref` (a prompt's name, or a resource template's exposed URI);
+a client's answer whose id is a gateway id (router/relay.py) to the server that id names; and
+`notifications/cancelled` → `Cancels`, which the servicer resolves against its in-flight calls.
 """
 
 from __future__ import annotations

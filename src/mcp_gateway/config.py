@@ -1013,10 +1013,33 @@ def config_document(config: GatewayConfig) -> dict[str, Any]:
     return document
 
 
+class _CanonicalDumper(yaml.SafeDumper):
+    """PyYAML with allow_unicode writes NEL, LS and PS raw inside plain or single-quoted scalars,
+    where YAML reads them back as line breaks (folded to a space): such strings are written
+    double-quoted, where the emitter escapes them (as \\N, \\L, \\P)."""
+
+
+_YAML_LINE_BREAKS = ("\x85", "\u2028", "\u2029")
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = '"' if any(b in value for b in _YAML_LINE_BREAKS) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_CanonicalDumper.add_representer(str, _represent_str)
+
+
 def dump_config(config: GatewayConfig) -> str:
     """Canonical YAML: same config → same bytes (keys sorted), so a writer can skip no-op updates.
     `parse_config(dump_config(c)) == c` for every valid config."""
-    return yaml.safe_dump(config_document(config), sort_keys=True, default_flow_style=False, allow_unicode=True)
+    return yaml.dump(
+        config_document(config),
+        Dumper=_CanonicalDumper,
+        sort_keys=True,
+        default_flow_style=False,
+        allow_unicode=True,
+    )
 
 
 # --------------------------------------------------------------------------------------------

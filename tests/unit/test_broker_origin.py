@@ -1,6 +1,6 @@
 import pytest
 
-from mcp_gateway.broker.origin import origin_allowed
+from mcp_gateway.protocol import origin_allowed
 
 
 @pytest.mark.parametrize(

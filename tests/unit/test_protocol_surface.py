@@ -43,6 +43,7 @@ EXPECTED_PUBLIC = {
     "replace_id",
     "CANCELLED_METHOD",
     "cancelled_request_id",
+    "origin_allowed",
 }
 
 PROTOCOL_DIR = pathlib.Path(protocol.__file__).parent

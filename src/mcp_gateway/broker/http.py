@@ -18,7 +18,6 @@ from werkzeug.exceptions import HTTPException
 
 from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.core import BrokerCore, SessionProblem, UnknownVirtualServer
-from mcp_gateway.broker.origin import origin_allowed
 from mcp_gateway.config import VirtualServer
 from mcp_gateway.logs import get_logger
 from mcp_gateway.protocol import (
@@ -30,6 +29,7 @@ from mcp_gateway.protocol import (
     ProtocolError,
     Request,
     error_response,
+    origin_allowed,
     parse_message,
     supports_batch,
 )

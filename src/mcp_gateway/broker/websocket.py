@@ -21,7 +21,6 @@ from quart import Quart, Response, websocket
 from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.core import BrokerCore, SessionProblem, UnknownVirtualServer
 from mcp_gateway.broker.http import VIRTUAL_SERVER_HEADER, request_limits
-from mcp_gateway.broker.origin import origin_allowed
 from mcp_gateway.config import VirtualServer
 from mcp_gateway.logs import get_logger
 from mcp_gateway.protocol import (
@@ -32,6 +31,7 @@ from mcp_gateway.protocol import (
     ProtocolError,
     Request,
     error_response,
+    origin_allowed,
     parse_message,
 )
 from mcp_gateway.protocol import Response as ResponseMessage

@@ -38,6 +38,7 @@ from mcp_gateway.protocol import (
     completion_ref,
     encode_header_value,
     error_response,
+    origin_allowed,
     peek,
     replace_completion_ref,
     replace_id,
@@ -468,30 +469,6 @@ def forward(need: NeedsBackend, backend_session_id: str | None) -> ToUpstream:
 def _authorization(credential: str) -> str:
     scheme = credential.split(" ", 1)[0].lower()
     return credential if scheme in ("bearer", "basic") else f"Bearer {credential}"
-
-
-# A browser page on the user's own machine may talk to a local gateway on any port.
-_LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
-
-
-def origin_allowed(origin: str | None, allowed: Iterable[str]) -> bool:
-    """DNS-rebinding protection, the broker's rule (broker/origin.py; the import arrows keep the
-    router from using it): no Origin (not a browser) passes; `*` allows all; else an exact match
-    or a loopback origin."""
-    if origin is None:
-        return True
-    allowed = list(allowed)
-    if "*" in allowed:
-        return True
-    normalized = origin.rstrip("/").lower()
-    if normalized in (a.rstrip("/").lower() for a in allowed):
-        return True
-    try:
-        parts = urlsplit(normalized)
-        _ = parts.port  # a malformed port makes the origin foreign, not an error
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and parts.hostname in _LOCAL_HOSTS and not parts.path
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,12 +1,17 @@
-"""Origin allowlist (DNS-rebinding protection): pure, so it is tested without a server."""
+"""Origin allowlist: the transport's DNS-rebinding protection, shared by the broker and the router.
+
+Pure, so it is tested without a server; both the broker (before it answers) and the router
+(before it routes a call past the broker) apply exactly this rule.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
 from urllib.parse import urlsplit
 
 # A browser page on the user's own machine may talk to a local gateway on any port.
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 
 
 def origin_allowed(origin: str | None, allowed: Iterable[str]) -> bool:

@@ -28,7 +28,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
 
-from mcp_gateway.config import GatewayConfig
+from mcp_gateway.config import GatewayConfig, VirtualServer
 from mcp_gateway.router.service import serve_router
 from tests.support.envoy import RunningEnvoy, running_envoy
 from tests.support.servers import Broker, gateway_config, running_broker, sample_process
@@ -131,8 +131,11 @@ class Stack:
 
 
 @asynccontextmanager
-async def gateway_stack(servers: Sequence[tuple[str, str, str]], workdir: Path) -> AsyncIterator[Stack]:
+async def gateway_stack(
+    servers: Sequence[tuple[str, str, str]], workdir: Path, virtual_servers: Sequence[VirtualServer] = ()
+) -> AsyncIterator[Stack]:
     config = gateway_config(servers, router_listen="127.0.0.1:0")
+    config = config.model_copy(update={"virtual_servers": list(virtual_servers)})
     async with running_broker(config) as broker, trio.open_nursery() as nursery:
         send, receive = trio.open_memory_channel[GatewayConfig](1)
         router_port = await nursery.start(serve_router, config, receive, broker.tokens, broker.store)

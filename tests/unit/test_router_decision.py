@@ -16,6 +16,7 @@ from mcp_gateway.protocol import ErrorCode
 from mcp_gateway.router.decision import (
     SESSION_HEADER,
     UPSTREAM_MARK_HEADER,
+    VIRTUAL_SERVER_HEADER,
     Answer,
     Cancels,
     NeedsBackend,
@@ -361,11 +362,14 @@ def effective_request_headers(client: Mapping[str, str], decision: object) -> di
         return None
     if isinstance(decision, Cancels):  # to its upstream (a follow-up) or to the broker
         decision = decision.follow_up(TABLE.routes[0])
+    # Envoy's header names are case-insensitive: a removal of `x-a` removes `X-A`.
     if isinstance(decision, ToBroker):
-        return {k: v for k, v in client.items() if k not in decision.remove_headers}
+        removed = {name.lower() for name in decision.remove_headers}
+        return {k: v for k, v in client.items() if k.lower() not in removed}
     assert isinstance(decision, NeedsBackend)
     out = forward(decision, "backend-id")
-    result = {k: v for k, v in client.items() if k not in decision.remove_headers and k not in out.remove_headers}
+    removed = {name.lower() for name in (*decision.remove_headers, *out.remove_headers)}
+    result = {k: v for k, v in client.items() if k.lower() not in removed}
     result.update(dict(out.set_headers))
     return result
 
@@ -381,7 +385,10 @@ def test_property_client_x_mcp_headers_never_survive(extra: dict[str, str], body
         decision = decision.follow_up(TABLE.routes[0])
     set_by_gateway = dict(forward(decision, "backend-id").set_headers) if isinstance(decision, NeedsBackend) else {}
     for name, value in effective.items():
-        if name.lower().startswith("x-mcp-"):
+        if name.lower() == VIRTUAL_SERVER_HEADER:
+            # The one named exception: a selection, for the broker only (never an upstream).
+            assert isinstance(decision, ToBroker), f"{name} reached an upstream"
+        elif name.lower().startswith("x-mcp-"):
             assert set_by_gateway.get(name) == value, f"client header {name} survived"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -48,8 +49,15 @@ def test_bootstrap_renders_the_listener_admin_and_filters() -> None:
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     names = [f["name"] for f in hcm["http_filters"]]
     assert names == ["envoy.filters.http.ext_proc", "envoy.filters.http.router"]
-    early = hcm["early_header_mutation_extensions"][0]["typed_config"]["mutations"][0]
-    assert early["remove_on_match"]["key_matcher"] == {"prefix": "x-mcp-", "ignore_case": True}
+    mutations = hcm["early_header_mutation_extensions"][0]["typed_config"]["mutations"]
+    patterns = [re.compile(m["remove_on_match"]["key_matcher"]["safe_regex"]["regex"]) for m in mutations]
+    # Envoy's safe_regex matches the whole name: every x-mcp-* goes but the selection header.
+    internal = ["x-mcp-servername", "x-mcp-toolname", "x-mcp-method", "x-mcp-upstream", "x-mcp-",
+                "x-mcp-virtual", "x-mcp-virtualserve", "x-mcp-virtualservers", "x-mcp-virtualsErver", "x-mcp-v"]
+    for name in internal:
+        assert any(p.fullmatch(name) for p in patterns), name
+    for name in ["x-mcp-virtualserver", "mcp-session-id", "x-mcpservername", "authorization"]:
+        assert not any(p.fullmatch(name) for p in patterns), name
     ext_proc = hcm["http_filters"][0]["typed_config"]
     assert ext_proc["failure_mode_allow"] is False
     assert ext_proc["processing_mode"]["response_body_mode"] == "NONE"

@@ -15,6 +15,7 @@ Routed methods and their routing name (adding one is one line in `ROUTED_METHODS
 `completion/complete` by `params.ref` (a prompt's name, or a resource template's exposed URI);
 a client's answer whose id is a gateway id (router/relay.py) to the server that id names; and
 `notifications/cancelled` → `Cancels`, which the servicer resolves against its in-flight calls.
+A client's virtual server (`x-mcp-virtualserver`) narrows the names it may route to.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ TOOL_HEADER: Final = "x-mcp-toolname"
 # "<server> <response code details>". The router believes an answer (a 404 above all) is the
 # upstream's only when it reads "<that server> via_upstream": not a misroute, not a local reply.
 UPSTREAM_MARK_HEADER: Final = "x-mcp-upstream"
+# The one x-mcp-* header a client may send: Kuadrant's virtual server selection (`namespace/name`).
+# It selects, it does not route: it can only narrow what the client sees and reaches, so Envoy
+# lets it through and the broker filters its lists by it; routed calls are checked here.
+VIRTUAL_SERVER_HEADER: Final = "x-mcp-virtualserver"
 JSON_CONTENT: Final = (("content-type", "application/json"),)
 # Exposed URIs of prefixed servers (the broker's scheme; the import arrows keep us from its code).
 URI_SCHEME: Final = "mcp-gateway:"
@@ -79,6 +84,16 @@ ROUTED_METHODS: Final[Mapping[str, str]] = {
 
 # ---------------------------------------------------------------------------------------------
 # The config snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualSelection:
+    """What one virtual server exposes: exposed tool and prompt names, exposed resource URIs."""
+
+    name: str
+    tools: frozenset[str] = frozenset()
+    prompts: frozenset[str] = frozenset()
+    resources: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +117,7 @@ class RoutingTable:
     routes: tuple[UpstreamRoute, ...]
     limits: Limits = DEFAULT_LIMITS
     allowed_origins: tuple[str, ...] = ()
+    virtual_servers: tuple[VirtualSelection, ...] = ()
 
     @classmethod
     def of(
@@ -109,9 +125,10 @@ class RoutingTable:
         routes: Iterable[UpstreamRoute],
         limits: Limits = DEFAULT_LIMITS,
         allowed_origins: Iterable[str] = (),
+        virtual_servers: Iterable[VirtualSelection] = (),
     ) -> RoutingTable:
         ordered = sorted(routes, key=lambda r: (-len(r.prefix), r.server))
-        return cls(tuple(ordered), limits, tuple(allowed_origins))
+        return cls(tuple(ordered), limits, tuple(allowed_origins), tuple(virtual_servers))
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> RoutingTable:
@@ -123,7 +140,17 @@ class RoutingTable:
             max_string_length=limits_cfg.max_string_length,
         )
         routes = [upstream_route(server) for server in config.enabled_servers()]
-        return cls.of(routes, limits, config.gateway.allowed_origins)
+        virtual = [
+            VirtualSelection(v.name, frozenset(v.tools), frozenset(v.prompts), frozenset(v.resources))
+            for v in config.virtual_servers
+        ]
+        return cls.of(routes, limits, config.gateway.allowed_origins, virtual)
+
+    def virtual_server(self, name: str) -> VirtualSelection | None:
+        for virtual in self.virtual_servers:
+            if virtual.name == name:
+                return virtual
+        return None
 
     def match(self, name: str) -> tuple[UpstreamRoute, str] | None:
         """The upstream owning a prefixed name, and the name as that upstream knows it."""
@@ -246,8 +273,38 @@ Decision = ToBroker | Reply | NeedsBackend | Cancels
 
 
 def client_internal_headers(headers: Iterable[str]) -> tuple[str, ...]:
-    """Names of every header the client may not set itself (case-insensitive)."""
-    return tuple(name for name in headers if name.lower().startswith(INTERNAL_HEADER_PREFIX))
+    """Names of every header the client may not set itself (case-insensitive): every x-mcp-*
+    but the virtual server selection."""
+    return tuple(
+        name
+        for name in headers
+        if name.lower().startswith(INTERNAL_HEADER_PREFIX) and name.lower() != VIRTUAL_SERVER_HEADER
+    )
+
+
+# What a virtual server offers per selection-checked routing kind.
+_SELECTED: Final[Mapping[str, str]] = {"tool": "tools", "prompt": "prompts", "resource": "resources"}
+
+
+def _outside_virtual_server(
+    headers: Mapping[str, str], request_id: RequestId, kind: str, name: str, table: RoutingTable
+) -> Reply | None:
+    """The broker's answers for a routed name the client's virtual server does not offer (it does
+    not exist for that client: "Unknown <kind>") or for an unknown virtual server (400)."""
+    # Envoy hands over lower-case names; the fuzzers do not, and a miss here would mean no check.
+    selected = next((value for key, value in headers.items() if key.lower() == VIRTUAL_SERVER_HEADER), None)
+    if not selected:
+        return None
+    virtual = table.virtual_server(selected)
+    if virtual is None:
+        return reply_error(
+            request_id, ErrorCode.INVALID_REQUEST, f"Bad Request: unknown virtual server {selected[:200]!r}", status=400
+        )
+    offered: frozenset[str] = getattr(virtual, _SELECTED[kind])
+    if name in offered:
+        return None
+    # MCP 2025-11-25, tools: an unknown tool is a JSON-RPC error, -32602 Invalid params.
+    return reply_error(request_id, ErrorCode.INVALID_PARAMS, f"Unknown {kind}: {name}")
 
 
 def route_request(
@@ -312,6 +369,9 @@ def _route_completion(
         return admitted
     token, claims = admitted
     prompt = ref.type == "ref/prompt"
+    outside = _outside_virtual_server(headers, request_id, "prompt" if prompt else "resource", ref.value, table)
+    if outside is not None:
+        return outside
     matched = table.match(ref.value) if prompt else table.match_uri(ref.value)
     if matched is None:
         return reply_error(
@@ -358,6 +418,9 @@ def _route_named(
     if isinstance(admitted, Reply):
         return admitted
     token, claims = admitted
+    outside = _outside_virtual_server(headers, request_id, kind, name, table)
+    if outside is not None:
+        return outside
     matched = table.match(name)
     if matched is None:
         # MCP 2025-11-25, tools: an unknown tool is a JSON-RPC error, -32602 Invalid params.
@@ -447,7 +510,8 @@ def forward(need: NeedsBackend, backend_session_id: str | None) -> ToUpstream:
     ]
     if not need.follow_up:
         set_headers += [(METHOD_HEADER, need.method), (TOOL_HEADER, need.routed_name)]
-    remove = set(need.remove_headers)
+    # The virtual server selection is the gateway's business; the upstream serves every name.
+    remove = set(need.remove_headers) | ({VIRTUAL_SERVER_HEADER} & need.client_headers)
     # The client's gateway token is ours, not the upstream's: replace it, or drop it for a
     # session-less upstream. Likewise the client's Authorization is for the gateway.
     if backend_session_id:

@@ -11,6 +11,7 @@ import pytest
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
+from mcp_gateway.config import VirtualServer
 from tests.integration.test_router_envoy import PROTOCOL, gateway_stack, probes
 
 pytestmark = pytest.mark.integration
@@ -49,3 +50,19 @@ async def test_a_websocket_client_initializes_lists_and_calls_through_envoy(tmp_
         upgrades = await stack.envoy.wait_for_access(lambda e: e["path"] == "/mcp/ws")
         assert upgrades[0]["method"] == "GET" and upgrades[0]["status"] == 101
         assert upgrades[0]["upstream_cluster"] == "mcp_broker"
+
+
+async def test_the_upgrades_virtual_server_passes_envoy_and_narrows_the_socket(tmp_path: Path) -> None:
+    narrow = VirtualServer(name="team/narrow", tools=["a_add"])
+    async with probes("alpha") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path, [narrow]) as stack:
+        ws_url = stack.url.replace("http://", "ws://", 1).rsplit("/mcp", 1)[0] + "/mcp/ws"
+        selection = [(b"x-mcp-virtualserver", b"team/narrow")]
+        async with open_websocket_url(ws_url, subprotocols=["mcp"], extra_headers=selection) as socket:
+            await _request(
+                socket, "init", "initialize",
+                {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "ws", "version": "1"}},
+            )
+            tools = [t["name"] for t in (await _request(socket, 1, "tools/list"))["result"]["tools"]]
+            assert tools == ["a_add"]
+            outside = await _request(socket, 2, "tools/call", {"name": "a_observe", "arguments": {}})
+            assert outside["error"]["code"] == -32602 and outside["id"] == 2

@@ -39,6 +39,26 @@ async def serve(
     tokens = SessionTokens(session_keys(config.gateway.sessions))
     store: SessionStore = open_store(config.gateway.sessions)
     reload_state = ReloadState(path=config_path)
+    try:
+        await _serve_with(
+            config_path, config, role, tokens, store, reload_state, poll_seconds, task_status
+        )
+    finally:
+        # The store's connections (Redis) close after both services have stopped using them.
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            await store.aclose()
+
+
+async def _serve_with(
+    config_path: str,
+    config: GatewayConfig,
+    role: Role,
+    tokens: SessionTokens,
+    store: SessionStore,
+    reload_state: ReloadState,
+    poll_seconds: float,
+    task_status: trio.TaskStatus[None],
+) -> None:
     async with trio.open_nursery() as nursery:
         reload_channels: list[trio.MemorySendChannel[GatewayConfig]] = []
         if role in ("all", "broker"):

@@ -380,17 +380,8 @@ def _route_completion(
     upstream, routed = matched
     if upstream.via_broker:
         return ToBroker(removed)
-    return NeedsBackend(
-        upstream=upstream,
-        claims=claims,
-        gateway_session=token,
-        request_id=request_id,
-        method=seen.method,
-        routed_name=routed,
-        body=body if routed == ref.value else replace_completion_ref(body, ref, routed),
-        remove_headers=removed,
-        client_headers=frozenset(name.lower() for name in headers),
-    )
+    new_body = body if routed == ref.value else replace_completion_ref(body, ref, routed)
+    return _to_upstream(upstream, routed, new_body, seen, token, claims, headers, removed)
 
 
 def _route_named(
@@ -429,14 +420,28 @@ def _route_named(
     if upstream.via_broker:
         return ToBroker(removed)
     new_body = body if routed_name == name else replace_routing_name(body, seen, routed_name)
+    return _to_upstream(upstream, routed_name, new_body, seen, token, claims, headers, removed)
+
+
+def _to_upstream(
+    upstream: UpstreamRoute,
+    routed_name: str,
+    body: bytes,
+    seen: Peek,
+    token: str,
+    claims: SessionClaims,
+    headers: Mapping[str, str],
+    removed: tuple[str, ...],
+) -> NeedsBackend:
+    assert seen.id is not None and seen.method is not None
     return NeedsBackend(
         upstream=upstream,
         claims=claims,
         gateway_session=token,
-        request_id=request_id,
+        request_id=seen.id,
         method=seen.method,
         routed_name=routed_name,
-        body=new_body,
+        body=body,
         remove_headers=removed,
         client_headers=frozenset(name.lower() for name in headers),
     )

@@ -25,7 +25,7 @@ import httpx
 import structlog
 import trio
 
-from mcp_gateway.router.decision import UPSTREAM_MARK_HEADER
+from mcp_gateway.router.decision import SERVER_HEADER, UPSTREAM_MARK_HEADER
 
 if TYPE_CHECKING:
     from mcp_gateway.config import GatewayConfig, ServerConfig
@@ -36,7 +36,6 @@ CLUSTER_TYPE: Final = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ROUTE_TYPE: Final = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 ROUTE_CONFIG_NAME: Final = "mcp_routes"
 BROKER_CLUSTER: Final = "mcp_broker"
-SERVER_HEADER: Final = "x-mcp-servername"
 EXT_PROC_FILTER: Final = "envoy.filters.http.ext_proc"
 EXT_PROC_PER_ROUTE_TYPE: Final = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
 CDS_FILE: Final = "cds.json"

@@ -27,6 +27,7 @@ import yaml
 
 from mcp_gateway.config import load_config
 from tests.support.envoy import RunningEnvoy, running_envoy
+from tests.support.processes import stop_process
 from tests.support.redis import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -251,19 +252,6 @@ async def _read_listening_url(process: trio.Process) -> str | None:
         match = re.search(rb"listening on ((?:http|ws)://\S+)", buffer)
         return match[1].decode() if match else None
     return None
-
-
-async def stop_process(process: trio.Process, grace_seconds: float = 5.0) -> None:
-    """SIGTERM, wait a bounded time, then SIGKILL."""
-    if process.returncode is None:
-        process.terminate()
-        with trio.move_on_after(grace_seconds):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    if process.stdout is not None:
-        await process.stdout.aclose()
 
 
 # -- the whole gateway: `mcp-gateway serve` (broker + router) behind a real Envoy ---------------

@@ -21,6 +21,7 @@ import trio
 
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.router.xds import BootstrapParams, XdsWriter, render_bootstrap
+from tests.support.processes import stop_process
 
 
 def envoy_binary() -> str:
@@ -152,10 +153,5 @@ async def running_envoy(
         )
     finally:
         with trio.CancelScope(shield=True):
-            process.terminate()
-            with trio.move_on_after(5):
-                await process.wait()
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+            await stop_process(process)
             log_file.close()

@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from tests.support.processes import stop_process
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -65,10 +67,5 @@ async def running_redis() -> AsyncIterator[str]:
                     return
             finally:
                 with trio.CancelScope(shield=True):
-                    process.terminate()
-                    with trio.move_on_after(5):
-                        await process.wait()
-                    if process.returncode is None:
-                        process.kill()
-                        await process.wait()
+                    await stop_process(process)
         raise RuntimeError("redis-server did not start")

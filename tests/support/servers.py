@@ -34,6 +34,7 @@ from mcp_gateway.samples import READY_LINE_PREFIX, serve_sample
 from mcp_gateway.sessions import SessionTokens
 from mcp_gateway.sessions.store import MemorySessionStore, SessionStore
 from mcp_gateway.upstream import Timing
+from tests.support.processes import stop_process
 
 CLI = str(Path(sys.executable).with_name("mcp-gateway"))
 FAST_TIMING = Timing(
@@ -75,7 +76,7 @@ async def sample_process(
         yield SampleProcess(name, process, url, int(url.rsplit(":", 1)[1].split("/")[0]))
     finally:
         with trio.CancelScope(shield=True):
-            await _stop(process)
+            await stop_process(process)
 
 
 async def _read_ready_line(process: trio.Process) -> str:
@@ -91,18 +92,6 @@ async def _read_ready_line(process: trio.Process) -> str:
     if not line.startswith(READY_LINE_PREFIX):
         raise RuntimeError(f"unexpected first line from sample: {line!r}")
     return line[len(READY_LINE_PREFIX) :].strip()
-
-
-async def _stop(process: trio.Process) -> None:
-    if process.poll() is None:
-        process.terminate()
-        with trio.move_on_after(5):
-            await process.wait()
-    if process.poll() is None:
-        process.kill()
-        await process.wait()
-    if process.stdout is not None:
-        await process.stdout.aclose()
 
 
 @asynccontextmanager

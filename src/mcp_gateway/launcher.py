@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
-from mcp_gateway.config import ConfigError, GatewayConfig, load_config
+from mcp_gateway.config import ConfigError, GatewayConfig, ServerConfig, load_config
 from mcp_gateway.router.xds import BootstrapParams, XdsWriter, render_bootstrap
 
 SAMPLE_NAMES: Final = ("echo", "dynamic", "slow", "many", "conformance")
@@ -66,12 +66,35 @@ def _envoy() -> str:
     return found
 
 
+def _sample_servers(config: GatewayConfig) -> list[ServerConfig]:
+    """Enabled servers that are bundled samples on a loopback URL with a port: ours to start."""
+    return [
+        server
+        for server in config.enabled_servers()
+        if server.name in SAMPLE_NAMES
+        and urlsplit(server.url).hostname in _LOOPBACK
+        and urlsplit(server.url).port is not None
+    ]
+
+
+async def _wait_listening(server: ServerConfig) -> None:
+    url = urlsplit(server.url)
+    assert url.hostname is not None and url.port is not None
+    while True:
+        try:
+            stream = await trio.open_tcp_stream(url.hostname, url.port)
+        except OSError:
+            await trio.sleep(0.05)
+            continue
+        await stream.aclose()
+        return
+
+
 def sample_children(config: GatewayConfig) -> list[Child]:
     children = []
-    for server in config.enabled_servers():
+    for server in _sample_servers(config):
         url = urlsplit(server.url)
-        if server.name not in SAMPLE_NAMES or url.hostname not in _LOOPBACK or url.port is None:
-            continue
+        assert url.hostname is not None and url.port is not None
         env = dict(os.environ)
         if server.hostname:
             # Envoy writes the server's hostname into :authority; the sample's DNS-rebinding
@@ -178,8 +201,8 @@ async def _up(config_path: str) -> int:
             )
         )
     )
-    children = [
-        *sample_children(config),
+    samples = sample_children(config)
+    services = [
         Child("gateway", [_cli(), "serve", "--config", config_path]),
         Child(
             "envoy",
@@ -193,9 +216,15 @@ async def _up(config_path: str) -> int:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         try:
             async with trio.open_nursery() as nursery:
-                for child in children:
-                    await nursery.start(_run_child, child, workdir)
                 with trio.move_on_after(_READY_TIMEOUT_SECONDS) as waiting:
+                    for child in samples:
+                        await nursery.start(_run_child, child, workdir)
+                    # The gateway's first discovery round must find the samples listening, or
+                    # "ready" would be announced while their tools are still missing.
+                    for server in _sample_servers(config):
+                        await _wait_listening(server)
+                    for child in services:
+                        await nursery.start(_run_child, child, workdir)
                     async with httpx.AsyncClient(timeout=2, trust_env=False) as client:
                         await _wait_http_ok(client, f"http://{settings.envoy.listen.replace('0.0.0.0', '127.0.0.1')}/readyz")
                 if waiting.cancelled_caught:

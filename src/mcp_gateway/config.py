@@ -528,6 +528,9 @@ class GatewaySettings(_Ours):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     envoy: EnvoySettings = Field(default_factory=EnvoySettings)
+    # List each HTTP upstream also on sessions declaring client capabilities (roots, sampling,
+    # elicitation), so items it offers only to such clients reach them (docs/upstream.md).
+    capability_variants: bool = True
 
     @field_validator("broker_listen", "router_listen")
     @classmethod

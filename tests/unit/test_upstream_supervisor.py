@@ -46,7 +46,13 @@ class FakeUpstream:
     def __init__(self, tools: list[str]) -> None:
         self.tools = tools
         self.mode = "up"  # "up" | "down" (connection refused) | "hang" (never answers)
-        self.initializes = 0
+        self.initializes = 0  # of discovery sessions declaring no client capabilities
+        self.probes = 0  # of sessions declaring some (capability variants)
+        self.sessions = 0
+        self.deleted = 0
+        # Tools offered only to sessions that declared this client capability.
+        self.conditional: dict[str, list[str]] = {}
+        self.capabilities_of: dict[str, dict[str, Any]] = {}  # by session id
         self.attempts: list[float] = []
         self.streams: list[trio.MemorySendChannel[bytes]] = []
 
@@ -63,22 +69,36 @@ class FakeUpstream:
                 200, headers={"content-type": "text/event-stream"}, stream=_Stream(receive)
             )
         if request.method == "DELETE":
+            self.deleted += 1
             return httpx.Response(200)
         message = json.loads(request.content)
         method = message.get("method")
         if "id" not in message:
             return httpx.Response(202)
         if method == "initialize":
-            self.initializes += 1
-            self.attempts.append(trio.current_time())
+            declared = message["params"]["capabilities"]
+            if declared:
+                self.probes += 1
+            else:
+                self.initializes += 1
+                self.attempts.append(trio.current_time())
+            self.sessions += 1
+            self.capabilities_of[f"s{self.sessions}"] = declared
             result: dict[str, Any] = {
                 "protocolVersion": "2025-11-25",
                 "capabilities": {"tools": {"listChanged": True}},
                 "serverInfo": {"name": "fake", "version": "1"},
             }
-            return _json(message["id"], result, {"mcp-session-id": f"s{self.initializes}"})
+            return _json(message["id"], result, {"mcp-session-id": f"s{self.sessions}"})
         if method == "tools/list":
-            tools = [{"name": n, "inputSchema": {"type": "object"}} for n in self.tools]
+            declared = self.capabilities_of.get(request.headers.get("mcp-session-id", ""), {})
+            names = self.tools + [
+                name
+                for capability, extra in self.conditional.items()
+                if capability in declared
+                for name in extra
+            ]
+            tools = [{"name": n, "inputSchema": {"type": "object"}} for n in names]
             return _json(message["id"], {"tools": tools})
         return _json(message["id"], {})
 
@@ -129,11 +149,14 @@ def upstreams() -> dict[str, FakeUpstream]:
 
 
 def supervisor_for(cfg: GatewayConfig, upstreams: dict[str, FakeUpstream]) -> Supervisor:
-    def factory(server: Any, http: Any) -> UpstreamClient:
+    def factory(server: Any, http: Any, capabilities: Any = None) -> UpstreamClient:
         fake = upstreams[server.name]
         transport = httpx.MockTransport(fake.handle)
         return UpstreamClient(
-            server, http=httpx.AsyncClient(transport=transport), client_info=GATEWAY_CLIENT_INFO
+            server,
+            http=httpx.AsyncClient(transport=transport),
+            client_info=GATEWAY_CLIENT_INFO,
+            capabilities=capabilities,
         )
 
     return Supervisor(cfg, timing=TIMING, client_factory=factory)
@@ -250,11 +273,13 @@ def test_status_shows_no_credential_that_a_url_carries() -> None:
 async def test_a_crashing_client_fails_its_upstream_only(
     upstreams: dict[str, FakeUpstream], autojump_clock: trio.abc.Clock
 ) -> None:
-    def factory(server: Any, http: Any) -> UpstreamClient:
+    def factory(server: Any, http: Any, capabilities: Any = None) -> UpstreamClient:
         if server.name == "b":
             raise KeyError("a bug in b's client")
         transport = httpx.MockTransport(upstreams[server.name].handle)
-        return UpstreamClient(server, http=httpx.AsyncClient(transport=transport))
+        return UpstreamClient(
+            server, http=httpx.AsyncClient(transport=transport), capabilities=capabilities
+        )
 
     supervisor = Supervisor(config("a", "b"), timing=TIMING, client_factory=factory)
     async with trio.open_nursery() as nursery:

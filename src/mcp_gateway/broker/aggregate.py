@@ -17,7 +17,7 @@ from typing import Any
 
 from mcp_gateway.config import ServerConfig, VirtualServer
 from mcp_gateway.protocol import apply_prefix
-from mcp_gateway.upstream.catalog import KINDS, TOOLS, ListKind, ServerCatalog
+from mcp_gateway.upstream.catalog import KINDS, NO_FEATURES, TOOLS, ListKind, ServerCatalog
 
 JsonObject = dict[str, Any]
 
@@ -61,7 +61,12 @@ class Federation:
         return hash(json.dumps([e.exposed for e in self.items(kind)], sort_keys=True, default=str))
 
 
-def federate(catalog: Sequence[tuple[ServerConfig, ServerCatalog]]) -> Federation:
+def federate(
+    catalog: Sequence[tuple[ServerConfig, ServerCatalog]], features: frozenset[str] = NO_FEATURES
+) -> Federation:
+    """The federation a client declaring `features` (catalog.client_features) sees: each
+    upstream's base items plus those of its capability variants the client qualifies for."""
+    catalog = [(server, items.for_client(features)) for server, items in catalog]
     entries: dict[str, tuple[Entry, ...]] = {}
     by_name: dict[str, dict[str, Entry]] = {}
     collisions: list[Collision] = []
@@ -89,6 +94,26 @@ def federate(catalog: Sequence[tuple[ServerConfig, ServerCatalog]]) -> Federatio
         entries[kind.kind] = tuple(listed)
         by_name[kind.kind] = winners
     return Federation(entries, by_name, tuple(collisions))
+
+
+def variants_fingerprint(
+    catalog: Sequence[tuple[ServerConfig, ServerCatalog]], kind: ListKind
+) -> int:
+    """Changes whenever what capability variants add to `kind` (items the base listing lacks
+    or lists differently) changes, on any upstream: the lists some clients see then changed,
+    while the base federation did not. A variant adding nothing counts for nothing."""
+    added = []
+    for server, server_catalog in catalog:
+        base = server_catalog.of(kind)
+        for variant in server_catalog.variants:
+            extra = [item for item in variant.items.get(kind.kind, ()) if item not in base]
+            if extra:
+                added.append((server.name, sorted(variant.requires), extra))
+    return hash(json.dumps(added, sort_keys=True, default=str))
+
+
+def has_variants(catalog: Sequence[tuple[ServerConfig, ServerCatalog]]) -> bool:
+    return any(server_catalog.variants for _, server_catalog in catalog)
 
 
 def restrict(federation: Federation, virtual: VirtualServer) -> Federation:
@@ -211,8 +236,10 @@ __all__ = [
     "encode_cursor",
     "expose_uri",
     "federate",
+    "has_variants",
     "page",
     "page_json",
     "resolve_uri",
     "restrict",
+    "variants_fingerprint",
 ]

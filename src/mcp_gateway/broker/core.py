@@ -18,9 +18,11 @@ from mcp_gateway.broker.aggregate import (
     BadCursor,
     Federation,
     federate,
+    has_variants,
     page_json,
     resolve_uri,
     restrict,
+    variants_fingerprint,
 )
 from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.fanout import Fanout
@@ -49,6 +51,7 @@ from mcp_gateway.upstream import (
     ListKind,
     Supervisor,
 )
+from mcp_gateway.upstream.catalog import NO_FEATURES, client_features
 
 log = get_logger("mcp_gateway.broker")
 
@@ -67,6 +70,9 @@ ROUTED_METHODS: dict[str, ListKind] = {
 REQUEST_CANCELLED = -32800
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 NOT_FOUND_CODE = {TOOLS.kind: ErrorCode.INVALID_PARAMS, PROMPTS.kind: ErrorCode.INVALID_PARAMS}
+# Gateway session → the client features it declared (fixed for a session's life); bounded,
+# the oldest entries are dropped first and simply read again from the store when needed.
+FEATURE_CACHE_SIZE = 65_536
 
 
 class UnknownVirtualServer(Exception):
@@ -100,12 +106,18 @@ class BrokerCore:
         self.fanout = fanout or Fanout()
         self.metrics = metrics or BrokerMetrics()
         self.forwarder = Forwarder(config, supervisor, store, self.fanout, self.metrics)
-        self.federation = Federation()
+        self.federation = Federation()  # what a client declaring no client features sees
+        # Federations for clients that declared features some upstream's variants ask for,
+        # built on first use per feature set and dropped on every catalog change.
+        self._federations: dict[frozenset[str], Federation] = {}
+        self._variants = False  # does any serving upstream have capability variants?
+        self._session_features: dict[str, frozenset[str]] = {}
         self._fingerprints: dict[str, int] = {}
         # Forwarded calls in flight, by (gateway session, client request id): what a client's
         # notifications/cancelled stops.
         self._in_flight: dict[tuple[str, Any], trio.CancelScope] = {}
-        # Per virtual server: (the federation it was cut from, its config, the cut).
+        # Per (virtual server, client features): (the federation it was cut from, its config,
+        # the cut).
         self._views = {}
 
     @property
@@ -176,6 +188,7 @@ class BrokerCore:
         """DELETE: the backend sessions opened for this client end too (best effort, bounded)."""
         await self.forwarder.end_backends(session)
         await self.store.delete(session.sid)
+        self._session_features.pop(session.sid, None)
         self.fanout.close_session(session.sid)
         self.metrics.sessions_deleted.inc()
 
@@ -191,27 +204,66 @@ class BrokerCore:
                 return virtual
         raise UnknownVirtualServer(name)
 
-    def _view(self, virtual: VirtualServer | None) -> Federation:
-        """The federation as a virtual server's clients see it (built once per federation)."""
+    def _view(
+        self, virtual: VirtualServer | None, features: frozenset[str] = NO_FEATURES
+    ) -> Federation:
+        """The federation as a client sees it: cut to its virtual server, with the capability
+        variants its declared features bring (built once per federation)."""
+        federation = self.federation_for(features)
         if virtual is None:
-            return self.federation
-        cached = self._views.get(virtual.name)
-        if cached is not None and cached[0] is self.federation and cached[1] == virtual:
+            return federation
+        key = (virtual.name, features)
+        cached = self._views.get(key)
+        if cached is not None and cached[0] is federation and cached[1] == virtual:
             return cached[2]
-        view = restrict(self.federation, virtual)
-        self._views[virtual.name] = (self.federation, virtual, view)
+        view = restrict(federation, virtual)
+        self._views[key] = (federation, virtual, view)
         return view
 
-    _views: dict[str, tuple[Federation, VirtualServer, Federation]]
+    _views: dict[tuple[str, frozenset[str]], tuple[Federation, VirtualServer, Federation]]
+
+    # -- capability variants -----------------------------------------------------------------
+
+    def federation_for(self, features: frozenset[str]) -> Federation:
+        """The federation a client declaring `features` sees (docs/broker.md)."""
+        if not features or not self._variants:
+            return self.federation
+        federation = self._federations.get(features)
+        if federation is None:
+            federation = federate(self.supervisor.catalog(), features)
+            self._federations[features] = federation
+        return federation
+
+    async def features_of(self, session: ClientSession) -> frozenset[str]:
+        """The client features the session's client declared at initialize. Read from the
+        store only while some upstream has variants: otherwise every client sees the same."""
+        if not self._variants:
+            return NO_FEATURES
+        known = self._session_features.get(session.sid)
+        if known is not None:
+            return known
+        client = await self.store.client(session.sid) or {}
+        features = client_features(client.get("capabilities"))
+        if len(self._session_features) >= FEATURE_CACHE_SIZE:
+            del self._session_features[next(iter(self._session_features))]
+        self._session_features[session.sid] = features
+        return features
 
     # -- the federated catalog ---------------------------------------------------------------
 
     def refresh(self) -> list[ListKind]:
-        """Rebuild the federation from the supervisor's catalog; return the kinds that changed."""
-        self.federation = federate(self.supervisor.catalog())
+        """Rebuild the federation from the supervisor's catalog; return the kinds that changed
+        (for some client: a change in a capability variant counts for everyone, and a client
+        whose list did not change merely lists it again)."""
+        catalog = self.supervisor.catalog()
+        self.federation = federate(catalog)
+        self._federations = {}
+        self._variants = has_variants(catalog)
         changed = []
         for kind in KINDS:
-            fingerprint = self.federation.fingerprint(kind)
+            fingerprint = hash(
+                (self.federation.fingerprint(kind), variants_fingerprint(catalog, kind))
+            )
             if self._fingerprints.get(kind.kind) != fingerprint:
                 self._fingerprints[kind.kind] = fingerprint
                 changed.append(kind)
@@ -274,7 +326,7 @@ class BrokerCore:
             return result_response(request.id, {})
         kind = LIST_METHODS.get(method)
         if kind is not None:
-            return self._list(request, kind, self._view(virtual))
+            return self._list(request, kind, self._view(virtual, await self.features_of(session)))
         routed = ROUTED_METHODS.get(method)
         if routed is not None:
             key = (session.sid, request.id)
@@ -346,7 +398,7 @@ class BrokerCore:
             return error_response(
                 request.id, ErrorCode.INVALID_PARAMS, f"params.{key} must be a string"
             )
-        target = self._owner(kind, name, virtual)
+        target = self._owner(kind, name, virtual, await self.features_of(session))
         if target is None:
             code = NOT_FOUND_CODE.get(kind.kind, ErrorCode.RESOURCE_NOT_FOUND)
             what = {"tools": "tool", "prompts": "prompt"}.get(kind.kind, "resource")
@@ -381,7 +433,8 @@ class BrokerCore:
             )
         field = "name" if kind is PROMPTS else "uri"
         name = ref.get(field)
-        target = self._owner(kind, name, virtual) if isinstance(name, str) else None
+        features = await self.features_of(session)
+        target = self._owner(kind, name, virtual, features) if isinstance(name, str) else None
         if target is None:
             code = ErrorCode.INVALID_PARAMS if kind is PROMPTS else ErrorCode.RESOURCE_NOT_FOUND
             return error_response(request.id, code, f"Unknown {field}: {name}")
@@ -399,7 +452,7 @@ class BrokerCore:
             return error_response(
                 request.id, ErrorCode.INVALID_PARAMS, "params.uri must be a string"
             )
-        target = self._owner(RESOURCES, uri, virtual)
+        target = self._owner(RESOURCES, uri, virtual, await self.features_of(session))
         if target is None:
             return error_response(
                 request.id, ErrorCode.RESOURCE_NOT_FOUND, f"Unknown resource: {uri}"
@@ -408,17 +461,22 @@ class BrokerCore:
         return await self.forwarder.subscription(request, session, server, original)
 
     def _owner(
-        self, kind: ListKind, name: str, virtual: VirtualServer | None = None
+        self,
+        kind: ListKind,
+        name: str,
+        virtual: VirtualServer | None = None,
+        features: frozenset[str] = NO_FEATURES,
     ) -> tuple[ServerConfig, str] | None:
         """The serving upstream behind an exposed name or URI, and its own name for it; None
-        also for an item outside the client's virtual server (it does not exist for it)."""
+        also for an item outside the client's virtual server or the capability variants it
+        qualifies for (it does not exist for it)."""
         if virtual is not None and name not in _virtual_names(kind, virtual):
             return None
         if kind is RESOURCES:
             # Any URI under a server's mark is its: templates expand to URIs nobody listed.
             serving = [server for server, _ in self.supervisor.catalog()]
             return resolve_uri(name, serving)
-        entry = self.federation.lookup(kind, name)
+        entry = self.federation_for(features).lookup(kind, name)
         server = self.config.server(entry.server) if entry is not None else None
         if entry is None or server is None:
             return None

@@ -7,6 +7,7 @@ and the broker treat them alike and federating a new kind is a new row, not new 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,18 +60,109 @@ class Rejected:
     reason: str
 
 
+# -- capability variants ------------------------------------------------------------------------
+#
+# An upstream may offer some items only to sessions whose client declared a capability (the npm
+# server-everything lists `get-roots-list` only to clients declaring `roots`). The gateway's own
+# discovery session declares none, so the supervisor also lists such an upstream on sessions
+# that declare them (docs/upstream.md, "Capability variants"). A *feature* is one thing a client
+# can declare that may change what it is offered; elicitation counts twice because its form and
+# URL modes are declared separately (MCP 2025-11-25: `elicitation: {}` means form only).
+
+ROOTS = "roots"
+SAMPLING = "sampling"
+ELICITATION_FORM = "elicitation.form"
+ELICITATION_URL = "elicitation.url"
+CLIENT_FEATURES: tuple[str, ...] = (ROOTS, SAMPLING, ELICITATION_FORM, ELICITATION_URL)
+ALL_FEATURES = frozenset(CLIENT_FEATURES)
+NO_FEATURES: frozenset[str] = frozenset()
+
+
+def client_features(capabilities: Any) -> frozenset[str]:
+    """The features a client's `initialize` capabilities declare (anything else: none)."""
+    if not isinstance(capabilities, Mapping):
+        return NO_FEATURES
+    features = {f for f in (ROOTS, SAMPLING) if isinstance(capabilities.get(f), Mapping)}
+    elicitation = capabilities.get("elicitation")
+    if isinstance(elicitation, Mapping):
+        if "form" in elicitation or "url" not in elicitation:
+            features.add(ELICITATION_FORM)
+        if "url" in elicitation:
+            features.add(ELICITATION_URL)
+    return frozenset(features)
+
+
+def declared_capabilities(features: frozenset[str]) -> JsonObject:
+    """The client capabilities a discovery session declares to be offered `features`."""
+    capabilities: JsonObject = {}
+    if ROOTS in features:
+        capabilities["roots"] = {"listChanged": True}
+    if SAMPLING in features:
+        capabilities["sampling"] = {}
+    modes: JsonObject = {
+        m: {} for m, f in (("form", ELICITATION_FORM), ("url", ELICITATION_URL)) if f in features
+    }
+    if modes:
+        capabilities["elicitation"] = modes
+    return capabilities
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """What an upstream lists to a session declaring `requires` (its whole listing)."""
+
+    requires: frozenset[str]
+    items: dict[str, tuple[JsonObject, ...]] = field(default_factory=dict)
+
+    def extra(self, base: Mapping[str, tuple[JsonObject, ...]]) -> dict[str, int]:
+        """Per kind, how many of its items the base listing lacks or lists differently."""
+        counts = {}
+        for kind in KINDS:
+            known = base.get(kind.kind, ())
+            added = sum(1 for item in self.items.get(kind.kind, ()) if item not in known)
+            if added:
+                counts[kind.kind] = added
+        return counts
+
+
 @dataclass(frozen=True, slots=True)
 class ServerCatalog:
-    """One upstream's accepted items per kind, in the order the upstream listed them."""
+    """One upstream's accepted items per kind, in the order the upstream listed them.
+
+    `items` is what a client declaring none of the client features is offered (the base
+    listing); `variants` are the listings of sessions that declared some (empty when they
+    offer nothing more, the common case).
+    """
 
     items: dict[str, tuple[JsonObject, ...]] = field(default_factory=dict)
     rejected: tuple[Rejected, ...] = ()
+    variants: tuple[Variant, ...] = ()
 
     def of(self, kind: ListKind) -> tuple[JsonObject, ...]:
         return self.items.get(kind.kind, ())
 
     def count(self, kind: ListKind) -> int:
         return len(self.of(kind))
+
+    def for_client(self, features: frozenset[str]) -> ServerCatalog:
+        """The items a client declaring `features` is offered: the base listing and every
+        variant whose required features it declared. Capabilities only ever add: an item of a
+        variant replaces the base item of the same identity (the capable client sees the
+        upstream's version for it), new ones follow the base items in the variant's order."""
+        applicable = [v for v in self.variants if v.requires <= features]
+        if not applicable:
+            return self if not self.variants else ServerCatalog(self.items, self.rejected)
+        # Narrower variants first, so the widest one applicable has the last word.
+        applicable.sort(key=lambda v: (len(v.requires), sorted(v.requires)))
+        merged: dict[str, tuple[JsonObject, ...]] = {}
+        for kind in KINDS:
+            by_identity = {str(item[kind.id_field]): item for item in self.of(kind)}
+            for variant in applicable:
+                for item in variant.items.get(kind.kind, ()):
+                    by_identity[str(item[kind.id_field])] = item
+            if by_identity or kind.kind in self.items:
+                merged[kind.kind] = tuple(by_identity.values())
+        return ServerCatalog(merged, self.rejected)
 
 
 def validate_initialize(result: JsonObject) -> list[str]:

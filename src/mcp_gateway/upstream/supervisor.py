@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,11 +25,16 @@ from mcp_gateway.logs import get_logger
 from mcp_gateway.protocol import LATEST_STABLE
 from mcp_gateway.upstream.backoff import Backoff
 from mcp_gateway.upstream.catalog import (
+    ALL_FEATURES,
+    CLIENT_FEATURES,
+    KINDS,
     TOOLS,
     ListKind,
     Rejected,
     ServerCatalog,
+    Variant,
     accept_items,
+    declared_capabilities,
     offered_kinds,
     validate_initialize,
 )
@@ -62,6 +67,10 @@ class UpstreamStatus:
     server_info: Mapping[str, Any] | None
     consecutive_failures: int
     rejected: tuple[Rejected, ...] = ()
+    variants_state: str = "off"  # see VariantsState
+    variants_reason: str | None = None
+    variants: tuple[Variant, ...] = ()
+    base_items: Mapping[str, tuple[JsonObject, ...]] = field(default_factory=dict)
 
     @property
     def tool_count(self) -> int:
@@ -81,7 +90,31 @@ class UpstreamStatus:
             "serverInfo": dict(self.server_info) if self.server_info else None,
             "consecutiveFailures": self.consecutive_failures,
             "rejected": [{"item": r.item, "reason": r.reason} for r in self.rejected],
+            "capabilityVariants": {
+                "state": self.variants_state,
+                "reason": self.variants_reason,
+                "variants": [
+                    {
+                        "requires": sorted(v.requires),
+                        "counts": {kind: len(items) for kind, items in v.items.items()},
+                        "extra": v.extra(self.base_items),
+                    }
+                    for v in self.variants
+                ],
+            },
         }
+
+
+class VariantsState(enum.StrEnum):
+    """Where an upstream's capability variants stand (docs/upstream.md, "Capability variants")."""
+
+    OFF = "off"  # gateway.capability_variants is false
+    SHARED_LINK = "shared-link"  # stdio/WebSocket: one link declaring every relayed capability
+    PENDING = "pending"  # the base session is not serving yet
+    PROBING = "probing"
+    NONE = "none"  # a session declaring every client feature lists what the base one lists
+    ACTIVE = "active"  # variant sessions are held; their items reach the clients that qualify
+    FAILED = "failed"  # probing or a variant session failed (reason); the base is unaffected
 
 
 def _public_url(url: str) -> str:
@@ -108,7 +141,9 @@ class Timing:
 
 
 # Any client with UpstreamClient's surface: HTTP here, stdio/WebSocket in their own modules.
-ClientFactory = Callable[[ServerConfig, httpx.AsyncClient | None], Any]
+# Called as `factory(server, http)` for the base session and, for capability variants of an
+# HTTP upstream, `factory(server, http, capabilities=...)` (the client capabilities to declare).
+ClientFactory = Callable[..., Any]
 
 
 # A stdio/WebSocket link is one session shared by every client whose calls the broker forwards
@@ -117,13 +152,20 @@ ClientFactory = Callable[[ServerConfig, httpx.AsyncClient | None], Any]
 RELAYED_CLIENT_CAPABILITIES: Mapping[str, Any] = {"sampling": {}, "elicitation": {}, "roots": {}}
 
 
-def default_client_factory(server: ServerConfig, http: httpx.AsyncClient | None) -> Any:
+def default_client_factory(
+    server: ServerConfig,
+    http: httpx.AsyncClient | None,
+    *,
+    capabilities: Mapping[str, Any] | None = None,
+) -> Any:
     """Streamable HTTP, or the message-stream clients of `stdio.py` and `websocket.py`."""
     if server.transport in ("stdio", "websocket"):
         from mcp_gateway.upstream.stdio import StdioUpstreamClient
         from mcp_gateway.upstream.websocket import WebSocketUpstreamClient
 
-        link_client = StdioUpstreamClient if server.transport == "stdio" else WebSocketUpstreamClient
+        link_client = (
+            StdioUpstreamClient if server.transport == "stdio" else WebSocketUpstreamClient
+        )
         return link_client(
             server,
             protocol_version=LATEST_STABLE,
@@ -131,7 +173,11 @@ def default_client_factory(server: ServerConfig, http: httpx.AsyncClient | None)
             capabilities=RELAYED_CLIENT_CAPABILITIES,
         )
     return UpstreamClient(
-        server, http=http, protocol_version=LATEST_STABLE, client_info=GATEWAY_CLIENT_INFO
+        server,
+        http=http,
+        protocol_version=LATEST_STABLE,
+        client_info=GATEWAY_CLIENT_INFO,
+        capabilities=capabilities,
     )
 
 
@@ -177,6 +223,19 @@ class _Upstream:
     attempted: trio.Event = field(default_factory=trio.Event)  # first connect tried (ok or not)
     http: httpx.AsyncClient | None = None
     client: Any = None  # the live discovery client (message-stream upstreams forward through it)
+    variants_enabled: bool = True  # gateway.capability_variants
+    variants_state: VariantsState = VariantsState.PENDING
+    variants_reason: str | None = None
+    # The listing of each held variant session, by the client features it declared.
+    variant_items: dict[frozenset[str], dict[str, tuple[JsonObject, ...]]] = field(
+        default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        if not self.variants_enabled:
+            self.variants_state = VariantsState.OFF
+        elif self.server.transport != "http":
+            self.variants_state = VariantsState.SHARED_LINK
 
     def status(self) -> UpstreamStatus:
         return UpstreamStatus(
@@ -191,6 +250,10 @@ class _Upstream:
             server_info=self.server_info,
             consecutive_failures=self.failures,
             rejected=self.catalog.rejected,
+            variants_state=self.variants_state.value,
+            variants_reason=self.variants_reason,
+            variants=self.catalog.variants,
+            base_items=self.catalog.items,
         )
 
     @property
@@ -247,15 +310,18 @@ class _Upstream:
         if was_serving or self.serving:
             self.on_change()
 
+    @property
+    def _wants_variants(self) -> bool:
+        return self.variants_enabled and self.server.transport == "http"
+
     async def _session(self, backoff: Backoff) -> None:
         client = self.client_factory(self.server, self.http)
         self.client = client
+        self.variant_items = {}
+        if self._wants_variants:
+            self.variants_state, self.variants_reason = VariantsState.PENDING, None
         async with _connected(client):
-            with trio.fail_after(self.server.timeout_seconds):
-                result = await client.initialize()
-            problems = validate_initialize(result)
-            if problems:
-                raise UpstreamError("; ".join(problems))
+            result = await self._initialize(client)
             self.protocol_version = client.protocol_version
             info = result.get("serverInfo")
             self.server_info = info if isinstance(info, dict) else None
@@ -265,10 +331,9 @@ class _Upstream:
             log.info("upstream ready", server=self.server.name, tools=self.catalog.count(TOOLS))
             try:
                 async with trio.open_nursery() as nursery:
-                    relist_requests = _Flag()
-                    nursery.start_soon(self._listen, client, kinds, relist_requests)
-                    nursery.start_soon(self._relist_on_request, client, kinds, relist_requests)
-                    nursery.start_soon(self._ping, client, backoff)
+                    nursery.start_soon(self._hold, client, kinds, self._refresh, backoff)
+                    if self._wants_variants:
+                        nursery.start_soon(self._maintain_variants)
             except BaseExceptionGroup as group:
                 # The first of these tasks to fail ends the session; report that failure.
                 failure = _first_failure(group)
@@ -276,7 +341,31 @@ class _Upstream:
                     raise
                 raise failure from None
 
-    async def _refresh(self, client: UpstreamClient, kinds: tuple[ListKind, ...]) -> None:
+    async def _initialize(self, client: Any) -> JsonObject:
+        with trio.fail_after(self.server.timeout_seconds):
+            result: JsonObject = await client.initialize()
+        problems = validate_initialize(result)
+        if problems:
+            raise UpstreamError("; ".join(problems))
+        return result
+
+    async def _hold(
+        self,
+        client: UpstreamClient,
+        kinds: tuple[ListKind, ...],
+        refresh: Callable[[UpstreamClient, tuple[ListKind, ...]], Awaitable[None]],
+        backoff: Backoff | None,
+    ) -> None:
+        """Keep one discovery session: its GET stream (list_changed → `refresh`) and pings."""
+        async with trio.open_nursery() as nursery:
+            relist_requests = _Flag()
+            nursery.start_soon(self._listen, client, kinds, relist_requests)
+            nursery.start_soon(self._relist_on_request, client, kinds, relist_requests, refresh)
+            nursery.start_soon(self._ping, client, backoff)
+
+    async def _list(
+        self, client: UpstreamClient, kinds: tuple[ListKind, ...]
+    ) -> tuple[dict[str, tuple[JsonObject, ...]], list[Rejected]]:
         items: dict[str, tuple[JsonObject, ...]] = {}
         rejected: list[Rejected] = []
         with trio.fail_after(self.server.timeout_seconds):
@@ -284,8 +373,12 @@ class _Upstream:
                 listed = await client.list_all(kind.method, kind.result_key)
                 items[kind.kind], bad = accept_items(kind, listed, self.server.prefix)
                 rejected.extend(bad)
+        return items, rejected
+
+    async def _refresh(self, client: UpstreamClient, kinds: tuple[ListKind, ...]) -> None:
+        items, rejected = await self._list(client, kinds)
         changed = items != self.catalog.items
-        self.catalog = ServerCatalog(items, tuple(rejected))
+        self.catalog = ServerCatalog(items, tuple(rejected), self.catalog.variants)
         self.last_refresh = time.time()
         self.failures = 0
         if rejected:
@@ -336,19 +429,131 @@ class _Upstream:
             relist.set()
 
     async def _relist_on_request(
-        self, client: UpstreamClient, kinds: tuple[ListKind, ...], relist: _Flag
+        self,
+        client: UpstreamClient,
+        kinds: tuple[ListKind, ...],
+        relist: _Flag,
+        refresh: Callable[[UpstreamClient, tuple[ListKind, ...]], Awaitable[None]],
     ) -> None:
         while True:
             await relist.wait_and_clear()
-            await self._refresh(client, kinds)
+            await refresh(client, kinds)
 
-    async def _ping(self, client: UpstreamClient, backoff: Backoff) -> None:
+    async def _ping(self, client: UpstreamClient, backoff: Backoff | None) -> None:
         while True:
             await trio.sleep(self.timing.ping_interval)
             with trio.fail_after(self.server.timeout_seconds):
                 await client.ping()
             # Alive for a whole ping interval: a later failure starts backoff from the bottom.
-            backoff.reset()
+            if backoff is not None:
+                backoff.reset()
+
+    # -- capability variants -----------------------------------------------------------------
+    #
+    # Some upstreams offer items only to sessions whose client declared a capability. Once the
+    # base session serves, one more session declaring every client feature is listed: when it
+    # lists what the base lists (the common case) it is closed and nothing more happens until
+    # the next reconnect. Otherwise one session per single feature is held (and the
+    # every-feature one too if some item needs several features at once), each with its own
+    # GET stream, re-listing on its own list_changed. A variant failing never fails the base:
+    # its items are dropped and it is probed again after a backoff.
+
+    async def _maintain_variants(self) -> None:
+        backoff = Backoff(
+            base=self.timing.backoff_base,
+            cap=max(self.timing.backoff_cap, self.timing.ping_interval),
+        )
+        while True:
+            self.variants_state, self.variants_reason = VariantsState.PROBING, None
+            try:
+                await self._discover_variants()
+                return
+            except Exception as exc:
+                reason = self._reason(exc)
+            self._set_variants(VariantsState.FAILED, reason)
+            log.warning("capability variants failed", server=self.server.name, reason=reason)
+            await trio.sleep(backoff.next_delay())
+
+    async def _discover_variants(self) -> None:
+        probe = await self._list_once(ALL_FEATURES)
+        if _same_items(probe, self.catalog.items):
+            self._set_variants(VariantsState.NONE, None)
+            log.info("no capability variants", server=self.server.name)
+            return
+        async with trio.open_nursery() as nursery:
+            for feature in CLIENT_FEATURES:
+                await nursery.start(self._hold_variant, frozenset({feature}))
+            singles = ServerCatalog(self.catalog.items, variants=self.catalog.variants)
+            if not _same_items(probe, singles.for_client(ALL_FEATURES).items):
+                await nursery.start(self._hold_variant, ALL_FEATURES)
+            self.variants_state = VariantsState.ACTIVE
+            log.info(
+                "capability variants",
+                server=self.server.name,
+                variants=[sorted(v.requires) for v in self.catalog.variants],
+            )
+
+    def _variant_client(self, features: frozenset[str]) -> Any:
+        capabilities = declared_capabilities(features)
+        return self.client_factory(self.server, self.http, capabilities=capabilities)
+
+    async def _list_once(self, features: frozenset[str]) -> dict[str, tuple[JsonObject, ...]]:
+        """List the upstream on a short session declaring `features`, then end it (DELETE)."""
+        client = self._variant_client(features)
+        async with _connected(client):
+            result = await self._initialize(client)
+            items, _rejected = await self._list(client, offered_kinds(result))
+        return items
+
+    async def _hold_variant(
+        self, features: frozenset[str], *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        client = self._variant_client(features)
+        async with _connected(client):
+            result = await self._initialize(client)
+            kinds = offered_kinds(result)
+
+            async def refresh(client: UpstreamClient, kinds: tuple[ListKind, ...]) -> None:
+                # Invalid items of a variant are dropped; the base listing reports rejections.
+                items, _rejected = await self._list(client, kinds)
+                self._set_variant(features, items)
+
+            await refresh(client, kinds)
+            task_status.started()
+            await self._hold(client, kinds, refresh, None)
+
+    def _set_variant(
+        self, features: frozenset[str], items: dict[str, tuple[JsonObject, ...]]
+    ) -> None:
+        if self.variant_items.get(features) == items:
+            return
+        self.variant_items[features] = items
+        self._publish_variants()
+
+    def _set_variants(self, state: VariantsState, reason: str | None) -> None:
+        self.variants_state, self.variants_reason = state, reason
+        self.variant_items = {}
+        self._publish_variants()
+
+    def _publish_variants(self) -> None:
+        variants = tuple(Variant(f, items) for f, items in self.variant_items.items())
+        if variants == self.catalog.variants:
+            return
+        self.catalog = ServerCatalog(self.catalog.items, self.catalog.rejected, variants)
+        if self.serving:
+            self.on_change()
+
+
+def _same_items(
+    one: Mapping[str, tuple[JsonObject, ...]], other: Mapping[str, tuple[JsonObject, ...]]
+) -> bool:
+    """The same items of every kind, whatever their order."""
+    for kind in KINDS:
+        mine = {str(item[kind.id_field]): item for item in one.get(kind.kind, ())}
+        theirs = {str(item[kind.id_field]): item for item in other.get(kind.kind, ())}
+        if mine != theirs:
+            return False
+    return True
 
 
 def _first_failure(group: BaseExceptionGroup[BaseException]) -> Exception | None:
@@ -376,10 +581,21 @@ class _Flag:
         self._event = trio.Event()
 
 
+# What a discovery session answers when an upstream asks its "client" something: it has no
+# user behind it, so no roots to share and nothing to fill in (an upstream that asks a session
+# declaring roots, as server-everything does 350 ms after initialize, gets a valid answer).
+_DISCOVERY_ANSWERS: Mapping[str, JsonObject] = {
+    "ping": {},
+    "roots/list": {"roots": []},
+    "elicitation/create": {"action": "decline"},
+}
+
+
 async def _answer_server_request(client: UpstreamClient, message: JsonObject) -> None:
-    """Answer a server→client request on the discovery session (it has no user behind it)."""
-    if message.get("method") == "ping":
-        reply: JsonObject = {"jsonrpc": "2.0", "id": message["id"], "result": {}}
+    """Answer a server→client request on a discovery session at once; it never waits on us."""
+    answer = _DISCOVERY_ANSWERS.get(str(message.get("method")))
+    if answer is not None:
+        reply: JsonObject = {"jsonrpc": "2.0", "id": message["id"], "result": dict(answer)}
     else:
         reply = {
             "jsonrpc": "2.0",
@@ -421,21 +637,32 @@ class Supervisor:
     async def apply(self, new_config: GatewayConfig) -> None:
         """Restart only the upstreams whose config changed; the rest keep their sessions."""
         diff = diff_configs(self.config, new_config)
+        changed = diff.changed
+        if new_config.gateway.capability_variants != self.config.gateway.capability_variants:
+            # Variants are decided per upstream session: the HTTP upstreams start over.
+            http = [s.name for s in new_config.servers if s.transport == "http"]
+            changed = tuple(dict.fromkeys((*changed, *(n for n in http if n in self._upstreams))))
         self.config = new_config
         async with trio.open_nursery() as stopping:
-            for name in (*diff.removed, *diff.changed):
+            for name in (*diff.removed, *changed):
                 upstream = self._upstreams.pop(name, None)
                 if upstream is not None:
                     stopping.start_soon(upstream.stop)
-        for name in (*diff.added, *diff.changed):
+        for name in (*diff.added, *changed):
             server = new_config.server(name)
             if server is not None:
                 self._start(server)
-        if diff.removed or diff.changed or diff.added:
+        if diff.removed or changed or diff.added:
             self._changed()
 
     def _start(self, server: ServerConfig) -> None:
-        upstream = _Upstream(server, self._changed, self.timing, self._client_factory)
+        upstream = _Upstream(
+            server,
+            self._changed,
+            self.timing,
+            self._client_factory,
+            variants_enabled=self.config.gateway.capability_variants,
+        )
         self._upstreams[server.name] = upstream
         if not server.enabled:
             upstream.state = UpstreamState.DISABLED

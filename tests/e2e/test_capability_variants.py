@@ -160,7 +160,9 @@ async def test_an_upstream_without_conditional_items_costs_one_short_session() -
 async def test_variants_can_be_switched_off() -> None:
     async with (
         conditional_upstream() as (url, upstream),
-        running_broker(gateway_config([("cond", url, "cond_")], capability_variants=False)) as broker,
+        running_broker(
+            gateway_config([("cond", url, "cond_")], capability_variants=False)
+        ) as broker,
     ):
         variants = await wait_for_variants(broker.base, "cond", until=("off",))
         assert variants["state"] == "off"
@@ -169,14 +171,18 @@ async def test_variants_can_be_switched_off() -> None:
 
 
 async def test_through_envoy_a_roots_client_lists_the_roots_only_tool(tmp_path: Path) -> None:
-    async with conditional_upstream() as (url, _upstream):
-        async with running_gateway([{"name": "cond", "url": url, "prefix": "cond_"}], tmp_path) as gw:
-            await wait_for_variants(gw.broker_url, "cond")
-            assert await tool_names(gw.url, roots=True) == {"cond_everyone", "cond_roots_only"}
-            assert await tool_names(gw.url, roots=False) == {"cond_everyone"}
-            async with Client(gw.url, list_roots_callback=no_roots) as client:
-                result = await client.call_tool("cond_roots_only", {})
-            assert not result.is_error
+    async with (
+        conditional_upstream() as (url, _upstream),
+        running_gateway([{"name": "cond", "url": url, "prefix": "cond_"}], tmp_path) as gw,
+    ):
+        await wait_for_variants(gw.broker_url, "cond")
+        assert await tool_names(gw.url, roots=True) == {"cond_everyone", "cond_roots_only"}
+        assert await tool_names(gw.url, roots=False) == {"cond_everyone"}
+        # The call itself Envoy routes straight to the upstream, on the client's own backend
+        # session (opened with its capabilities), so the upstream serves it.
+        async with Client(gw.url, list_roots_callback=no_roots) as client:
+            result = await client.call_tool("cond_roots_only", {})
+        assert not result.is_error
 
 
 async def test_through_envoy_server_everything_offers_get_roots_list_to_roots_clients(

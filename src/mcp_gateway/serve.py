@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+from functools import partial
 from typing import Literal
 
 import trio
@@ -17,6 +18,7 @@ from mcp_gateway.broker.reload import ReloadState
 from mcp_gateway.config import ConfigError, GatewayConfig, load_config
 from mcp_gateway.logs import get_logger, register_secrets
 from mcp_gateway.sessions import SessionTokens
+from mcp_gateway.sessions.openings import BackendOpenings
 from mcp_gateway.sessions.store import SessionStore, open_store, session_keys
 
 Role = Literal["all", "broker", "router"]
@@ -59,6 +61,9 @@ async def _serve_with(
     poll_seconds: float,
     task_status: trio.TaskStatus[None],
 ) -> None:
+    # New backend sessions the router opens are announced to the broker's listeners through
+    # this (sessions/openings.py): in one process, no polling and no lost first message.
+    openings = BackendOpenings()
     async with trio.open_nursery() as nursery:
         reload_channels: list[trio.MemorySendChannel[GatewayConfig]] = []
         if role in ("all", "broker"):
@@ -73,6 +78,7 @@ async def _serve_with(
                     tokens,
                     store,
                     reload_state=reload_state,
+                    openings=openings,
                     task_status=task_status,
                 )
             )
@@ -81,7 +87,9 @@ async def _serve_with(
 
             send, receive = trio.open_memory_channel[GatewayConfig](1)
             reload_channels.append(send)
-            await nursery.start(serve_router, config, receive, tokens, store)
+            await nursery.start(
+                partial(serve_router, openings=openings), config, receive, tokens, store
+            )
         nursery.start_soon(
             _watch_config, config_path, config, reload_channels, reload_state, poll_seconds
         )

@@ -45,10 +45,6 @@ GATEWAY_GAPS: dict[str, str] = {
         "which declares no roots capability; server-everything offers get-roots-list only to "
         "sessions that do, so it is not listed (verified: the listing lacks get-roots-list)"
     ),
-    "test_log_notifications_reach_the_client_that_set_a_level": (
-        "log notifications the upstream sends on its session's own stream are not relayed to the "
-        "client (none arrives within 5 s)"
-    ),
 }
 
 ROOT_URI = "file:///srv/projects/gateway-e2e"

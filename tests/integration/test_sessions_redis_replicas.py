@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,7 +28,7 @@ from tests.integration.test_router_envoy import (
 )
 from tests.support.envoy import RunningEnvoy, running_envoy
 from tests.support.redis import running_redis
-from tests.support.servers import FAST_TIMING, TEST_KEY, gateway_config
+from tests.support.servers import FAST_TIMING, TEST_KEY, gateway_config, sample_in_process
 
 pytestmark = pytest.mark.integration
 
@@ -86,5 +87,50 @@ async def test_two_replicas_share_gateway_and_backend_sessions(tmp_path: Path) -
                 gone = await client.post(envoy_b.url, json=call_body("a_observe", request_id=3), headers=_session_headers(session))
                 assert gone.status_code == 404
                 assert gone.json()["id"] == 3
+            nursery.cancel_scope.cancel()
+        await broker_store.aclose()
+
+
+async def test_a_backend_session_another_replica_opened_is_relayed_to_the_listening_client(tmp_path: Path) -> None:
+    """The router of replica A opens the backend session; the broker (its own process state, no
+    announcement from A) finds it in Redis on its next re-read and holds its stream, so what the
+    upstream logs on that session's own stream reaches the client's GET stream."""
+    tokens = SessionTokens([TEST_KEY])
+    async with running_redis() as redis_url, sample_in_process("conformance") as fixture:
+        config = gateway_config([("fx", fixture, "fx_")], router_listen="127.0.0.1:0")
+        broker_store = RedisSessionStore(redis_url)
+        async with trio.open_nursery() as nursery:
+            _, broker_reloads = trio.open_memory_channel[GatewayConfig](1)
+            broker_port = await nursery.start(
+                lambda task_status: serve_broker(
+                    config, broker_reloads, tokens, broker_store, timing=FAST_TIMING, task_status=task_status
+                )
+            )
+            async with replica(config, tokens, redis_url, broker_port, tmp_path / "a") as envoy, \
+                    httpx.AsyncClient(timeout=10) as client:
+                session = await initialize_raw(client, envoy.url)
+                logs: list[str] = []
+                arrived = trio.Event()
+
+                async def listen(*, task_status: Any) -> None:
+                    headers = _session_headers(session, accept="text/event-stream")
+                    async with client.stream("GET", envoy.url, headers=headers, timeout=None) as stream:
+                        task_status.started()
+                        async for line in stream.aiter_lines():
+                            if line.startswith("data:") and '"notifications/message"' in line:
+                                logs.append(json.loads(line[5:])["params"]["data"])
+                                arrived.set()
+
+                async with trio.open_nursery() as listening:
+                    await listening.start(listen)
+                    log_call = call_body("fx_test_log_on_session_stream", {"message": "from A"})
+                    with trio.fail_after(10):
+                        while not logs:  # a message sent before the broker's re-read is lost: retry
+                            answer = await client.post(envoy.url, json=log_call, headers=_session_headers(session))
+                            assert answer.status_code == 200
+                            with trio.move_on_after(0.5):
+                                await arrived.wait()
+                    listening.cancel_scope.cancel()
+                assert logs[0] == "from A"
             nursery.cancel_scope.cancel()
         await broker_store.aclose()

@@ -27,6 +27,7 @@ from mcp_gateway.router.backends import (
 from mcp_gateway.router.decision import NeedsBackend, RoutingTable, route_request
 from mcp_gateway.router.service import ExternalProcessor, Router
 from mcp_gateway.sessions import SessionTokens, derive_key
+from mcp_gateway.sessions.openings import BackendOpenings
 from mcp_gateway.sessions.store import MemorySessionStore, RedisSessionStore, SessionStore
 from mcp_gateway.upstream.errors import UpstreamError
 
@@ -50,6 +51,7 @@ class FakeUpstreams:
     calls: list[str] = field(default_factory=list)
 
     clients: list[tuple[Mapping[str, Any], Mapping[str, Any] | None]] = field(default_factory=list)
+    log_levels: list[str | None] = field(default_factory=list)
 
     async def open_session(
         self,
@@ -58,9 +60,11 @@ class FakeUpstreams:
         client_info: Mapping[str, Any],
         *,
         capabilities: Mapping[str, Any] | None = None,
+        log_level: str | None = None,
     ) -> str:
         self.calls.append(server.name)
         self.clients.append((client_info, capabilities))
+        self.log_levels.append(log_level)
         await trio.sleep(self.delay)
         if self.fail:
             raise UpstreamError(f"{server.name}: connection refused")
@@ -120,12 +124,14 @@ def set_headers_of(mutation: pb.HeaderMutation) -> dict[str, str]:
 
 @asynccontextmanager
 async def processor(
-    upstreams: FakeUpstreams, store: SessionStore | None = None
+    upstreams: FakeUpstreams, store: SessionStore | None = None, openings: BackendOpenings | None = None
 ) -> AsyncIterator[tuple[ExternalProcessor, SessionStore]]:
     store = store or MemorySessionStore()
     async with trio.open_nursery() as nursery, trio_asyncio.open_loop():
         servers = {s.name: s for s in CONFIG.servers}
-        backends = BackendSessions(store, nursery, lambda: servers, open_session=upstreams.open_session)
+        backends = BackendSessions(
+            store, nursery, lambda: servers, open_session=upstreams.open_session, openings=openings
+        )
         yield ExternalProcessor(Router(CONFIG, TOKENS, backends)), store
         nursery.cancel_scope.cancel()
 
@@ -220,6 +226,52 @@ async def test_backend_session_carries_the_clients_own_capabilities_and_info(any
         (declared["clientInfo"], declared["capabilities"]),
         (GATEWAY_CLIENT_INFO, {}),
     ]
+
+
+async def test_backend_session_starts_at_the_clients_log_level(any_store: SessionStore) -> None:
+    """logging/setLevel is the client's session's: a backend session the router opens after it
+    starts at that level (one opened before got it from the broker when it was set)."""
+    upstreams = FakeUpstreams()
+    async with processor(upstreams, any_store) as (service, store):
+        leveled, plain = TOKENS.issue("2025-11-25"), TOKENS.issue("2025-11-25")
+        for token in (leveled, plain):
+            claims = TOKENS.verify(token)
+            assert claims is not None
+            await store.create(claims.session_id, 60)
+            if token == leveled:
+                assert await store.set_log_level(claims.session_id, "debug")
+            await run(service, ScriptedStream([
+                request_headers({":method": "POST", ":path": "/mcp", "mcp-session-id": token}),
+                request_body(call("w_forecast")),
+            ]))
+    assert upstreams.log_levels == ["debug", None]
+
+
+async def test_a_new_backend_session_is_announced_before_its_call_goes_out() -> None:
+    """A listener of the gateway session (the broker holding the client's stream) hears of the
+    new backend session, and the call waits until it has attached."""
+    openings = BackendOpenings()
+    upstreams = FakeUpstreams()
+    heard: list[tuple[str, str]] = []
+    async with processor(upstreams, openings=openings) as (service, store):
+        token = TOKENS.issue("2025-11-25")
+        claims = TOKENS.verify(token)
+        assert claims is not None
+        await store.create(claims.session_id, 60)
+        stream = ScriptedStream([
+            request_headers({":method": "POST", ":path": "/mcp", "mcp-session-id": token}),
+            request_body(call("w_forecast")),
+        ])
+        with openings.watch(claims.session_id) as announced:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run, service, stream)
+                opening = await announced.receive()
+                heard.append((opening.server, opening.backend_id))
+                await trio.sleep(0.05)
+                assert len(stream.answers) == 1  # the body (the call) held until it attached
+                opening.attached.set()
+    assert heard == [("weather", "backend-1")]
+    assert len(stream.answers) == 2
 
 
 async def routed_answer(

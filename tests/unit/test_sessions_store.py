@@ -8,6 +8,7 @@ import pytest
 import trio
 
 from mcp_gateway.sessions.store import (
+    LOG_LEVEL,
     MemorySessionStore,
     RedisSessionStore,
     SessionStore,
@@ -183,6 +184,18 @@ async def test_client_capabilities_and_info_are_kept_with_the_session(store: Ses
     assert await store.client("ghost") is None
     await store.delete("s1")
     assert await store.client("s1") is None
+
+
+async def test_log_level_is_kept_with_the_client_and_only_in_a_live_session(store: SessionStore) -> None:
+    await store.create("s1", ttl=60, client={"capabilities": {"roots": {}}})
+    assert await store.set_log_level("s1", "warning")
+    assert await store.client("s1") == {"capabilities": {"roots": {}}, LOG_LEVEL: "warning"}
+    assert await store.set_log_level("s1", "debug")  # the last level set wins
+    assert (await store.client("s1") or {})[LOG_LEVEL] == "debug"
+    assert not await store.set_log_level("ghost", "debug")  # never resurrects a session
+    assert not await store.exists("ghost")
+    await store.create("s1", ttl=60)  # a re-created session starts without one
+    assert await store.client("s1") == {}
 
 
 def test_client_of_keeps_only_capabilities_and_client_info_objects() -> None:

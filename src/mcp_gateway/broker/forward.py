@@ -1,6 +1,7 @@
 """Requests the broker relays to upstreams itself: the fallback path when a call reaches the
 broker (no Envoy in front, or a stdio/WebSocket upstream Envoy cannot reach), resource
-subscriptions, and the client's cancellations and DELETE passed on to its backend sessions.
+subscriptions, log levels, and the client's cancellations and DELETE passed on to its backend
+sessions. What upstreams send outside calls comes through `BackendStreams`.
 
 Backend sessions are the same ones the router uses: one per (gateway session, upstream), opened
 lazily with `open_backend_session` and kept in the shared session store.
@@ -18,16 +19,16 @@ from typing import Any
 import trio
 
 from mcp_gateway import __version__
-from mcp_gateway.broker.aggregate import expose_uri
+from mcp_gateway.broker.backend_streams import BackendStreams
 from mcp_gateway.broker.client_requests import Answer, ClientRequests
 from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.fanout import Fanout
 from mcp_gateway.broker.metrics import BrokerMetrics
 from mcp_gateway.config import GatewayConfig, ServerConfig
-from mcp_gateway.logs import bind_request, get_logger
-from mcp_gateway.protocol import ErrorCode, Request, error_response, result_response, serialize
-from mcp_gateway.protocol import Notification as NotificationMessage
-from mcp_gateway.sessions.store import SessionStore
+from mcp_gateway.logs import get_logger
+from mcp_gateway.protocol import ErrorCode, Request, error_response, result_response
+from mcp_gateway.sessions.openings import BackendOpenings
+from mcp_gateway.sessions.store import LOG_LEVEL, SessionStore
 from mcp_gateway.upstream import (
     Supervisor,
     UpstreamClient,
@@ -56,15 +57,22 @@ class Forwarder:
         self.store = store
         self.fanout = fanout
         self.metrics = metrics
-        # Backend GET streams relaying resources/updated, by (gateway session, server).
-        self._update_relays: dict[tuple[str, str], trio.CancelScope] = {}
-        # Owner of those relay tasks; serve_broker sets it to the broker's nursery.
-        self.nursery: trio.Nursery | None = None
-        # logging/setLevel per gateway session, applied to backend sessions opened later too.
-        self._log_levels: dict[str, str] = {}
         self._request_ids = itertools.count(1)
-        # Server→client requests relayed to clients during forwarded calls, by gateway id.
+        # Server→client requests relayed to clients (during forwarded calls and from backend
+        # sessions' own streams), by gateway id.
         self.client_requests = ClientRequests()
+        self.streams = BackendStreams(
+            store,
+            fanout,
+            metrics,
+            self.client_requests,
+            lambda name: self.config.server(name),
+            supervisor.http_client,
+        )
+
+    def bind(self, nursery: trio.Nursery, openings: BackendOpenings | None = None) -> None:
+        """Run background relays in the broker's nursery; share `openings` with the router."""
+        self.streams.bind(nursery, openings)
 
     async def forward(
         self,
@@ -196,46 +204,10 @@ class Forwarder:
             return error_response(
                 request.id, ErrorCode.INTERNAL_ERROR, f"upstream {server.name} timed out"
             )
-        if request.method == "resources/subscribe" and "result" in answer:
-            self._relay_updates(session, server, backend)
+        # The updates come on the backend session's own stream, which `BackendStreams` holds
+        # while the client listens.
         answer["id"] = request.id
         return json.dumps(answer, separators=(",", ":")).encode()
-
-    def _relay_updates(self, session: ClientSession, server: ServerConfig, backend: str) -> None:
-        key = (session.sid, server.name)
-        if key in self._update_relays or self.nursery is None:
-            return
-        scope = trio.CancelScope()
-        self._update_relays[key] = scope
-
-        async def relay() -> None:
-            client = UpstreamClient(
-                server,
-                http=self.supervisor.http_client(server.name),
-                session_id=backend,
-                protocol_version=session.protocol_version,
-            )
-
-            async def on_message(message: JsonObject) -> None:
-                if message.get("method") != "notifications/resources/updated":
-                    return
-                params = dict(message.get("params") or {})
-                if isinstance(params.get("uri"), str):
-                    params["uri"] = expose_uri(server.prefix, params["uri"])
-                note = serialize(NotificationMessage("notifications/resources/updated", params))
-                self.metrics.notifications_sent.inc(self.fanout.publish(note, session.sid))
-
-            try:
-                with scope, bind_request(session=session.sid, server=server.name):
-                    await client.listen(on_message)
-            except UpstreamError as exc:
-                log.info("resource update relay ended", reason=exc.message)
-            finally:
-                if self._update_relays.get(key) is scope:
-                    del self._update_relays[key]
-                await client.aclose(end_session=False)  # closes only an HTTP client of its own
-
-        self.nursery.start_soon(relay)
 
     async def answer_client(self, session: ClientSession, response: JsonObject) -> bool:
         """A client's response to a server→client request relayed during a forwarded call: to
@@ -279,9 +251,7 @@ class Forwarder:
 
     async def end_backends(self, session: ClientSession) -> None:
         """DELETE every backend session opened for this client (best effort, bounded)."""
-        for (sid, _server), scope in list(self._update_relays.items()):
-            if sid == session.sid:
-                scope.cancel()
+        self.streams.stop(session.sid)
         backends = await self.store.backends(session.sid)
         async with trio.open_nursery() as nursery:
             for name, backend_id in backends.items():
@@ -291,7 +261,6 @@ class Forwarder:
                         server, http=self.supervisor.http_client(name), session_id=backend_id
                     )
                     nursery.start_soon(client.aclose)  # DELETE, shielded, at most 2 s
-        self._log_levels.pop(session.sid, None)
 
     async def _forward_on_stream(
         self,
@@ -342,20 +311,17 @@ class Forwarder:
             client_info.get("clientInfo") or {"name": "mcp-gateway", "version": __version__},
             http=http,
             capabilities=client_info.get("capabilities"),
+            log_level=client_info.get(LOG_LEVEL),
         )
         await self.store.set_backend(session.sid, server_name, backend)
-        level = self._log_levels.get(session.sid)
-        if level is not None:
-            client = UpstreamClient(
-                server, http=http, session_id=backend, protocol_version=session.protocol_version
-            )
-            await self._tell_level(client, level)
+        await self.streams.openings.announce(session.sid, server_name, backend)
         return backend
 
     async def set_log_level(self, session: ClientSession, level: str) -> None:
         """logging/setLevel applies to the client's session: every backend session of it now
-        (bounded, best effort) and each one the broker opens later."""
-        self._log_levels[session.sid] = level
+        (bounded, best effort) and each one opened later, by the router or the broker (the
+        level is kept with the session in the store)."""
+        await self.store.set_log_level(session.sid, level)
         clients = await self._backend_clients(session)
         with trio.move_on_after(CANCEL_RELAY_SECONDS):
             async with trio.open_nursery() as nursery:

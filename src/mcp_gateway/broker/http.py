@@ -311,7 +311,10 @@ def register(
             return refused
 
         async def events() -> AsyncIterator[bytes]:
-            with core.fanout.subscribe(session.sid) as queue:
+            with (
+                core.fanout.subscribe(session.sid) as queue,
+                core.forwarder.streams.listening(session),
+            ):
                 core.metrics.open_streams.inc()
                 try:
                     yield b": stream open\n\n"

@@ -53,6 +53,11 @@ class BrokerMetrics:
         self.open_streams = Gauge(
             "mcp_gateway_open_streams", "Open GET SSE streams.", registry=self.registry
         )
+        self.backend_streams = Gauge(
+            "mcp_gateway_backend_streams",
+            "Backend sessions' own GET streams the broker holds for listening clients.",
+            registry=self.registry,
+        )
         self.notifications_sent = Counter(
             "mcp_gateway_notifications_sent",
             "Notifications queued to client GET streams.",

@@ -21,6 +21,7 @@ from mcp_gateway.broker.reload import ReloadState
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.logs import get_logger
 from mcp_gateway.sessions import SessionTokens
+from mcp_gateway.sessions.openings import BackendOpenings
 from mcp_gateway.sessions.store import SessionStore
 from mcp_gateway.upstream import Supervisor, Timing
 
@@ -39,14 +40,17 @@ async def serve_broker(
     timing: Timing | None = None,
     keepalive_seconds: float = 15.0,
     listen: str | None = None,
+    openings: BackendOpenings | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the broker until cancelled; `task_status.started(port)` once it accepts connections."""
+    """Run the broker until cancelled; `task_status.started(port)` once it accepts connections.
+
+    `openings`: shared with the router of this process (see `sessions/openings.py`)."""
     reload_state = reload_state or ReloadState()
     supervisor = Supervisor(config, timing=timing or Timing())
     core = BrokerCore(config, supervisor, tokens, store)
     async with trio.open_nursery() as nursery:
-        core.forwarder.nursery = nursery
+        core.forwarder.bind(nursery, openings)
         changes = supervisor.changes()  # before the first upstream can change anything
         await nursery.start(supervisor.run)
         app = build_app(core, reload_state, nursery, keepalive_seconds=keepalive_seconds)

@@ -199,7 +199,10 @@ class _Bridge:
     async def _pump_notifications(self, session: ClientSession) -> None:
         """The session's server notifications (list_changed, resource updates) on this socket,
         from the same bounded per-stream queue a GET stream has."""
-        with self.core.fanout.subscribe(session.sid) as queue:
+        with (
+            self.core.fanout.subscribe(session.sid) as queue,
+            self.core.forwarder.streams.listening(session),
+        ):
             self.core.metrics.open_streams.inc()
             try:
                 async for data in queue:

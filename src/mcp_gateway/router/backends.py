@@ -4,6 +4,10 @@ Runs on Trio. A backend session per (gateway session, upstream) is created on th
 call: ten concurrent first calls share one `initialize` (a "flight" keyed by the pair). A flight
 runs in this object's own nursery, not in the caller's task, so a caller that gives up (Envoy
 closed its stream) does not cancel the initialisation the others are waiting for.
+
+A new backend session starts at the client's log level (if it set one), and is announced to
+the broker's listeners (`sessions/openings.py`) before the call that opened it goes out, so the
+upstream's first message outside the call already has a GET stream to go to.
 """
 
 from __future__ import annotations
@@ -19,7 +23,13 @@ import trio
 from mcp_gateway.config import ServerConfig
 from mcp_gateway.router.decision import SESSION_HEADER, NeedsBackend
 from mcp_gateway.router.relay import can_be_asked
-from mcp_gateway.sessions.store import MemorySessionStore, SessionStore, SessionStoreUnavailable
+from mcp_gateway.sessions.openings import BackendOpenings
+from mcp_gateway.sessions.store import (
+    LOG_LEVEL,
+    MemorySessionStore,
+    SessionStore,
+    SessionStoreUnavailable,
+)
 from mcp_gateway.upstream.client import open_backend_session
 from mcp_gateway.upstream.errors import UpstreamError
 
@@ -27,7 +37,6 @@ _log = structlog.get_logger(__name__)
 
 GATEWAY_CLIENT_INFO: Final[Mapping[str, str]] = {"name": "mcp-gateway-router", "version": "0.1.0"}
 ASKABLE_CACHE_SIZE: Final = 65_536
-
 
 
 class OpenSession(Protocol):
@@ -40,6 +49,7 @@ class OpenSession(Protocol):
         client_info: Mapping[str, Any],
         *,
         capabilities: Mapping[str, Any] | None = None,
+        log_level: str | None = None,
     ) -> str: ...
 
 
@@ -74,8 +84,10 @@ class BackendSessions:
         *,
         open_session: OpenSession = open_backend_session,
         http: httpx.AsyncClient | None = None,
+        openings: BackendOpenings | None = None,
     ) -> None:
         self._store = store
+        self._openings = openings or BackendOpenings()
         self._nursery = nursery
         self._servers = servers
         self._open_session = open_session
@@ -169,6 +181,7 @@ class BackendSessions:
                 need.claims.protocol_version,
                 client_info,
                 capabilities=client.get("capabilities") or {},
+                log_level=client.get(LOG_LEVEL),
             )
         except UpstreamError as error:
             _log.warning("backend initialize failed", server=name, error=error.message)
@@ -177,11 +190,14 @@ class BackendSessions:
         if not await self._store.set_backend(sid, name, backend_id):
             raise SessionGone(sid)
         _log.info("backend session created", server=name)
+        await self._openings.announce(sid, name, backend_id)
         return backend_id
 
     async def forget(self, need: NeedsBackend, stale_backend_id: str) -> None:
         # Compare-and-delete: a concurrent call may already have replaced the stale id.
-        await self._store.delete_backend(need.claims.session_id, need.upstream.server, stale_backend_id)
+        await self._store.delete_backend(
+            need.claims.session_id, need.upstream.server, stale_backend_id
+        )
 
     async def replay(self, need: NeedsBackend, stale_backend_id: str) -> ReplayedResponse:
         """The upstream forgot our backend session (it restarted): re-initialise, send the call again.
@@ -204,7 +220,9 @@ class BackendSessions:
         if server.credential:
             scheme = server.credential.split(" ", 1)[0].lower()
             headers["authorization"] = (
-                server.credential if scheme in ("bearer", "basic") else f"Bearer {server.credential}"
+                server.credential
+                if scheme in ("bearer", "basic")
+                else f"Bearer {server.credential}"
             )
         try:
             with trio.fail_after(server.timeout_seconds):

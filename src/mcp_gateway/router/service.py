@@ -55,6 +55,7 @@ from mcp_gateway.router.decision import (
 )
 from mcp_gateway.router.relay import EVENT_STREAM, InFlightCalls, SseIdTagger
 from mcp_gateway.router.xds import XdsWriter
+from mcp_gateway.sessions.openings import BackendOpenings
 from mcp_gateway.sessions.store import SessionStore, SessionStoreUnavailable
 from mcp_gateway.sessions.tokens import SessionTokens
 
@@ -85,7 +86,9 @@ class Snapshot:
 class Router:
     """What the servicer needs: the current snapshot, the tokens, the backend sessions."""
 
-    def __init__(self, config: GatewayConfig, tokens: SessionTokens, backends: BackendSessions) -> None:
+    def __init__(
+        self, config: GatewayConfig, tokens: SessionTokens, backends: BackendSessions
+    ) -> None:
         self.snapshot = Snapshot.of(config)
         self.tokens = tokens
         self.backends = backends
@@ -122,7 +125,9 @@ def _header_mutation(
     )
 
 
-def _immediate(reply: Reply, extra_headers: tuple[tuple[str, str], ...] = ()) -> pb.ProcessingResponse:
+def _immediate(
+    reply: Reply, extra_headers: tuple[tuple[str, str], ...] = ()
+) -> pb.ProcessingResponse:
     return pb.ProcessingResponse(
         immediate_response=pb.ImmediateResponse(
             status=http_status_pb2.HttpStatus(code=reply.status),
@@ -228,7 +233,9 @@ class _Exchange:
             return _immediate(*_failure_reply(error, decision))
         self.need, self.backend_id = decision, backend_id
         if not decision.follow_up:
-            self.router.in_flight.started(decision.claims.session_id, decision.request_id, decision.upstream.server)
+            self.router.in_flight.started(
+                decision.claims.session_id, decision.request_id, decision.upstream.server
+            )
         return _to_upstream(forward(decision, backend_id))
 
     def _cancellation_target(self, cancels: Cancels, snapshot: Snapshot) -> NeedsBackend | ToBroker:
@@ -246,7 +253,9 @@ class _Exchange:
             return _RESPONSE_HEADERS_CONTINUE  # the broker's answer: its own session ids
         headers = _headers_of(message)
         answer = judge_answer(headers, need, backend_id)
-        streams_on = answer is Answer.FROM_UPSTREAM and headers.get("content-type", "").startswith(EVENT_STREAM)
+        streams_on = answer is Answer.FROM_UPSTREAM and headers.get("content-type", "").startswith(
+            EVENT_STREAM
+        )
         if not streams_on and not need.follow_up:
             # Answered whole (JSON, a replay, an error): the call is over, nothing to cancel.
             self.router.in_flight.finished(need.claims.session_id, need.request_id)
@@ -258,8 +267,11 @@ class _Exchange:
         if answer is Answer.NOT_FROM_UPSTREAM:
             # Envoy could not deliver the call (upstream down, route not there yet): a JSON-RPC
             # error with the request id, never a plain-text 503 or somebody else's 404.
-            _log.warning("routed call not answered by its upstream", server=need.upstream.server,
-                         status=headers.get(":status"))
+            _log.warning(
+                "routed call not answered by its upstream",
+                server=need.upstream.server,
+                status=headers.get(":status"),
+            )
             return _immediate(*_failure_reply(BackendUnavailable(), need))
         mutation = rewrite_response_headers(headers, need.gateway_session)
         reply = pb.ProcessingResponse(
@@ -275,10 +287,14 @@ class _Exchange:
             self.tagger = SseIdTagger(need.upstream.server)
             reply.mode_override.CopyFrom(_STREAM_RESPONSE_BODY)
             if "content-length" in headers:  # tagged ids change the length: send it chunked
-                reply.response_headers.response.header_mutation.remove_headers.append("content-length")
+                reply.response_headers.response.header_mutation.remove_headers.append(
+                    "content-length"
+                )
         return reply
 
-    async def _may_carry_server_requests(self, need: NeedsBackend, headers: Mapping[str, str]) -> bool:
+    async def _may_carry_server_requests(
+        self, need: NeedsBackend, headers: Mapping[str, str]
+    ) -> bool:
         if need.follow_up or not headers.get("content-type", "").startswith(EVENT_STREAM):
             return False
         backends, sid = self.router.backends, need.claims.session_id
@@ -324,7 +340,9 @@ def _no_backend_for_answer(need: NeedsBackend) -> Reply:
     )
 
 
-def _failure_reply(error: Exception, need: NeedsBackend) -> tuple[Reply, tuple[tuple[str, str], ...]]:
+def _failure_reply(
+    error: Exception, need: NeedsBackend
+) -> tuple[Reply, tuple[tuple[str, str], ...]]:
     """The answer to a routed call that could not be completed, and the headers to add to it."""
     if isinstance(error, SessionGone):
         return session_not_found(need.request_id), ()
@@ -363,7 +381,9 @@ class ExternalProcessor:
                 # close) processes the rest of the request without us.
                 return
 
-    async def _answer(self, exchange: _Exchange, request: pb.ProcessingRequest) -> pb.ProcessingResponse:
+    async def _answer(
+        self, exchange: _Exchange, request: pb.ProcessingRequest
+    ) -> pb.ProcessingResponse:
         try:
             which = request.WhichOneof("request")
             if which == "request_headers":
@@ -378,12 +398,16 @@ class ExternalProcessor:
             # Fail closed: a bug here must never send a call anywhere; the client gets a
             # JSON-RPC error instead of a 5xx or a hang.
             _log.exception("ext_proc failure", phase=request.WhichOneof("request"))
-            return _immediate(reply_error(None, -32603, "Internal error in the gateway router", status=503))
+            return _immediate(
+                reply_error(None, -32603, "Internal error in the gateway router", status=503)
+            )
         # A phase we did not ask for (trailers, response body): let it through untouched.
         return _passthrough(request)
 
 
-def _last_reply(request: pb.ProcessingRequest, reply: pb.ProcessingResponse, exchange: _Exchange) -> bool:
+def _last_reply(
+    request: pb.ProcessingRequest, reply: pb.ProcessingResponse, exchange: _Exchange
+) -> bool:
     """After this reply there is nothing left for the router to do in this request:
     an immediate response ends it; response headers are the last phase we ask for (response body
     NONE, trailers SKIP); and a body sent on to the broker needs nothing on its way back (the
@@ -478,14 +502,19 @@ async def serve_router(
     tokens: SessionTokens,
     store: SessionStore,
     *,
+    openings: BackendOpenings | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ext_proc on `gateway.router_listen` until cancelled; follow config reloads."""
+    """Serve ext_proc on `gateway.router_listen` until cancelled; follow config reloads.
+
+    `openings`: shared with the broker of this process (see `sessions/openings.py`)."""
     xds = _xds_writer(config)
     if xds is not None:
         await xds.apply(config)
     async with trio.open_nursery() as nursery:
-        backends = BackendSessions(store, nursery, lambda: router.snapshot.servers)
+        backends = BackendSessions(
+            store, nursery, lambda: router.snapshot.servers, openings=openings
+        )
         router = Router(config, tokens, backends)
         nursery.start_soon(_follow_reloads, reloads, router, xds)
         try:

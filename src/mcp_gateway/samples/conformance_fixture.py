@@ -76,7 +76,9 @@ def _png_1x1_red() -> bytes:
 
     header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)  # 1x1, 8-bit RGB
     pixels = zlib.compress(b"\x00\xff\x00\x00")  # filter byte 0, then R G B
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
 
 
 def _wav_silence() -> bytes:
@@ -138,7 +140,9 @@ class MemoryEventStore(EventStore):
         self._events.append((event_id, stream_id, message))
         return event_id
 
-    async def replay_events_after(self, last_event_id: str, send_callback: EventCallback) -> str | None:
+    async def replay_events_after(
+        self, last_event_id: str, send_callback: EventCallback
+    ) -> str | None:
         position = next(
             (index for index, event in enumerate(self._events) if event[0] == last_event_id), None
         )
@@ -157,7 +161,9 @@ def _related(ctx: Context) -> ServerMessageMetadata:
 
 
 def _text(text: str, *, is_error: bool = False) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=is_error)
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)], is_error=is_error
+    )
 
 
 def build_fixture() -> MCPServer:
@@ -195,7 +201,9 @@ def _add_content_tools(server: MCPServer) -> None:
             mime_type="text/plain",
             text="This is an embedded resource content.",
         )
-        return types.CallToolResult(content=[types.EmbeddedResource(type="resource", resource=resource)])
+        return types.CallToolResult(
+            content=[types.EmbeddedResource(type="resource", resource=resource)]
+        )
 
     @server.tool(description="Returns text, image and embedded resource blocks")
     def test_multiple_content_types() -> types.CallToolResult:
@@ -275,7 +283,9 @@ def _add_interactive_tools(server: MCPServer, state: _FixtureState) -> None:
             await ctx.report_progress(progress, 100.0)
         return _text("Tool with progress executed successfully")
 
-    @server.tool(description="Asks the client's LLM (sampling/createMessage) and returns its answer")
+    @server.tool(
+        description="Asks the client's LLM (sampling/createMessage) and returns its answer"
+    )
     async def test_sampling(prompt: str, ctx: Context) -> types.CallToolResult:
         session = ctx.request_context.session
         if not session.check_client_capability(
@@ -295,7 +305,9 @@ def _add_interactive_tools(server: MCPServer, state: _FixtureState) -> None:
         result = await session.send_request(
             request, types.CreateMessageResult, metadata=_related(ctx)
         )
-        answer = result.content.text if isinstance(result.content, types.TextContent) else "<non-text>"
+        answer = (
+            result.content.text if isinstance(result.content, types.TextContent) else "<non-text>"
+        )
         return _text(f"LLM response: {answer}")
 
     @server.tool(description="Asks the user (elicitation/create) for a username and an email")
@@ -328,7 +340,9 @@ def _add_interactive_tools(server: MCPServer, state: _FixtureState) -> None:
             },
             "required": [],
         }
-        return await _elicit(ctx, "Please confirm your details", schema, prefix="Elicitation completed")
+        return await _elicit(
+            ctx, "Please confirm your details", schema, prefix="Elicitation completed"
+        )
 
     @server.tool(description="Elicitation with all five enum schema shapes (SEP-1330)")
     async def test_elicitation_sep1330_enums(ctx: Context) -> types.CallToolResult:
@@ -342,7 +356,11 @@ def _add_interactive_tools(server: MCPServer, state: _FixtureState) -> None:
                 "titledSingle": {
                     "type": "string",
                     "oneOf": titled(
-                        [("value1", "First Option"), ("value2", "Second Option"), ("value3", "Third Option")]
+                        [
+                            ("value1", "First Option"),
+                            ("value2", "Second Option"),
+                            ("value3", "Third Option"),
+                        ]
                     ),
                 },
                 "legacyEnum": {
@@ -358,7 +376,11 @@ def _add_interactive_tools(server: MCPServer, state: _FixtureState) -> None:
                     "type": "array",
                     "items": {
                         "anyOf": titled(
-                            [("value1", "First Choice"), ("value2", "Second Choice"), ("value3", "Third Choice")]
+                            [
+                                ("value1", "First Choice"),
+                                ("value2", "Second Choice"),
+                                ("value3", "Third Choice"),
+                            ]
                         )
                     },
                 },
@@ -395,6 +417,17 @@ def _add_observation_tools(server: MCPServer, state: _FixtureState) -> None:
                 "notifications/resources/updated", {"uri": WATCHED_RESOURCE}
             )
         return _text(f"notified {len(connections)} subscriber(s)")
+
+    @server.tool(
+        description="Logs `message` at info on the session's own stream (GET), not this call's"
+    )
+    async def test_log_on_session_stream(ctx: Context, message: str) -> types.CallToolResult:
+        session = ctx.request_context.session
+        if not state.wants_log(session, "info"):
+            return _text("below the session's log level: not sent")
+        params = {"level": "info", "logger": FIXTURE_NAME, "data": message}
+        await _connection_of(session).outbound.notify("notifications/message", params)
+        return _text("sent")
 
     @server.tool(description="Asks the client for its roots (roots/list) and returns them")
     async def test_list_roots(ctx: Context) -> types.CallToolResult:
@@ -534,7 +567,12 @@ def fixture_app(server: MCPServer | None = None, *, host: str = "127.0.0.1") -> 
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=[
-            "127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", *extra_hosts
+            "127.0.0.1:*",
+            "localhost:*",
+            "[::1]:*",
+            "127.0.0.1",
+            "localhost",
+            *extra_hosts,
         ],
         allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
     )

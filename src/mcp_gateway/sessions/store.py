@@ -40,6 +40,9 @@ T = TypeVar("T")
 # What a client said about itself in `initialize` and what its backend sessions must repeat, so
 # an upstream sends sampling, elicitation or roots requests only to clients that can answer them.
 CLIENT_FIELDS = ("capabilities", "clientInfo")
+# The client's `logging/setLevel`, kept with the session (under this key of `client(sid)`) so
+# every backend session opened later, by the router or the broker, starts at that level.
+LOG_LEVEL = "logLevel"
 
 
 def client_of(initialize_params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -64,7 +67,11 @@ class SessionStore(Protocol):
     async def exists(self, sid: str) -> bool: ...
 
     async def client(self, sid: str) -> dict[str, Any] | None:
-        """What `create` recorded about the client ({} if nothing); None if the session is gone."""
+        """What `create` recorded about the client ({} if nothing) and its `LOG_LEVEL` if it
+        set one; None if the session is gone."""
+
+    async def set_log_level(self, sid: str, level: str) -> bool:
+        """Record the client's log level in a live session; False if the session is gone."""
 
     async def delete(self, sid: str) -> None:
         """Forget the session and every backend mapping under it."""
@@ -141,6 +148,13 @@ class MemorySessionStore:
         session = self._live(sid)
         return None if session is None else session.client
 
+    async def set_log_level(self, sid: str, level: str) -> bool:
+        session = self._live(sid)
+        if session is None:
+            return False
+        session.client = {**session.client, LOG_LEVEL: level}  # a new dict: readers keep theirs
+        return True
+
     async def delete(self, sid: str) -> None:
         self._sessions.pop(sid, None)
 
@@ -189,6 +203,7 @@ class MemorySessionStore:
 
 _SESSION_FIELD = "__session__"
 _CLIENT_FIELD = "__client__"  # JSON of `client_of(initialize params)`
+_LOG_LEVEL_FIELD = "__loglevel__"
 _BACKEND_PREFIX = "backend:"
 
 # KEYS[1] = session hash; ARGV = field, value. Writes only into a live session so a mapping can
@@ -212,7 +227,9 @@ return 1
 
 
 class RedisSessionStore:
-    def __init__(self, url: str, *, key_prefix: str = "mcpgw:session:", max_connections: int = 16) -> None:
+    def __init__(
+        self, url: str, *, key_prefix: str = "mcpgw:session:", max_connections: int = 16
+    ) -> None:
         import redis
 
         # Bounded socket waits: a hung Redis must become an error, never a hung request.
@@ -258,14 +275,26 @@ class RedisSessionStore:
 
     async def client(self, sid: str) -> dict[str, Any] | None:
         key = self._key(sid)
-        alive, recorded = await self._run(lambda: self._client.hmget(key, _SESSION_FIELD, _CLIENT_FIELD))
+        alive, recorded, level = await self._run(
+            lambda: self._client.hmget(key, _SESSION_FIELD, _CLIENT_FIELD, _LOG_LEVEL_FIELD)
+        )
         if alive is None:
             return None
         try:
             value = json.loads(recorded) if recorded else {}
         except ValueError:
             value = {}  # written by no version of ours: treat as a client that said nothing
-        return value if isinstance(value, dict) else {}
+        client = value if isinstance(value, dict) else {}
+        if level:
+            client[LOG_LEVEL] = level
+        return client
+
+    async def set_log_level(self, sid: str, level: str) -> bool:
+        key = self._key(sid)
+        result = await self._run(
+            lambda: self._set_if_live(keys=[key], args=[_LOG_LEVEL_FIELD, level])
+        )
+        return bool(result)
 
     async def exists(self, sid: str) -> bool:
         key = self._key(sid)
@@ -347,6 +376,7 @@ def session_keys(settings: SessionSettings) -> list[bytes]:
 
 __all__ = [
     "CLIENT_FIELDS",
+    "LOG_LEVEL",
     "MemorySessionStore",
     "RedisSessionStore",
     "SessionStore",

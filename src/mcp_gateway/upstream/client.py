@@ -19,9 +19,12 @@ import httpx_sse
 import trio
 
 from mcp_gateway.config import ServerConfig
+from mcp_gateway.logs import get_logger
 from mcp_gateway.protocol import LATEST_STABLE
 from mcp_gateway.upstream.errors import UpstreamError
 from mcp_gateway.upstream.rpc import DEFAULT_CLIENT_INFO, RequestShortcuts, result_of
+
+_log = get_logger("mcp_gateway.upstream")
 
 JsonObject = dict[str, Any]
 # Called with each server→client message (notification or request) seen while waiting.
@@ -294,11 +297,14 @@ async def open_backend_session(
     *,
     http: httpx.AsyncClient | None = None,
     capabilities: Mapping[str, Any] | None = None,
+    log_level: str | None = None,
 ) -> str:
     """Initialize a new session on `server` for a gateway client; return its Mcp-Session-Id.
 
     The router calls this on a client's first routed call to that upstream. The session stays
     open on the upstream (no DELETE here); it belongs to the gateway session that asked for it.
+    `log_level`: the client's `logging/setLevel`, applied before the session is used (best
+    effort: an upstream that refuses it still serves the call).
     """
     client = UpstreamClient(
         server,
@@ -310,6 +316,8 @@ async def open_backend_session(
     try:
         with trio.fail_after(server.timeout_seconds):
             await client.initialize()
+            if log_level is not None and client.session_id is not None:
+                await _set_level(client, log_level)
     except trio.TooSlowError as exc:
         raise UpstreamError(f"{server.name}: initialize timed out") from exc
     finally:
@@ -317,6 +325,14 @@ async def open_backend_session(
     if client.session_id is None:
         raise UpstreamError(f"{server.name}: upstream issued no Mcp-Session-Id (stateless server)")
     return client.session_id
+
+
+async def _set_level(client: UpstreamClient, level: str) -> None:
+    # The id is ours on a session only we have used so far: no client id can collide with it.
+    try:
+        await client.request("logging/setLevel", {"level": level}, request_id="mcp-gateway-level")
+    except UpstreamError as exc:
+        _log.info("log level not applied upstream", server=client.server.name, reason=exc.message)
 
 
 def _raise_for_status(name: str, what: str, response: httpx.Response) -> None:

@@ -38,14 +38,9 @@ pytestmark = [
     ),
 ]
 
-# test function -> why it fails through the gateway today (verified; issue 7 broker/router work)
-GATEWAY_GAPS: dict[str, str] = {
-    "test_roots_request_reaches_the_client": (
-        "tools/list is the broker's federated catalog, read on the gateway's own upstream session, "
-        "which declares no roots capability; server-everything offers get-roots-list only to "
-        "sessions that do, so it is not listed (verified: the listing lacks get-roots-list)"
-    ),
-}
+# test function -> why it fails through the gateway (verified). Empty: every feature passes
+# through the gateway too. A gap found later goes here as a strict xfail, with its reason.
+GATEWAY_GAPS: dict[str, str] = {}
 
 ROOT_URI = "file:///srv/projects/gateway-e2e"
 

@@ -456,12 +456,12 @@ class _Upstream:
     # the next reconnect. Otherwise one session per single feature is held (and the
     # every-feature one too if some item needs several features at once), each with its own
     # GET stream, re-listing on its own list_changed. A variant failing never fails the base:
-    # its items are dropped and it is probed again after a backoff.
+    # its items are dropped and it is probed again after a backoff (up to poll_interval).
 
     async def _maintain_variants(self) -> None:
         backoff = Backoff(
             base=self.timing.backoff_base,
-            cap=max(self.timing.backoff_cap, self.timing.ping_interval),
+            cap=max(self.timing.backoff_cap, self.timing.poll_interval),
         )
         while True:
             self.variants_state, self.variants_reason = VariantsState.PROBING, None

@@ -174,7 +174,7 @@ def test_completion_of_an_unknown_or_malformed_reference_is_invalid_params_with_
     assert (unknown.status, error_of(unknown)) == (200, ("q", -32602, "Unknown prompt: zz_x"))
     foreign_uri = route_request(headers(), complete({"type": "ref/resource", "uri": "file:///x"}), TABLE, TOKENS)
     assert isinstance(foreign_uri, Reply)  # no unprefixed server here owns plain URIs
-    assert error_of(foreign_uri)[1:] == (-32602, "Unknown resource: file:///x")
+    assert error_of(foreign_uri)[1:] == (-32002, "Unknown resource: file:///x")
     malformed = route_request(headers(), complete({"type": "ref/tool", "name": "dyn_x"}, 9), TABLE, TOKENS)
     assert isinstance(malformed, Reply)
     assert error_of(malformed)[:2] == (9, -32602)

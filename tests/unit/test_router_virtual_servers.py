@@ -94,7 +94,7 @@ def test_names_outside_the_virtual_server_are_unknown_with_the_id() -> None:
     )
     uri = "mcp-gateway:eu_file:///{x}"
     assert error_of(route_request(headers(), complete({"type": "ref/resource", "uri": uri}, 4), TABLE, TOKENS)) == (
-        200, 4, -32602, f"Unknown resource: {uri}"
+        200, 4, -32002, f"Unknown resource: {uri}"
     )
 
 

@@ -303,8 +303,14 @@ def _outside_virtual_server(
     offered: frozenset[str] = getattr(virtual, _SELECTED[kind])
     if name in offered:
         return None
-    # MCP 2025-11-25, tools: an unknown tool is a JSON-RPC error, -32602 Invalid params.
-    return reply_error(request_id, ErrorCode.INVALID_PARAMS, f"Unknown {kind}: {name}")
+    return _unknown(request_id, kind, name)
+
+
+def _unknown(request_id: RequestId, kind: str, name: str) -> Reply:
+    """The broker's answer for a name nobody offers. MCP 2025-11-25: an unknown tool or prompt is
+    -32602 Invalid params; an unknown resource is -32002 Resource not found."""
+    code = ErrorCode.RESOURCE_NOT_FOUND if kind == "resource" else ErrorCode.INVALID_PARAMS
+    return reply_error(request_id, code, f"Unknown {kind}: {name}")
 
 
 def route_request(
@@ -374,9 +380,7 @@ def _route_completion(
         return outside
     matched = table.match(ref.value) if prompt else table.match_uri(ref.value)
     if matched is None:
-        return reply_error(
-            request_id, ErrorCode.INVALID_PARAMS, f"Unknown {'prompt' if prompt else 'resource'}: {ref.value}"
-        )
+        return _unknown(request_id, "prompt" if prompt else "resource", ref.value)
     upstream, routed = matched
     if upstream.via_broker:
         return ToBroker(removed)
@@ -414,8 +418,7 @@ def _route_named(
         return outside
     matched = table.match(name)
     if matched is None:
-        # MCP 2025-11-25, tools: an unknown tool is a JSON-RPC error, -32602 Invalid params.
-        return reply_error(request_id, ErrorCode.INVALID_PARAMS, f"Unknown {kind}: {name}")
+        return _unknown(request_id, kind, name)
     upstream, routed_name = matched
     if upstream.via_broker:
         return ToBroker(removed)

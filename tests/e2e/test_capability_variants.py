@@ -9,6 +9,7 @@ and the npm server-everything itself (`get-roots-list` is offered only to roots 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -44,6 +45,8 @@ class ConditionalServer:
 
     def __init__(self, *, conditional: bool = True) -> None:
         self.initialized: list[dict[str, Any]] = []
+        self.roots_only = {"roots_only"}  # tool names offered only to roots clients
+        self.sessions: dict[str, Any] = {}  # by Mcp-Session-Id, to announce changes to all
         self.server = MCPServer("conditional")
 
         @self.server.tool()
@@ -63,10 +66,26 @@ class ConditionalServer:
     async def _offer_by_capability(self, ctx: Any, call_next: Any) -> Any:
         if ctx.method == "initialize":
             self.initialized.append(dict((ctx.params or {}).get("capabilities") or {}))
+        session_id = getattr(ctx.request, "headers", {}).get("mcp-session-id")
+        if session_id:
+            self.sessions[session_id] = ctx.session
         result = await call_next(ctx)
         if ctx.method == "tools/list" and not _declares_roots(ctx):
-            result = {**result, "tools": [t for t in result["tools"] if t["name"] != "roots_only"]}
+            offered = [t for t in result["tools"] if t["name"] not in self.roots_only]
+            result = {**result, "tools": offered}
         return result
+
+    async def add_roots_only_tool(self, name: str) -> None:
+        """A new roots-only tool, announced to every session (as an upstream does)."""
+
+        def added() -> str:
+            return name
+
+        self.roots_only.add(name)
+        self.server.add_tool(added, name=name, description="Added for roots clients.")
+        for session in list(self.sessions.values()):
+            with contextlib.suppress(Exception):  # a session that is gone
+                await session.send_tool_list_changed()
 
 
 def _declares_roots(ctx: Any) -> bool:
@@ -118,6 +137,31 @@ async def test_a_roots_client_lists_and_calls_the_roots_only_tool_through_the_br
         async with Client(broker.url) as client:
             with pytest.raises(MCPError, match="Unknown tool: cond_roots_only"):
                 await client.call_tool("cond_roots_only", {})
+
+
+async def test_a_new_roots_only_tool_is_announced_and_listed_to_roots_clients_only() -> None:
+    async with (
+        conditional_upstream() as (url, upstream),
+        running_broker(gateway_config([("cond", url, "cond_")])) as broker,
+    ):
+        await wait_for_variants(broker.base, "cond")
+        changed = trio.Event()
+
+        async def on_message(message: Any) -> None:
+            if isinstance(message, types.ToolListChangedNotification):
+                changed.set()
+
+        async with Client(
+            broker.url, list_roots_callback=no_roots, message_handler=on_message
+        ) as client:
+            before = {t.name for t in (await client.list_tools()).tools}
+            await upstream.add_roots_only_tool("late")
+            with trio.fail_after(5):
+                await changed.wait()
+            after = {t.name for t in (await client.list_tools(cache_mode="bypass")).tools}
+        assert before == {"cond_everyone", "cond_roots_only"}
+        assert after == {"cond_everyone", "cond_roots_only", "cond_late"}
+        assert await tool_names(broker.url, roots=False) == {"cond_everyone"}
 
 
 async def test_status_shows_the_variant_and_what_it_adds() -> None:

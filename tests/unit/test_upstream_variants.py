@@ -21,8 +21,9 @@ from tests.unit.test_upstream_supervisor import (
 
 
 def variants_of(supervisor: Any, name: str) -> dict[frozenset[str], list[str]]:
-    catalogs = {s.name: c for s, c in supervisor.catalog()}
-    return {v.requires: [t["name"] for t in v.items["tools"]] for v in catalogs[name].variants}
+    catalogs = {s.name: c for s, c in supervisor.catalog()}  # serving upstreams only
+    variants = catalogs[name].variants if name in catalogs else ()
+    return {v.requires: [t["name"] for t in v.items["tools"]] for v in variants}
 
 
 async def settled(supervisor: Any, name: str) -> str:
@@ -151,4 +152,27 @@ async def test_the_switch_turns_variants_off_and_a_reload_applies_it(
         await supervisor.wait_first_round()
         assert await settled(supervisor, "a") == ("off" if enabled else "active")
         assert upstream.initializes == 2  # flipping the switch restarts the HTTP upstream
+        nursery.cancel_scope.cancel()
+
+
+async def test_variants_end_with_the_upstream_and_return_with_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    upstream = FakeUpstream(["one"])
+    upstream.conditional = {"sampling": ["sampled"]}
+    supervisor = supervisor_for(config("a"), {"a": upstream})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        await supervisor.wait_first_round()
+        assert await settled(supervisor, "a") == "active"
+        upstream.go_down()
+        await trio.sleep(1)
+        status = supervisor.status_of("a")
+        assert status is not None and status.state is not UpstreamState.READY
+        assert (status.variants_state, status.variants) == ("pending", ())
+        changes = supervisor.changes()
+        upstream.mode = "up"
+        while len(variants_of(supervisor, "a")) < 4:  # the base returns first, then each variant
+            await changes.receive()
+        assert variants_of(supervisor, "a")[frozenset({SAMPLING})] == ["one", "sampled"]
         nursery.cancel_scope.cancel()

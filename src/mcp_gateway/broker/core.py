@@ -42,7 +42,7 @@ from mcp_gateway.protocol import (
 )
 from mcp_gateway.protocol import Notification as NotificationMessage
 from mcp_gateway.sessions import SessionTokens
-from mcp_gateway.sessions.store import SessionStore
+from mcp_gateway.sessions.store import SessionStore, SessionStoreUnavailable
 from mcp_gateway.upstream import (
     KINDS,
     PROMPTS,
@@ -242,7 +242,14 @@ class BrokerCore:
         known = self._session_features.get(session.sid)
         if known is not None:
             return known
-        client = await self.store.client(session.sid) or {}
+        try:
+            client = await self.store.client(session.sid) or {}
+        except SessionStoreUnavailable:
+            # Degrade to what every client sees rather than fail the request; not cached.
+            log.warning(
+                "client capabilities unreadable; serving the base view", session=session.sid
+            )
+            return NO_FEATURES
         features = client_features(client.get("capabilities"))
         if len(self._session_features) >= FEATURE_CACHE_SIZE:
             del self._session_features[next(iter(self._session_features))]

@@ -305,7 +305,11 @@ class _Upstream:
     def _publish(self, state: UpstreamState, reason: str | None, *, keep_items: bool) -> None:
         was_serving = self.serving
         self.state, self.reason = state, reason
-        if not keep_items and self.catalog.items:
+        if not keep_items and self._wants_variants:
+            # Variant sessions end with the base one; the next session probes again.
+            self.variants_state, self.variants_reason = VariantsState.PENDING, None
+            self.variant_items = {}
+        if not keep_items and (self.catalog.items or self.catalog.variants):
             self.catalog = ServerCatalog()
         if was_serving or self.serving:
             self.on_change()
@@ -317,9 +321,6 @@ class _Upstream:
     async def _session(self, backoff: Backoff) -> None:
         client = self.client_factory(self.server, self.http)
         self.client = client
-        self.variant_items = {}
-        if self._wants_variants:
-            self.variants_state, self.variants_reason = VariantsState.PENDING, None
         async with _connected(client):
             result = await self._initialize(client)
             self.protocol_version = client.protocol_version

@@ -10,8 +10,8 @@ import pytest
 
 from mcp_gateway.broker.aggregate import (
     federate,
-    has_variants,
     page,
+    relevant_features,
     restrict,
     variants_fingerprint,
 )
@@ -211,6 +211,20 @@ def test_the_variants_fingerprint_moves_only_with_what_variants_add() -> None:
         [(s, adds_other)], TOOLS
     )
     assert variants_fingerprint([(s, adds_one)], PROMPTS) == none
-    assert has_variants([(s, adds_nothing)]) and not has_variants(
-        [(s, ServerCatalog(tools("echo")))]
+
+
+def test_only_features_whose_variants_add_something_are_relevant() -> None:
+    s = server("s", "s_")
+    adds_nothing = ServerCatalog(
+        tools("echo"), variants=(Variant(frozenset({ROOTS}), tools("echo")),)
     )
+    assert relevant_features([(s, adds_nothing)]) == NO_FEATURES
+    assert relevant_features([(s, EVERYTHING)]) == ALL_FEATURES
+    only_roots = ServerCatalog(
+        tools("echo"),
+        variants=(
+            Variant(frozenset({ROOTS}), tools("echo", "r")),
+            Variant(frozenset({SAMPLING}), tools("echo")),
+        ),
+    )
+    assert relevant_features([(s, only_roots), (server("t", "t_"), adds_nothing)]) == {ROOTS}

@@ -112,8 +112,16 @@ def variants_fingerprint(
     return hash(json.dumps(added, sort_keys=True, default=str))
 
 
-def has_variants(catalog: Sequence[tuple[ServerConfig, ServerCatalog]]) -> bool:
-    return any(server_catalog.variants for _, server_catalog in catalog)
+def relevant_features(catalog: Sequence[tuple[ServerConfig, ServerCatalog]]) -> frozenset[str]:
+    """The client features that change some client's view: those required by a variant that
+    adds something. A client's view depends only on which of these it declared, so views are
+    built per `declared & relevant_features(...)` (none at all for most gateways)."""
+    relevant: set[str] = set()
+    for _, server_catalog in catalog:
+        for variant in server_catalog.variants:
+            if variant.extra(server_catalog.items):
+                relevant |= variant.requires
+    return frozenset(relevant)
 
 
 def restrict(federation: Federation, virtual: VirtualServer) -> Federation:
@@ -236,9 +244,9 @@ __all__ = [
     "encode_cursor",
     "expose_uri",
     "federate",
-    "has_variants",
     "page",
     "page_json",
+    "relevant_features",
     "resolve_uri",
     "restrict",
     "variants_fingerprint",

@@ -18,8 +18,8 @@ from mcp_gateway.broker.aggregate import (
     BadCursor,
     Federation,
     federate,
-    has_variants,
     page_json,
+    relevant_features,
     resolve_uri,
     restrict,
     variants_fingerprint,
@@ -110,7 +110,8 @@ class BrokerCore:
         # Federations for clients that declared features some upstream's variants ask for,
         # built on first use per feature set and dropped on every catalog change.
         self._federations: dict[frozenset[str], Federation] = {}
-        self._variants = False  # does any serving upstream have capability variants?
+        # The client features some upstream's capability variants add items for (usually none).
+        self._relevant: frozenset[str] = NO_FEATURES
         self._session_features: dict[str, frozenset[str]] = {}
         self._fingerprints: dict[str, int] = {}
         # Forwarded calls in flight, by (gateway session, client request id): what a client's
@@ -226,7 +227,8 @@ class BrokerCore:
 
     def federation_for(self, features: frozenset[str]) -> Federation:
         """The federation a client declaring `features` sees (docs/broker.md)."""
-        if not features or not self._variants:
+        features &= self._relevant  # declared features no variant adds anything for are moot
+        if not features:
             return self.federation
         federation = self._federations.get(features)
         if federation is None:
@@ -237,7 +239,7 @@ class BrokerCore:
     async def features_of(self, session: ClientSession) -> frozenset[str]:
         """The client features the session's client declared at initialize. Read from the
         store only while some upstream has variants: otherwise every client sees the same."""
-        if not self._variants:
+        if not self._relevant:
             return NO_FEATURES
         known = self._session_features.get(session.sid)
         if known is not None:
@@ -265,7 +267,7 @@ class BrokerCore:
         catalog = self.supervisor.catalog()
         self.federation = federate(catalog)
         self._federations = {}
-        self._variants = has_variants(catalog)
+        self._relevant = relevant_features(catalog)
         changed = []
         for kind in KINDS:
             fingerprint = hash(

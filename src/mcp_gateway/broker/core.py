@@ -213,7 +213,7 @@ class BrokerCore:
         federation = self.federation_for(features)
         if virtual is None:
             return federation
-        key = (virtual.name, features)
+        key = (virtual.name, features & self._relevant)
         cached = self._views.get(key)
         if cached is not None and cached[0] is federation and cached[1] == virtual:
             return cached[2]

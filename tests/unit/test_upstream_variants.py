@@ -4,6 +4,7 @@ only to sessions that declared a client capability)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -175,4 +176,41 @@ async def test_variants_end_with_the_upstream_and_return_with_it(
         while len(variants_of(supervisor, "a")) < 4:  # the base returns first, then each variant
             await changes.receive()
         assert variants_of(supervisor, "a")[frozenset({SAMPLING})] == ["one", "sampled"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_server_requests_on_held_variant_sessions_are_answered_at_once(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    answers: list[dict[str, Any]] = []
+
+    class Asking(FakeUpstream):
+        async def handle(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "POST":
+                message = json.loads(request.content)
+                if "method" not in message:
+                    answers.append(message)
+                    return httpx.Response(202)
+            return await super().handle(request)
+
+    upstream = Asking(["one"])
+    upstream.conditional = {"roots": ["rooted"]}
+    supervisor = supervisor_for(config("a"), {"a": upstream})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        await supervisor.wait_first_round()
+        assert await settled(supervisor, "a") == "active"
+        await trio.sleep(0.1)  # every held session's GET stream is open
+        assert len(upstream.streams) == 5  # the base session and four variants
+        for index, stream in enumerate(upstream.streams):
+            for method in ("roots/list", "elicitation/create", "sampling/createMessage"):
+                ask = {"jsonrpc": "2.0", "id": f"{method}-{index}", "method": method}
+                await stream.send(f"data: {json.dumps(ask)}\n\n".encode())
+        await trio.sleep(1)
+        by_id = {a["id"]: a for a in answers}
+        assert len(by_id) == 15
+        for index in range(5):
+            assert by_id[f"roots/list-{index}"]["result"] == {"roots": []}
+            assert by_id[f"elicitation/create-{index}"]["result"] == {"action": "decline"}
+            assert by_id[f"sampling/createMessage-{index}"]["error"]["code"] == -32601
         nursery.cancel_scope.cancel()

@@ -203,3 +203,179 @@ def test_client_of_keeps_only_capabilities_and_client_info_objects() -> None:
     assert client_of({"capabilities": "nope", "clientInfo": {"name": "c"}, "x": 1}) == {
         "clientInfo": {"name": "c"}
     }
+
+
+# -- reaping expired sessions: their backend ids handed out exactly once ---------------------
+
+
+async def test_an_expired_session_is_reaped_once_with_its_backends(store: SessionStore) -> None:
+    await store.create("s1", ttl=0.3)
+    assert await store.set_backend("s1", "weather", "backend-w")
+    assert await store.set_backend("s1", "files", "backend-f")
+    assert await store.reap_expired() == []  # still alive
+    await trio.sleep(0.4)
+    assert await store.reap_expired() == [("s1", {"weather": "backend-w", "files": "backend-f"})]
+    assert await store.reap_expired() == []
+    assert not await store.exists("s1")
+
+
+async def test_live_and_deleted_sessions_are_never_reaped(store: SessionStore) -> None:
+    await store.create("live", ttl=60)
+    await store.set_backend("live", "weather", "b-live")
+    await store.create("deleted", ttl=0.2)
+    await store.set_backend("deleted", "weather", "b-deleted")
+    await store.delete("deleted")  # the broker's DELETE ended its backends itself
+    await store.create("expired", ttl=0.2)
+    await trio.sleep(0.3)
+    assert await store.reap_expired() == [("expired", {})]
+    assert await store.backends("live") == {"weather": "b-live"}
+
+
+async def test_a_session_re_created_before_it_expired_is_not_reaped_early(
+    store: SessionStore,
+) -> None:
+    await store.create("s1", ttl=0.2)
+    await store.create("s1", ttl=60)
+    await trio.sleep(0.3)
+    assert await store.reap_expired() == []
+    assert await store.exists("s1")
+
+
+async def test_reaping_takes_at_most_limit_sessions_a_call(store: SessionStore) -> None:
+    for i in range(5):
+        await store.create(f"s{i}", ttl=0.2)
+        await store.set_backend(f"s{i}", "weather", f"b{i}")
+    await trio.sleep(0.3)
+    first = await store.reap_expired(limit=3)
+    rest = await store.reap_expired(limit=3)
+    assert len(first) == 3 and len(rest) == 2
+    assert dict(first + rest) == {f"s{i}": {"weather": f"b{i}"} for i in range(5)}
+    assert await store.reap_expired(limit=0) == []
+
+
+async def test_memory_store_reaps_on_trios_clock(autojump_clock: trio.abc.Clock) -> None:
+    store = MemorySessionStore()
+    await store.create("s1", ttl=3600)
+    await store.set_backend("s1", "weather", "b")
+    await trio.sleep(3599)
+    assert await store.reap_expired() == []
+    await trio.sleep(2)
+    # Whether a read noticed the expiry first or the reaper's sweep does, it is reaped once.
+    assert await store.get_backend("s1", "weather") is None
+    assert await store.reap_expired() == [("s1", {"weather": "b"})]
+    assert await store.reap_expired() == []
+
+
+@pytest.mark.integration
+async def test_redis_past_its_ttl_a_session_is_gone_for_every_read_though_kept_for_the_reaper() -> None:
+    import redis as redis_py
+
+    async with running_redis() as url:
+        store = RedisSessionStore(url)
+        raw = redis_py.Redis.from_url(url, decode_responses=True)
+        try:
+            await store.create("s1", ttl=0.2, client={"clientInfo": {"name": "c"}})
+            await store.set_backend("s1", "weather", "b")
+            await trio.sleep(0.3)
+            # The hash outlives the logical TTL (the reaper's grace), but nobody sees it.
+            assert raw.hget("mcpgw:session:s1", "backend:weather") == "b"
+            assert raw.pttl("mcpgw:session:s1") > 0
+            assert not await store.exists("s1")
+            assert await store.client("s1") is None
+            assert await store.get_backend("s1", "weather") is None
+            assert await store.backends("s1") == {}
+            assert not await store.set_backend("s1", "files", "b2")
+            assert not await store.set_log_level("s1", "debug")
+            assert not await store.delete_backend("s1", "weather")
+            assert raw.hget("mcpgw:session:s1", "backend:weather") == "b"  # untouched
+            assert await store.reap_expired() == [("s1", {"weather": "b"})]
+            assert not raw.exists("mcpgw:session:s1")
+            assert raw.zcard("mcpgw:expiries") == 0
+        finally:
+            raw.close()
+            await store.aclose()
+
+
+@pytest.mark.integration
+async def test_redis_delete_removes_the_expiry_entry_too() -> None:
+    import redis as redis_py
+
+    async with running_redis() as url:
+        store = RedisSessionStore(url)
+        raw = redis_py.Redis.from_url(url, decode_responses=True)
+        try:
+            await store.create("s1", ttl=60)
+            assert raw.zscore("mcpgw:expiries", "s1") is not None
+            await store.delete("s1")
+            assert raw.zscore("mcpgw:expiries", "s1") is None
+        finally:
+            raw.close()
+            await store.aclose()
+
+
+@pytest.mark.integration
+async def test_redis_a_session_whose_hash_outlived_the_grace_is_still_reaped_once() -> None:
+    # No reaper ran for longer than the grace: the backend ids are gone with the hash, but the
+    # session's streams still get closed, so it is reported once without backends.
+    async with running_redis() as url:
+        store = RedisSessionStore(url, reap_grace=0.05)
+        try:
+            await store.create("s1", ttl=0.1)
+            await store.set_backend("s1", "weather", "b")
+            await trio.sleep(0.3)
+            assert await store.reap_expired() == [("s1", {})]
+            assert await store.reap_expired() == []
+        finally:
+            await store.aclose()
+
+
+@pytest.mark.integration
+async def test_redis_session_written_before_reaping_existed_still_lives_as_its_hash() -> None:
+    # A replica of the previous version (rolling upgrade) writes hashes without `__expires__`.
+    import redis as redis_py
+
+    async with running_redis() as url:
+        store = RedisSessionStore(url)
+        raw = redis_py.Redis.from_url(url, decode_responses=True)
+        try:
+            raw.hset("mcpgw:session:old", mapping={"__session__": "1", "__client__": "{}"})
+            raw.pexpire("mcpgw:session:old", 60_000)
+            assert await store.exists("old")
+            assert await store.set_backend("old", "weather", "b")
+            assert await store.backends("old") == {"weather": "b"}
+            assert await store.reap_expired() == []
+        finally:
+            raw.close()
+            await store.aclose()
+
+
+@pytest.mark.integration
+async def test_two_redis_reapers_never_both_claim_a_session() -> None:
+    sessions = 300
+    async with running_redis() as url:
+        writer, first, second = (RedisSessionStore(url) for _ in range(3))
+        try:
+            started = trio.current_time()
+            for i in range(sessions):
+                await writer.create(f"s{i}", ttl=1.0)
+                assert await writer.set_backend(f"s{i}", "weather", f"b{i}")
+            await trio.sleep(max(0.0, started + 1.1 - trio.current_time()))
+            claims: dict[str, list[tuple[str, dict[str, str]]]] = {"first": [], "second": []}
+
+            async def reap_all(name: str, store: RedisSessionStore) -> None:
+                while batch := await store.reap_expired(limit=7):
+                    claims[name].extend(batch)
+                    await trio.lowlevel.checkpoint()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reap_all, "first", first)
+                nursery.start_soon(reap_all, "second", second)
+            first_sids = {sid for sid, _ in claims["first"]}
+            second_sids = {sid for sid, _ in claims["second"]}
+            assert first_sids.isdisjoint(second_sids)
+            assert first_sids and second_sids  # both really competed
+            reaped = dict(claims["first"] + claims["second"])
+            assert reaped == {f"s{i}": {"weather": f"b{i}"} for i in range(sessions)}
+        finally:
+            for store in (writer, first, second):
+                await store.aclose()

@@ -8,14 +8,17 @@ Two implementations behind one trio-async protocol:
 
 - `MemorySessionStore`: one process, the default.
 - `RedisSessionStore`: several replicas share sessions through Redis. One Redis hash per gateway
-  session (`mcpgw:session:<sid>`), the hash's own TTL expiring the session and all its backend
-  ids at once, so an expired session can never leave a stale mapping behind.
+  session (`mcpgw:session:<sid>`) carrying its logical expiry, plus a sorted set of expiries
+  (`mcpgw:expiries`) so that an expired session's backend ids survive until one replica reaps it.
 
 TTLs are absolute from `create`: a session lives `ttl` seconds, whatever happens to its backends.
+An expired session is gone for every read at once; its backend mappings are handed out exactly
+once by `reap_expired`, so the broker can end those backend sessions upstream.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -90,6 +93,12 @@ class SessionStore(Protocol):
 
     async def backends(self, sid: str) -> dict[str, str]: ...
 
+    async def reap_expired(self, limit: int = 100) -> list[tuple[str, dict[str, str]]]:
+        """Claim up to `limit` expired sessions with their backend mappings (server → backend
+        id), each exactly once across every store object and replica sharing the data. A
+        session deleted, or re-created, before it expired is never returned."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -104,11 +113,18 @@ class _Session:
     client: dict[str, Any] = field(default_factory=dict)
 
 
+# Expired sessions the memory store keeps for `reap_expired`, oldest dropped first: a process
+# whose broker never reaps (nobody to end backend sessions) must not grow without bound.
+MAX_UNREAPED = 100_000
+
+
 class MemorySessionStore:
     """Sessions in a dict, expiring on Trio's clock (so tests can use `autojump_clock`)."""
 
     def __init__(self) -> None:
         self._sessions: dict[str, _Session] = {}
+        # Expired, not yet reaped: sid → its backends, in order of discovery.
+        self._unreaped: dict[str, dict[str, str]] = {}
         self._next_sweep = -math.inf
 
     def _live(self, sid: str) -> _Session | None:
@@ -118,24 +134,30 @@ class MemorySessionStore:
         if session is None:
             return None
         if session.expires_at <= now:
-            del self._sessions[sid]
+            self._expire(sid)
             return None
         return session
 
-    def _sweep(self, now: float) -> None:
+    def _sweep(self, now: float, *, force: bool = False) -> None:
         # Amortised cleanup of sessions nobody asks about any more; at most once a second.
-        if now < self._next_sweep:
+        if now < self._next_sweep and not force:
             return
         self._next_sweep = now + 1.0
         expired = [sid for sid, s in self._sessions.items() if s.expires_at <= now]
         for sid in expired:
-            del self._sessions[sid]
+            self._expire(sid)
+
+    def _expire(self, sid: str) -> None:
+        self._unreaped[sid] = self._sessions.pop(sid).backends
+        if len(self._unreaped) > MAX_UNREAPED:
+            del self._unreaped[next(iter(self._unreaped))]
 
     async def create(self, sid: str, ttl: float, client: Mapping[str, Any] | None = None) -> None:
         self._sweep(trio.current_time())
         # A JSON round trip: the same copy (and the same refusal of non-JSON values) as Redis.
         recorded = json.loads(json.dumps(dict(client or {})))
         self._sessions[sid] = _Session(expires_at=trio.current_time() + ttl, client=recorded)
+        self._unreaped.pop(sid, None)  # as Redis: the new session replaces the old one's record
 
     async def exists(self, sid: str) -> bool:
         return self._live(sid) is not None
@@ -157,6 +179,7 @@ class MemorySessionStore:
 
     async def delete(self, sid: str) -> None:
         self._sessions.pop(sid, None)
+        self._unreaped.pop(sid, None)
 
     async def get_backend(self, sid: str, server: str) -> str | None:
         return self.get_backend_nowait(sid, server)
@@ -187,8 +210,16 @@ class MemorySessionStore:
         session = self._live(sid)
         return {} if session is None else dict(session.backends)
 
+    async def reap_expired(self, limit: int = 100) -> list[tuple[str, dict[str, str]]]:
+        self._sweep(trio.current_time(), force=True)
+        claimed = list(itertools.islice(self._unreaped.items(), max(0, limit)))
+        for sid, _backends in claimed:
+            del self._unreaped[sid]
+        return claimed
+
     async def aclose(self) -> None:
         self._sessions.clear()
+        self._unreaped.clear()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,12 +235,58 @@ class MemorySessionStore:
 _SESSION_FIELD = "__session__"
 _CLIENT_FIELD = "__client__"  # JSON of `client_of(initialize params)`
 _LOG_LEVEL_FIELD = "__loglevel__"
+# The session's logical expiry, in milliseconds of Redis' own clock (`TIME`), so that replicas
+# whose clocks disagree still agree on when a session ends.
+_EXPIRES_FIELD = "__expires__"
 _BACKEND_PREFIX = "backend:"
+
+# How long a session hash outlives its logical expiry: the time a reaper has to claim its backend
+# ids (every read already treats it as gone). Only if no broker reaps for this long are the ids
+# lost, and the backend sessions left to the upstreams' own timeouts.
+REAP_GRACE_SECONDS = 600.0
+
+# Every script below runs after these (prepended at registration). A hash without `__expires__` was written by a version before
+# reaping: it lives as long as the hash does (and is never reaped), as it did then.
+_LIVE = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function live(key)
+  local expires = redis.call('HGET', key, '__expires__')
+  if not expires then return redis.call('EXISTS', key) == 1 end
+  return tonumber(expires) > now_ms()
+end
+"""
+
+# KEYS = session hash, expiries zset; ARGV = sid, client JSON, ttl ms, grace ms. One script
+# rather than a MULTI because the expiry is computed on Redis' clock. The hash's own PEXPIRE is
+# the logical expiry plus the grace: a safety net for sessions no reaper ever claims.
+_CREATE = """
+local expires = now_ms() + tonumber(ARGV[3])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], '__session__', '1', '__client__', ARGV[2], '__expires__', expires)
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) + tonumber(ARGV[4]))
+redis.call('ZADD', KEYS[2], expires, ARGV[1])
+return 1
+"""
+
+# KEYS[1] = session hash; ARGV = fields. Their values if the session is live, else nil.
+_READ_IF_LIVE = """
+if not live(KEYS[1]) then return false end
+return redis.call('HMGET', KEYS[1], unpack(ARGV))
+"""
+
+# KEYS[1] = session hash. Every field of a live session (flat), else an empty list.
+_READ_ALL_IF_LIVE = """
+if not live(KEYS[1]) then return {} end
+return redis.call('HGETALL', KEYS[1])
+"""
 
 # KEYS[1] = session hash; ARGV = field, value. Writes only into a live session so a mapping can
 # never resurrect a deleted or expired session (as a bare HSET would, without a TTL).
 _SET_IF_LIVE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if live(KEYS[1]) then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
   return 1
 end
@@ -218,6 +295,7 @@ return 0
 
 # KEYS[1] = session hash; ARGV = field, expected value ('' = any).
 _DELETE_IF = """
+if not live(KEYS[1]) then return 0 end
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if not current then return 0 end
 if ARGV[2] ~= '' and current ~= ARGV[2] then return 0 end
@@ -225,10 +303,33 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
 """
 
+# KEYS[1] = expiries zset; ARGV = session key prefix, limit. Claims up to `limit` sessions whose
+# expiry has passed: each one's fields are read and its hash and zset member removed in the same
+# script, so of several replicas reaping at once exactly one gets a given session. (The hash keys
+# are derived here, not passed in KEYS: the store targets a single Redis, not a cluster.)
+_REAP = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[2]))
+local reaped = {}
+for _, sid in ipairs(due) do
+  local key = ARGV[1] .. sid
+  reaped[#reaped + 1] = sid
+  reaped[#reaped + 1] = redis.call('HGETALL', key)
+  redis.call('DEL', key)
+  redis.call('ZREM', KEYS[1], sid)
+end
+return reaped
+"""
+
 
 class RedisSessionStore:
     def __init__(
-        self, url: str, *, key_prefix: str = "mcpgw:session:", max_connections: int = 16
+        self,
+        url: str,
+        *,
+        key_prefix: str = "mcpgw:session:",
+        expiries_key: str = "mcpgw:expiries",
+        reap_grace: float = REAP_GRACE_SECONDS,
+        max_connections: int = 16,
     ) -> None:
         import redis
 
@@ -243,8 +344,14 @@ class RedisSessionStore:
         self._client: redis.Redis = redis.Redis(connection_pool=self._pool)
         self._limiter = trio.CapacityLimiter(max_connections)
         self._prefix = key_prefix
-        self._set_if_live = self._client.register_script(_SET_IF_LIVE)
-        self._delete_if = self._client.register_script(_DELETE_IF)
+        self._expiries = expiries_key
+        self._grace_ms = max(0, int(reap_grace * 1000))
+        self._create = self._client.register_script(_LIVE + _CREATE)
+        self._read_if_live = self._client.register_script(_LIVE + _READ_IF_LIVE)
+        self._read_all_if_live = self._client.register_script(_LIVE + _READ_ALL_IF_LIVE)
+        self._set_if_live = self._client.register_script(_LIVE + _SET_IF_LIVE)
+        self._delete_if = self._client.register_script(_LIVE + _DELETE_IF)
+        self._reap = self._client.register_script(_LIVE + _REAP)
 
     def _key(self, sid: str) -> str:
         return self._prefix + sid
@@ -259,27 +366,24 @@ class RedisSessionStore:
         except redis.RedisError as error:
             raise SessionStoreUnavailable(f"session store: {type(error).__name__}") from error
 
+    async def _read(self, sid: str, *fields: str) -> list[str | None] | None:
+        """The fields of a live session (None for a missing field); None if the session is gone."""
+        key = self._key(sid)
+        values = await self._run(lambda: self._read_if_live(keys=[key], args=list(fields)))
+        return None if values is None else list(values)
+
     async def create(self, sid: str, ttl: float, client: Mapping[str, Any] | None = None) -> None:
         key = self._key(sid)
         millis = max(1, int(ttl * 1000))
         recorded = json.dumps(dict(client or {}), separators=(",", ":"))
-
-        def write() -> None:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.delete(key)
-            pipe.hset(key, mapping={_SESSION_FIELD: "1", _CLIENT_FIELD: recorded})
-            pipe.pexpire(key, millis)
-            pipe.execute()
-
-        await self._run(write)
+        args: list[str | int] = [sid, recorded, millis, self._grace_ms]
+        await self._run(lambda: self._create(keys=[key, self._expiries], args=args))
 
     async def client(self, sid: str) -> dict[str, Any] | None:
-        key = self._key(sid)
-        alive, recorded, level = await self._run(
-            lambda: self._client.hmget(key, _SESSION_FIELD, _CLIENT_FIELD, _LOG_LEVEL_FIELD)
-        )
-        if alive is None:
+        values = await self._read(sid, _CLIENT_FIELD, _LOG_LEVEL_FIELD)
+        if values is None:
             return None
+        recorded, level = values
         try:
             value = json.loads(recorded) if recorded else {}
         except ValueError:
@@ -297,17 +401,22 @@ class RedisSessionStore:
         return bool(result)
 
     async def exists(self, sid: str) -> bool:
-        key = self._key(sid)
-        return bool(await self._run(lambda: self._client.exists(key)))
+        return await self._read(sid, _SESSION_FIELD) is not None
 
     async def delete(self, sid: str) -> None:
         key = self._key(sid)
-        await self._run(lambda: self._client.delete(key))
+
+        def forget() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.delete(key)
+            pipe.zrem(self._expiries, sid)
+            pipe.execute()
+
+        await self._run(forget)
 
     async def get_backend(self, sid: str, server: str) -> str | None:
-        key = self._key(sid)
-        value = await self._run(lambda: self._client.hget(key, _BACKEND_PREFIX + server))
-        return None if value is None else str(value)
+        values = await self._read(sid, _BACKEND_PREFIX + server)
+        return None if values is None or values[0] is None else str(values[0])
 
     async def set_backend(self, sid: str, server: str, backend_id: str) -> bool:
         key = self._key(sid)
@@ -325,12 +434,15 @@ class RedisSessionStore:
 
     async def backends(self, sid: str) -> dict[str, str]:
         key = self._key(sid)
-        raw: dict[str, str] = await self._run(lambda: self._client.hgetall(key))  # type: ignore[arg-type,return-value]
-        return {
-            name[len(_BACKEND_PREFIX) :]: value
-            for name, value in raw.items()
-            if name.startswith(_BACKEND_PREFIX)
-        }
+        flat: list[str] = await self._run(lambda: self._read_all_if_live(keys=[key]))
+        return _backends_of(flat)
+
+    async def reap_expired(self, limit: int = 100) -> list[tuple[str, dict[str, str]]]:
+        if limit <= 0:
+            return []
+        args: list[str | int] = [self._prefix, limit]
+        flat: list[Any] = await self._run(lambda: self._reap(keys=[self._expiries], args=args))
+        return [(str(flat[i]), _backends_of(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     async def ping(self) -> bool:
         try:
@@ -340,6 +452,15 @@ class RedisSessionStore:
 
     async def aclose(self) -> None:
         await trio.to_thread.run_sync(self._pool.disconnect)
+
+
+def _backends_of(flat: Sequence[str]) -> dict[str, str]:
+    """The backend mappings in a flat HGETALL reply (field, value, field, value...)."""
+    return {
+        str(name)[len(_BACKEND_PREFIX) :]: str(value)
+        for name, value in zip(flat[::2], flat[1::2], strict=True)
+        if str(name).startswith(_BACKEND_PREFIX)
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,6 +498,8 @@ def session_keys(settings: SessionSettings) -> list[bytes]:
 __all__ = [
     "CLIENT_FIELDS",
     "LOG_LEVEL",
+    "MAX_UNREAPED",
+    "REAP_GRACE_SECONDS",
     "MemorySessionStore",
     "RedisSessionStore",
     "SessionStore",

@@ -473,6 +473,8 @@ class SessionSettings(_Ours):
     keys: list[str] = Field(default_factory=list, repr=False)
     keys_env: str | None = None
     ttl_seconds: int = Field(default=3600, ge=1, le=30 * 86400)
+    # How often the broker ends expired sessions' backend sessions upstream (broker/reaper.py).
+    reap_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
 
     @field_validator("redis_url")
     @classmethod

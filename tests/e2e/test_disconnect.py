@@ -1,0 +1,250 @@
+"""A client that drops its connection cancels the upstream work it asked for (issue 7), for calls
+the broker answers itself: through a real Envoy and `mcp-gateway serve`, to a stdio upstream,
+with a JSON answer pending, an SSE answer streaming, and over the `/mcp/ws` WebSocket.
+
+How it happens (envoy/bootstrap.yaml.tmpl, cluster `mcp_broker`, HTTP/1.1): Envoy cannot reuse an
+upstream HTTP/1.1 connection whose answer is unfinished, so when its client leaves it closes that
+connection; hypercorn keeps reading the socket while the app answers, sees the EOF and hands the
+app `http.disconnect` (`websocket.disconnect` for a socket); quart-trio then cancels the handler,
+and the broker's forwarder tells the upstream `notifications/cancelled`. The same tests pass with
+an HTTP/2 broker cluster (a stream reset instead of a close); see the bootstrap for why it stays
+HTTP/1.1. They fail when the cancellation is not relayed (checked by disabling it once).
+
+The client is a raw TCP socket on purpose: the SDK client, when its call is cancelled, sends
+`notifications/cancelled` itself, which would hide the path under test. The upstream is a small
+official-SDK server (written out below, run over stdio by the gateway) that reports "started" and
+"cancelled" to the test over a loopback socket, so the test waits on events, not on sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from mcp import types
+from mcp.client.client import Client
+from trio_websocket import wrap_client_stream
+
+from tests.support.conformance import RunningGateway, running_gateway
+from tests.support.servers import initialize_body
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings(
+        "ignore:Async generator 'httpx2.:ResourceWarning",
+        "ignore:Async generator 'httpcore2.:ResourceWarning",
+    ),
+]
+
+# The upstream: one tool that holds until cancelled and says so on the test's report socket.
+PROBE_SERVER = """
+import sys
+
+import anyio
+from mcp.server.mcpserver import MCPServer
+
+REPORT_PORT = int(sys.argv[1])
+server = MCPServer("disconnect-probe")
+
+
+async def report(event: str) -> None:
+    async with await anyio.connect_tcp("127.0.0.1", REPORT_PORT) as stream:
+        await stream.send(event.encode() + b"\\n")
+
+
+@server.tool(description="Holds until cancelled (at most a minute); reports start and cancel")
+async def hold(label: str) -> str:
+    await report(f"started {label}")
+    try:
+        await anyio.sleep(60)
+    except anyio.get_cancelled_exc_class():
+        with anyio.CancelScope(shield=True):
+            await report(f"cancelled {label}")
+        raise
+    await report(f"completed {label}")
+    return f"{label} held to the end"
+
+
+@server.tool(description="Answers at once")
+def quick() -> str:
+    return "quick answer"
+
+
+server.run("stdio")
+"""
+
+# "Within a few seconds": the broker relays the cancel at once; this bounds a loaded machine.
+CANCEL_PATIENCE_SECONDS = 5.0
+
+
+@dataclass
+class Probe:
+    """What the upstream reports: `started <label>`, `cancelled <label>`, `completed <label>`."""
+
+    events: trio.MemoryReceiveChannel[str]
+
+    async def expect(self, event: str, patience: float) -> None:
+        label = event.split(" ", 1)[1]
+        with trio.fail_after(patience):
+            while (seen := await self.events.receive()) != event:
+                assert seen != f"completed {label}", f"the upstream call ran to its end: {seen!r}"
+
+
+async def _collect_reports(
+    listeners: list[trio.SocketListener], sink: trio.MemorySendChannel[str]
+) -> None:
+    async def one(stream: trio.SocketStream) -> None:
+        async with stream:
+            data = b""
+            while chunk := await stream.receive_some(1024):
+                data += chunk
+        for line in data.decode().splitlines():
+            await sink.send(line)
+
+    await trio.serve_listeners(one, listeners)
+
+
+@asynccontextmanager
+async def gateway_with_probe(workdir: Path) -> AsyncIterator[tuple[RunningGateway, Probe]]:
+    send, receive = trio.open_memory_channel[str](64)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    report_port = listeners[0].socket.getsockname()[1]
+    script = workdir / "probe_server.py"
+    script.write_text(PROBE_SERVER)
+    probe = {
+        "name": "probe",
+        "transport": "stdio",
+        "command": [sys.executable, str(script), str(report_port)],
+        "prefix": "probe_",
+    }
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_collect_reports, listeners, send)
+        async with running_gateway([probe], workdir) as gateway:
+            yield gateway, Probe(receive)
+        nursery.cancel_scope.cancel()
+
+
+async def _open_session(url: str) -> dict[str, str]:
+    async with httpx.AsyncClient(timeout=10) as http:
+        accept = {"accept": "application/json, text/event-stream"}
+        init = await http.post(url, json=initialize_body(), headers=accept)
+        assert init.status_code == 200, init.text
+        session = {
+            "mcp-session-id": init.headers["mcp-session-id"],
+            "mcp-protocol-version": init.json()["result"]["protocolVersion"],
+        }
+        initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        done = await http.post(url, json=initialized, headers={**accept, **session})
+        assert done.status_code == 202, done.text
+    return session
+
+
+def _raw_post(port: int, headers: dict[str, str], message: dict[str, Any]) -> bytes:
+    body = json.dumps(message).encode()
+    lines = [
+        "POST /mcp HTTP/1.1",
+        f"host: 127.0.0.1:{port}",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _hold_call(label: str, request_id: int, *, progress: bool) -> dict[str, Any]:
+    params: dict[str, Any] = {"name": "probe_hold", "arguments": {"label": label}}
+    if progress:
+        params["_meta"] = {"progressToken": f"progress-{label}"}
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+
+async def _read_head(stream: trio.SocketStream) -> bytes:
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = await stream.receive_some(4096)
+        assert chunk, f"connection closed before the answer's head: {head!r}"
+        head += chunk
+    return head
+
+
+async def _still_works(gateway: RunningGateway) -> None:
+    """The upstream link survives a client leaving: the next client's call is answered."""
+    async with Client(gateway.url) as client:
+        with trio.fail_after(10):
+            answer = await client.call_tool("probe_quick", {})
+    assert not answer.is_error
+    assert isinstance(answer.content[0], types.TextContent)
+    assert answer.content[0].text == "quick answer"
+
+
+async def test_a_client_leaving_while_its_json_answer_is_pending_cancels_the_upstream_call(
+    tmp_path: Path,
+) -> None:
+    async with gateway_with_probe(tmp_path) as (gateway, probe):
+        session = await _open_session(gateway.url)
+        stream = await trio.open_tcp_stream("127.0.0.1", gateway.envoy.port)
+        # application/json only: the broker must answer JSON, so nothing is written before the
+        # answer and nothing on the broker's side ever fails a write while the call runs.
+        headers = {**session, "accept": "application/json"}
+        await stream.send_all(
+            _raw_post(gateway.envoy.port, headers, _hold_call("json", 7, progress=False))
+        )
+        await probe.expect("started json", patience=15)
+        with trio.move_on_after(0.2):
+            early = await stream.receive_some(4096)
+            pytest.fail(f"the JSON answer should still be pending, got {early!r}")
+        await stream.aclose()
+
+        await probe.expect("cancelled json", patience=CANCEL_PATIENCE_SECONDS)
+        await _still_works(gateway)
+
+
+async def test_a_client_leaving_its_sse_answer_cancels_the_upstream_call(tmp_path: Path) -> None:
+    async with gateway_with_probe(tmp_path) as (gateway, probe):
+        session = await _open_session(gateway.url)
+        stream = await trio.open_tcp_stream("127.0.0.1", gateway.envoy.port)
+        # A progress token makes the broker answer on an SSE stream (docs/broker.md).
+        headers = {**session, "accept": "application/json, text/event-stream"}
+        await stream.send_all(
+            _raw_post(gateway.envoy.port, headers, _hold_call("sse", 8, progress=True))
+        )
+        with trio.fail_after(15):
+            head = await _read_head(stream)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"content-type: text/event-stream" in head.lower(), head
+        await probe.expect("started sse", patience=15)
+        await stream.aclose()
+
+        await probe.expect("cancelled sse", patience=CANCEL_PATIENCE_SECONDS)
+        await _still_works(gateway)
+
+
+async def test_a_websocket_client_leaving_cancels_the_upstream_call(tmp_path: Path) -> None:
+    async with gateway_with_probe(tmp_path) as (gateway, probe):
+        port = gateway.envoy.port
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with trio.open_nursery() as nursery:
+            socket = await wrap_client_stream(
+                nursery, stream, f"127.0.0.1:{port}", "/mcp/ws", subprotocols=["mcp"]
+            )
+            await socket.send_message(json.dumps(initialize_body()))
+            with trio.fail_after(10):
+                assert "result" in json.loads(await socket.get_message())
+            initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+            await socket.send_message(json.dumps(initialized))
+            await socket.send_message(json.dumps(_hold_call("ws", 9, progress=False)))
+            await probe.expect("started ws", patience=15)
+            # No close frame: the client's connection just goes away.
+            await stream.aclose()
+            nursery.cancel_scope.cancel()
+
+        await probe.expect("cancelled ws", patience=CANCEL_PATIENCE_SECONDS)
+        await _still_works(gateway)

@@ -328,7 +328,8 @@ class _Upstream:
             self.server_info = info if isinstance(info, dict) else None
             kinds = offered_kinds(result)
             await self._refresh(client, kinds)
-            self.attempted.set()
+            if not self._wants_variants:
+                self.attempted.set()  # else once its variants are decided (_maintain_variants)
             log.info("upstream ready", server=self.server.name, tools=self.catalog.count(TOOLS))
             try:
                 async with trio.open_nursery() as nursery:
@@ -458,6 +459,8 @@ class _Upstream:
     # every-feature one too if some item needs several features at once), each with its own
     # GET stream, re-listing on its own list_changed. A variant failing never fails the base:
     # its items are dropped and it is probed again after a backoff (up to poll_interval).
+    # The first round (readiness) includes the first decision, so a client listing right
+    # after /readyz already sees the items its capabilities bring.
 
     async def _maintain_variants(self) -> None:
         backoff = Backoff(
@@ -472,6 +475,7 @@ class _Upstream:
             except Exception as exc:
                 reason = self._reason(exc)
             self._set_variants(VariantsState.FAILED, reason)
+            self.attempted.set()
             log.warning("capability variants failed", server=self.server.name, reason=reason)
             await trio.sleep(backoff.next_delay())
 
@@ -479,6 +483,7 @@ class _Upstream:
         probe = await self._list_once(ALL_FEATURES)
         if _same_items(probe, self.catalog.items):
             self._set_variants(VariantsState.NONE, None)
+            self.attempted.set()
             log.info("no capability variants", server=self.server.name)
             return
         async with trio.open_nursery() as nursery:
@@ -488,6 +493,7 @@ class _Upstream:
             if not _same_items(probe, singles.for_client(ALL_FEATURES).items):
                 await nursery.start(self._hold_variant, ALL_FEATURES)
             self.variants_state = VariantsState.ACTIVE
+            self.attempted.set()
             log.info(
                 "capability variants",
                 server=self.server.name,

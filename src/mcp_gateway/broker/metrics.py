@@ -50,6 +50,19 @@ class BrokerMetrics:
             "Gateway sessions ended by DELETE.",
             registry=self.registry,
         )
+        self.sessions_expired = Counter(
+            "mcp_gateway_sessions_expired",
+            "Expired gateway sessions this broker reaped (their backend sessions ended upstream).",
+            registry=self.registry,
+        )
+        self.expired_backend_deletes = Counter(
+            "mcp_gateway_expired_backend_deletes",
+            "DELETEs sent upstream for the backend sessions of expired gateway sessions (best "
+            "effort, bounded: an upstream that does not answer keeps its session until its own "
+            "timeout).",
+            ["server"],
+            registry=self.registry,
+        )
         self.open_streams = Gauge(
             "mcp_gateway_open_streams", "Open GET SSE streams.", registry=self.registry
         )

@@ -243,9 +243,9 @@ async def test_a_session_re_created_before_it_expired_is_not_reaped_early(
 
 async def test_reaping_takes_at_most_limit_sessions_a_call(store: SessionStore) -> None:
     for i in range(5):
-        await store.create(f"s{i}", ttl=0.2)
-        await store.set_backend(f"s{i}", "weather", f"b{i}")
-    await trio.sleep(0.3)
+        await store.create(f"s{i}", ttl=0.3)
+        assert await store.set_backend(f"s{i}", "weather", f"b{i}")
+    await trio.sleep(0.4)
     first = await store.reap_expired(limit=3)
     rest = await store.reap_expired(limit=3)
     assert len(first) == 3 and len(rest) == 2
@@ -274,9 +274,9 @@ async def test_redis_past_its_ttl_a_session_is_gone_for_every_read_though_kept_f
         store = RedisSessionStore(url)
         raw = redis_py.Redis.from_url(url, decode_responses=True)
         try:
-            await store.create("s1", ttl=0.2, client={"clientInfo": {"name": "c"}})
-            await store.set_backend("s1", "weather", "b")
-            await trio.sleep(0.3)
+            await store.create("s1", ttl=0.3, client={"clientInfo": {"name": "c"}})
+            assert await store.set_backend("s1", "weather", "b")
+            await trio.sleep(0.4)
             # The hash outlives the logical TTL (the reaper's grace), but nobody sees it.
             assert raw.hget("mcpgw:session:s1", "backend:weather") == "b"
             assert raw.pttl("mcpgw:session:s1") > 0
@@ -355,11 +355,10 @@ async def test_two_redis_reapers_never_both_claim_a_session() -> None:
     async with running_redis() as url:
         writer, first, second = (RedisSessionStore(url) for _ in range(3))
         try:
-            started = trio.current_time()
             for i in range(sessions):
-                await writer.create(f"s{i}", ttl=1.0)
+                await writer.create(f"s{i}", ttl=0.5)
                 assert await writer.set_backend(f"s{i}", "weather", f"b{i}")
-            await trio.sleep(max(0.0, started + 1.1 - trio.current_time()))
+            await trio.sleep(0.6)  # past the last one's TTL (Redis' clock: nothing to wait on)
             claims: dict[str, list[tuple[str, dict[str, str]]]] = {"first": [], "second": []}
 
             async def reap_all(name: str, store: RedisSessionStore) -> None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -146,6 +146,17 @@ class Timing:
 ClientFactory = Callable[..., Any]
 
 
+class LinkEvents(Protocol):
+    """What a stdio/WebSocket link says about clients' subscriptions: it is one session shared
+    by every client, so the broker keeps who subscribed (`broker/link_subscriptions.py`)."""
+
+    def updated(self, server: str, params: Any) -> None:
+        """A `notifications/resources/updated` arrived on the link."""
+
+    async def reconnected(self, server: str) -> None:
+        """The link is new (the upstream restarted): its subscriptions are gone upstream."""
+
+
 # A stdio/WebSocket link is one session shared by every client whose calls the broker forwards
 # on it; the broker relays these requests to the calling client (docs/broker.md), so the link
 # announces them. A client that cannot answer one says so itself (or the broker does).
@@ -224,6 +235,7 @@ class _Upstream:
     http: httpx.AsyncClient | None = None
     client: Any = None  # the live discovery client (message-stream upstreams forward through it)
     variants_enabled: bool = True  # gateway.capability_variants
+    link_events: LinkEvents | None = None
     variants_state: VariantsState = VariantsState.PENDING
     variants_reason: str | None = None
     # The listing of each held variant session, by the client features it declared.
@@ -288,7 +300,7 @@ class _Upstream:
 
     def _reason(self, exc: Exception) -> str:
         if isinstance(exc, BaseExceptionGroup):
-            found = _first_failure(exc)
+            found = _first_failure(exc) or _first_exception(exc)
             if found is not None:
                 return self._reason(found)
         if isinstance(exc, UpstreamError):
@@ -321,27 +333,32 @@ class _Upstream:
     async def _session(self, backoff: Backoff) -> None:
         client = self.client_factory(self.server, self.http)
         self.client = client
-        async with _connected(client):
-            result = await self._initialize(client)
-            self.protocol_version = client.protocol_version
-            info = result.get("serverInfo")
-            self.server_info = info if isinstance(info, dict) else None
-            kinds = offered_kinds(result)
-            await self._refresh(client, kinds)
-            if not self._wants_variants:
-                self.attempted.set()  # else once its variants are decided (_maintain_variants)
-            log.info("upstream ready", server=self.server.name, tools=self.catalog.count(TOOLS))
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._hold, client, kinds, self._refresh, backoff)
-                    if self._wants_variants:
-                        nursery.start_soon(self._maintain_variants)
-            except BaseExceptionGroup as group:
-                # The first of these tasks to fail ends the session; report that failure.
-                failure = _first_failure(group)
-                if failure is None:
-                    raise
-                raise failure from None
+        base_listed = trio.Event()
+        try:
+            async with _connected(client), trio.open_nursery() as nursery:
+                if self._wants_variants:
+                    # Probed side by side with the base handshake, so readiness (which waits
+                    # for the first variant decision) costs no extra round trips.
+                    nursery.start_soon(self._maintain_variants, base_listed)
+                result = await self._initialize(client)
+                self.protocol_version = client.protocol_version
+                info = result.get("serverInfo")
+                self.server_info = info if isinstance(info, dict) else None
+                kinds = offered_kinds(result)
+                await self._refresh(client, kinds)
+                base_listed.set()
+                if not self._wants_variants:
+                    self.attempted.set()  # else once its variants are decided
+                log.info("upstream ready", server=self.server.name, tools=self.catalog.count(TOOLS))
+                if self.link_events is not None and self.server.transport != "http":
+                    nursery.start_soon(self.link_events.reconnected, self.server.name)
+                await self._hold(client, kinds, self._refresh, backoff)
+        except BaseExceptionGroup as group:
+            # The first of these tasks to fail ends the session; report that failure.
+            failure = _first_failure(group)
+            if failure is None:
+                raise
+            raise failure from None
 
     async def _initialize(self, client: Any) -> JsonObject:
         with trio.fail_after(self.server.timeout_seconds):
@@ -403,6 +420,9 @@ class _Upstream:
             method = message.get("method")
             if method in watched:
                 relist.set()
+            elif method == "notifications/resources/updated" and self.link_events is not None:
+                if self.server.transport != "http":  # HTTP: on each client's backend session
+                    self.link_events.updated(self.server.name, message.get("params"))
             elif "id" in message and isinstance(method, str):
                 await _answer_server_request(client, message)
 
@@ -462,7 +482,7 @@ class _Upstream:
     # The first round (readiness) includes the first decision, so a client listing right
     # after /readyz already sees the items its capabilities bring.
 
-    async def _maintain_variants(self) -> None:
+    async def _maintain_variants(self, base_listed: trio.Event) -> None:
         backoff = Backoff(
             base=self.timing.backoff_base,
             cap=max(self.timing.backoff_cap, self.timing.poll_interval),
@@ -470,22 +490,29 @@ class _Upstream:
         while True:
             self.variants_state, self.variants_reason = VariantsState.PROBING, None
             try:
-                await self._discover_variants()
+                await self._discover_variants(base_listed)
                 return
             except Exception as exc:
                 reason = self._reason(exc)
+            # A failure the base session shares (the upstream is down) ends it, and this task
+            # with it, before anything is reported here.
+            await base_listed.wait()
             self._set_variants(VariantsState.FAILED, reason)
             self.attempted.set()
             log.warning("capability variants failed", server=self.server.name, reason=reason)
             await trio.sleep(backoff.next_delay())
 
-    async def _discover_variants(self) -> None:
-        probe = await self._list_once(ALL_FEATURES)
-        if _same_items(probe, self.catalog.items):
-            self._set_variants(VariantsState.NONE, None)
-            self.attempted.set()
-            log.info("no capability variants", server=self.server.name)
-            return
+    async def _discover_variants(self, base_listed: trio.Event) -> None:
+        probe_client = self._variant_client(ALL_FEATURES)
+        async with _connected(probe_client):  # the probe session ends (DELETE) with the block
+            result = await self._initialize(probe_client)
+            probe, _rejected = await self._list(probe_client, offered_kinds(result))
+            await base_listed.wait()
+            if _same_items(probe, self.catalog.items):
+                self._set_variants(VariantsState.NONE, None)
+                self.attempted.set()  # decided: the DELETE is not on the readiness path
+                log.info("no capability variants", server=self.server.name)
+                return
         async with trio.open_nursery() as nursery:
             for feature in CLIENT_FEATURES:
                 await nursery.start(self._hold_variant, frozenset({feature}))
@@ -503,14 +530,6 @@ class _Upstream:
     def _variant_client(self, features: frozenset[str]) -> Any:
         capabilities = declared_capabilities(features)
         return self.client_factory(self.server, self.http, capabilities=capabilities)
-
-    async def _list_once(self, features: frozenset[str]) -> dict[str, tuple[JsonObject, ...]]:
-        """List the upstream on a short session declaring `features`, then end it (DELETE)."""
-        client = self._variant_client(features)
-        async with _connected(client):
-            result = await self._initialize(client)
-            items, _rejected = await self._list(client, offered_kinds(result))
-        return items
 
     async def _hold_variant(
         self, features: frozenset[str], *, task_status: trio.TaskStatus[None]
@@ -561,6 +580,18 @@ def _same_items(
         if mine != theirs:
             return False
     return True
+
+
+def _first_exception(group: BaseExceptionGroup[BaseException]) -> Exception | None:
+    """The first plain exception in a group (a bug's own type, for the status reason)."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_exception(exc)
+            if found is not None:
+                return found
+        elif isinstance(exc, Exception):
+            return exc
+    return None
 
 
 def _first_failure(group: BaseExceptionGroup[BaseException]) -> Exception | None:
@@ -625,6 +656,8 @@ class Supervisor:
         self.config = config
         self.timing = timing or Timing()
         self._client_factory = client_factory
+        # Told of subscription events on stdio/WebSocket links; set before `run`.
+        self.link_events: LinkEvents | None = None
         self._upstreams: dict[str, _Upstream] = {}
         self._nursery: trio.Nursery | None = None
         self._subscribers: list[trio.MemorySendChannel[int]] = []
@@ -669,6 +702,7 @@ class Supervisor:
             self.timing,
             self._client_factory,
             variants_enabled=self.config.gateway.capability_variants,
+            link_events=self.link_events,
         )
         self._upstreams[server.name] = upstream
         if not server.enabled:

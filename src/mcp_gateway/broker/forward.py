@@ -23,6 +23,7 @@ from mcp_gateway.broker.backend_streams import BackendStreams
 from mcp_gateway.broker.client_requests import Answer, ClientRequests
 from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.fanout import Fanout
+from mcp_gateway.broker.link_subscriptions import LinkSubscriptions
 from mcp_gateway.broker.metrics import BrokerMetrics
 from mcp_gateway.config import GatewayConfig, ServerConfig
 from mcp_gateway.logs import get_logger
@@ -69,6 +70,11 @@ class Forwarder:
             lambda name: self.config.server(name),
             supervisor.http_client,
         )
+        # Subscriptions to stdio/WebSocket upstreams, whose one link all clients share.
+        self.links = LinkSubscriptions(
+            fanout, metrics, lambda name: self.config.server(name), supervisor.stream_client
+        )
+        supervisor.link_events = self.links
 
     def bind(self, nursery: trio.Nursery, openings: BackendOpenings | None = None) -> None:
         """Run background relays in the broker's nursery; share `openings` with the router."""
@@ -177,11 +183,7 @@ class Forwarder:
         """resources/(un)subscribe on the client's backend session with the owner; on success
         its `notifications/resources/updated` reach this client's GET streams only."""
         if server.transport != "http":
-            return error_response(
-                request.id,
-                ErrorCode.METHOD_NOT_FOUND,
-                f"subscriptions to {server.transport} upstreams are not relayed",
-            )
+            return await self._link_subscription(request, session, server, original)
         http = self.supervisor.http_client(server.name)
         try:
             backend = await self._backend_session(session, server.name, http)
@@ -208,6 +210,17 @@ class Forwarder:
         # while the client listens.
         answer["id"] = request.id
         return json.dumps(answer, separators=(",", ":")).encode()
+
+    async def _link_subscription(
+        self, request: Request, session: ClientSession, server: ServerConfig, original: str
+    ) -> bytes:
+        if request.method == "resources/subscribe":
+            error = await self.links.subscribe(session.sid, server, original)
+            if error is not None:
+                return error_response(request.id, error["code"], error["message"])
+        else:
+            await self.links.unsubscribe(session.sid, server, original)
+        return result_response(request.id, {})
 
     async def answer_client(self, session: ClientSession, response: JsonObject) -> bool:
         """A client's response to a server→client request relayed during a forwarded call: to
@@ -252,6 +265,8 @@ class Forwarder:
     async def end_backends(self, session: ClientSession) -> None:
         """DELETE every backend session opened for this client (best effort, bounded)."""
         self.streams.stop(session.sid)
+        with trio.move_on_after(CANCEL_RELAY_SECONDS):  # the session is gone either way
+            await self.links.forget(session.sid)
         backends = await self.store.backends(session.sid)
         async with trio.open_nursery() as nursery:
             for name, backend_id in backends.items():

@@ -25,6 +25,7 @@ import os
 import signal
 import struct
 import sys
+import threading
 import wave
 import weakref
 import zlib
@@ -406,6 +407,14 @@ async def _elicit(
 
 def _add_observation_tools(server: MCPServer, state: _FixtureState) -> None:
     """Tools that let a test see, from the upstream side, what reached the upstream."""
+
+    @server.tool(description="Exits the fixture process right after answering (a crash, for tests)")
+    async def test_exit_process() -> types.CallToolResult:
+        # A thread, not a task: the answer must leave first, and no task of ours may delay it.
+        timer = threading.Timer(0.2, os._exit, args=(3,))
+        timer.daemon = True
+        timer.start()
+        return _text(f"exiting: pid {os.getpid()}")
 
     @server.tool(description="Changes test://watched-resource and notifies its subscribers")
     async def test_update_watched_resource() -> types.CallToolResult:

@@ -378,3 +378,17 @@ async def test_two_redis_reapers_never_both_claim_a_session() -> None:
         finally:
             for store in (writer, first, second):
                 await store.aclose()
+
+
+async def test_memory_store_keeps_a_bounded_number_of_unreaped_sessions(
+    autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process whose broker never reaps must not grow: the oldest expired sessions go first.
+    from mcp_gateway.sessions import store as store_module
+
+    monkeypatch.setattr(store_module, "MAX_UNREAPED", 3)
+    store = MemorySessionStore()
+    for i in range(5):
+        await store.create(f"s{i}", ttl=10 + i)
+    await trio.sleep(60)
+    assert [sid for sid, _ in await store.reap_expired()] == ["s2", "s3", "s4"]

@@ -20,7 +20,14 @@ from mcp_gateway.sessions import SessionTokens
 from mcp_gateway.sessions.store import MemorySessionStore, RedisSessionStore, SessionStore
 from mcp_gateway.upstream import Supervisor, open_backend_session
 from tests.support.redis import free_port, running_redis
-from tests.support.servers import FAST_TIMING, TEST_KEY, gateway_config, sample_in_process
+from tests.support.servers import (
+    FAST_TIMING,
+    TEST_KEY,
+    gateway_config,
+    open_session,
+    running_broker,
+    sample_in_process,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -209,3 +216,29 @@ async def test_a_store_that_cannot_be_reached_skips_a_round_and_the_reaper_goes_
             nursery.cancel_scope.cancel()
     finally:
         await unreachable.aclose()
+
+
+async def test_through_the_broker_an_expired_sessions_listener_is_told_and_its_backend_ends() -> None:
+    async with sample_in_process("echo") as url:
+        config = reaping_config([("echo", url, "echo_")])
+        echo = server_of(config, "echo")
+        async with running_broker(config) as broker, httpx.AsyncClient(timeout=10) as http:
+            headers = await open_session(http, broker.url)
+            call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                    "params": {"name": "echo_echo", "arguments": {"text": "hi"}}}
+            assert (await http.post(broker.url, json=call, headers=headers)).status_code == 200
+            claims = broker.tokens.verify(headers["mcp-session-id"])
+            assert claims is not None
+            backend = (await broker.store.backends(claims.session_id))["echo"]  # the broker opened it
+
+            listen = {"accept": "text/event-stream", "mcp-session-id": headers["mcp-session-id"]}
+            with trio.fail_after(TTL + 5):
+                async with http.stream("GET", broker.url, headers=listen) as stream:
+                    assert stream.status_code == 200
+                    async for _chunk in stream.aiter_bytes():
+                        pass  # until the reaper ends the session's stream
+            await wait_ended(echo, backend)
+            assert (await http.post(broker.url, json=call, headers=headers)).status_code == 404
+            metrics = (await http.get(f"{broker.base}/metrics")).text
+            assert "mcp_gateway_sessions_expired_total 1.0" in metrics
+            assert 'mcp_gateway_expired_backend_deletes_total{server="echo"} 1.0' in metrics

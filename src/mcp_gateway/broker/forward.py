@@ -328,7 +328,11 @@ class Forwarder:
             capabilities=client_info.get("capabilities"),
             log_level=client_info.get(LOG_LEVEL),
         )
-        await self.store.set_backend(session.sid, server_name, backend)
+        if not await self.store.set_backend(session.sid, server_name, backend):
+            # The gateway session expired (or was deleted) while this backend session opened:
+            # no reaper will ever see it, so end it here.
+            await UpstreamClient(server, http=http, session_id=backend).aclose()
+            raise UpstreamError(f"{server_name}: the gateway session ended")
         await self.streams.openings.announce(session.sid, server_name, backend)
         return backend
 

@@ -17,6 +17,7 @@ from quart_trio import QuartTrio
 
 from mcp_gateway.broker import http, status, websocket
 from mcp_gateway.broker.core import BrokerCore
+from mcp_gateway.broker.reaper import run_reaper
 from mcp_gateway.broker.reload import ReloadState
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.logs import get_logger
@@ -56,6 +57,8 @@ async def serve_broker(
         app = build_app(core, reload_state, nursery, keepalive_seconds=keepalive_seconds)
         nursery.start_soon(_announce_changes, core, changes)
         nursery.start_soon(_apply_reloads, core, reloads, reload_state)
+        # Expired sessions end their backend sessions upstream too (docs/sessions.md).
+        nursery.start_soon(run_reaper, core)
         urls = await nursery.start(_serve_http, app, listen or config.gateway.broker_listen)
         port = int(urls[0].rsplit(":", 1)[1])
         log.info("broker listening", url=f"{urls[0]}/mcp", upstreams=len(config.servers))

@@ -30,7 +30,7 @@ from mcp_gateway.sessions.store import (
     SessionStore,
     SessionStoreUnavailable,
 )
-from mcp_gateway.upstream.client import open_backend_session
+from mcp_gateway.upstream.client import UpstreamClient, open_backend_session
 from mcp_gateway.upstream.errors import UpstreamError
 
 _log = structlog.get_logger(__name__)
@@ -188,6 +188,8 @@ class BackendSessions:
             raise BackendUnavailable(error.message) from error
         # Written only into a live session: a client that deleted its session meanwhile gets 404.
         if not await self._store.set_backend(sid, name, backend_id):
+            # Nobody will reap a backend session the store never recorded: end it here.
+            await UpstreamClient(server, http=self._http, session_id=backend_id).aclose()
             raise SessionGone(sid)
         _log.info("backend session created", server=name)
         await self._openings.announce(sid, name, backend_id)

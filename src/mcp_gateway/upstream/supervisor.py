@@ -514,8 +514,9 @@ class _Upstream:
                 log.info("no capability variants", server=self.server.name)
                 return
         async with trio.open_nursery() as nursery:
-            for feature in CLIENT_FEATURES:
-                await nursery.start(self._hold_variant, frozenset({feature}))
+            async with trio.open_nursery() as starting:  # side by side; done once all listed
+                for feature in CLIENT_FEATURES:
+                    starting.start_soon(nursery.start, self._hold_variant, frozenset({feature}))
             singles = ServerCatalog(self.catalog.items, variants=self.catalog.variants)
             if not _same_items(probe, singles.for_client(ALL_FEATURES).items):
                 await nursery.start(self._hold_variant, ALL_FEATURES)

@@ -209,8 +209,12 @@ async def test_server_requests_on_held_variant_sessions_are_answered_at_once(
         await trio.sleep(1)
         by_id = {a["id"]: a for a in answers}
         assert len(by_id) == 15
-        for index in range(5):
+        # Stream 0 is the base session's: it declared nothing and answers only pings.
+        assert by_id["roots/list-0"]["error"]["code"] == -32601
+        assert by_id["elicitation/create-0"]["error"]["code"] == -32601
+        for index in range(1, 5):
             assert by_id[f"roots/list-{index}"]["result"] == {"roots": []}
             assert by_id[f"elicitation/create-{index}"]["result"] == {"action": "decline"}
+        for index in range(5):
             assert by_id[f"sampling/createMessage-{index}"]["error"]["code"] == -32601
         nursery.cancel_scope.cancel()

@@ -352,7 +352,7 @@ class _Upstream:
                 log.info("upstream ready", server=self.server.name, tools=self.catalog.count(TOOLS))
                 if self.link_events is not None and self.server.transport != "http":
                     nursery.start_soon(self.link_events.reconnected, self.server.name)
-                await self._hold(client, kinds, self._refresh, backoff)
+                await self._hold(client, kinds, self._refresh, backoff, BASE_ANSWERS)
         except BaseExceptionGroup as group:
             # The first of these tasks to fail ends the session; report that failure.
             failure = _first_failure(group)
@@ -374,11 +374,13 @@ class _Upstream:
         kinds: tuple[ListKind, ...],
         refresh: Callable[[UpstreamClient, tuple[ListKind, ...]], Awaitable[None]],
         backoff: Backoff | None,
+        answers: Mapping[str, JsonObject],
     ) -> None:
-        """Keep one discovery session: its GET stream (list_changed → `refresh`) and pings."""
+        """Keep one discovery session: its GET stream (list_changed → `refresh`; requests of
+        the upstream answered from `answers`) and pings."""
         async with trio.open_nursery() as nursery:
             relist_requests = _Flag()
-            nursery.start_soon(self._listen, client, kinds, relist_requests)
+            nursery.start_soon(self._listen, client, kinds, relist_requests, answers)
             nursery.start_soon(self._relist_on_request, client, kinds, relist_requests, refresh)
             nursery.start_soon(self._ping, client, backoff)
 
@@ -412,7 +414,11 @@ class _Upstream:
             self.on_change()
 
     async def _listen(
-        self, client: UpstreamClient, kinds: tuple[ListKind, ...], relist: _Flag
+        self,
+        client: UpstreamClient,
+        kinds: tuple[ListKind, ...],
+        relist: _Flag,
+        answers: Mapping[str, JsonObject] | None = None,
     ) -> None:
         watched = {k.changed_notification for k in kinds}
 
@@ -424,7 +430,7 @@ class _Upstream:
                 if self.server.transport != "http":  # HTTP: on each client's backend session
                     self.link_events.updated(self.server.name, message.get("params"))
             elif "id" in message and isinstance(method, str):
-                await _answer_server_request(client, message)
+                await _answer_server_request(client, message, answers or BASE_ANSWERS)
 
         while True:
             try:
@@ -547,7 +553,7 @@ class _Upstream:
 
             await refresh(client, kinds)
             task_status.started()
-            await self._hold(client, kinds, refresh, None)
+            await self._hold(client, kinds, refresh, None, VARIANT_ANSWERS)
 
     def _set_variant(
         self, features: frozenset[str], items: dict[str, tuple[JsonObject, ...]]
@@ -620,19 +626,26 @@ class _Flag:
         self._event = trio.Event()
 
 
-# What a discovery session answers when an upstream asks its "client" something: it has no
-# user behind it, so no roots to share and nothing to fill in (an upstream that asks a session
-# declaring roots, as server-everything does 350 ms after initialize, gets a valid answer).
-_DISCOVERY_ANSWERS: Mapping[str, JsonObject] = {
+# What a discovery session answers when an upstream asks its "client" something; anything
+# else gets -32601. The base session (and a stdio/WebSocket link) answers only pings: a link is
+# shared by real clients, and an upstream that caches an answer per session (server-everything
+# caches roots) must ask again, during a call, where the broker relays it to the caller.
+BASE_ANSWERS: Mapping[str, JsonObject] = {"ping": {}}
+# A capability-variant session declared roots and elicitation with no user behind it: no
+# roots to share, nothing to fill in (server-everything asks a roots session for its roots
+# 350 ms after initialize, and gets a valid answer).
+VARIANT_ANSWERS: Mapping[str, JsonObject] = {
     "ping": {},
     "roots/list": {"roots": []},
     "elicitation/create": {"action": "decline"},
 }
 
 
-async def _answer_server_request(client: UpstreamClient, message: JsonObject) -> None:
+async def _answer_server_request(
+    client: UpstreamClient, message: JsonObject, answers: Mapping[str, JsonObject]
+) -> None:
     """Answer a server→client request on a discovery session at once; it never waits on us."""
-    answer = _DISCOVERY_ANSWERS.get(str(message.get("method")))
+    answer = answers.get(str(message.get("method")))
     if answer is not None:
         reply: JsonObject = {"jsonrpc": "2.0", "id": message["id"], "result": dict(answer)}
     else:

@@ -174,7 +174,7 @@ async def test_status_shows_the_variant_and_what_it_adds() -> None:
     roots = next(v for v in variants["variants"] if v["requires"] == ["roots"])
     assert (roots["counts"]["tools"], roots["extra"]) == (2, {"tools": 1})
     # Every single feature was listed; only roots brings something.
-    assert sorted(v["requires"] for v in variants["variants"]) == [
+    assert [v["requires"] for v in variants["variants"]] == [
         ["elicitation.form"],
         ["elicitation.url"],
         ["roots"],

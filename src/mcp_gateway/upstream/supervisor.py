@@ -569,7 +569,9 @@ class _Upstream:
         self._publish_variants()
 
     def _publish_variants(self) -> None:
-        variants = tuple(Variant(f, items) for f, items in self.variant_items.items())
+        # In a fixed order (narrow first, then by feature), whichever session listed first.
+        held = sorted(self.variant_items.items(), key=lambda pair: (len(pair[0]), sorted(pair[0])))
+        variants = tuple(Variant(features, items) for features, items in held)
         if variants == self.catalog.variants:
             return
         self.catalog = ServerCatalog(self.catalog.items, self.catalog.rejected, variants)

@@ -274,8 +274,8 @@ def register(
 
         async def events() -> AsyncIterator[bytes]:
             # Comments while the upstream works keep idle-timeout proxies from cutting the
-            # stream. (hypercorn does not read an HTTP/1.1 socket while it answers, so a client
-            # that leaves is noticed only when the stream ends; over HTTP/2 its reset is seen.)
+            # stream. A client that leaves is noticed at once (hypercorn reads the socket and
+            # delivers http.disconnect), which ends this generator and cancels `work`.
             try:
                 async with receive:
                     yield b": working\n\n"

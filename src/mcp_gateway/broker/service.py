@@ -82,7 +82,10 @@ async def _serve_http(app: QuartTrio, bind: str, *, task_status: trio.TaskStatus
     settings.bind = [bind]
     settings.accesslog = None
     settings.graceful_timeout = GRACEFUL_SHUTDOWN_SECONDS
-    settings.keep_alive_timeout = 75  # longer than Envoy's idle timeout, so Envoy closes first
+    # Over the proxy's idle timeout for upstream connections (ours: 60 s; Envoy's default, as in
+    # Istio and Envoy Gateway: 1 h), so the proxy closes an idle connection first and never sends
+    # a request into one hypercorn is closing (a 503 UC; docs/troubleshooting.md).
+    settings.keep_alive_timeout = 3660
     await hypercorn.trio.serve(app, settings, task_status=task_status)
 
 

@@ -213,19 +213,7 @@ class BackendSessions:
         server = self._servers().get(need.upstream.server)
         if server is None:
             raise BackendUnavailable(f"server {need.upstream.server!r} is no longer configured")
-        headers = {
-            "content-type": "application/json",
-            "accept": "application/json, text/event-stream",
-            SESSION_HEADER: backend_id,
-            "mcp-protocol-version": need.claims.protocol_version,
-        }
-        if server.credential:
-            scheme = server.credential.split(" ", 1)[0].lower()
-            headers["authorization"] = (
-                server.credential
-                if scheme in ("bearer", "basic")
-                else f"Bearer {server.credential}"
-            )
+        headers = _upstream_headers(server, backend_id, need.claims.protocol_version)
         try:
             with trio.fail_after(server.timeout_seconds):
                 response = await self._client().post(server.url, content=need.body, headers=headers)
@@ -241,6 +229,30 @@ class BackendSessions:
             response.content,
         )
 
+    async def cancel_abandoned(self, need: NeedsBackend, backend_id: str) -> None:
+        """Tell the upstream that the client of a routed call left before its answer ended.
+
+        Envoy only closes its connection to the upstream, and a Streamable HTTP server must not
+        take that as a cancellation. Best effort, bounded: a cancellation of a request that has
+        just finished is ignored by the upstream.
+        """
+        server = self._servers().get(need.upstream.server)
+        if server is None:
+            return
+        cancelled = {
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": need.request_id, "reason": "the client left"},
+        }
+        headers = _upstream_headers(server, backend_id, need.claims.protocol_version)
+        with trio.move_on_after(min(server.timeout_seconds, CANCEL_SECONDS)):
+            try:
+                await self._client().post(server.url, json=cancelled, headers=headers)
+            except httpx.HTTPError as error:
+                _log.warning("could not cancel an abandoned call", server=server.name, error=repr(error))
+                return
+        _log.info("abandoned call cancelled upstream", server=server.name)
+
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
             self._http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
@@ -249,3 +261,21 @@ class BackendSessions:
     async def aclose(self) -> None:
         if self._http is not None:
             await self._http.aclose()
+
+
+CANCEL_SECONDS: Final = 2.0
+
+
+def _upstream_headers(server: ServerConfig, backend_id: str, protocol_version: str) -> dict[str, str]:
+    headers = {
+        "content-type": "application/json",
+        "accept": "application/json, text/event-stream",
+        SESSION_HEADER: backend_id,
+        "mcp-protocol-version": protocol_version,
+    }
+    if server.credential:
+        scheme = server.credential.split(" ", 1)[0].lower()
+        headers["authorization"] = (
+            server.credential if scheme in ("bearer", "basic") else f"Bearer {server.credential}"
+        )
+    return headers

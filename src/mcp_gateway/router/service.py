@@ -170,7 +170,7 @@ _STREAM_RESPONSE_BODY: Final = processing_mode_pb2.ProcessingMode(
 class _Exchange:
     """One HTTP request's ext_proc conversation."""
 
-    __slots__ = ("backend_id", "extend", "headers", "need", "router", "tagger")
+    __slots__ = ("answer_began", "backend_id", "extend", "headers", "need", "router", "tagger")
 
     def __init__(self, router: Router, extend: Callable[[float], Awaitable[None]]) -> None:
         self.router = router
@@ -181,6 +181,18 @@ class _Exchange:
         self.backend_id: str | None = None
         # Set when the answer's body streams through us to tag server→client request ids.
         self.tagger: SseIdTagger | None = None
+        # Set once the routed call's answer has begun (its headers passed us): from then on
+        # Envoy ending our stream is no sign of the client leaving before the answer.
+        self.answer_began = False
+
+    async def abandoned(self) -> None:
+        """Envoy ended our stream before the routed call's answer began: its client left
+        while the answer was pending (a JSON answer, or an SSE one whose headers had not come)."""
+        need, backend_id = self.need, self.backend_id
+        if need is None or need.follow_up or backend_id is None or self.answer_began:
+            return
+        self.router.in_flight.finished(need.claims.session_id, need.request_id)
+        await trio_asyncio.trio_as_aio(self.router.backends.cancel_abandoned)(need, backend_id)
 
     async def on_request_headers(self, message: pb.HttpHeaders) -> pb.ProcessingResponse:
         self.headers = _headers_of(message)
@@ -259,6 +271,7 @@ class _Exchange:
         if not streams_on and not need.follow_up:
             # Answered whole (JSON, a replay, an error): the call is over, nothing to cancel.
             self.router.in_flight.finished(need.claims.session_id, need.request_id)
+        self.answer_began = True
         if answer is Answer.BACKEND_SESSION_EXPIRED and need.follow_up:
             # The session that asked is gone with the upstream's restart; a new one never asked.
             return _immediate(_no_backend_for_answer(need))
@@ -380,6 +393,7 @@ class ExternalProcessor:
                 # End the stream now: the trailers leave with this reply, and Envoy (graceful
                 # close) processes the rest of the request without us.
                 return
+        await exchange.abandoned()
 
     async def _answer(
         self, exchange: _Exchange, request: pb.ProcessingRequest

@@ -14,25 +14,14 @@ import httpx
 import pytest
 import trio
 
-from tests.support.servers import (
-    Broker,
-    gateway_config,
-    initialize_body,
-    running_broker,
-    sample_in_process,
-)
+from tests.support.servers import Broker, gateway_config, running_broker, sample_in_process
+from tests.support.servers import open_session as open_gateway_session
 
 pytestmark = pytest.mark.integration
-HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
 
 async def open_session(http: httpx.AsyncClient, url: str) -> dict[str, str]:
-    response = await http.post(url, json=initialize_body(), headers=HEADERS)
-    return {
-        **HEADERS,
-        "mcp-session-id": response.headers["mcp-session-id"],
-        "mcp-protocol-version": "2025-11-25",
-    }
+    return {**await open_gateway_session(http, url), "mcp-protocol-version": "2025-11-25"}
 
 
 class Listener:

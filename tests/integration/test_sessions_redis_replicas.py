@@ -50,6 +50,24 @@ async def replica(
         await store.aclose()
 
 
+@asynccontextmanager
+async def broker_on_redis(config: GatewayConfig, tokens: SessionTokens, redis_url: str) -> AsyncIterator[int]:
+    """One broker with its own Redis client; yields its port."""
+    store = RedisSessionStore(redis_url)
+    try:
+        async with trio.open_nursery() as nursery:
+            _, reloads = trio.open_memory_channel[GatewayConfig](1)
+            port = await nursery.start(
+                lambda task_status: serve_broker(
+                    config, reloads, tokens, store, timing=FAST_TIMING, task_status=task_status
+                )
+            )
+            yield port
+            nursery.cancel_scope.cancel()
+    finally:
+        await store.aclose()
+
+
 def observed(response: httpx.Response) -> dict[str, str]:
     return dict(json.loads(sse_result(response)["result"]["content"][0]["text"]))
 
@@ -58,15 +76,8 @@ async def test_two_replicas_share_gateway_and_backend_sessions(tmp_path: Path) -
     tokens = SessionTokens([TEST_KEY])
     async with running_redis() as redis_url, probes("alpha") as urls:
         config = gateway_config([("alpha", urls["alpha"], "a_")], router_listen="127.0.0.1:0")
-        broker_store = RedisSessionStore(redis_url)
-        async with trio.open_nursery() as nursery:
-            _, broker_reloads = trio.open_memory_channel[GatewayConfig](1)
-            broker_port = await nursery.start(
-                lambda task_status: serve_broker(
-                    config, broker_reloads, tokens, broker_store, timing=FAST_TIMING, task_status=task_status
-                )
-            )
-            async with replica(config, tokens, redis_url, broker_port, tmp_path / "a") as envoy_a, \
+        async with broker_on_redis(config, tokens, redis_url) as broker_port, \
+                replica(config, tokens, redis_url, broker_port, tmp_path / "a") as envoy_a, \
                     replica(config, tokens, redis_url, broker_port, tmp_path / "b") as envoy_b, \
                     httpx.AsyncClient(timeout=10) as client:
                 session = await initialize_raw(client, envoy_a.url)
@@ -87,8 +98,6 @@ async def test_two_replicas_share_gateway_and_backend_sessions(tmp_path: Path) -
                 gone = await client.post(envoy_b.url, json=call_body("a_observe", request_id=3), headers=_session_headers(session))
                 assert gone.status_code == 404
                 assert gone.json()["id"] == 3
-            nursery.cancel_scope.cancel()
-        await broker_store.aclose()
 
 
 async def test_a_backend_session_another_replica_opened_is_relayed_to_the_listening_client(tmp_path: Path) -> None:
@@ -98,15 +107,8 @@ async def test_a_backend_session_another_replica_opened_is_relayed_to_the_listen
     tokens = SessionTokens([TEST_KEY])
     async with running_redis() as redis_url, sample_in_process("conformance") as fixture:
         config = gateway_config([("fx", fixture, "fx_")], router_listen="127.0.0.1:0")
-        broker_store = RedisSessionStore(redis_url)
-        async with trio.open_nursery() as nursery:
-            _, broker_reloads = trio.open_memory_channel[GatewayConfig](1)
-            broker_port = await nursery.start(
-                lambda task_status: serve_broker(
-                    config, broker_reloads, tokens, broker_store, timing=FAST_TIMING, task_status=task_status
-                )
-            )
-            async with replica(config, tokens, redis_url, broker_port, tmp_path / "a") as envoy, \
+        async with broker_on_redis(config, tokens, redis_url) as broker_port, \
+                replica(config, tokens, redis_url, broker_port, tmp_path / "a") as envoy, \
                     httpx.AsyncClient(timeout=10) as client:
                 session = await initialize_raw(client, envoy.url)
                 logs: list[str] = []
@@ -132,5 +134,3 @@ async def test_a_backend_session_another_replica_opened_is_relayed_to_the_listen
                                 await arrived.wait()
                     listening.cancel_scope.cancel()
                 assert logs[0] == "from A"
-            nursery.cancel_scope.cancel()
-        await broker_store.aclose()

@@ -8,10 +8,14 @@ request) is a short conversation:
   request_body      → decision: to the broker, to an upstream (mutations), or an immediate reply
   response_headers  → for upstream calls, the backend session id becomes the gateway's; a
                       backend 404 is replayed once (router/backends.py); an SSE answer to a
-                      client that can be asked things switches to a streamed body
+                      client that can be asked things switches to a streamed body; every SSE
+                      answer is marked for the access log of abandoned calls (router/accesslog.py)
   response_body     → (only then) server→client request ids tagged (router/relay.py)
 
-Only the steps that need the session store or an upstream cross into Trio (`trio_as_aio`).
+A client that leaves a routed call is told upstream as `notifications/cancelled`: before the
+answer began, seen here (Envoy ends our stream early: `_Exchange.abandoned`); during an SSE
+answer, which streams past us, reported by Envoy's gRPC access logger (`AccessLogReceiver`, same
+server). Only the steps that need the session store or an upstream cross into Trio (`trio_as_aio`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,12 @@ from grpclib.const import Cardinality, Handler
 from grpclib.server import Server, Stream
 
 from mcp_gateway.config import GatewayConfig, ServerConfig
+from mcp_gateway.router.accesslog import (
+    AccessLogReceiver,
+    WatchedCall,
+    WatchedCalls,
+    call_metadata,
+)
 from mcp_gateway.router.backends import BackendSessions, BackendUnavailable, SessionGone
 from mcp_gateway.router.decision import (
     SESSION_HEADER,
@@ -93,6 +103,8 @@ class Router:
         self.tokens = tokens
         self.backends = backends
         self.in_flight = InFlightCalls()  # what a client's notifications/cancelled is routed by
+        # SSE answers streaming past us, by the id Envoy logs if their client leaves.
+        self.watched = WatchedCalls()
 
     def reload(self, config: GatewayConfig) -> None:
         self.snapshot = Snapshot.of(config)
@@ -170,7 +182,16 @@ _STREAM_RESPONSE_BODY: Final = processing_mode_pb2.ProcessingMode(
 class _Exchange:
     """One HTTP request's ext_proc conversation."""
 
-    __slots__ = ("answer_began", "backend_id", "extend", "headers", "need", "router", "tagger")
+    __slots__ = (
+        "answer_began",
+        "backend_id",
+        "extend",
+        "headers",
+        "need",
+        "router",
+        "tagger",
+        "watched_id",
+    )
 
     def __init__(self, router: Router, extend: Callable[[float], Awaitable[None]]) -> None:
         self.router = router
@@ -184,6 +205,8 @@ class _Exchange:
         # Set once the routed call's answer has begun (its headers passed us): from then on
         # Envoy ending our stream is no sign of the client leaving before the answer.
         self.answer_began = False
+        # The WatchedCalls id of an SSE answer (its client leaving is reported by Envoy).
+        self.watched_id: str | None = None
 
     async def abandoned(self) -> None:
         """Envoy ended our stream before the routed call's answer began: its client left
@@ -294,6 +317,11 @@ class _Exchange:
                 )
             )
         )
+        if streams_on and not need.follow_up and backend_id is not None:
+            # From here on the answer streams past us: if its client leaves, Envoy's access
+            # logger reports this id (router/accesslog.py) and the call is cancelled upstream.
+            self.watched_id = self.router.watched.watch(need, backend_id)
+            reply.dynamic_metadata.CopyFrom(call_metadata(self.watched_id))
         if await self._may_carry_server_requests(need, headers):
             # Only here does the body pass through Python: JSON answers and clients that
             # cannot be asked anything stay on Envoy's untouched stream (body mode NONE).
@@ -322,6 +350,8 @@ class _Exchange:
         tagged = self.tagger.feed(message.body, message.end_of_stream)
         if message.end_of_stream and self.need is not None and not self.need.follow_up:
             self.router.in_flight.finished(self.need.claims.session_id, self.need.request_id)
+            if self.watched_id is not None:  # answered to the end: nothing left to cancel
+                self.router.watched.take(self.watched_id)
         return pb.ProcessingResponse(
             response_body=pb.BodyResponse(
                 response=pb.CommonResponse(body_mutation=pb.BodyMutation(body=tagged))
@@ -534,7 +564,8 @@ async def serve_router(
         try:
             async with trio_asyncio.open_loop():
                 host, port = _host_port(config.gateway.router_listen)
-                server = _CoalescingServer([ExternalProcessor(router)])
+                receiver = AccessLogReceiver(router.watched, _canceller(router, nursery))
+                server = _CoalescingServer([ExternalProcessor(router), receiver])
                 await trio_asyncio.aio_as_trio(server.start)(host, port)
                 bound = _bound_port(server)
                 _log.info("router listening", address=f"{host}:{bound}")
@@ -550,6 +581,20 @@ async def serve_router(
             with trio.CancelScope(shield=True):
                 await backends.aclose()
             nursery.cancel_scope.cancel()
+
+
+def _canceller(router: Router, nursery: trio.Nursery) -> Callable[[WatchedCall], Awaitable[None]]:
+    """What the access-log receiver (asyncio) calls per abandoned call: start its cancellation
+    in the router's nursery (bounded there by `cancel_abandoned`) and return at once."""
+
+    async def start(call: WatchedCall) -> None:
+        nursery.start_soon(router.backends.cancel_abandoned, call.need, call.backend_id)
+
+    async def on_abandoned(call: WatchedCall) -> None:
+        router.in_flight.finished(call.need.claims.session_id, call.need.request_id)
+        await trio_asyncio.trio_as_aio(start)(call)
+
+    return on_abandoned
 
 
 def _bound_port(server: Server) -> int:

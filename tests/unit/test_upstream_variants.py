@@ -218,3 +218,31 @@ async def test_server_requests_on_held_variant_sessions_are_answered_at_once(
         for index in range(5):
             assert by_id[f"sampling/createMessage-{index}"]["error"]["code"] == -32601
         nursery.cancel_scope.cancel()
+
+
+async def test_a_listing_that_changed_under_the_probe_holds_nothing(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    class Flickering(FakeUpstream):
+        """The first every-feature session sees a tool that is gone by the next listing."""
+
+        flickered = False
+
+        async def handle(self, request: httpx.Request) -> httpx.Response:
+            declared = self.capabilities_of.get(request.headers.get("mcp-session-id", ""), {})
+            ghost = len(declared) == 3 and not self.flickered and b"tools/list" in request.content
+            self.conditional = {"roots": ["ghost"]} if ghost else {}
+            self.flickered |= ghost
+            return await super().handle(request)
+
+    upstream = Flickering(["one"])
+    supervisor = supervisor_for(config("a"), {"a": upstream})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        await supervisor.wait_first_round()
+        assert await settled(supervisor, "a") == "none"
+        assert upstream.flickered
+        assert variants_of(supervisor, "a") == {}
+        # The probe, four single-feature sessions and the every-feature one: all ended.
+        assert (upstream.probes, upstream.deleted) == (6, 6)
+        nursery.cancel_scope.cancel()

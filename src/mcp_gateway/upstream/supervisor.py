@@ -515,9 +515,7 @@ class _Upstream:
             probe, _rejected = await self._list(probe_client, offered_kinds(result))
             await base_listed.wait()
             if _same_items(probe, self.catalog.items):
-                self._set_variants(VariantsState.NONE, None)
-                self.attempted.set()  # decided: the DELETE is not on the readiness path
-                log.info("no capability variants", server=self.server.name)
+                self._no_variants()  # before the DELETE: it is not on the readiness path
                 return
         async with trio.open_nursery() as nursery:
             async with trio.open_nursery() as starting:  # side by side; done once all listed
@@ -526,13 +524,24 @@ class _Upstream:
             singles = ServerCatalog(self.catalog.items, variants=self.catalog.variants)
             if not _same_items(probe, singles.for_client(ALL_FEATURES).items):
                 await nursery.start(self._hold_variant, ALL_FEATURES)
-            self.variants_state = VariantsState.ACTIVE
-            self.attempted.set()
-            log.info(
-                "capability variants",
-                server=self.server.name,
-                variants=[sorted(v.requires) for v in self.catalog.variants],
-            )
+            if not any(v.extra(self.catalog.items) for v in self.catalog.variants):
+                # What the probe saw was the upstream's listing changing between two listings
+                # (a list_changed), not a variant: nothing to hold.
+                nursery.cancel_scope.cancel()
+            else:
+                self.variants_state = VariantsState.ACTIVE
+                self.attempted.set()
+                log.info(
+                    "capability variants",
+                    server=self.server.name,
+                    variants=[sorted(v.requires) for v in self.catalog.variants],
+                )
+        self._no_variants()  # reached only when the held sessions were let go
+
+    def _no_variants(self) -> None:
+        self._set_variants(VariantsState.NONE, None)
+        self.attempted.set()
+        log.info("no capability variants", server=self.server.name)
 
     def _variant_client(self, features: frozenset[str]) -> Any:
         capabilities = declared_capabilities(features)

@@ -104,9 +104,8 @@ def variants_fingerprint(
     while the base federation did not. A variant adding nothing counts for nothing."""
     added = []
     for server, server_catalog in catalog:
-        base = server_catalog.of(kind)
         for variant in server_catalog.variants:
-            extra = [item for item in variant.items.get(kind.kind, ()) if item not in base]
+            extra = variant.added(server_catalog.items, kind)
             if extra:
                 added.append((server.name, sorted(variant.requires), extra))
     return hash(json.dumps(added, sort_keys=True, default=str))

@@ -114,15 +114,17 @@ class Variant:
     requires: frozenset[str]
     items: dict[str, tuple[JsonObject, ...]] = field(default_factory=dict)
 
+    def added(self, base: Mapping[str, tuple[JsonObject, ...]], kind: ListKind) -> list[JsonObject]:
+        """Its items of `kind` that the base listing lacks or lists differently."""
+        known = {item[kind.id_field]: item for item in base.get(kind.kind, ())}
+        return [
+            item for item in self.items.get(kind.kind, ()) if known.get(item[kind.id_field]) != item
+        ]
+
     def extra(self, base: Mapping[str, tuple[JsonObject, ...]]) -> dict[str, int]:
         """Per kind, how many of its items the base listing lacks or lists differently."""
-        counts = {}
-        for kind in KINDS:
-            known = base.get(kind.kind, ())
-            added = sum(1 for item in self.items.get(kind.kind, ()) if item not in known)
-            if added:
-                counts[kind.kind] = added
-        return counts
+        counts = {kind.kind: len(self.added(base, kind)) for kind in KINDS}
+        return {kind: count for kind, count in counts.items() if count}
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
 import httpx
 import pytest
 import trio
@@ -58,8 +62,10 @@ pytestmark = [
 PROBE_SERVER = """
 import sys
 
+import json
+
 import anyio
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 
 REPORT_PORT = int(sys.argv[1])
 server = MCPServer("disconnect-probe")
@@ -86,6 +92,11 @@ async def hold(label: str) -> str:
 @server.tool(description="Answers at once")
 def quick() -> str:
     return "quick answer"
+
+
+@server.tool(description="The names of the x-mcp-* headers this call arrived with")
+def seen_headers(ctx: Context) -> str:
+    return json.dumps(sorted(k.lower() for k in (ctx.headers or {}) if k.lower().startswith("x-mcp-")))
 
 
 if len(sys.argv) > 2:  # "json|sse PORT": Streamable HTTP on loopback, answering that way
@@ -314,30 +325,147 @@ async def _wait_listening(port: int) -> None:
             return
 
 
-@pytest.mark.parametrize("answer", ["json", "sse"])
-async def test_a_client_leaving_a_call_routed_to_an_http_upstream_cancels_it(
-    tmp_path: Path, answer: str
+ABANDONED_CALLS_LOGGED = "access_logs.grpc_access_log.logs_written"
+
+
+async def _leave_over_http2(
+    port: int, session: dict[str, str], message: dict[str, Any], done: trio.Event
 ) -> None:
-    label = f"routed-{answer}"
+    """POST over HTTP/2 (prior knowledge), wait for the answer's head, then reset the stream
+    (RST_STREAM CANCEL) and keep the connection open until `done`: how an HTTP/2 client drops
+    one call and not its connection."""
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    connection.initiate_connection()
+    body = json.dumps(message).encode()
+    headers = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", f"127.0.0.1:{port}"),
+        (":path", "/mcp"),
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("content-length", str(len(body))),
+        *session.items(),
+    ]
+    connection.send_headers(1, headers)
+    connection.send_data(1, body, end_stream=True)
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(connection.data_to_send())
+        with trio.fail_after(15):
+            answered: list[h2.events.ResponseReceived] = []
+            while not answered:
+                data = await stream.receive_some(65536)
+                assert data, "connection closed before the answer's head"
+                events = connection.receive_data(data)
+                answered = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+                await stream.send_all(connection.data_to_send())
+        assert (b"content-type", b"text/event-stream") in answered[0].headers
+        connection.reset_stream(1, h2.errors.ErrorCodes.CANCEL)
+        await stream.send_all(connection.data_to_send())
+        await done.wait()
+
+
+@pytest.mark.parametrize(
+    ("answer", "leave"),
+    [
+        pytest.param("json", "http1-close", id="json"),
+        pytest.param("sse", "http1-close", id="sse"),
+        pytest.param("sse", "http2-reset", id="sse-http2-reset"),
+    ],
+)
+async def test_a_client_leaving_a_call_routed_to_an_http_upstream_cancels_it(
+    tmp_path: Path, answer: str, leave: str
+) -> None:
+    label = f"routed-{answer}-{leave}"
     async with gateway_with_http_probe(tmp_path, json_answers=answer == "json") as (gateway, probe):
         session = await _open_session(gateway.url)
-        stream = await trio.open_tcp_stream("127.0.0.1", gateway.envoy.port)
-        headers = {**session, "accept": "application/json, text/event-stream"}
-        await stream.send_all(
-            _raw_post(gateway.envoy.port, headers, _hold_call(label, 10, progress=False))
-        )
-        await probe.expect(f"started {label}", patience=15)
-        if answer == "sse":
-            # The answer has begun (its head passed the router): the case the router only
-            # learns of from Envoy's access log.
-            with trio.fail_after(15):
-                head = await _read_head(stream)
-            assert b"content-type: text/event-stream" in head.lower(), head
-        await stream.aclose()
-        # The call went past the broker, to the upstream's own cluster.
+        call = _hold_call(label, 10, progress=False)
+        if leave == "http2-reset":
+            done = trio.Event()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_leave_over_http2, gateway.envoy.port, session, call, done)
+                await probe.expect(f"started {label}", patience=15)
+                await probe.expect(f"cancelled {label}", patience=CANCEL_PATIENCE_SECONDS)
+                done.set()
+        else:
+            stream = await trio.open_tcp_stream("127.0.0.1", gateway.envoy.port)
+            headers = {**session, "accept": "application/json, text/event-stream"}
+            await stream.send_all(_raw_post(gateway.envoy.port, headers, call))
+            await probe.expect(f"started {label}", patience=15)
+            if answer == "sse":
+                # The answer has begun (its head passed the router, which is now off the
+                # stream): only Envoy's access log tells the router the client left.
+                with trio.fail_after(15):
+                    head = await _read_head(stream)
+                assert b"content-type: text/event-stream" in head.lower(), head
+            await stream.aclose()
+            await probe.expect(f"cancelled {label}", patience=CANCEL_PATIENCE_SECONDS)
+        # The call went past the broker, to the upstream's own cluster, and Envoy saw the
+        # downstream end it: DC when a connection closes, DR when an HTTP/2 stream is reset.
         routed = await gateway.envoy.wait_for_access(lambda e: e.get("mcp_tool") == "hold")
         assert routed[0]["upstream_cluster"] == "mcp_upstream_probe", routed
-        assert "DC" in routed[0]["flags"], routed
-
-        await probe.expect(f"cancelled {label}", patience=CANCEL_PATIENCE_SECONDS)
+        assert routed[0]["flags"] == ("DR" if leave == "http2-reset" else "DC"), routed
+        # A JSON answer still pending is seen by the router itself (its ext_proc stream ends);
+        # an SSE answer's abandonment is the one entry the access logger sends it.
+        logged = await gateway.envoy.stat(ABANDONED_CALLS_LOGGED)
+        assert logged == (0 if answer == "json" else 1)
         await _still_works(gateway)
+
+
+async def _access_of(gateway: RunningGateway, tool: str, count: int) -> list[dict[str, object]]:
+    """The access-log entries of `count` calls to `tool` (Envoy writes the file in batches)."""
+
+    def seen(entry: dict[str, object]) -> bool:
+        return entry.get("mcp_tool") == tool
+
+    with trio.fail_after(10):
+        while len(found := await gateway.envoy.wait_for_access(seen)) < count:  # noqa: ASYNC110
+            await trio.sleep(0.05)  # another process writes the file: polling is the only way
+    return found
+
+
+async def test_calls_that_end_normally_send_the_router_no_access_log_and_clients_cannot_mark_one(
+    tmp_path: Path,
+) -> None:
+    """The normal path costs nothing: routed SSE answers read to their end (by a client that
+    then drops its connection) are not logged to the router at all. And a client cannot mark a
+    call: the mark is Envoy dynamic metadata that only the router's ext_proc reply sets, and a
+    forged `x-mcp-call` header (what a header-based mark would be called) never reaches the
+    upstream, stripped with every other client `x-mcp-*` header before routing."""
+    async with gateway_with_http_probe(tmp_path, json_answers=False) as (gateway, _):
+        session = await _open_session(gateway.url)
+        forged = {"x-mcp-call": "forged", "x-mcp-servername": "probe", "x-mcp-toolname": "hold"}
+        headers = {**session, **forged, "accept": "application/json, text/event-stream"}
+        seen = {"jsonrpc": "2.0", "id": 3, "method": "tools/call"}
+        seen["params"] = {"name": "probe_seen_headers", "arguments": {}}
+        for _ in range(3):
+            async with httpx.AsyncClient(timeout=15) as http:
+                answer = await http.post(gateway.url, json=seen, headers=headers)
+            assert answer.headers["content-type"].startswith("text/event-stream"), answer.headers
+            (data,) = [line[5:] for line in answer.text.splitlines() if line.startswith("data:")]
+            arrived = json.loads(json.loads(data)["result"]["content"][0]["text"])
+            # Only what the router set itself; the forged toolname was replaced, not kept.
+            assert arrived == ["x-mcp-method", "x-mcp-servername", "x-mcp-toolname"], arrived
+        routed = await _access_of(gateway, "seen_headers", 3)
+        assert all(e["flags"] == "-" for e in routed), routed
+        assert await gateway.envoy.stat(ABANDONED_CALLS_LOGGED) == 0
+
+
+SDK_CLIENTS = 10
+
+
+async def test_only_calls_whose_client_left_early_are_logged_to_the_router(tmp_path: Path) -> None:
+    """The official SDK client closes an SSE answer as soon as it has read the result, and so
+    sometimes before the stream's last bytes reach Envoy, which then flags the call DC: exactly
+    those calls, and no others, are logged to the router. What it then sends the upstream is a
+    cancellation of a request that has just finished, which MCP lets it ignore; the next call
+    on the session works."""
+    async with gateway_with_http_probe(tmp_path, json_answers=False) as (gateway, _):
+        for _ in range(SDK_CLIENTS):
+            await _still_works(gateway)
+        answered = await _access_of(gateway, "quick", SDK_CLIENTS)
+        early = sum(e["flags"] == "DC" for e in answered)
+        assert all(e["flags"] in ("-", "DC") for e in answered), answered
+        assert await gateway.envoy.stat(ABANDONED_CALLS_LOGGED) == early
+        assert gateway.log().count("client left a routed call mid-answer") <= early

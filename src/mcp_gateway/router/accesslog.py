@@ -87,23 +87,33 @@ def call_metadata(call_id: str) -> struct_pb2.Struct:
     return metadata
 
 
-def abandoned_call_id(entry: accesslog_pb2.HTTPAccessLogEntry) -> str | None:
-    """The call id of a request whose downstream went away before its answer ended, else None.
+@dataclass(frozen=True, slots=True)
+class EndedCall:
+    """What an access-log entry says of a marked call: its id, and whether its client left
+    before the upstream's answer ended."""
 
-    Envoy's filter already sends only these; checked again so that a misconfigured filter (or a
-    stray logger pointed at us) never cancels a call whose client is still there.
+    call_id: str
+    abandoned: bool
+
+
+def ended_call(entry: accesslog_pb2.HTTPAccessLogEntry) -> EndedCall | None:
+    """The marked call an entry reports, if any.
+
+    The flags are Envoy's filter's, checked again so that a misconfigured filter (or a stray
+    logger pointed at us) never cancels a call whose client is still there. An answer Envoy had
+    received whole (`time_to_last_upstream_rx_byte` set) is a call that is over: a client that
+    closes its connection as soon as it has read the result (the official SDK client does, so
+    Envoy often sees it leave before the stream's last bytes) has abandoned nothing.
     """
     common = entry.common_properties
-    flags = common.response_flags
-    if not (flags.downstream_connection_termination or flags.downstream_remote_reset):
-        return None
     fields = common.metadata.filter_metadata.get(METADATA_NAMESPACE)
-    if fields is None:
-        return None
-    value = fields.fields.get(CALL_KEY)
+    value = fields.fields.get(CALL_KEY) if fields is not None else None
     if value is None or value.WhichOneof("kind") != "string_value":
         return None
-    return str(value.string_value)
+    flags = common.response_flags
+    left = flags.downstream_connection_termination or flags.downstream_remote_reset
+    finished = common.HasField("time_to_last_upstream_rx_byte")
+    return EndedCall(str(value.string_value), bool(left) and not finished)
 
 
 class AccessLogReceiver:
@@ -136,9 +146,10 @@ class AccessLogReceiver:
         # response; it is sent only to end the call cleanly when Envoy half-closes.
         while (message := await stream.recv_message()) is not None:
             for entry in message.http_logs.log_entry:
-                call_id = abandoned_call_id(entry)
-                call = self._calls.take(call_id) if call_id is not None else None
-                if call is None:
+                ended = ended_call(entry)
+                # Taken either way: the call's stream is over, its entry is of no more use.
+                call = self._calls.take(ended.call_id) if ended is not None else None
+                if call is None or ended is None or not ended.abandoned:
                     continue
                 _log.info(
                     "client left a routed call mid-answer",

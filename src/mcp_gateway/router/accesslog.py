@@ -80,11 +80,11 @@ class WatchedCalls:
         return len(self._calls)
 
 
-def call_metadata(call_id: str) -> struct_pb2.Struct:
-    """The ext_proc `dynamic_metadata` that marks a call for the access logger."""
-    metadata = struct_pb2.Struct()
-    metadata.get_or_create_struct(METADATA_NAMESPACE)[CALL_KEY] = call_id
-    return metadata
+def mark_call(dynamic_metadata: struct_pb2.Struct, call_id: str) -> None:
+    """Write the mark the access logger looks for into an ext_proc reply's `dynamic_metadata`
+    (in place: a third of the cost of building a Struct and copying it in)."""
+    namespace = dynamic_metadata.fields[METADATA_NAMESPACE].struct_value
+    namespace.fields[CALL_KEY].string_value = call_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,7 @@ from mcp_gateway.router.accesslog import (
     AccessLogReceiver,
     WatchedCall,
     WatchedCalls,
-    call_metadata,
+    mark_call,
 )
 from mcp_gateway.router.backends import BackendSessions, BackendUnavailable, SessionGone
 from mcp_gateway.router.decision import (
@@ -321,7 +321,7 @@ class _Exchange:
             # From here on the answer streams past us: if its client leaves, Envoy's access
             # logger reports this id (router/accesslog.py) and the call is cancelled upstream.
             self.watched_id = self.router.watched.watch(need, backend_id)
-            reply.dynamic_metadata.CopyFrom(call_metadata(self.watched_id))
+            mark_call(reply.dynamic_metadata, self.watched_id)
         if await self._may_carry_server_requests(need, headers):
             # Only here does the body pass through Python: JSON answers and clients that
             # cannot be asked anything stay on Envoy's untouched stream (body mode NONE).

@@ -34,8 +34,16 @@ INIT = initialize_body()
 DELAY = 0.3  # every request to a slow upstream waits this long
 
 
+class InFlight:
+    """Requests being served across all slow samples, and the most at any one time."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.most = 0
+
+
 @asynccontextmanager
-async def slow_sample(nursery: trio.Nursery) -> AsyncIterator[str]:
+async def slow_sample(nursery: trio.Nursery, in_flight: InFlight) -> AsyncIterator[str]:
     """The echo sample behind an ASGI wrapper that delays each HTTP request."""
     app = build_app("echo")
 
@@ -43,7 +51,12 @@ async def slow_sample(nursery: trio.Nursery) -> AsyncIterator[str]:
         scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Any
     ) -> None:
         if scope["type"] == "http":
-            await trio.sleep(DELAY)
+            in_flight.now += 1
+            in_flight.most = max(in_flight.most, in_flight.now)
+            try:
+                await trio.sleep(DELAY)
+            finally:
+                in_flight.now -= 1
         await app(scope, receive, send)
 
     settings = hypercorn.config.Config()
@@ -57,7 +70,10 @@ async def slow_sample(nursery: trio.Nursery) -> AsyncIterator[str]:
 async def test_twenty_upstreams_are_discovered_concurrently() -> None:
     async with trio.open_nursery() as nursery:
         async with AsyncExitStack() as stack:
-            urls = [await stack.enter_async_context(slow_sample(nursery)) for _ in range(20)]
+            in_flight = InFlight()
+            urls = [
+                await stack.enter_async_context(slow_sample(nursery, in_flight)) for _ in range(20)
+            ]
             config = gateway_config([(f"s{i}", url, f"s{i}_") for i, url in enumerate(urls)])
             started = time.perf_counter()
             async with running_broker(config) as broker, httpx.AsyncClient() as http:
@@ -65,13 +81,10 @@ async def test_twenty_upstreams_are_discovered_concurrently() -> None:
                 status = (await http.get(f"{broker.base}/status")).json()
                 assert [u["state"] for u in status["upstreams"]] == ["ready"] * 20
         nursery.cancel_scope.cancel()
-    # initialize + initialized + tools/list = 3 delayed requests each: ~0.9 s side by side plus
-    # the CPU the 20 in-process servers share with the broker; 18 s one after another.
-    one_after_another = 20 * 3 * DELAY
-    print(
-        f"20 upstreams discovered in {discovered:.2f}s (one after another: {one_after_another:.0f}s)"
-    )
-    assert discovered < one_after_another / 4
+    # Concurrency shown by the upstreams themselves, not by a clock: every upstream's
+    # initialize was being served at the same moment (one after another, never more than one).
+    print(f"20 upstreams discovered in {discovered:.2f}s; {in_flight.most} requests at once")
+    assert in_flight.most >= 20
 
 
 async def _session(http: httpx.AsyncClient, broker: Broker) -> dict[str, str]:

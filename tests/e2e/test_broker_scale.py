@@ -1,11 +1,10 @@
-"""Scale: many upstreams are discovered side by side, and tools/list does not grow with them.
+"""Scale: many upstreams are discovered side by side, and tools/list asks none of them.
 
 In-process sample servers (hypercorn on this Trio run) keep 50 upstreams cheap to start.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -24,7 +23,6 @@ from tests.support.servers import (
     gateway_config,
     initialize_body,
     running_broker,
-    sample_in_process,
 )
 
 pytestmark = pytest.mark.integration
@@ -92,42 +90,56 @@ async def _session(http: httpx.AsyncClient, broker: Broker) -> dict[str, str]:
     return {**HEADERS, "mcp-session-id": response.headers["mcp-session-id"]}
 
 
-async def _list_once(http: httpx.AsyncClient, broker: Broker, session: dict[str, str]) -> float:
-    body = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
-    started = time.perf_counter()
-    answer = await http.post(broker.url, json=body, headers=session)
-    elapsed = time.perf_counter() - started
-    assert answer.status_code == 200
-    return elapsed
+async def test_tools_list_with_fifty_upstreams_asks_none_of_them() -> None:
+    """tools/list is answered from the catalog the supervisor keeps: 50 upstreams cost the
+    client no upstream round trip (what that means in latency: bench/bench_broker.py)."""
+    listed = Counted()
+    async with trio.open_nursery() as nursery:
+        async with AsyncExitStack() as stack:
+            urls = [
+                await stack.enter_async_context(counting_sample(nursery, listed)) for _ in range(50)
+            ]
+            config = gateway_config(
+                [(f"s{i}", url, f"s{i}_") for i, url in enumerate(urls)], page_size=100
+            )
+            async with running_broker(config) as broker, httpx.AsyncClient() as http:
+                session = await _session(http, broker)
+                before = listed.tools_lists
+                for request_id in range(50):
+                    body = {"jsonrpc": "2.0", "id": request_id, "method": "tools/list"}
+                    answer = (await http.post(broker.url, json=body, headers=session)).json()
+                    assert len(answer["result"]["tools"]) == 100  # 2 echo tools from each of 50
+                assert listed.tools_lists == before
+                assert before >= 50  # each upstream was listed at discovery
+        nursery.cancel_scope.cancel()
 
 
-async def test_tools_list_latency_with_fifty_upstreams_is_close_to_one() -> None:
-    async with AsyncExitStack() as stack:
-        urls = [await stack.enter_async_context(sample_in_process("echo")) for _ in range(50)]
-        one = gateway_config([("s0", urls[0], "s0_")], page_size=100)
-        fifty = gateway_config(
-            [(f"s{i}", url, f"s{i}_") for i, url in enumerate(urls)], page_size=100
-        )
-        async with (
-            running_broker(one) as broker_one,
-            running_broker(fifty) as broker_fifty,
-            httpx.AsyncClient() as http,
-        ):
-            session_one = await _session(http, broker_one)
-            session_fifty = await _session(http, broker_fifty)
-            one_samples, fifty_samples = [], []
-            # Interleaved, so load from the rest of the machine falls on both alike.
-            for round_ in range(220):
-                a = await _list_once(http, broker_one, session_one)
-                b = await _list_once(http, broker_fifty, session_fifty)
-                if round_ >= 20:  # warm-up
-                    one_samples.append(a)
-                    fifty_samples.append(b)
-    latency_one = statistics.median(one_samples)
-    latency_fifty = statistics.median(fifty_samples)
-    print(
-        f"tools/list median: 1 upstream {latency_one * 1e3:.2f} ms, "
-        f"50 upstreams (100 tools) {latency_fifty * 1e3:.2f} ms, "
-        f"ratio {latency_fifty / latency_one:.2f}"
-    )
-    assert latency_fifty < 1.5 * latency_one
+class Counted:
+    """tools/list requests the counting samples received."""
+
+    def __init__(self) -> None:
+        self.tools_lists = 0
+
+
+@asynccontextmanager
+async def counting_sample(nursery: trio.Nursery, counted: Counted) -> AsyncIterator[str]:
+    """The echo sample behind an ASGI wrapper that counts the tools/list requests it gets."""
+    app = build_app("echo")
+
+    async def counting(
+        scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Any
+    ) -> None:
+        async def read() -> Any:
+            event = await receive()
+            if event.get("type") == "http.request" and b'"tools/list"' in event.get("body", b""):
+                counted.tools_lists += 1
+            return event
+
+        await app(scope, read, send)
+
+    settings = hypercorn.config.Config()
+    settings.bind = ["127.0.0.1:0"]
+    settings.accesslog = None
+    settings.graceful_timeout = 0.5
+    urls = await nursery.start(partial(hypercorn.trio.serve, counting, settings))  # type: ignore[arg-type]
+    yield f"{urls[0]}/mcp"

@@ -18,6 +18,7 @@ import sys
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -27,11 +28,20 @@ sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
 from tests.e2e.test_broker_scale import (  # noqa: E402
     DELAY,
-    _list_once,
+    InFlight,
     _session,
     slow_sample,
 )
 from tests.support.servers import gateway_config, running_broker, sample_in_process  # noqa: E402
+
+
+async def _list_once(http: httpx.AsyncClient, broker: Any, session: dict[str, str]) -> float:
+    body = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    started = time.perf_counter()
+    answer = await http.post(broker.url, json=body, headers=session)
+    elapsed = time.perf_counter() - started
+    assert answer.status_code == 200
+    return elapsed
 
 
 def _p(samples: list[float], q: float) -> float:
@@ -67,7 +77,7 @@ async def bench_list(rounds: int) -> None:
 async def _discover(count: int) -> float:
     async with trio.open_nursery() as nursery:
         async with AsyncExitStack() as stack:
-            urls = [await stack.enter_async_context(slow_sample(nursery)) for _ in range(count)]
+            urls = [await stack.enter_async_context(slow_sample(nursery, InFlight())) for _ in range(count)]
             config = gateway_config([(f"s{i}", u, f"s{i}_") for i, u in enumerate(urls)])
             started = time.perf_counter()
             async with running_broker(config):

@@ -24,8 +24,8 @@ from mcp_gateway.router.accesslog import (
     CALL_KEY,
     METADATA_NAMESPACE,
     AccessLogReceiver,
-    WatchedCall,
-    WatchedCalls,
+    CallMarks,
+    MarkedCall,
 )
 from mcp_gateway.router.backends import (
     GATEWAY_CLIENT_INFO,
@@ -358,7 +358,7 @@ async def test_json_answers_and_clients_that_cannot_be_asked_stay_off_the_router
 # --- A client leaving mid-SSE: the mark for Envoy's access log, and the log's receiver ------
 
 
-def marked_call_id(reply: pb.ProcessingResponse) -> str | None:
+def mark_of(reply: pb.ProcessingResponse) -> str | None:
     namespace = reply.dynamic_metadata.fields.get(METADATA_NAMESPACE)
     if namespace is None:
         return None
@@ -374,7 +374,7 @@ async def test_an_sse_answer_streaming_past_the_router_is_marked_for_the_access_
         client = {":method": "POST", ":path": "/mcp", "mcp-session-id": token}
         sse = {":status": "200", "content-type": "text/event-stream", "x-mcp-upstream": "weather via_upstream"}
         answers = {}
-        for request_id, answer in ((1, sse), (2, sse), (3, {**sse, "content-type": "application/json"})):
+        for request_id, answer in ((1, sse), ("two", sse), (3, {**sse, "content-type": "application/json"})):
             stream = ScriptedStream([
                 request_headers(client), request_body(call("w_forecast", request_id)), response_headers(answer)
             ])
@@ -383,55 +383,38 @@ async def test_an_sse_answer_streaming_past_the_router_is_marked_for_the_access_
         # A follow-up (the client cancelling call 1) is not a call of its own: never marked.
         follow_up = ScriptedStream([request_headers(client), request_body(cancel(1)), response_headers(sse)])
         await run(service, follow_up)
-        first, second = marked_call_id(answers[1]), marked_call_id(answers[2])
-        assert first is not None and second is not None and first != second
-        assert len(first) >= 22  # 128 random bits, URL-safe: not guessable
-        assert marked_call_id(answers[3]) is None  # JSON: answered whole, nothing streams past us
-        assert marked_call_id(follow_up.answers[2]) is None
-        assert len(router.watched) == 2
-        watched = router.watched.take(first)
-        assert watched is not None
-        assert (watched.need.upstream.server, watched.need.request_id, watched.backend_id) == ("weather", 1, "backend-1")
-        assert watched.need.body == b""  # not kept alive while the answer streams
-        assert "backend-1" not in repr(watched)
-        assert router.watched.take(first) is None  # once
+        first, second = mark_of(answers[1]), mark_of(answers["two"])
+        assert first is not None and second is not None
+        assert router.marks.open(first) == MarkedCall("weather", claims.session_id, "2025-11-25", 1)
+        assert router.marks.open(second) == MarkedCall("weather", claims.session_id, "2025-11-25", "two")
+        assert mark_of(answers[3]) is None  # JSON: answered whole, nothing streams past us
+        assert mark_of(follow_up.answers[2]) is None
+        # Neither the client's token nor the backend session id is in it.
+        assert token not in first and "backend-1" not in first
 
 
-async def test_a_tagged_sse_answer_read_to_its_end_is_no_longer_watched() -> None:
-    async with routing(FakeUpstreams()) as (service, router, store):
-        token = TOKENS.issue("2025-11-25")
-        claims = TOKENS.verify(token)
-        assert claims is not None
-        await store.create(claims.session_id, 60, client={"capabilities": {"roots": {}}})
-        answer = {":status": "200", "content-type": "text/event-stream", "x-mcp-upstream": "weather via_upstream"}
-        stream = ScriptedStream([
-            request_headers({":method": "POST", ":path": "/mcp", "mcp-session-id": token}),
-            request_body(call("w_forecast")),
-            response_headers(answer),
-            pb.ProcessingRequest(response_body=pb.HttpBody(body=ASKS, end_of_stream=False)),
-        ])
-        await run(service, stream)
-        assert marked_call_id(stream.answers[2]) is not None
-        assert len(router.watched) == 1  # still streaming through us: its client may yet leave
-        ended = ScriptedStream([
-            request_headers({":method": "POST", ":path": "/mcp", "mcp-session-id": token}),
-            request_body(call("w_forecast", 2)),
-            response_headers(answer),
-            pb.ProcessingRequest(response_body=pb.HttpBody(body=DONE, end_of_stream=True)),
-        ])
-        await run(service, ended)
-        assert len(router.watched) == 1  # the second call ended: only the first is left
+def test_a_mark_opens_only_with_the_key_that_sealed_it_and_unaltered() -> None:
+    marks, other = CallMarks(), CallMarks()
+    call_ = MarkedCall("weather", "0" * 32, "2025-11-25", 7)
+    mark = marks.seal(call_)
+    assert mark is not None and marks.open(mark) == call_
+    assert other.open(mark) is None  # another router process, or a guess
+    mac, _, payload = mark.partition(".")
+    assert marks.open(f"{mac}.{payload.replace('7', '8')}") is None  # someone else's call
+    assert marks.open(payload) is None and marks.open("") is None
+    # An id too long to carry in every log entry: the call is not marked (documented limit).
+    assert marks.seal(MarkedCall("weather", "0" * 32, "2025-11-25", "x" * 600)) is None
 
 
 def log_entry(
-    call_id: str | None, *, flags: dict[str, bool] | None = None, upstream_done: bool = False
+    mark: str | None, *, flags: dict[str, bool] | None = None, upstream_done: bool = False
 ) -> accesslog_pb2.HTTPAccessLogEntry:
     entry = accesslog_pb2.HTTPAccessLogEntry()
     common = entry.common_properties
     for flag, value in (flags or {}).items():
         setattr(common.response_flags, flag, value)
-    if call_id is not None:
-        common.metadata.filter_metadata[METADATA_NAMESPACE].update({CALL_KEY: call_id})
+    if mark is not None:
+        common.metadata.filter_metadata[METADATA_NAMESPACE].update({CALL_KEY: mark})
     if upstream_done:
         common.time_to_last_upstream_rx_byte.FromMilliseconds(3)
     return entry
@@ -449,52 +432,39 @@ class ScriptedLogStream:
         self.responses.append(message)
 
 
-def need_for(request_id: int) -> NeedsBackend:
-    token = TOKENS.issue("2025-11-25")
-    need = route_request(
-        {":method": "POST", "mcp-session-id": token}, call("w_x", request_id), RoutingTable.from_config(CONFIG), TOKENS
+def entries(*logged: accesslog_pb2.HTTPAccessLogEntry) -> als_pb2.StreamAccessLogsMessage:
+    return als_pb2.StreamAccessLogsMessage(
+        http_logs=als_pb2.StreamAccessLogsMessage.HTTPAccessLogEntries(log_entry=logged)
     )
-    assert isinstance(need, NeedsBackend)
-    return need
 
 
-async def test_only_a_watched_call_whose_client_left_mid_answer_is_cancelled_and_only_once() -> None:
-    calls = WatchedCalls()
-    ids = {n: calls.watch(need_for(n), f"backend-{n}") for n in range(1, 6)}
+async def test_only_a_marked_call_whose_client_left_mid_answer_is_reported() -> None:
+    marks = CallMarks()
+    calls = {n: MarkedCall("weather", "0" * 32, "2025-11-25", n) for n in range(1, 6)}
+    mark = {n: marks.seal(c) for n, c in calls.items()}
     left = {"downstream_connection_termination": True}
-    entries = [
-        log_entry(ids[1], flags=left),
-        log_entry(ids[1], flags=left),  # reported twice (or replayed by whoever reaches the port)
-        log_entry(ids[2], flags={"downstream_remote_reset": True}),  # an HTTP/2 stream reset
-        log_entry(ids[3]),  # no downstream flag: a stray or misconfigured logger
-        log_entry(ids[4], flags=left, upstream_done=True),  # Envoy had the whole answer
-        log_entry("never-issued", flags=left),  # a guess
-        log_entry(None, flags=left),  # not a marked call
-    ]
-    cancelled: list[WatchedCall] = []
-
-    async def on_abandoned(call: WatchedCall) -> None:
-        cancelled.append(call)
-
     stream = ScriptedLogStream([
-        als_pb2.StreamAccessLogsMessage(http_logs=als_pb2.StreamAccessLogsMessage.HTTPAccessLogEntries(log_entry=entries[:3])),
-        als_pb2.StreamAccessLogsMessage(http_logs=als_pb2.StreamAccessLogsMessage.HTTPAccessLogEntries(log_entry=entries[3:])),
+        entries(
+            log_entry(mark[1], flags=left),
+            log_entry(mark[2], flags={"downstream_remote_reset": True}),  # an HTTP/2 stream reset
+            log_entry(mark[3]),  # no downstream flag: a stray or misconfigured logger
+        ),
+        entries(
+            log_entry(mark[4], flags=left, upstream_done=True),  # Envoy had the whole answer
+            log_entry(CallMarks().seal(calls[5]), flags=left),  # sealed by someone else
+            log_entry(None, flags=left),  # not a marked call
+        ),
     ])
-    receiver = AccessLogReceiver(calls, on_abandoned)
+    reported: list[MarkedCall] = []
+
+    async def on_abandoned(call: MarkedCall) -> None:
+        reported.append(call)
+
+    receiver = AccessLogReceiver(marks, on_abandoned)
     async with trio_asyncio.open_loop():
         await trio_asyncio.aio_as_trio(receiver.stream_access_logs)(stream)  # type: ignore[arg-type]
-    assert [(c.need.request_id, c.backend_id) for c in cancelled] == [(1, "backend-1"), (2, "backend-2")]
-    # Every reported call is forgotten, cancelled or not; only the unreported one is still watched.
-    assert len(calls) == 1 and calls.take(ids[5]) is not None
+    assert reported == [calls[1], calls[2]]
     assert len(stream.responses) == 1  # the stream is answered when Envoy closes it
-
-
-async def test_watched_calls_are_bounded_oldest_first() -> None:
-    calls = WatchedCalls(max_entries=2)
-    first, second, third = (calls.watch(need_for(n), "backend") for n in (1, 2, 3))
-    assert len(calls) == 2
-    assert calls.take(first) is None
-    assert calls.take(second) is not None and calls.take(third) is not None
 
 
 def cancel(request_id: object) -> bytes:

@@ -3,22 +3,26 @@
 Once an upstream's SSE answer has begun, its body streams through Envoy without the router
 (response body mode NONE, docs/invariants.md #12): the router sees neither the stream's end nor
 its client leaving. Envoy sees both. So the router marks each such call with dynamic metadata
-(namespace `mcp_gateway`, key `call`: an unguessable id of an entry in `WatchedCalls`) in its
-response-headers reply, and Envoy's gRPC access logger, filtered to requests that carry the mark
-and that the downstream ended (response flags DC or DR), streams only those entries to the router
+(namespace `mcp_gateway`, key `call`) in its response-headers reply, and Envoy's gRPC access
+logger, filtered to requests that carry the mark and that the downstream ended (response flags
+DC or DR), streams only those entries to the router
 (`envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs`, on the ext_proc's grpclib
-server). A call that ends normally costs a random id and a table entry, and no message at all.
+server). A call that ends normally costs the mark (a few microseconds) and no message at all.
 
-The id is dynamic metadata, not a header: a client cannot set it, the upstream never sees it, and
-the file access log does not print it. An id the router did not issue (or already used) is
-ignored, so whoever can reach the router's port still cannot cancel others' calls by guessing.
+The mark names the call (server, gateway session, protocol version, request id) and carries an
+HMAC under a key only this router process holds: the router keeps no table of calls (nothing to
+bound, nothing pushed out however long a call runs), and whoever can reach the router's port
+cannot make up a mark to cancel others' calls. It is dynamic metadata, not a header: a client
+cannot set it, the upstream never sees it, and the file access log does not print it. The
+gateway session id in it is the store's key, not a credential (clients hold sealed tokens).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import base64
+import hmac
+import json
 import secrets
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
@@ -30,7 +34,7 @@ from google.protobuf import struct_pb2
 from grpclib.const import Cardinality, Handler
 from grpclib.server import Stream
 
-from mcp_gateway.router.decision import NeedsBackend
+from mcp_gateway.protocol import RequestId
 
 _log = structlog.get_logger(__name__)
 
@@ -39,60 +43,60 @@ STREAM_ACCESS_LOGS_METHOD: Final = "/envoy.service.accesslog.v3.AccessLogService
 # name, and the access logger's filter matches this key (envoy/bootstrap.yaml.tmpl).
 METADATA_NAMESPACE: Final = "mcp_gateway"
 CALL_KEY: Final = "call"
-MAX_WATCHED_CALLS: Final = 100_000
+# A call whose mark would be longer (a request id of hundreds of characters) is not marked:
+# its client leaving mid-answer is then not seen, rather than every log entry growing unbounded.
+MAX_MARK_LENGTH: Final = 512
+_MAC_BYTES: Final = 16  # 128 bits: not guessable
 
 
 @dataclass(frozen=True, slots=True)
-class WatchedCall:
-    """What cancelling an abandoned call takes: the call (without its body) and its session."""
+class MarkedCall:
+    """A routed call as its mark names it: enough to tell its upstream it was cancelled."""
 
-    need: NeedsBackend
-    backend_id: str = dataclasses.field(repr=False)
-
-
-class WatchedCalls:
-    """Routed calls whose answer streams past the router, by the id Envoy will log if their
-    client leaves.
-
-    Bounded, oldest first out: a call that ends normally is never reported, so its entry stays
-    until pushed out (100,000 later answers) or taken; a call running that long unseen is no
-    longer cancelled when its client leaves (its upstream's own timeout still ends it).
-    """
-
-    def __init__(self, max_entries: int = MAX_WATCHED_CALLS) -> None:
-        self._calls: OrderedDict[str, WatchedCall] = OrderedDict()
-        self._max = max_entries
-
-    def watch(self, need: NeedsBackend, backend_id: str) -> str:
-        """Remember the call; return its id (128 random bits, URL-safe)."""
-        call_id = secrets.token_urlsafe(16)
-        if len(self._calls) >= self._max:
-            self._calls.popitem(last=False)
-        # The body (up to the body limit) is not needed to cancel: do not keep it alive.
-        self._calls[call_id] = WatchedCall(dataclasses.replace(need, body=b""), backend_id)
-        return call_id
-
-    def take(self, call_id: str) -> WatchedCall | None:
-        """The call with this id, once: an id reported twice, or never issued, gives None."""
-        return self._calls.pop(call_id, None)
-
-    def __len__(self) -> int:
-        return len(self._calls)
+    server: str
+    session_id: str
+    protocol_version: str
+    request_id: RequestId
 
 
-def mark_call(dynamic_metadata: struct_pb2.Struct, call_id: str) -> None:
+class CallMarks:
+    """Seals a call's identity into a mark, and opens only marks sealed here."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = key if key is not None else secrets.token_bytes(32)
+
+    def seal(self, call: MarkedCall) -> str | None:
+        """The mark, or None when it would be longer than MAX_MARK_LENGTH."""
+        identity = [call.server, call.session_id, call.protocol_version, call.request_id]
+        payload = json.dumps(identity)  # the default encoder is cached: the fastest call
+        mark = f"{self._mac(payload)}.{payload}"
+        return mark if len(mark) <= MAX_MARK_LENGTH else None
+
+    def open(self, mark: str) -> MarkedCall | None:
+        """The call a mark names, if it was sealed with this key; None for anything else."""
+        mac, _, payload = mark.partition(".")
+        if not hmac.compare_digest(mac, self._mac(payload)):
+            return None
+        server, session_id, protocol_version, request_id = json.loads(payload)
+        return MarkedCall(server, session_id, protocol_version, request_id)
+
+    def _mac(self, payload: str) -> str:
+        digest = hmac.digest(self._key, payload.encode(), "sha256")[:_MAC_BYTES]
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def mark_call(dynamic_metadata: struct_pb2.Struct, mark: str) -> None:
     """Write the mark the access logger looks for into an ext_proc reply's `dynamic_metadata`
     (in place: a third of the cost of building a Struct and copying it in)."""
-    namespace = dynamic_metadata.fields[METADATA_NAMESPACE].struct_value
-    namespace.fields[CALL_KEY].string_value = call_id
+    dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.fields[CALL_KEY].string_value = mark
 
 
 @dataclass(frozen=True, slots=True)
 class EndedCall:
-    """What an access-log entry says of a marked call: its id, and whether its client left
+    """What an access-log entry says of a marked call: its mark, and whether its client left
     before the upstream's answer ended."""
 
-    call_id: str
+    mark: str
     abandoned: bool
 
 
@@ -102,8 +106,7 @@ def ended_call(entry: accesslog_pb2.HTTPAccessLogEntry) -> EndedCall | None:
     The flags are Envoy's filter's, checked again so that a misconfigured filter (or a stray
     logger pointed at us) never cancels a call whose client is still there. An answer Envoy had
     received whole (`time_to_last_upstream_rx_byte` set) is a call that is over: a client that
-    closes its connection as soon as it has read the result (the official SDK client does, so
-    Envoy often sees it leave before the stream's last bytes) has abandoned nothing.
+    closes its connection as soon as it has read the result has abandoned nothing.
     """
     common = entry.common_properties
     fields = common.metadata.filter_metadata.get(METADATA_NAMESPACE)
@@ -124,9 +127,9 @@ class AccessLogReceiver:
     """
 
     def __init__(
-        self, calls: WatchedCalls, on_abandoned: Callable[[WatchedCall], Awaitable[None]]
+        self, marks: CallMarks, on_abandoned: Callable[[MarkedCall], Awaitable[None]]
     ) -> None:
-        self._calls = calls
+        self._marks = marks
         self._on_abandoned = on_abandoned
 
     def __mapping__(self) -> dict[str, Handler]:
@@ -147,14 +150,13 @@ class AccessLogReceiver:
         while (message := await stream.recv_message()) is not None:
             for entry in message.http_logs.log_entry:
                 ended = ended_call(entry)
-                # Taken either way: the call's stream is over, its entry is of no more use.
-                call = self._calls.take(ended.call_id) if ended is not None else None
-                if call is None or ended is None or not ended.abandoned:
+                call = self._marks.open(ended.mark) if ended and ended.abandoned else None
+                if call is None:
                     continue
                 _log.info(
                     "client left a routed call mid-answer",
-                    server=call.need.upstream.server,
-                    request_id=call.need.request_id,
+                    server=call.server,
+                    request_id=call.request_id,
                 )
                 await self._on_abandoned(call)
         await stream.send_message(als_pb2.StreamAccessLogsResponse())

@@ -37,12 +37,7 @@ from grpclib.const import Cardinality, Handler
 from grpclib.server import Server, Stream
 
 from mcp_gateway.config import GatewayConfig, ServerConfig
-from mcp_gateway.router.accesslog import (
-    AccessLogReceiver,
-    WatchedCall,
-    WatchedCalls,
-    mark_call,
-)
+from mcp_gateway.router.accesslog import AccessLogReceiver, CallMarks, MarkedCall, mark_call
 from mcp_gateway.router.backends import BackendSessions, BackendUnavailable, SessionGone
 from mcp_gateway.router.decision import (
     SESSION_HEADER,
@@ -67,7 +62,7 @@ from mcp_gateway.router.relay import EVENT_STREAM, InFlightCalls, SseIdTagger
 from mcp_gateway.router.xds import XdsWriter
 from mcp_gateway.sessions.openings import BackendOpenings
 from mcp_gateway.sessions.store import SessionStore, SessionStoreUnavailable
-from mcp_gateway.sessions.tokens import SessionTokens
+from mcp_gateway.sessions.tokens import SessionClaims, SessionTokens
 
 _log = structlog.get_logger(__name__)
 
@@ -103,8 +98,8 @@ class Router:
         self.tokens = tokens
         self.backends = backends
         self.in_flight = InFlightCalls()  # what a client's notifications/cancelled is routed by
-        # SSE answers streaming past us, by the id Envoy logs if their client leaves.
-        self.watched = WatchedCalls()
+        # Seals the mark Envoy's access log reports an SSE answer by if its client leaves.
+        self.marks = CallMarks()
 
     def reload(self, config: GatewayConfig) -> None:
         self.snapshot = Snapshot.of(config)
@@ -190,7 +185,6 @@ class _Exchange:
         "need",
         "router",
         "tagger",
-        "watched_id",
     )
 
     def __init__(self, router: Router, extend: Callable[[float], Awaitable[None]]) -> None:
@@ -205,8 +199,6 @@ class _Exchange:
         # Set once the routed call's answer has begun (its headers passed us): from then on
         # Envoy ending our stream is no sign of the client leaving before the answer.
         self.answer_began = False
-        # The WatchedCalls id of an SSE answer (its client leaving is reported by Envoy).
-        self.watched_id: str | None = None
 
     async def abandoned(self) -> None:
         """Envoy ended our stream before the routed call's answer began: its client left
@@ -317,11 +309,18 @@ class _Exchange:
                 )
             )
         )
-        if streams_on and not need.follow_up and backend_id is not None:
+        if streams_on and not need.follow_up:
             # From here on the answer streams past us: if its client leaves, Envoy's access
-            # logger reports this id (router/accesslog.py) and the call is cancelled upstream.
-            self.watched_id = self.router.watched.watch(need, backend_id)
-            mark_call(reply.dynamic_metadata, self.watched_id)
+            # logger reports this mark (router/accesslog.py) and the call is cancelled upstream.
+            call = MarkedCall(
+                need.upstream.server,
+                need.claims.session_id,
+                need.claims.protocol_version,
+                need.request_id,
+            )
+            mark = self.router.marks.seal(call)
+            if mark is not None:
+                mark_call(reply.dynamic_metadata, mark)
         if await self._may_carry_server_requests(need, headers):
             # Only here does the body pass through Python: JSON answers and clients that
             # cannot be asked anything stay on Envoy's untouched stream (body mode NONE).
@@ -350,8 +349,6 @@ class _Exchange:
         tagged = self.tagger.feed(message.body, message.end_of_stream)
         if message.end_of_stream and self.need is not None and not self.need.follow_up:
             self.router.in_flight.finished(self.need.claims.session_id, self.need.request_id)
-            if self.watched_id is not None:  # answered to the end: nothing left to cancel
-                self.router.watched.take(self.watched_id)
         return pb.ProcessingResponse(
             response_body=pb.BodyResponse(
                 response=pb.CommonResponse(body_mutation=pb.BodyMutation(body=tagged))
@@ -564,7 +561,7 @@ async def serve_router(
         try:
             async with trio_asyncio.open_loop():
                 host, port = _host_port(config.gateway.router_listen)
-                receiver = AccessLogReceiver(router.watched, _canceller(router, nursery))
+                receiver = AccessLogReceiver(router.marks, _canceller(router, nursery))
                 server = _CoalescingServer([ExternalProcessor(router), receiver])
                 await trio_asyncio.aio_as_trio(server.start)(host, port)
                 bound = _bound_port(server)
@@ -583,18 +580,38 @@ async def serve_router(
             nursery.cancel_scope.cancel()
 
 
-def _canceller(router: Router, nursery: trio.Nursery) -> Callable[[WatchedCall], Awaitable[None]]:
+def _canceller(router: Router, nursery: trio.Nursery) -> Callable[[MarkedCall], Awaitable[None]]:
     """What the access-log receiver (asyncio) calls per abandoned call: start its cancellation
-    in the router's nursery (bounded there by `cancel_abandoned`) and return at once."""
+    in the router's nursery and return at once."""
 
-    async def start(call: WatchedCall) -> None:
-        nursery.start_soon(router.backends.cancel_abandoned, call.need, call.backend_id)
+    async def start(call: MarkedCall) -> None:
+        nursery.start_soon(_cancel_abandoned, router, call)
 
-    async def on_abandoned(call: WatchedCall) -> None:
-        router.in_flight.finished(call.need.claims.session_id, call.need.request_id)
+    async def on_abandoned(call: MarkedCall) -> None:
+        router.in_flight.finished(call.session_id, call.request_id)
         await trio_asyncio.trio_as_aio(start)(call)
 
     return on_abandoned
+
+
+async def _cancel_abandoned(router: Router, call: MarkedCall) -> None:
+    """`notifications/cancelled` for the call on its backend session (bounded by
+    `cancel_abandoned`); nothing when the upstream or the session has gone meanwhile."""
+    upstream = router.snapshot.table.server(call.server)
+    if upstream is None or upstream.via_broker:
+        return
+    claims = SessionClaims(call.session_id, call.protocol_version, issued_at=0)
+    # The same value a client's own cancellation of the call is routed as.
+    cancellation = Cancels(call.request_id, claims, gateway_session="", body=b"")
+    need = cancellation.follow_up(upstream)
+    backends = router.backends
+    try:
+        backend_id = backends.known_backend(need) or await backends.lookup(need)
+    except SessionStoreUnavailable:
+        _log.warning("session store unavailable", server=call.server)
+        return
+    if backend_id is not None:
+        await backends.cancel_abandoned(need, backend_id)
 
 
 def _bound_port(server: Server) -> int:

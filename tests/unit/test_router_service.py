@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -34,7 +35,7 @@ from mcp_gateway.router.backends import (
     SessionGone,
 )
 from mcp_gateway.router.decision import NeedsBackend, RoutingTable, route_request
-from mcp_gateway.router.service import ExternalProcessor, Router
+from mcp_gateway.router.service import ExternalProcessor, Router, cancel_marked_call
 from mcp_gateway.sessions import SessionTokens, derive_key
 from mcp_gateway.sessions.openings import BackendOpenings
 from mcp_gateway.sessions.store import MemorySessionStore, RedisSessionStore, SessionStore
@@ -61,6 +62,16 @@ class FakeUpstreams:
 
     clients: list[tuple[Mapping[str, Any], Mapping[str, Any] | None]] = field(default_factory=list)
     log_levels: list[str | None] = field(default_factory=list)
+    # What the router POSTs itself (cancellations of calls whose client left), with the backend
+    # session each went to: the HTTP seam is httpx's MockTransport, never a real socket.
+    posted: list[tuple[str | None, dict[str, Any]]] = field(default_factory=list)
+
+    def http(self) -> httpx.AsyncClient:
+        def answer(request: httpx.Request) -> httpx.Response:
+            self.posted.append((request.headers.get("mcp-session-id"), json.loads(request.content)))
+            return httpx.Response(202)
+
+        return httpx.AsyncClient(transport=httpx.MockTransport(answer))
 
     async def open_session(
         self,
@@ -139,10 +150,18 @@ async def routing(
     async with trio.open_nursery() as nursery, trio_asyncio.open_loop():
         servers = {s.name: s for s in CONFIG.servers}
         backends = BackendSessions(
-            store, nursery, lambda: servers, open_session=upstreams.open_session, openings=openings
+            store,
+            nursery,
+            lambda: servers,
+            open_session=upstreams.open_session,
+            http=upstreams.http(),
+            openings=openings,
         )
         router = Router(CONFIG, TOKENS, backends)
-        yield ExternalProcessor(router), router, store
+        try:
+            yield ExternalProcessor(router), router, store
+        finally:
+            await backends.aclose()
         nursery.cancel_scope.cancel()
 
 
@@ -404,6 +423,49 @@ def test_a_mark_opens_only_with_the_key_that_sealed_it_and_unaltered() -> None:
     assert marks.open(payload) is None and marks.open("") is None
     # An id too long to carry in every log entry: the call is not marked (documented limit).
     assert marks.seal(MarkedCall("weather", "0" * 32, "2025-11-25", "x" * 600)) is None
+
+
+async def test_envoy_ending_the_stream_before_the_answer_began_cancels_the_call_upstream() -> None:
+    upstreams = FakeUpstreams()
+    async with routing(upstreams) as (service, _, store):
+        token = TOKENS.issue("2025-11-25")
+        claims = TOKENS.verify(token)
+        assert claims is not None
+        await store.create(claims.session_id, 60)
+        client = {":method": "POST", ":path": "/mcp", "mcp-session-id": token}
+        sse = {":status": "200", "content-type": "text/event-stream", "x-mcp-upstream": "weather via_upstream"}
+        # Its client left while the answer was pending: Envoy ends the stream after the body.
+        await run(service, ScriptedStream([request_headers(client), request_body(call("w_forecast", 4))]))
+        # An SSE answer whose head passed us: our stream ends with that reply, the call goes on
+        # (its client leaving is the access log's to report).
+        await run(service, ScriptedStream([
+            request_headers(client), request_body(call("w_forecast", 5)), response_headers(sse)
+        ]))
+    assert [(sent, body["method"], body["params"]["requestId"]) for sent, body in upstreams.posted] == [
+        ("backend-1", "notifications/cancelled", 4)
+    ]
+
+
+async def test_a_reported_call_is_cancelled_on_its_sessions_backend_session_if_there_is_one() -> None:
+    upstreams = FakeUpstreams()
+    async with routing(upstreams) as (_, router, store):
+        sid = "1" * 32
+        await store.create(sid, 60)
+        assert await store.set_backend(sid, "weather", "backend-9")
+        await cancel_marked_call(router, MarkedCall("weather", sid, "2025-11-25", "call-7"))
+        # A server no longer configured, and a session without a backend session: nothing to do.
+        await cancel_marked_call(router, MarkedCall("gone", sid, "2025-11-25", 1))
+        await cancel_marked_call(router, MarkedCall("weather", "2" * 32, "2025-11-25", 1))
+    assert upstreams.posted == [
+        (
+            "backend-9",
+            {
+                "jsonrpc": "2.0",
+                "method": "notifications/cancelled",
+                "params": {"requestId": "call-7", "reason": "the client left"},
+            },
+        )
+    ]
 
 
 def log_entry(

@@ -585,7 +585,7 @@ def _canceller(router: Router, nursery: trio.Nursery) -> Callable[[MarkedCall], 
     in the router's nursery and return at once."""
 
     async def start(call: MarkedCall) -> None:
-        nursery.start_soon(_cancel_abandoned, router, call)
+        nursery.start_soon(cancel_marked_call, router, call)
 
     async def on_abandoned(call: MarkedCall) -> None:
         router.in_flight.finished(call.session_id, call.request_id)
@@ -594,7 +594,7 @@ def _canceller(router: Router, nursery: trio.Nursery) -> Callable[[MarkedCall], 
     return on_abandoned
 
 
-async def _cancel_abandoned(router: Router, call: MarkedCall) -> None:
+async def cancel_marked_call(router: Router, call: MarkedCall) -> None:
     """`notifications/cancelled` for the call on its backend session (bounded by
     `cancel_abandoned`); nothing when the upstream or the session has gone meanwhile."""
     upstream = router.snapshot.table.server(call.server)

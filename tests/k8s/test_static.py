@@ -388,6 +388,27 @@ def test_envoy_gateway_policy_targets_the_router_service() -> None:
     assert policy["spec"]["extProc"][0]["processingMode"]["request"]["body"] == "Buffered"
 
 
+def test_both_gateway_flavours_keep_a_session_on_one_broker_replica() -> None:
+    """The broker's per-session state (streams, relays, forwarded calls, pending server→client
+    requests) lives in one process: Istio and Envoy Gateway hash each session to one replica by
+    its Mcp-Session-Id, on the broker's port / route."""
+    (service,) = [s for s in of_kind("Service") if s["metadata"]["name"] == "mcp-gateway"]
+    broker_port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "http")
+    (rule,) = of_kind("DestinationRule")
+    assert rule["spec"]["host"] == "mcp-gateway.mcp-system.svc.cluster.local"
+    (port_settings,) = rule["spec"]["trafficPolicy"]["portLevelSettings"]
+    assert port_settings["port"]["number"] == broker_port
+    assert port_settings["loadBalancer"]["consistentHash"] == {"httpHeaderName": "mcp-session-id"}
+    (policy,) = of_kind("BackendTrafficPolicy")
+    (target,) = policy["spec"]["targetRefs"]
+    routes = {r["metadata"]["name"]: r for r in of_kind("HTTPRoute")}
+    (backend,) = routes[target["name"]]["spec"]["rules"][0]["backendRefs"]
+    assert (backend["name"], backend["port"]) == ("mcp-gateway", broker_port)
+    hashing = policy["spec"]["loadBalancer"]
+    assert hashing["type"] == "ConsistentHash"
+    assert hashing["consistentHash"] == {"type": "Header", "header": {"name": "mcp-session-id"}}
+
+
 def test_example_registrations_resolve_to_example_routes_and_services() -> None:
     routes = {r["metadata"]["name"]: r for r in of_kind("HTTPRoute")}
     services = {s["metadata"]["name"]: s for s in of_kind("Service")}

@@ -177,15 +177,7 @@ _STREAM_RESPONSE_BODY: Final = processing_mode_pb2.ProcessingMode(
 class _Exchange:
     """One HTTP request's ext_proc conversation."""
 
-    __slots__ = (
-        "answer_began",
-        "backend_id",
-        "extend",
-        "headers",
-        "need",
-        "router",
-        "tagger",
-    )
+    __slots__ = ("answer_began", "backend_id", "extend", "headers", "need", "router", "tagger")
 
     def __init__(self, router: Router, extend: Callable[[float], Awaitable[None]]) -> None:
         self.router = router

@@ -31,6 +31,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -329,11 +330,17 @@ ABANDONED_CALLS_LOGGED = "access_logs.grpc_access_log.logs_written"
 
 
 async def _leave_over_http2(
-    port: int, session: dict[str, str], message: dict[str, Any], done: trio.Event
+    port: int,
+    session: dict[str, str],
+    message: dict[str, Any],
+    leave: trio.Event,
+    done: trio.Event,
+    *,
+    sse: bool,
 ) -> None:
-    """POST over HTTP/2 (prior knowledge), wait for the answer's head, then reset the stream
-    (RST_STREAM CANCEL) and keep the connection open until `done`: how an HTTP/2 client drops
-    one call and not its connection."""
+    """POST over HTTP/2 (prior knowledge); for an SSE answer wait for its head; reset the
+    stream (RST_STREAM CANCEL) once `leave` is set, and keep the connection open until `done`:
+    how an HTTP/2 client drops one call and not its connection."""
     connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     connection.initiate_connection()
     body = json.dumps(message).encode()
@@ -354,13 +361,15 @@ async def _leave_over_http2(
         await stream.send_all(connection.data_to_send())
         with trio.fail_after(15):
             answered: list[h2.events.ResponseReceived] = []
-            while not answered:
+            while sse and not answered:
                 data = await stream.receive_some(65536)
                 assert data, "connection closed before the answer's head"
                 events = connection.receive_data(data)
                 answered = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
                 await stream.send_all(connection.data_to_send())
-        assert (b"content-type", b"text/event-stream") in answered[0].headers
+        if sse:
+            assert (b"content-type", b"text/event-stream") in answered[0].headers
+        await leave.wait()
         connection.reset_stream(1, h2.errors.ErrorCodes.CANCEL)
         await stream.send_all(connection.data_to_send())
         await done.wait()
@@ -372,6 +381,7 @@ async def _leave_over_http2(
         pytest.param("json", "http1-close", id="json"),
         pytest.param("sse", "http1-close", id="sse"),
         pytest.param("sse", "http2-reset", id="sse-http2-reset"),
+        pytest.param("json", "http2-reset", id="json-http2-reset"),
         # A client that can be asked things gets its SSE answer through the router (ids tagged,
         # body STREAMED): its ext_proc stream outlives the answer's head, the access log still
         # tells the router.
@@ -387,10 +397,18 @@ async def test_a_client_leaving_a_call_routed_to_an_http_upstream_cancels_it(
         session = await _open_session(gateway.url, askable)
         call = _hold_call(label, 10, progress=False)
         if leave == "http2-reset":
-            done = trio.Event()
+            leave_now, done = trio.Event(), trio.Event()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_leave_over_http2, gateway.envoy.port, session, call, done)
+                nursery.start_soon(
+                    partial(_leave_over_http2, sse=answer != "json"),
+                    gateway.envoy.port,
+                    session,
+                    call,
+                    leave_now,
+                    done,
+                )
                 await probe.expect(f"started {label}", patience=15)
+                leave_now.set()
                 await probe.expect(f"cancelled {label}", patience=CANCEL_PATIENCE_SECONDS)
                 done.set()
         else:

@@ -43,3 +43,11 @@ def test_a_flipped_bit_is_rejected() -> None:
 @given(st.text(max_size=400))
 def test_arbitrary_strings_never_verify_or_raise(candidate: str) -> None:
     assert SessionTokens([KEY_A]).verify(candidate) is None
+
+
+def test_derived_keys_agree_across_replicas_and_differ_by_purpose_and_secret() -> None:
+    one, other = SessionTokens([derive_key("s" * 16)]), SessionTokens([derive_key("s" * 16)])
+    assert one.derived_key(b"marks") == other.derived_key(b"marks")  # two replicas, one config
+    assert one.derived_key(b"marks") != one.derived_key(b"other purpose")
+    assert SessionTokens([derive_key("t" * 16)]).derived_key(b"marks") != one.derived_key(b"marks")
+    assert derive_key("s" * 16) not in one.derived_key(b"marks")

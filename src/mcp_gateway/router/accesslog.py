@@ -10,9 +10,9 @@ DC or DR), streams only those entries to the router
 server). A call that ends normally costs the mark (a few microseconds) and no message at all.
 
 The mark names the call (server, gateway session, protocol version, request id) and carries an
-HMAC under a key only this router process holds: the router keeps no table of calls (nothing to
-bound, nothing pushed out however long a call runs), and whoever can reach the router's port
-cannot make up a mark to cancel others' calls. It is dynamic metadata, not a header: a client
+HMAC under a key derived from the session keys (every replica holds it, nobody else): the router
+keeps no table of calls (nothing to bound, nothing pushed out however long a call runs), and
+whoever can reach the router's port cannot make up a mark to cancel others' calls. It is dynamic metadata, not a header: a client
 cannot set it, the upstream never sees it, and the file access log does not print it. The
 gateway session id in it is the store's key, not a credential (clients hold sealed tokens).
 """

@@ -98,8 +98,10 @@ class Router:
         self.tokens = tokens
         self.backends = backends
         self.in_flight = InFlightCalls()  # what a client's notifications/cancelled is routed by
-        # Seals the mark Envoy's access log reports an SSE answer by if its client leaves.
-        self.marks = CallMarks()
+        # Seals the mark Envoy's access log reports an SSE answer by if its client leaves. Its key
+        # comes from the session keys, so the router replica Envoy's access log reaches (any of
+        # them, or this one restarted) opens marks another one sealed.
+        self.marks = CallMarks(tokens.derived_key(b"access-log call marks"))
 
     def reload(self, config: GatewayConfig) -> None:
         self.snapshot = Snapshot.of(config)

@@ -8,6 +8,7 @@ key in front, keep the old one until its sessions have expired, then drop it.
 from __future__ import annotations
 
 import base64
+import hmac
 import os
 import struct
 import time
@@ -50,6 +51,12 @@ class SessionTokens:
         if not keys:
             raise ValueError("at least one session key is required")
         self._ciphers = [AESGCM(key) for key in keys]
+        self._sealing_key = bytes(keys[0])
+
+    def derived_key(self, purpose: bytes) -> bytes:
+        """A key for `purpose`, derived from the sealing key: every replica configured with the
+        same session keys derives the same one, and it reveals nothing of the sealing key."""
+        return hmac.digest(self._sealing_key, b"mcp-gateway derived key: " + purpose, "sha256")
 
     def issue(self, protocol_version: str, *, now: float | None = None) -> str:
         issued_at = int(time.time() if now is None else now)

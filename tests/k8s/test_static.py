@@ -379,6 +379,33 @@ def test_envoyfilter_strips_client_routing_headers_before_routing_like_the_boots
     assert patched["early_header_mutation_extensions"] == manager["early_header_mutation_extensions"]
 
 
+def test_envoyfilter_reports_abandoned_calls_to_the_router_like_the_bootstrap() -> None:
+    """The router's mark of a routed SSE answer (ext_proc dynamic metadata) and the gRPC access
+    logger that reports a marked call whose client left: the same filter, log name and metadata
+    namespace as the bootstrap, sent to the router's own port (docs/transports.md)."""
+    template = (ROOT / "envoy" / "bootstrap.yaml.tmpl").read_text()
+    bootstrap = yaml.safe_load(re.sub(r"\$(\w+)", "1", template))
+    manager = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    (ext_proc,) = [f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.ext_proc"]
+    (ours,) = [a for a in manager["access_log"] if a["name"] == "envoy.access_loggers.http_grpc"]
+    (envoy_filter,) = of_kind("EnvoyFilter")
+    patches = envoy_filter["spec"]["configPatches"]
+    value = patches[0]["patch"]["value"]
+    assert value["typed_config"]["metadata_options"] == ext_proc["typed_config"]["metadata_options"]
+    (merge,) = [p for p in patches if p["applyTo"] == "NETWORK_FILTER"]
+    (theirs,) = merge["patch"]["value"]["typed_config"]["access_log"]
+    assert theirs["filter"] == ours["filter"]
+    common, expected = theirs["typed_config"]["common_config"], ours["typed_config"]["common_config"]
+    assert {k: v for k, v in common.items() if k != "grpc_service"} == {
+        k: v for k, v in expected.items() if k != "grpc_service"
+    }
+    (service,) = [s for s in of_kind("Service") if s["metadata"]["name"] == "mcp-gateway"]
+    grpc_port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc")
+    assert common["grpc_service"]["envoy_grpc"]["cluster_name"] == (
+        f"outbound|{grpc_port}||mcp-gateway.mcp-system.svc.cluster.local"
+    )
+
+
 def test_envoy_gateway_policy_targets_the_router_service() -> None:
     (policy,) = of_kind("EnvoyExtensionPolicy")
     (backend,) = policy["spec"]["extProc"][0]["backendRefs"]

@@ -32,6 +32,16 @@ INIT = initialize_body()
 DELAY = 0.3  # every request to a slow upstream waits this long
 
 
+async def serve_asgi(nursery: trio.Nursery, app: Any) -> str:
+    """Serve an ASGI app (a wrapped sample) on a free loopback port in `nursery`; its MCP URL."""
+    settings = hypercorn.config.Config()
+    settings.bind = ["127.0.0.1:0"]
+    settings.accesslog = None
+    settings.graceful_timeout = 0.5
+    urls = await nursery.start(partial(hypercorn.trio.serve, app, settings))
+    return f"{urls[0]}/mcp"
+
+
 class InFlight:
     """Requests being served across all slow samples, and the most at any one time."""
 
@@ -57,12 +67,7 @@ async def slow_sample(nursery: trio.Nursery, in_flight: InFlight) -> AsyncIterat
                 in_flight.now -= 1
         await app(scope, receive, send)
 
-    settings = hypercorn.config.Config()
-    settings.bind = ["127.0.0.1:0"]
-    settings.accesslog = None
-    settings.graceful_timeout = 0.5
-    urls = await nursery.start(partial(hypercorn.trio.serve, delayed, settings))  # type: ignore[arg-type]
-    yield f"{urls[0]}/mcp"
+    yield await serve_asgi(nursery, delayed)
 
 
 async def test_twenty_upstreams_are_discovered_concurrently() -> None:
@@ -137,9 +142,4 @@ async def counting_sample(nursery: trio.Nursery, counted: Counted) -> AsyncItera
 
         await app(scope, read, send)
 
-    settings = hypercorn.config.Config()
-    settings.bind = ["127.0.0.1:0"]
-    settings.accesslog = None
-    settings.graceful_timeout = 0.5
-    urls = await nursery.start(partial(hypercorn.trio.serve, counting, settings))  # type: ignore[arg-type]
-    yield f"{urls[0]}/mcp"
+    yield await serve_asgi(nursery, counting)

@@ -140,3 +140,28 @@ async def held_streams(http: httpx.AsyncClient, broker: Broker) -> float:
     metrics = (await http.get(broker.base + "/metrics")).text
     line = next(line for line in metrics.splitlines() if line.startswith("mcp_gateway_backend_streams "))
     return float(line.split()[1])
+
+
+async def test_a_hundred_listening_clients_do_not_starve_the_upstreams_connection_pool() -> None:
+    """Each held backend stream occupies an HTTP/1.1 connection for as long as its client listens;
+    they have a client of their own, so the pooled one (100 connections) the supervisor and the
+    broker's forwarded calls use stays free: the 111th client's call is answered, the upstream
+    stays ready."""
+    clients = 110
+    unlimited = httpx.Limits(max_connections=None)
+    async with (
+        fixture_broker() as broker,
+        httpx.AsyncClient(timeout=20, limits=unlimited) as http,
+        trio.open_nursery() as nursery,
+    ):
+        for _ in range(clients):
+            session = await open_session(http, broker.url)
+            await nursery.start(Listener().run, http, broker.url, session)
+            assert await call(http, broker.url, session, "fx_test_simple_text") != ""
+        assert await held_streams(http, broker) == clients
+        late = await open_session(http, broker.url)
+        with trio.fail_after(5):  # the pool's own wait would be 5 s, then an error
+            assert await call(http, broker.url, late, "fx_test_simple_text")  # a result, not an error
+        status = (await http.get(broker.base + "/status/fx")).json()
+        assert status["state"] == "ready"
+        nursery.cancel_scope.cancel()

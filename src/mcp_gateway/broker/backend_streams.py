@@ -49,6 +49,12 @@ log = get_logger("mcp_gateway.broker")
 
 JsonObject = dict[str, Any]
 
+# Held streams get an HTTP client of their own, without a connection limit: on HTTP/1.1 each one
+# occupies a connection for as long as its client listens, and in the supervisor's pooled client
+# (100 connections) a hundred listening clients would starve the discovery pings and the calls the
+# broker forwards to that upstream.
+STREAM_KEEPALIVE_CONNECTIONS: Final = 32
+
 RELAYED_NOTIFICATIONS: Final = frozenset(
     {"notifications/message", "notifications/resources/updated", "notifications/progress"}
 )
@@ -75,14 +81,13 @@ class BackendStreams:
         metrics: BrokerMetrics,
         client_requests: ClientRequests,
         server_of: Callable[[str], ServerConfig | None],
-        http_client_of: Callable[[str], httpx.AsyncClient | None],
     ) -> None:
         self._store = store
         self._fanout = fanout
         self._metrics = metrics
         self._client_requests = client_requests
         self._server_of = server_of
-        self._http_client_of = http_client_of
+        self._http: httpx.AsyncClient | None = None
         self._listening: dict[str, _Listening] = {}
         self.openings = BackendOpenings()  # replaced by the one shared with the router (`bind`)
         self.nursery: trio.Nursery | None = None  # the broker's; set by `bind`
@@ -110,6 +115,24 @@ class BackendStreams:
             entry.streams -= 1
             if entry.streams == 0:
                 self.stop(session.sid)
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                http2=True,
+                limits=httpx.Limits(
+                    max_connections=None, max_keepalive_connections=STREAM_KEEPALIVE_CONNECTIONS
+                ),
+                follow_redirects=False,
+                trust_env=False,
+            )
+        return self._http
+
+    async def aclose(self) -> None:
+        """Close the streams' HTTP client (the broker is stopping; its relays are cancelled)."""
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
     def stop(self, sid: str) -> None:
         """Drop the session's backend streams now (it is being deleted)."""
@@ -167,7 +190,7 @@ class BackendStreams:
             while True:
                 client = UpstreamClient(
                     server,
-                    http=self._http_client_of(server.name),
+                    http=self._client(),
                     session_id=backend_id,
                     protocol_version=session.protocol_version,
                 )

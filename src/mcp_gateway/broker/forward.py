@@ -68,7 +68,6 @@ class Forwarder:
             metrics,
             self.client_requests,
             lambda name: self.config.server(name),
-            supervisor.http_client,
         )
         # Subscriptions to stdio/WebSocket upstreams, whose one link all clients share.
         self.links = LinkSubscriptions(

@@ -50,19 +50,23 @@ async def serve_broker(
     reload_state = reload_state or ReloadState()
     supervisor = Supervisor(config, timing=timing or Timing())
     core = BrokerCore(config, supervisor, tokens, store)
-    async with trio.open_nursery() as nursery:
-        core.forwarder.bind(nursery, openings)
-        changes = supervisor.changes()  # before the first upstream can change anything
-        await nursery.start(supervisor.run)
-        app = build_app(core, reload_state, nursery, keepalive_seconds=keepalive_seconds)
-        nursery.start_soon(_announce_changes, core, changes)
-        nursery.start_soon(_apply_reloads, core, reloads, reload_state)
-        # Expired sessions end their backend sessions upstream too (docs/sessions.md).
-        nursery.start_soon(run_reaper, core)
-        urls = await nursery.start(_serve_http, app, listen or config.gateway.broker_listen)
-        port = int(urls[0].rsplit(":", 1)[1])
-        log.info("broker listening", url=f"{urls[0]}/mcp", upstreams=len(config.servers))
-        task_status.started(port)
+    try:
+        async with trio.open_nursery() as nursery:
+            core.forwarder.bind(nursery, openings)
+            changes = supervisor.changes()  # before the first upstream can change anything
+            await nursery.start(supervisor.run)
+            app = build_app(core, reload_state, nursery, keepalive_seconds=keepalive_seconds)
+            nursery.start_soon(_announce_changes, core, changes)
+            nursery.start_soon(_apply_reloads, core, reloads, reload_state)
+            # Expired sessions end their backend sessions upstream too (docs/sessions.md).
+            nursery.start_soon(run_reaper, core)
+            urls = await nursery.start(_serve_http, app, listen or config.gateway.broker_listen)
+            port = int(urls[0].rsplit(":", 1)[1])
+            log.info("broker listening", url=f"{urls[0]}/mcp", upstreams=len(config.servers))
+            task_status.started(port)
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            await core.forwarder.streams.aclose()
 
 
 def build_app(

@@ -18,12 +18,14 @@ stream on each HTTP backend session of that gateway session and relays:
 Which backend sessions: those the store maps when the client starts listening, those opened in
 this process from then on (announced through `sessions/openings.py` and attached before the call
 that opened them goes out), and, for a store shared by replicas, those another replica opened,
-found by re-reading the store every `RESCAN_SECONDS`.
+found by re-reading the store every `RESCAN_SECONDS` (a memory store has no other replica to
+hear from: there the announcements are the whole story).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,7 +44,11 @@ from mcp_gateway.config import ServerConfig
 from mcp_gateway.logs import bind_request, get_logger
 from mcp_gateway.protocol import ErrorCode
 from mcp_gateway.sessions.openings import BackendOpenings
-from mcp_gateway.sessions.store import SessionStore, SessionStoreUnavailable
+from mcp_gateway.sessions.store import (
+    MemorySessionStore,
+    SessionStore,
+    SessionStoreUnavailable,
+)
 from mcp_gateway.upstream import UpstreamClient, UpstreamError
 
 log = get_logger("mcp_gateway.broker")
@@ -88,6 +94,7 @@ class BackendStreams:
         self._client_requests = client_requests
         self._server_of = server_of
         self._http: httpx.AsyncClient | None = None
+        self._rescan_seconds = math.inf if isinstance(store, MemorySessionStore) else RESCAN_SECONDS
         self._listening: dict[str, _Listening] = {}
         self.openings = BackendOpenings()  # replaced by the one shared with the router (`bind`)
         self.nursery: trio.Nursery | None = None  # the broker's; set by `bind`
@@ -167,14 +174,14 @@ class BackendStreams:
                         log.info("backend streams: session store unavailable, retrying")
 
                 await rescan()
-                deadline = trio.current_time() + RESCAN_SECONDS
+                deadline = trio.current_time() + self._rescan_seconds
                 while True:
                     with trio.move_on_at(deadline):
                         opening = await announced.receive()
                         hold(opening.server, opening.backend_id, opening.attached)
                         continue
                     await rescan()
-                    deadline = trio.current_time() + RESCAN_SECONDS
+                    deadline = trio.current_time() + self._rescan_seconds
 
     async def _hold(
         self,

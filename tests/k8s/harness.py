@@ -87,6 +87,33 @@ def extension(name: str = "mcp-gateway", gateway: str = "mcp-gateway", gateway_n
     }
 
 
+def gateway(name: str = "mcp-gateway", ns: str = "gateway-system", listeners: tuple[str, ...] = ("mcp",)) -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "gatewayClassName": "istio",
+            "listeners": [{"name": n, "port": 8080, "protocol": "HTTP"} for n in listeners],
+        },
+    }
+
+
+def reference_grant(
+    name: str = "allow-mcp-extensions", ns: str = "gateway-system", from_ns: str = NS, gateway_name: str | None = None
+) -> dict[str, Any]:
+    """Kuadrant's shape: MCPGatewayExtensions of `from_ns` may target Gateways in `ns`."""
+    to: dict[str, Any] = {"group": "gateway.networking.k8s.io", "kind": "Gateway"}
+    if gateway_name is not None:
+        to["name"] = gateway_name
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1beta1",
+        "kind": "ReferenceGrant",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"from": [{"group": GROUP, "kind": "MCPGatewayExtension", "namespace": from_ns}], "to": [to]},
+    }
+
+
 def route(name: str, service: str, port: int = 9090, hostname: str | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "gateway.networking.k8s.io/v1",
@@ -132,9 +159,30 @@ class Cluster:
             "MCPServerRegistration": "mcpserverregistrations",
             "MCPVirtualServer": "mcpvirtualservers",
             "HTTPRoute": "httproutes",
+            "Gateway": "gateways",
+            "ReferenceGrant": "referencegrants",
         }[obj["kind"]]
         ns = obj["metadata"]["namespace"]
         return dict(self.custom.create_namespaced_custom_object(group, version, ns, plural, obj))
+
+    def create_extension(self, obj: dict[str, Any], *, grant: bool = True) -> dict[str, Any]:
+        """Create an MCPGatewayExtension with what makes it valid: its target Gateway (with the
+        listener it names) and, when the Gateway is in another namespace and `grant`, a
+        ReferenceGrant there for the extension's namespace. Existing ones are kept."""
+        target = obj["spec"]["targetRef"]
+        ns = obj["metadata"]["namespace"]
+        gateway_ns = target.get("namespace") or ns
+        listeners = (target["sectionName"],) if target.get("sectionName") else ("mcp",)
+        wanted = [gateway(target["name"], gateway_ns, listeners)]
+        if grant and gateway_ns != ns:
+            wanted.append(reference_grant(f"allow-mcp-extensions-from-{ns}", gateway_ns, ns))
+        for body in wanted:
+            try:
+                self.create(body)
+            except ApiException as err:
+                if err.status != 409:
+                    raise
+        return self.create(obj)
 
     def delete(self, plural: str, name: str, group: str = GROUP, ns: str = TEST_NS) -> None:
         self.custom.delete_namespaced_custom_object(group, VERSION, ns, plural, name)

@@ -39,7 +39,7 @@ async def test_controller_command_writes_the_secret_and_exits_cleanly_on_sigterm
 ) -> None:
     install_crds(client)
     cluster = Cluster(client)
-    cluster.create(extension())
+    cluster.create_extension(extension())
     cluster.create(route("r", "svc"))
     cluster.create(registration("cli", "r", "cli_"))
     command = [

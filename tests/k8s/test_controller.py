@@ -40,7 +40,7 @@ def _reason(cluster: Cluster, name: str, expected: str) -> Any:
 
 
 async def test_registration_and_route_put_the_server_in_the_secret(k8s: EmulatorThread, cluster: Cluster) -> None:
-    cluster.create(extension())
+    cluster.create_extension(extension())
     cluster.create(route("server1-route", "server1"))
     cluster.create(registration("server1", "server1-route", "test1_"))
     async with running_controller(k8s.url, fast_settings()):
@@ -60,7 +60,7 @@ async def test_registration_and_route_put_the_server_in_the_secret(k8s: Emulator
 
 
 async def test_invalid_prefix_is_ready_false_with_its_reason(k8s: EmulatorThread, cluster: Cluster) -> None:
-    cluster.create(extension())
+    cluster.create_extension(extension())
     cluster.create(route("bad-route", "bad"))
     cluster.create(registration("bad", "bad-route", "Bad Prefix!"))
     cluster.create(route("good-route", "good"))
@@ -75,7 +75,7 @@ async def test_invalid_prefix_is_ready_false_with_its_reason(k8s: EmulatorThread
 
 
 async def test_route_created_later_turns_ready_true(k8s: EmulatorThread, cluster: Cluster) -> None:
-    cluster.create(extension())
+    cluster.create_extension(extension())
     cluster.create(registration("late", "late-route", "late_"))
     async with running_controller(k8s.url, fast_settings()):
         missing = await eventually(_reason(cluster, "late", "RouteNotFound"))
@@ -88,7 +88,7 @@ async def test_route_created_later_turns_ready_true(k8s: EmulatorThread, cluster
 
 
 async def test_delete_removes_the_server_from_the_secret(k8s: EmulatorThread, cluster: Cluster) -> None:
-    cluster.create(extension())
+    cluster.create_extension(extension())
     for name in ("one", "two"):
         cluster.create(route(f"{name}-route", name))
         cluster.create(registration(name, f"{name}-route", f"{name}_"))
@@ -103,7 +103,7 @@ async def test_missing_credential_secret_has_its_reason_and_value_never_leaks(
     k8s: EmulatorThread, cluster: Cluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
     token = "Bearer s3cr3t-token-value"
-    cluster.create(extension())
+    cluster.create_extension(extension())
     cluster.create(route("auth-route", "auth"))
     cluster.create(registration("auth", "auth-route", "auth_", credentialRef={"name": "auth-token"}))
     async with running_controller(k8s.url, fast_settings()):
@@ -130,7 +130,7 @@ async def test_missing_credential_secret_has_its_reason_and_value_never_leaks(
 
 
 async def test_two_replicas_one_writer_and_failover(k8s: EmulatorThread, cluster: Cluster) -> None:
-    cluster.create(extension())
+    cluster.create_extension(extension())
     cluster.create(route("r1", "s1"))
     cluster.create(registration("s1", "r1", "s1_"))
 
@@ -196,7 +196,7 @@ async def test_discovered_tool_count_comes_from_the_brokers_status(k8s: Emulator
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(functools.partial(trio.serve_tcp, answer, 0, host="127.0.0.1"))
         port = listeners[0].socket.getsockname()[1]
-        cluster.create(extension())
+        cluster.create_extension(extension())
         cluster.create(route("counted-route", "counted"))
         cluster.create(registration("counted", "counted-route", "cnt_"))
         settings = fast_settings(status_url=f"http://127.0.0.1:{port}/status")
@@ -214,7 +214,7 @@ async def test_relist_after_410_catches_a_missed_delete(k8s: EmulatorThread, clu
     watch's resume gets 410 Gone, the informer lists again, and the server leaves the config."""
     import kmock
 
-    cluster.create(extension())
+    cluster.create_extension(extension())
     for name in ("kept", "missed"):
         cluster.create(route(f"{name}-route", name))
         cluster.create(registration(name, f"{name}-route", f"{name}_"))
@@ -232,7 +232,7 @@ async def test_relist_after_410_catches_a_missed_delete(k8s: EmulatorThread, clu
 
 
 async def test_secret_is_written_only_when_its_content_changes(k8s: EmulatorThread, cluster: Cluster) -> None:
-    cluster.create(extension())
+    cluster.create_extension(extension())
     cluster.create(route("r", "s"))
     cluster.create(registration("s", "r", "s_"))
     async with running_controller(k8s.url, fast_settings()) as controller:
@@ -257,7 +257,7 @@ async def test_base_configmap_settings_are_merged_and_followed(k8s: EmulatorThre
     Secret with the new settings and the same discovered servers."""
     base = "gateway:\n  broker_listen: 0.0.0.0:8081\n  page_size: 50\n"
     cluster.core.create_namespaced_config_map(NS, {"metadata": {"name": "base"}, "data": {"config.yaml": base}})
-    cluster.create(extension())
+    cluster.create_extension(extension())
     cluster.create(route("r", "s"))
     cluster.create(registration("s", "r", "s_"))
     async with running_controller(k8s.url, fast_settings(base_configmap="base")) as controller:
@@ -294,8 +294,8 @@ async def test_two_gateway_instances_split_the_servers_without_status_fights(
     other = extension()
     other["metadata"]["namespace"] = "team-b"
     other["spec"]["targetRef"]["name"] = "gw-b"
-    cluster.create(extension())
-    cluster.create(other)
+    cluster.create_extension(extension())
+    cluster.create_extension(other)
     cluster.create(gateway_route("mine", "mcp-gateway"))
     cluster.create(gateway_route("yours", "gw-b"))
     cluster.create(gateway_route("both", "mcp-gateway", "gw-b"))

@@ -43,9 +43,14 @@ async def test_kubectl_apply_then_controller_serves_the_examples(k8s: EmulatorTh
     first = await trio.to_thread.run_sync(lambda: kubectl(config, "apply", "--validate=false", "-k", str(ROOT / "deploy")))
     # As on a real cluster, the extension in the same apply as its CRD is refused the first time.
     assert first.returncode == 0 or "MCPGatewayExtension" in first.stderr, first.stderr
-    for directory in ("deploy", "deploy/examples"):
+    for directory in ("deploy", "deploy/examples", "deploy/gateway-common"):
         applied = await trio.to_thread.run_sync(lambda d=directory: kubectl(config, "apply", "--validate=false", "-k", str(ROOT / d)))
         assert applied.returncode == 0, applied.stderr
+    # The Gateway the extension targets (deploy/istio's; its EnvoyFilter needs Istio's CRDs, which
+    # the emulator lacks). Without it, or without gateway-common's ReferenceGrant, the extension
+    # would not be valid and no server would be served.
+    applied = await trio.to_thread.run_sync(lambda: kubectl(config, "apply", "--validate=false", "-f", str(ROOT / "deploy/istio/gateway.yaml")))
+    assert applied.returncode == 0, applied.stderr
 
     cluster = Cluster(client)
     settings = fast_settings("installed", **controller_deployment_settings())

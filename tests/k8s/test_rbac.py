@@ -115,7 +115,7 @@ async def recorded_calls(k8s: EmulatorThread, client: Any) -> list[ApiCall]:
     cluster.core.create_namespaced_config_map(
         NS, {"metadata": {"name": "mcp-gateway-base"}, "data": {"config.yaml": "gateway:\n  page_size: 50\n"}}
     )
-    cluster.create(extension())
+    cluster.create_extension(extension())
     cluster.create(route("r", "svc"))
     cluster.create(registration("reg", "r", "p_", credentialRef={"name": "tok"}))
     cluster.create(

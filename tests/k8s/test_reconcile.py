@@ -22,7 +22,9 @@ from mcp_gateway.controller.resources import (
     REGISTRATIONS,
     VIRTUAL_SERVERS,
     Extension,
+    Gateway,
     ObjectKey,
+    ReferenceGrant,
     Registration,
     Route,
     SecretView,
@@ -74,8 +76,41 @@ def secret(name: str, **values: str) -> SecretView:
 SVC = {"name": "svc", "port": 8080}
 
 
+def gateway(name: str = "gw", ns: str = "gateway-system", listeners: tuple[str, ...] = ("mcp", "mcps")) -> Gateway:
+    return Gateway.from_object(
+        {"metadata": {"name": name, "namespace": ns}, "spec": {"listeners": [{"name": n, "port": 8080} for n in listeners]}}
+    )
+
+
+def grant(
+    from_ns: str = NS,
+    ns: str = "gateway-system",
+    *,
+    to_name: str | None = None,
+    group: str = "mcp.kuadrant.io",
+    kind: str = "MCPGatewayExtension",
+    to_kind: str = "Gateway",
+) -> ReferenceGrant:
+    to: dict[str, Any] = {"group": "gateway.networking.k8s.io", "kind": to_kind}
+    if to_name is not None:
+        to["name"] = to_name
+    return ReferenceGrant.from_object(
+        {
+            "metadata": {"name": f"allow-{from_ns}", "namespace": ns},
+            "spec": {"from": [{"group": group, "kind": kind, "namespace": from_ns}], "to": [to]},
+        }
+    )
+
+
+# Every Gateway the tests' extensions target, and grants for the namespaces they live in.
+GATEWAYS = {g.key: g for g in (gateway("gw"), gateway("gw2"))}
+GRANTS = [grant(NS), grant("elsewhere")]
+
+
 def run(*registrations: Registration, routes: tuple[Route, ...] = (), **kwargs: Any) -> Desired:
     kwargs.setdefault("extensions", [ext()])
+    kwargs.setdefault("gateways", GATEWAYS)
+    kwargs.setdefault("reference_grants", GRANTS)
     snapshot = Snapshot(registrations=registrations, routes={r.key: r for r in routes}, **kwargs)
     return reconcile(snapshot, namespace=NS, secret_name="cfg")
 
@@ -193,7 +228,13 @@ def test_two_instances_split_registrations_by_gateway() -> None:
     both = ready(desired, "both")[2]
     assert "elsewhere/x" in both and "mcp-system/ext" in both
     mirrored = reconcile(
-        Snapshot(registrations=regs, routes={r.key: r for r in routes}, extensions=[ours, theirs]),
+        Snapshot(
+            registrations=regs,
+            routes={r.key: r for r in routes},
+            extensions=[ours, theirs],
+            gateways=GATEWAYS,
+            reference_grants=GRANTS,
+        ),
         namespace="elsewhere",
         secret_name="cfg",
     )
@@ -398,3 +439,79 @@ def test_upstream_reports_read_from_the_brokers_status_shape() -> None:
     document = {"ready": True, "upstreams": [upstream.to_json(), {"name": "x", "toolCount": True}, "junk"]}
     assert upstream_reports(document) == {"apps/a": UpstreamReport("degraded", "prompts/list failed", 5)}
     assert upstream_reports(["not", "a", "mapping"]) == {}
+
+
+# -- the extension's target: Gateway existence, listener, ReferenceGrant (Kuadrant's rules) ----
+
+
+def extension_ready(desired: Desired, name: str = "ext") -> tuple[str, str, str]:
+    status = desired.status_of(EXTENSIONS, ObjectKey(NS, name))
+    assert status is not None
+    return status.ready.status, status.ready.reason, status.ready.message
+
+
+def test_extension_whose_gateway_is_missing_is_invalid_and_serves_nothing() -> None:
+    desired = run(reg("a", "ra", "a_"), routes=(http_route("ra", SVC),), gateways={})
+    assert extension_ready(desired) == (
+        "False", Reason.INVALID_EXTENSION, "Gateway gateway-system/gw (spec.targetRef) not found"
+    )
+    assert desired.servers == ()
+    assert ready(desired, "a")[:2] == ("False", Reason.NO_GATEWAY_EXTENSION)
+
+
+def test_extension_naming_a_listener_the_gateway_lacks_is_invalid() -> None:
+    desired = run(extensions=[ext(sectionName="public")])
+    status, reason, message = extension_ready(desired)
+    assert (status, reason) == ("False", Reason.INVALID_EXTENSION)
+    assert "listener 'public'" in message and "gateway-system/gw" in message and "mcp, mcps" in message
+
+
+def test_extension_without_a_listener_name_needs_only_the_gateway() -> None:
+    desired = run(extensions=[ext(sectionName=None)])
+    assert extension_ready(desired)[:2] == ("True", Reason.VALID_EXTENSION)
+
+
+def test_cross_namespace_extension_without_a_reference_grant_is_refused_with_what_to_create() -> None:
+    desired = run(reg("a", "ra", "a_"), routes=(http_route("ra", SVC),), reference_grants=[])
+    status, reason, message = extension_ready(desired)
+    assert (status, reason) == ("False", "ReferenceGrantRequired")
+    assert "namespace gateway-system" in message
+    assert "group: mcp.kuadrant.io, kind: MCPGatewayExtension, namespace: mcp-system" in message
+    assert "group: gateway.networking.k8s.io, kind: Gateway" in message
+    assert desired.servers == ()
+    assert ready(desired, "a")[:2] == ("False", Reason.NO_GATEWAY_EXTENSION)
+
+
+def test_extension_in_the_gateways_namespace_needs_no_reference_grant() -> None:
+    local = ext(namespace=NS)
+    desired = run(extensions=[local], gateways={gateway("gw", NS).key: gateway("gw", NS)}, reference_grants=[])
+    assert extension_ready(desired)[:2] == ("True", Reason.VALID_EXTENSION)
+
+
+@pytest.mark.parametrize(
+    ("the_grant", "allows"),
+    [
+        (grant(NS), True),
+        (grant(NS, to_name="gw"), True),  # `to` naming this Gateway
+        (grant(NS, to_name="other-gw"), False),  # naming another Gateway
+        (grant("team-x"), False),  # for another namespace's extensions
+        (grant(NS, ns="elsewhere"), False),  # not in the Gateway's namespace
+        (grant(NS, group="gateway.networking.k8s.io"), False),  # wrong `from` group
+        (grant(NS, group="mcp.kagenti.com"), False),  # the older project's group is not ours
+        (grant(NS, kind="HTTPRoute"), False),  # wrong `from` kind
+        (grant(NS, to_kind="Service"), False),  # grants Services, not Gateways
+    ],
+)
+def test_which_reference_grants_allow_the_extension(the_grant: ReferenceGrant, allows: bool) -> None:
+    desired = run(reference_grants=[the_grant])
+    assert extension_ready(desired)[1] == (Reason.VALID_EXTENSION if allows else "ReferenceGrantRequired")
+
+
+def test_an_extension_refused_for_its_reference_does_not_block_a_valid_younger_one() -> None:
+    """An older extension without a grant claims neither the Gateway nor its namespace."""
+    refused = ext("old", created="2025-01-01T00:00:00Z")
+    valid = other_instance_extension(created="2026-06-01T00:00:00Z")
+    desired = run(reg("a", "ra", "a_"), routes=(http_route("ra", SVC),), extensions=[refused, valid], reference_grants=[grant("elsewhere")])
+    assert extension_ready(desired, "old")[1] == "ReferenceGrantRequired"
+    # The registration's route attaches to gw, which the other instance now serves: left to it.
+    assert desired.status_of(REGISTRATIONS, ObjectKey("apps", "a")) is None

@@ -5,6 +5,7 @@ collide, every registration gets exactly one verdict, and the order of the input
 from __future__ import annotations
 
 import base64
+import dataclasses
 from typing import Any
 
 from hypothesis import given
@@ -15,7 +16,9 @@ from mcp_gateway.controller.reconcile import Snapshot, reconcile, render_config
 from mcp_gateway.controller.resources import (
     REGISTRATIONS,
     Extension,
+    Gateway,
     ObjectKey,
+    ReferenceGrant,
     Registration,
     Route,
     SecretView,
@@ -70,7 +73,31 @@ def clusters(draw: st.DrawFn) -> tuple[Snapshot, list[str]]:
                 {"metadata": {"name": "ext", "namespace": "mcp-system"}, "spec": {"targetRef": {"name": "gw", "namespace": "gateway-system", "sectionName": "mcp"}}}
             )
         )
-    return Snapshot(registrations=registrations, routes=routes, extensions=extensions, secrets=secrets), values
+    gateway = Gateway.from_object(
+        {"metadata": {"name": "gw", "namespace": "gateway-system"}, "spec": {"listeners": [{"name": "mcp"}]}}
+    )
+    grant = ReferenceGrant.from_object(
+        {
+            "metadata": {"name": "allow", "namespace": "gateway-system"},
+            "spec": {
+                "from": [{"group": "mcp.kuadrant.io", "kind": "MCPGatewayExtension", "namespace": "mcp-system"}],
+                "to": [{"group": "gateway.networking.k8s.io", "kind": "Gateway"}],
+            },
+        }
+    )
+    # Usually the Gateway and its grant exist; sometimes not (the extension is then invalid).
+    present = draw(st.sampled_from([True, True, True, False]))
+    return (
+        Snapshot(
+            registrations=registrations,
+            routes=routes,
+            extensions=extensions,
+            secrets=secrets,
+            gateways={gateway.key: gateway} if present else {},
+            reference_grants=[grant] if present else [],
+        ),
+        values,
+    )
 
 
 @given(clusters())
@@ -115,9 +142,7 @@ def test_input_order_does_not_matter(cluster: tuple[Snapshot, list[str]], random
     snapshot, _ = cluster
     shuffled = list(snapshot.registrations)
     random.shuffle(shuffled)
-    again = Snapshot(
-        registrations=shuffled, routes=snapshot.routes, extensions=snapshot.extensions, secrets=snapshot.secrets
-    )
+    again = dataclasses.replace(snapshot, registrations=shuffled)
     first = reconcile(snapshot, namespace="mcp-system", secret_name="cfg")
     second = reconcile(again, namespace="mcp-system", secret_name="cfg")
     assert first.servers == second.servers

@@ -625,6 +625,8 @@ def api_client(url: str, user_agent: str = "mcp-gateway-tests") -> Any:
 
     configuration = kubernetes.client.Configuration()
     configuration.host = url
+    # As the controller's own client (controller/main.py): one kept connection per watch.
+    configuration.connection_pool_maxsize = 32
     client = kubernetes.client.ApiClient(configuration)
     client.user_agent = user_agent
     return client

@@ -11,12 +11,16 @@ import uuid
 import kubernetes
 import trio
 
+from mcp_gateway.controller.health import DEFAULT_HEALTH_LISTEN, HEALTH_LISTEN_ENV, serve_health
 from mcp_gateway.controller.service import Controller, ControllerSettings
 from mcp_gateway.logs import configure_logging, get_logger
 
 log = get_logger(__name__)
 
 USER_AGENT = "mcp-gateway-controller/0.1"
+# Each watch holds a connection for minutes (ten watches), beside the Lease renewals, status
+# patches and Secret writes; the client's default pool (5 per CPU) would drop and reopen them.
+CONNECTION_POOL_SIZE = 32
 
 
 def api_client_for(kubeconfig: str | None, identity: str) -> kubernetes.client.ApiClient:
@@ -28,6 +32,7 @@ def api_client_for(kubeconfig: str | None, identity: str) -> kubernetes.client.A
         kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=kubeconfig, client_configuration=configuration
         )
+    configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
     client = kubernetes.client.ApiClient(configuration)
     # The identity in the User-Agent lets an audit log (and our tests) tell replicas apart.
     client.user_agent = f"{USER_AGENT} ({identity})"
@@ -38,10 +43,17 @@ def default_identity() -> str:
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
 
 
-async def serve_until_signalled(controller: Controller) -> None:
+def health_listen(args: argparse.Namespace) -> str:
+    """host:port of the probe endpoints: `--health-listen` if the CLI has it, else the
+    environment, else the default (the port deploy/base/controller.yaml probes)."""
+    return getattr(args, "health_listen", None) or os.environ.get(HEALTH_LISTEN_ENV) or DEFAULT_HEALTH_LISTEN
+
+
+async def serve_until_signalled(controller: Controller, listen: str = DEFAULT_HEALTH_LISTEN) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(controller.run)
+            await nursery.start(serve_health, controller, listen)
             async for signum in signals:
                 log.info("shutting down", signal=signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
@@ -65,7 +77,7 @@ def run_controller(args: argparse.Namespace) -> int:
         base_configmap=os.environ.get("MCP_GATEWAY_BASE_CONFIGMAP") or None,
     )
     try:
-        trio.run(serve_until_signalled, Controller(client, settings))
+        trio.run(serve_until_signalled, Controller(client, settings), health_listen(args))
     finally:
         client.close()  # type: ignore[no-untyped-call]
     return 0

@@ -22,13 +22,18 @@ import yaml
 from mcp_gateway.config import dump_config, parse_config
 from mcp_gateway.controller.resources import (
     CREDENTIAL_LABELS,
+    EXTENSION_KIND,
     EXTENSIONS,
     GATEWAY_API_GROUP,
+    GROUP,
+    REFERENCE_GRANT_VERSION,
     REGISTRATIONS,
     VIRTUAL_SERVERS,
     BackendRef,
     Extension,
+    Gateway,
     ObjectKey,
+    ReferenceGrant,
     Registration,
     Route,
     SecretRef,
@@ -67,6 +72,7 @@ class Reason:
     PREFIX_OVERLAP = "PrefixOverlap"
     VALID_EXTENSION = "ValidMCPGatewayExtension"
     INVALID_EXTENSION = "InvalidMCPGatewayExtension"
+    REFERENCE_GRANT_REQUIRED = "ReferenceGrantRequired"  # Kuadrant's reason, same spelling
     VIRTUAL_SERVER_PROGRAMMED = "Programmed"
     UNKNOWN_TOOL_PREFIX = "UnknownToolPrefix"
     # The Discovered condition, from the broker's /status (only with MCP_GATEWAY_STATUS_URL).
@@ -110,6 +116,8 @@ class Snapshot:
     secrets: Mapping[ObjectKey, SecretView] = field(default_factory=dict)  # labelled ones
     unlabelled_secrets: frozenset[ObjectKey] = frozenset()  # exist, but lack the label
     upstreams: Mapping[str, UpstreamReport] = field(default_factory=dict)  # the broker's view
+    gateways: Mapping[ObjectKey, Gateway] = field(default_factory=dict)  # every namespace's
+    reference_grants: Sequence[ReferenceGrant] = ()  # every namespace's
 
 
 @dataclass(frozen=True)
@@ -147,7 +155,7 @@ def reconcile(snapshot: Snapshot, *, namespace: str, secret_name: str) -> Desire
     judged identically by every instance, so their status writes never disagree.
     """
     statuses: list[DesiredStatus] = []
-    by_gateway, extension_statuses = _judge_extensions(snapshot.extensions, namespace, secret_name)
+    by_gateway, extension_statuses = _judge_extensions(snapshot, namespace, secret_name)
     statuses.extend(extension_statuses)
     ours = next((e for e in by_gateway.values() if e.key.namespace == namespace), None)
 
@@ -198,22 +206,22 @@ def reconcile(snapshot: Snapshot, *, namespace: str, secret_name: str) -> Desire
 
 
 def _judge_extensions(
-    extensions: Sequence[Extension], namespace: str, secret_name: str
+    snapshot: Snapshot, namespace: str, secret_name: str
 ) -> tuple[dict[ObjectKey, Extension], list[DesiredStatus]]:
     """The valid extension of each extended Gateway, and statuses for those in `namespace`.
 
-    One extension per namespace (it configures that namespace's gateway instance) and one per
-    Gateway (so every route has one owner); the oldest wins both ways. Every instance computes
-    the same answer from the same objects.
+    An extension is valid when its Gateway exists (with the listener it names), a ReferenceGrant
+    in the Gateway's namespace allows it if it lives elsewhere, and it is the oldest both in its
+    namespace (it configures that namespace's gateway instance) and for its Gateway (so every
+    route has one owner). Every instance computes the same answer from the same objects.
     """
     statuses: list[DesiredStatus] = []
     by_namespace: dict[str, Extension] = {}
     by_gateway: dict[ObjectKey, Extension] = {}
-    for extension in sorted(extensions, key=lambda e: (e.created, e.key)):
-        if extension.target_kind != "Gateway" or not extension.gateway.name:
-            condition = Condition(
-                READY, "False", Reason.INVALID_EXTENSION, "spec.targetRef must name a Gateway"
-            )
+    for extension in sorted(snapshot.extensions, key=lambda e: (e.created, e.key)):
+        problem = _target_problem(extension, snapshot)
+        if problem is not None:
+            condition = problem
         elif extension.key.namespace in by_namespace:
             condition = Condition(
                 READY,
@@ -244,6 +252,45 @@ def _judge_extensions(
         if extension.key.namespace == namespace:  # other instances report on their own
             statuses.append(DesiredStatus(EXTENSIONS, extension.key, extension.generation, (condition,)))
     return by_gateway, statuses
+
+
+def _target_problem(extension: Extension, snapshot: Snapshot) -> Condition | None:
+    """What is wrong with an extension's targetRef, checked in Kuadrant's order: a Gateway, that
+    exists, has the listener named, and (from another namespace) is granted by a ReferenceGrant.
+    A problem found here does not claim the namespace or the Gateway for the extension."""
+    if extension.target_kind != "Gateway" or not extension.gateway.name:
+        return Condition(READY, "False", Reason.INVALID_EXTENSION, "spec.targetRef must name a Gateway")
+    gateway = snapshot.gateways.get(extension.gateway)
+    if gateway is None:
+        return Condition(
+            READY,
+            "False",
+            Reason.INVALID_EXTENSION,
+            f"Gateway {extension.gateway} (spec.targetRef) not found",
+        )
+    if extension.section and extension.section not in gateway.listeners:
+        listeners = ", ".join(sorted(gateway.listeners)) or "none"
+        return Condition(
+            READY,
+            "False",
+            Reason.INVALID_EXTENSION,
+            f"listener {extension.section!r} (spec.targetRef.sectionName) not found on Gateway "
+            f"{extension.gateway} (listeners: {listeners})",
+        )
+    if extension.gateway.namespace != extension.key.namespace and not any(
+        grant.allows_extension(extension.key, extension.gateway) for grant in snapshot.reference_grants
+    ):
+        return Condition(
+            READY,
+            "False",
+            Reason.REFERENCE_GRANT_REQUIRED,
+            f"Gateway {extension.gateway} is in another namespace: a ReferenceGrant "
+            f"({GATEWAY_API_GROUP}/{REFERENCE_GRANT_VERSION}) is required in namespace "
+            f"{extension.gateway.namespace} with from {{group: {GROUP}, kind: {EXTENSION_KIND}, "
+            f"namespace: {extension.key.namespace}}} and to {{group: {GATEWAY_API_GROUP}, kind: Gateway}} "
+            f"(optionally name: {extension.gateway.name}); none there allows it",
+        )
+    return None
 
 
 def _server_entry(

@@ -266,3 +266,83 @@ def upstream_reports(document: Any) -> dict[str, UpstreamReport]:
             tools=count,
         )
     return reports
+
+
+GATEWAYS = "gateways"
+REFERENCE_GRANTS = "referencegrants"
+# ReferenceGrant is served as v1beta1 by every Gateway API release Kuadrant supports.
+REFERENCE_GRANT_VERSION = "v1beta1"
+EXTENSION_KIND = "MCPGatewayExtension"
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """A Gateway API Gateway: only that it exists and the names of its listeners."""
+
+    key: ObjectKey
+    listeners: frozenset[str]
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> Gateway:
+        listeners = _spec(obj).get("listeners")
+        names = frozenset(
+            str(listener["name"])
+            for listener in (listeners if isinstance(listeners, list) else [])
+            if isinstance(listener, Mapping) and listener.get("name")
+        )
+        return cls(key_of(obj), names)
+
+
+@dataclass(frozen=True)
+class GrantFrom:
+    group: str
+    kind: str
+    namespace: str
+
+
+@dataclass(frozen=True)
+class GrantTo:
+    group: str
+    kind: str
+    name: str | None  # None: every object of the kind in the grant's namespace
+
+
+@dataclass(frozen=True)
+class ReferenceGrant:
+    """A Gateway API ReferenceGrant: who (`from`) may refer to what (`to`) in its namespace."""
+
+    key: ObjectKey
+    sources: tuple[GrantFrom, ...]
+    targets: tuple[GrantTo, ...]
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> ReferenceGrant:
+        spec = _spec(obj)
+        raw_from, raw_to = spec.get("from"), spec.get("to")
+        sources = tuple(
+            GrantFrom(str(f.get("group") or ""), str(f.get("kind") or ""), str(f.get("namespace") or ""))
+            for f in (raw_from if isinstance(raw_from, list) else [])
+            if isinstance(f, Mapping)
+        )
+        targets = tuple(
+            GrantTo(str(t.get("group") or ""), str(t.get("kind") or ""), str(t["name"]) if t.get("name") else None)
+            for t in (raw_to if isinstance(raw_to, list) else [])
+            if isinstance(t, Mapping)
+        )
+        return cls(key_of(obj), sources, targets)
+
+    def allows_extension(self, extension: ObjectKey, gateway: ObjectKey) -> bool:
+        """Whether this grant lets MCPGatewayExtension `extension` target Gateway `gateway`
+        (Kuadrant's rule: a `from` naming our group, kind and the extension's namespace, and a
+        `to` naming Gateways, either all of them or this one by name)."""
+        if self.key.namespace != gateway.namespace:
+            return False
+        source_ok = any(
+            s.group == GROUP and s.kind == EXTENSION_KIND and s.namespace == extension.namespace
+            for s in self.sources
+        )
+        target_ok = any(
+            t.group == GATEWAY_API_GROUP and t.kind == "Gateway" and t.name in (None, gateway.name)
+            for t in self.targets
+        )
+        return source_ok and target_ok

@@ -44,13 +44,18 @@ from mcp_gateway.controller.resources import (
     EXTENSIONS,
     GATEWAY_API_GROUP,
     GATEWAY_API_VERSION,
+    GATEWAYS,
     GROUP,
     HTTPROUTES,
+    REFERENCE_GRANT_VERSION,
+    REFERENCE_GRANTS,
     REGISTRATIONS,
     VERSION,
     VIRTUAL_SERVERS,
     Extension,
+    Gateway,
     ObjectKey,
+    ReferenceGrant,
     Registration,
     Route,
     SecretView,
@@ -71,6 +76,8 @@ KIND_REGISTRATIONS = "MCPServerRegistration"
 KIND_VIRTUAL_SERVERS = "MCPVirtualServer"
 KIND_EXTENSIONS = "MCPGatewayExtension"
 KIND_ROUTES = "HTTPRoute"
+KIND_GATEWAYS = "Gateway"
+KIND_REFERENCE_GRANTS = "ReferenceGrant"
 KIND_CONFIG_SECRET = "ConfigSecret"
 KIND_BASE_CONFIG = "BaseConfigMap"
 KIND_CREDENTIALS = tuple(f"Secret[{label}]" for label in CREDENTIAL_LABELS)
@@ -92,6 +99,12 @@ class ControllerSettings:
     # A ConfigMap (key config.yaml) with everything but servers/virtualServers: the operator's
     # part of the config. Without one, the Secret's own non-controller sections are kept.
     base_configmap: str | None = None
+
+
+# The loop turns at least every resync period once synced; a pass's API calls are each bounded
+# (10 s), so several periods plus a grace without a turn means it is stuck.
+LOOP_STALL_FACTOR = 3
+LOOP_STALL_GRACE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +135,10 @@ class Controller:
         self.reconciles = 0
         self.config_writes = 0
         self.upstreams: dict[str, UpstreamReport] = {}
+        # What the health endpoints read (controller/health.py).
+        self.running = False
+        self.live_informers = 0
+        self.last_loop: float | None = None  # trio.current_time() of the loop's latest turn
 
     # -- what is watched -------------------------------------------------------------------------
 
@@ -136,6 +153,18 @@ class Controller:
                 KIND_ROUTES,
                 self.custom.list_cluster_custom_object,
                 (GATEWAY_API_GROUP, GATEWAY_API_VERSION, HTTPROUTES),
+            ),
+            # Extensions are judged against their Gateway and, across namespaces, the
+            # ReferenceGrants beside it (every namespace: every instance judges every extension).
+            WatchSpec(
+                KIND_GATEWAYS,
+                self.custom.list_cluster_custom_object,
+                (GATEWAY_API_GROUP, GATEWAY_API_VERSION, GATEWAYS),
+            ),
+            WatchSpec(
+                KIND_REFERENCE_GRANTS,
+                self.custom.list_cluster_custom_object,
+                (GATEWAY_API_GROUP, REFERENCE_GRANT_VERSION, REFERENCE_GRANTS),
             ),
             WatchSpec(
                 KIND_CONFIG_SECRET,
@@ -163,25 +192,59 @@ class Controller:
     def is_leader(self) -> bool:
         return self.elector.is_leader if self.elector is not None else True
 
+    # -- health (read by controller/health.py) ---------------------------------------------------
+
+    def unsynced(self) -> list[str]:
+        """The watched kinds whose first list has not arrived yet."""
+        return sorted({spec.kind for spec in self.watch_specs()} - self.synced)
+
+    def liveness_problem(self) -> str | None:
+        """Why the process should be restarted, or None while it works.
+
+        Dead: not running, an informer task gone, or (once synced) a loop that has not turned
+        for several resync periods, which only a pass stuck beyond every API timeout explains.
+        """
+        if not self.running:
+            return "controller not running"
+        expected = len(self.watch_specs())
+        if self.live_informers < expected:
+            return f"{expected - self.live_informers} of {expected} watch tasks have stopped"
+        if self.last_loop is not None and not self.unsynced():
+            stalled = trio.current_time() - self.last_loop
+            if stalled > LOOP_STALL_FACTOR * self.settings.resync_seconds + LOOP_STALL_GRACE_SECONDS:
+                return f"reconcile loop has not turned for {stalled:.0f}s"
+        return None
+
     # -- lifetime --------------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         send, receive = trio.open_memory_channel[InformerEvent | LeadershipChanged](256)
-        async with trio.open_nursery() as nursery:
-            for spec in self.watch_specs():
-                nursery.start_soon(run_informer, spec, send.clone(), self.settings.watch)
-            if self.elector is not None:
-                await nursery.start(self.elector.run)
-                nursery.start_soon(self._forward_leadership, self.elector, send.clone())
-            nursery.start_soon(self._loop, receive)
-            log.info(
-                "controller started",
-                identity=self.settings.identity,
-                namespace=self.settings.namespace,
-                secret=self.settings.secret_name,
-                leader_election=self.settings.leader_election,
-            )
-            task_status.started()
+        try:
+            async with trio.open_nursery() as nursery:
+                for spec in self.watch_specs():
+                    nursery.start_soon(self._informer, spec, send.clone())
+                if self.elector is not None:
+                    await nursery.start(self.elector.run)
+                    nursery.start_soon(self._forward_leadership, self.elector, send.clone())
+                nursery.start_soon(self._loop, receive)
+                log.info(
+                    "controller started",
+                    identity=self.settings.identity,
+                    namespace=self.settings.namespace,
+                    secret=self.settings.secret_name,
+                    leader_election=self.settings.leader_election,
+                )
+                self.running = True
+                task_status.started()
+        finally:
+            self.running = False
+
+    async def _informer(self, spec: WatchSpec, send: trio.MemorySendChannel[InformerEvent]) -> None:
+        self.live_informers += 1
+        try:
+            await run_informer(spec, send, self.settings.watch)
+        finally:
+            self.live_informers -= 1
 
     @staticmethod
     async def _forward_leadership(
@@ -193,6 +256,7 @@ class Controller:
     async def _loop(self, receive: trio.MemoryReceiveChannel[InformerEvent | LeadershipChanged]) -> None:
         expected = {spec.kind for spec in self.watch_specs()}
         while True:
+            self.last_loop = trio.current_time()
             timeout = self.settings.resync_seconds if self.synced >= expected else math.inf
             with trio.move_on_after(timeout):
                 self._apply(await receive.receive())
@@ -236,6 +300,10 @@ class Controller:
             secrets=secrets,
             unlabelled_secrets=unlabelled,
             upstreams=dict(self.upstreams),
+            gateways={k: Gateway.from_object(o) for k, o in self.cache.get(KIND_GATEWAYS, {}).items()},
+            reference_grants=[
+                ReferenceGrant.from_object(o) for o in self.cache.get(KIND_REFERENCE_GRANTS, {}).values()
+            ],
         )
 
     async def reconcile_once(self) -> None:

@@ -8,12 +8,14 @@ import subprocess
 import sys
 from typing import Any
 
+import httpx
 import kubernetes
 import trio
 import yaml
 
 from tests.k8s.harness import Cluster, eventually, extension, install_crds, registration, route
 from tests.support.kmock_emulator import EmulatorThread
+from tests.support.redis import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -34,7 +36,7 @@ def kubeconfig(url: str, path: pathlib.Path) -> pathlib.Path:
     return path
 
 
-async def test_controller_command_writes_the_secret_and_exits_cleanly_on_sigterm(
+async def test_controller_command_writes_the_secret_serves_probes_and_exits_cleanly_on_sigterm(
     k8s: EmulatorThread, client: Any, tmp_path: pathlib.Path
 ) -> None:
     install_crds(client)
@@ -50,13 +52,19 @@ async def test_controller_command_writes_the_secret_and_exits_cleanly_on_sigterm
         "--identity=cli-test",
     ]
     log_path = tmp_path / "controller.log"
+    health = f"127.0.0.1:{free_port()}"
+    env = {"PATH": "/usr/bin:/bin", "LOG_LEVEL": "info", "MCP_GATEWAY_CONTROLLER_HEALTH_LISTEN": health}
     with log_path.open("wb") as log_file:
-        process = await trio.lowlevel.open_process(
-            command, stdout=log_file, stderr=subprocess.STDOUT, env={"PATH": "/usr/bin:/bin", "LOG_LEVEL": "info"}
-        )
+        process = await trio.lowlevel.open_process(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
         try:
             config = await eventually(cluster.config, what="config Secret from the CLI")
             assert config.server("mcp-test/cli") is not None
+            # The probes the Deployment points at, served by the process itself.
+            async with httpx.AsyncClient(base_url=f"http://{health}", timeout=5) as http:
+                live = await _get_when_listening(http, "/healthz")
+                assert (live.status_code, live.json()) == (200, {"status": "ok"})
+                ready = await http.get("/readyz")
+                assert (ready.status_code, ready.json()) == (200, {"status": "ready", "role": "leader"})
             process.send_signal(signal.SIGTERM)
             with trio.fail_after(15):
                 code = await process.wait()
@@ -70,6 +78,15 @@ async def test_controller_command_writes_the_secret_and_exits_cleanly_on_sigterm
     assert '"event":"shutting down"' in output and "SIGTERM" in output
     lease = kubernetes.client.CoordinationV1Api(client).read_namespaced_lease("mcp-gateway-controller", "mcp-system")
     assert lease.spec.holder_identity is None  # released on the way out: a standby takes over at once
+
+
+async def _get_when_listening(http: httpx.AsyncClient, path: str) -> httpx.Response:
+    with trio.fail_after(10):
+        while True:
+            try:
+                return await http.get(path)
+            except httpx.TransportError:
+                await trio.sleep(0.05)  # not listening yet
 
 
 def test_controller_command_without_a_cluster_fails_with_exit_code_2(tmp_path: pathlib.Path) -> None:

@@ -18,6 +18,7 @@ import yaml
 
 from mcp_gateway.cli import _build_parser
 from mcp_gateway.config import load_config
+from mcp_gateway.controller.health import DEFAULT_HEALTH_LISTEN, HEALTH_LISTEN_ENV
 from mcp_gateway.samples import SAMPLES
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -320,6 +321,20 @@ def test_controller_deployment_runs_the_controller_with_leader_election() -> Non
     assert env["MCP_GATEWAY_BASE_CONFIGMAP"] == "mcp-gateway-base"
     (deployment,) = [d for d in of_kind("Deployment") if d["metadata"]["name"] == "mcp-gateway-controller"]
     assert deployment["spec"]["replicas"] >= 2
+
+
+def test_controller_deployment_probes_its_own_health_endpoints() -> None:
+    (container,) = _containers("mcp-gateway-controller")
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    listen = env.get(HEALTH_LISTEN_ENV) or DEFAULT_HEALTH_LISTEN
+    host, port = listen.rsplit(":", 1)
+    assert host == "0.0.0.0"  # the kubelet probes the pod IP, not loopback
+    for probe in ("livenessProbe", "readinessProbe"):
+        named = container[probe]["httpGet"]["port"]
+        assert ports[named] == int(port), probe
 
 
 def test_every_workload_runs_unprivileged() -> None:

@@ -184,8 +184,8 @@ class Cluster:
                     raise
         return self.create(obj)
 
-    def delete(self, plural: str, name: str, group: str = GROUP, ns: str = TEST_NS) -> None:
-        self.custom.delete_namespaced_custom_object(group, VERSION, ns, plural, name)
+    def delete(self, plural: str, name: str, group: str = GROUP, ns: str = TEST_NS, version: str = VERSION) -> None:
+        self.custom.delete_namespaced_custom_object(group, version, ns, plural, name)
 
     def registration(self, name: str) -> dict[str, Any]:
         return dict(self.custom.get_namespaced_custom_object(GROUP, VERSION, TEST_NS, "mcpserverregistrations", name))

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from mcp_gateway.controller.health import serve_health
-from mcp_gateway.controller.service import Controller
+from mcp_gateway.controller.service import LOOP_STALL_FACTOR, LOOP_STALL_GRACE_SECONDS, Controller
 from tests.k8s.harness import (
     Cluster,
     extension,
@@ -105,3 +105,30 @@ async def test_head_answers_the_status_without_a_body(k8s: EmulatorThread, clien
         await until(http, "/readyz", 200)
         response = await http.head("/readyz")
         assert response.status_code == 200 and response.content == b""
+
+
+def controller_state(client: Any, *, informers_missing: int = 0, stalled_for: float = 0.0) -> Controller:
+    """A Controller's health state as its tasks would leave it (the rule alone, no tasks run)."""
+    controller = Controller(client, fast_settings())
+    controller.running = True
+    controller.live_informers = len(controller.watch_specs()) - informers_missing
+    controller.synced = {spec.kind for spec in controller.watch_specs()}
+    controller.last_loop = trio.current_time() - stalled_for
+    return controller
+
+
+async def test_liveness_rule(client: Any) -> None:
+    settings = fast_settings()
+    limit = LOOP_STALL_FACTOR * settings.resync_seconds + LOOP_STALL_GRACE_SECONDS
+    assert controller_state(client).liveness_problem() is None
+    assert controller_state(client, stalled_for=limit - 1).liveness_problem() is None
+    stalled = controller_state(client, stalled_for=limit + 1).liveness_problem()
+    assert stalled is not None and stalled.startswith("reconcile loop has not turned for")
+    expected = len(controller_state(client).watch_specs())
+    assert controller_state(client, informers_missing=1).liveness_problem() == (
+        f"1 of {expected} watch tasks have stopped"
+    )
+    # Before the first sync the loop waits for events without a deadline: not a stall.
+    syncing = controller_state(client, stalled_for=limit + 1)
+    syncing.synced = set()
+    assert syncing.liveness_problem() is None

@@ -19,6 +19,8 @@ import yaml
 from mcp_gateway.cli import _build_parser
 from mcp_gateway.config import load_config
 from mcp_gateway.controller.health import DEFAULT_HEALTH_LISTEN, HEALTH_LISTEN_ENV
+from mcp_gateway.controller.reconcile import Snapshot, reconcile
+from mcp_gateway.controller.resources import Extension, Gateway, ReferenceGrant
 from mcp_gateway.samples import SAMPLES
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -335,6 +337,26 @@ def test_controller_deployment_probes_its_own_health_endpoints() -> None:
     for probe in ("livenessProbe", "readinessProbe"):
         named = container[probe]["httpGet"]["port"]
         assert ports[named] == int(port), probe
+
+
+@pytest.mark.parametrize("flavour", ["istio", "envoy-gateway"])
+def test_shipped_extension_is_valid_against_each_flavours_gateway_and_grant(flavour: str) -> None:
+    """The controller's own judgement of the shipped objects: Gateway found, listener found,
+    cross-namespace reference granted by deploy/gateway-common."""
+    def from_dirs(kind: str, *dirs: str) -> list[dict[str, Any]]:
+        return [d for path, d in all_objects() if d.get("kind") == kind and path.parent.name in dirs]
+
+    (extension_doc,) = from_dirs("MCPGatewayExtension", "base")
+    gateways = [Gateway.from_object(d) for d in from_dirs("Gateway", flavour)]
+    grants = [ReferenceGrant.from_object(d) for d in from_dirs("ReferenceGrant", "gateway-common")]
+    snapshot = Snapshot(
+        extensions=[Extension.from_object(extension_doc)],
+        gateways={g.key: g for g in gateways},
+        reference_grants=grants,
+    )
+    desired = reconcile(snapshot, namespace=extension_doc["metadata"]["namespace"], secret_name="mcp-gateway-config")
+    (status,) = desired.statuses
+    assert (status.ready.status, status.ready.reason) == ("True", "ValidMCPGatewayExtension"), status.ready.message
 
 
 def test_every_workload_runs_unprivileged() -> None:

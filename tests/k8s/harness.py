@@ -94,7 +94,10 @@ def gateway(name: str = "mcp-gateway", ns: str = "gateway-system", listeners: tu
         "metadata": {"name": name, "namespace": ns},
         "spec": {
             "gatewayClassName": "istio",
-            "listeners": [{"name": n, "port": 8080, "protocol": "HTTP"} for n in listeners],
+            "listeners": [
+                {"name": n, "port": 8080, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}}
+                for n in listeners
+            ],
         },
     }
 

@@ -76,10 +76,20 @@ def secret(name: str, **values: str) -> SecretView:
 SVC = {"name": "svc", "port": 8080}
 
 
-def gateway(name: str = "gw", ns: str = "gateway-system", listeners: tuple[str, ...] = ("mcp", "mcps")) -> Gateway:
-    return Gateway.from_object(
-        {"metadata": {"name": name, "namespace": ns}, "spec": {"listeners": [{"name": n, "port": 8080} for n in listeners]}}
-    )
+def gateway(
+    name: str = "gw",
+    ns: str = "gateway-system",
+    listeners: tuple[str, ...] = ("mcp", "mcps"),
+    allowed: dict[str, Any] | None = None,
+) -> Gateway:
+    """Listeners admit routes from every namespace unless `allowed` (allowedRoutes.namespaces) says
+    otherwise; `allowed={}` leaves allowedRoutes out (Gateway API default: Same)."""
+    namespaces = {"from": "All"} if allowed is None else allowed
+    listener_docs = [
+        {"name": n, "port": 8080, **({"allowedRoutes": {"namespaces": namespaces}} if namespaces else {})}
+        for n in listeners
+    ]
+    return Gateway.from_object({"metadata": {"name": name, "namespace": ns}, "spec": {"listeners": listener_docs}})
 
 
 def grant(
@@ -515,3 +525,39 @@ def test_an_extension_refused_for_its_reference_does_not_block_a_valid_younger_o
     assert extension_ready(desired, "old")[1] == "ReferenceGrantRequired"
     # The registration's route attaches to gw, which the other instance now serves: left to it.
     assert desired.status_of(REGISTRATIONS, ObjectKey("apps", "a")) is None
+
+
+@pytest.mark.parametrize(
+    ("allowed", "labels", "admitted"),
+    [
+        ({}, {}, False),  # no allowedRoutes: Same, and the extension is in mcp-system
+        ({"from": "Same"}, {}, False),
+        ({"from": "None"}, {}, False),
+        ({"from": "All"}, {}, True),
+        ({"from": "Selector", "selector": {"matchLabels": {"mcp": "yes"}}}, {"mcp": "yes"}, True),
+        ({"from": "Selector", "selector": {"matchLabels": {"mcp": "yes"}}}, {"mcp": "no"}, False),
+        ({"from": "Selector", "selector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]}}, {"tier": "b"}, True),
+        ({"from": "Selector", "selector": {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["a"]}]}}, {"tier": "a"}, False),
+        ({"from": "Selector", "selector": {"matchExpressions": [{"key": "tier", "operator": "Exists"}]}}, {}, False),
+        ({"from": "Selector", "selector": {"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}}, {}, True),
+        ({"from": "Selector"}, {"mcp": "yes"}, False),  # Selector without a selector admits nothing
+        ({"from": "Someday"}, {}, False),  # an unknown value admits nothing
+    ],
+)
+def test_the_listener_must_admit_routes_from_the_extensions_namespace(
+    allowed: dict[str, Any], labels: dict[str, str], admitted: bool
+) -> None:
+    gw = gateway(allowed=allowed)
+    desired = run(gateways={gw.key: gw}, namespace_labels={NS: labels})
+    status, reason, message = extension_ready(desired)
+    if admitted:
+        assert (status, reason) == ("True", Reason.VALID_EXTENSION)
+    else:
+        assert (status, reason) == ("False", Reason.INVALID_EXTENSION)
+        assert message.startswith("listener 'mcp' on Gateway gateway-system/gw does not allow routes from namespace mcp-system")
+
+
+def test_same_namespace_listener_admits_an_extension_beside_its_gateway() -> None:
+    gw = gateway("gw", NS, allowed={})
+    desired = run(extensions=[ext(namespace=NS)], gateways={gw.key: gw}, reference_grants=[])
+    assert extension_ready(desired)[:2] == ("True", Reason.VALID_EXTENSION)

@@ -74,7 +74,7 @@ def clusters(draw: st.DrawFn) -> tuple[Snapshot, list[str]]:
             )
         )
     gateway = Gateway.from_object(
-        {"metadata": {"name": "gw", "namespace": "gateway-system"}, "spec": {"listeners": [{"name": "mcp"}]}}
+        {"metadata": {"name": "gw", "namespace": "gateway-system"}, "spec": {"listeners": [{"name": "mcp", "allowedRoutes": {"namespaces": {"from": "All"}}}]}}
     )
     grant = ReferenceGrant.from_object(
         {

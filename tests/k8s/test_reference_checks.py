@@ -94,3 +94,22 @@ async def test_missing_gateway_is_reported_until_it_exists(k8s: EmulatorThread, 
         )
         await trio.to_thread.run_sync(lambda: cluster.create(gateway()))
         await eventually(extension_reason(cluster, "ValidMCPGatewayExtension"), what="valid once the Gateway exists")
+
+
+async def test_listener_admitting_namespaces_by_label_follows_the_namespace_labels(
+    k8s: EmulatorThread, cluster: Cluster
+) -> None:
+    selective = gateway()
+    selective["spec"]["listeners"][0]["allowedRoutes"] = {
+        "namespaces": {"from": "Selector", "selector": {"matchLabels": {"mcp-gateway": "allowed"}}}
+    }
+    cluster.create(selective)
+    cluster.create_extension(extension())  # keeps the existing Gateway; adds the grant
+    cluster.core.create_namespace({"metadata": {"name": NS}})
+    async with running_controller(k8s.url, fast_settings()):
+        refused = await eventually(extension_reason(cluster, "InvalidMCPGatewayExtension"), what="not admitted")
+        assert "does not allow routes from namespace mcp-system" in refused["message"]
+        await trio.to_thread.run_sync(
+            lambda: cluster.core.patch_namespace(NS, {"metadata": {"labels": {"mcp-gateway": "allowed"}}})
+        )
+        await eventually(extension_reason(cluster, "ValidMCPGatewayExtension"), what="admitted once labelled")

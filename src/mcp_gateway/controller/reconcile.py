@@ -118,6 +118,7 @@ class Snapshot:
     upstreams: Mapping[str, UpstreamReport] = field(default_factory=dict)  # the broker's view
     gateways: Mapping[ObjectKey, Gateway] = field(default_factory=dict)  # every namespace's
     reference_grants: Sequence[ReferenceGrant] = ()  # every namespace's
+    namespace_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # by namespace
 
 
 @dataclass(frozen=True)
@@ -256,7 +257,8 @@ def _judge_extensions(
 
 def _target_problem(extension: Extension, snapshot: Snapshot) -> Condition | None:
     """What is wrong with an extension's targetRef, checked in Kuadrant's order: a Gateway, that
-    exists, has the listener named, and (from another namespace) is granted by a ReferenceGrant.
+    exists, has the listener named, whose allowedRoutes admit the extension's namespace, and
+    (from another namespace) is granted by a ReferenceGrant.
     A problem found here does not claim the namespace or the Gateway for the extension."""
     if extension.target_kind != "Gateway" or not extension.gateway.name:
         return Condition(READY, "False", Reason.INVALID_EXTENSION, "spec.targetRef must name a Gateway")
@@ -268,15 +270,29 @@ def _target_problem(extension: Extension, snapshot: Snapshot) -> Condition | Non
             Reason.INVALID_EXTENSION,
             f"Gateway {extension.gateway} (spec.targetRef) not found",
         )
-    if extension.section and extension.section not in gateway.listeners:
-        listeners = ", ".join(sorted(gateway.listeners)) or "none"
-        return Condition(
-            READY,
-            "False",
-            Reason.INVALID_EXTENSION,
-            f"listener {extension.section!r} (spec.targetRef.sectionName) not found on Gateway "
-            f"{extension.gateway} (listeners: {listeners})",
-        )
+    if extension.section:
+        listener = gateway.listeners.get(extension.section)
+        if listener is None:
+            listeners = ", ".join(sorted(gateway.listeners)) or "none"
+            return Condition(
+                READY,
+                "False",
+                Reason.INVALID_EXTENSION,
+                f"listener {extension.section!r} (spec.targetRef.sectionName) not found on Gateway "
+                f"{extension.gateway} (listeners: {listeners})",
+            )
+        # The gateway instance's own HTTPRoute lives in the extension's namespace and attaches to
+        # this listener: a listener that would not admit it cannot carry MCP traffic to us.
+        labels = snapshot.namespace_labels.get(extension.key.namespace, {})
+        if not listener.admits(extension.key.namespace, extension.gateway.namespace, labels):
+            return Condition(
+                READY,
+                "False",
+                Reason.INVALID_EXTENSION,
+                f"listener {extension.section!r} on Gateway {extension.gateway} does not allow routes "
+                f"from namespace {extension.key.namespace} (spec.listeners[].allowedRoutes.namespaces: "
+                f"from {listener.allowed_from})",
+            )
     if extension.gateway.namespace != extension.key.namespace and not any(
         grant.allows_extension(extension.key, extension.gateway) for grant in snapshot.reference_grants
     ):

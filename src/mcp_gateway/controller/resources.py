@@ -276,21 +276,84 @@ EXTENSION_KIND = "MCPGatewayExtension"
 
 
 @dataclass(frozen=True)
+class Listener:
+    """One Gateway listener: which namespaces it admits routes from (spec.allowedRoutes)."""
+
+    name: str
+    allowed_from: str  # All | Same | Selector | None (Gateway API; Same when not given)
+    selector: Mapping[str, Any] | None  # the label selector when allowed_from is Selector
+
+    def admits(self, namespace: str, gateway_namespace: str, labels: Mapping[str, str]) -> bool:
+        """Gateway API semantics; an unknown `from` admits nothing (be strict about the new)."""
+        if self.allowed_from == "All":
+            return True
+        if self.allowed_from == "Same":
+            return namespace == gateway_namespace
+        if self.allowed_from == "Selector":
+            return self.selector is not None and selector_matches(self.selector, labels)
+        return False
+
+
+@dataclass(frozen=True)
 class Gateway:
-    """A Gateway API Gateway: only that it exists and the names of its listeners."""
+    """A Gateway API Gateway: that it exists, and its listeners by name."""
 
     key: ObjectKey
-    listeners: frozenset[str]
+    listeners: Mapping[str, Listener]
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> Gateway:
-        listeners = _spec(obj).get("listeners")
-        names = frozenset(
-            str(listener["name"])
-            for listener in (listeners if isinstance(listeners, list) else [])
-            if isinstance(listener, Mapping) and listener.get("name")
-        )
-        return cls(key_of(obj), names)
+        raw = _spec(obj).get("listeners")
+        listeners: dict[str, Listener] = {}
+        for listener in raw if isinstance(raw, list) else []:
+            if not isinstance(listener, Mapping) or not listener.get("name"):
+                continue
+            allowed = listener.get("allowedRoutes")
+            namespaces = allowed.get("namespaces") if isinstance(allowed, Mapping) else None
+            namespaces = namespaces if isinstance(namespaces, Mapping) else {}
+            selector = namespaces.get("selector")
+            name = str(listener["name"])
+            listeners[name] = Listener(
+                name,
+                str(namespaces.get("from") or "Same"),
+                selector if isinstance(selector, Mapping) else None,
+            )
+        return cls(key_of(obj), listeners)
+
+
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """A metav1.LabelSelector (matchLabels and matchExpressions, ANDed) against `labels`.
+    A malformed selector matches nothing."""
+    match_labels = selector.get("matchLabels") or {}
+    expressions = selector.get("matchExpressions") or []
+    if not isinstance(match_labels, Mapping) or not isinstance(expressions, list):
+        return False
+    if any(labels.get(str(k)) != str(v) for k, v in match_labels.items()):
+        return False
+    for expression in expressions:
+        if not isinstance(expression, Mapping):
+            return False
+        key, operator = str(expression.get("key") or ""), expression.get("operator")
+        raw_values = expression.get("values")
+        values = {str(v) for v in raw_values} if isinstance(raw_values, list) else set()
+        if operator == "In":
+            ok = key in labels and labels[key] in values
+        elif operator == "NotIn":
+            ok = key not in labels or labels[key] not in values
+        elif operator == "Exists":
+            ok = key in labels
+        elif operator == "DoesNotExist":
+            ok = key not in labels
+        else:
+            return False
+        if not ok:
+            return False
+    return True
+
+
+def namespace_labels(obj: Mapping[str, Any]) -> dict[str, str]:
+    labels = _meta(obj).get("labels")
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else {}
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ from mcp_gateway.controller.resources import (
     UpstreamReport,
     VirtualServerSpec,
     key_of,
+    namespace_labels,
     upstream_reports,
 )
 from mcp_gateway.logs import get_logger, register_secrets
@@ -78,6 +79,7 @@ KIND_EXTENSIONS = "MCPGatewayExtension"
 KIND_ROUTES = "HTTPRoute"
 KIND_GATEWAYS = "Gateway"
 KIND_REFERENCE_GRANTS = "ReferenceGrant"
+KIND_NAMESPACES = "Namespace"
 KIND_CONFIG_SECRET = "ConfigSecret"
 KIND_BASE_CONFIG = "BaseConfigMap"
 KIND_CREDENTIALS = tuple(f"Secret[{label}]" for label in CREDENTIAL_LABELS)
@@ -166,6 +168,8 @@ class Controller:
                 self.custom.list_cluster_custom_object,
                 (GATEWAY_API_GROUP, REFERENCE_GRANT_VERSION, REFERENCE_GRANTS),
             ),
+            # Namespace labels, for listeners that admit routes by a namespace selector.
+            WatchSpec(KIND_NAMESPACES, self.core.list_namespace),
             WatchSpec(
                 KIND_CONFIG_SECRET,
                 self.core.list_namespaced_secret,
@@ -304,6 +308,7 @@ class Controller:
             reference_grants=[
                 ReferenceGrant.from_object(o) for o in self.cache.get(KIND_REFERENCE_GRANTS, {}).values()
             ],
+            namespace_labels={k.name: namespace_labels(o) for k, o in self.cache.get(KIND_NAMESPACES, {}).items()},
         )
 
     async def reconcile_once(self) -> None:

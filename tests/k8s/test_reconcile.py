@@ -466,7 +466,9 @@ def test_extension_whose_gateway_is_missing_is_invalid_and_serves_nothing() -> N
         "False", Reason.INVALID_EXTENSION, "Gateway gateway-system/gw (spec.targetRef) not found"
     )
     assert desired.servers == ()
-    assert ready(desired, "a")[:2] == ("False", Reason.NO_GATEWAY_EXTENSION)
+    assert ready(desired, "a") == (
+        "False", Reason.NO_GATEWAY_EXTENSION, "no valid MCPGatewayExtension: mcp-system/ext not Ready (its status says why)"
+    )
 
 
 def test_extension_naming_a_listener_the_gateway_lacks_is_invalid() -> None:

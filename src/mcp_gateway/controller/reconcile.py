@@ -329,6 +329,12 @@ def _server_entry(
         raise _NotReady(Reason.ROUTE_NOT_FOUND, f"HTTPRoute {registration.target} not found")
     url = _backend_url(route, registration.path)
     if not by_gateway:
+        if snapshot.extensions:  # there are some, but none is valid: point at them, not at "create"
+            invalid = ", ".join(sorted(str(e.key) for e in snapshot.extensions))
+            raise _NotReady(
+                Reason.NO_GATEWAY_EXTENSION,
+                f"no valid MCPGatewayExtension: {invalid} not Ready (its status says why)",
+            )
         raise _NotReady(
             Reason.NO_GATEWAY_EXTENSION,
             "no valid MCPGatewayExtension exists: create one in the gateway's namespace targeting "

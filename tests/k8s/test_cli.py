@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 from typing import Any
@@ -98,3 +99,24 @@ def test_controller_command_without_a_cluster_fails_with_exit_code_2(tmp_path: p
     assert result.returncode == 2
     assert "cannot reach the cluster" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_controller_command_whose_probe_port_is_taken_fails_with_exit_code_2(k8s: EmulatorThread, tmp_path: pathlib.Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = subprocess.run(
+            [
+                str(ROOT / ".venv" / "bin" / "mcp-gateway"),
+                "controller",
+                f"--kubeconfig={kubeconfig(k8s.url, tmp_path / 'kubeconfig')}",
+                "--identity=busy-port",
+            ],
+            capture_output=True, text=True, timeout=60, check=False,
+            env={"PATH": "/usr/bin:/bin", "MCP_GATEWAY_CONTROLLER_HEALTH_LISTEN": busy},
+        )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "cannot serve the health endpoints" in output and busy in output
+    assert "Traceback" not in output

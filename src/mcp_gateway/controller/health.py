@@ -24,6 +24,10 @@ log = get_logger(__name__)
 DEFAULT_HEALTH_LISTEN = "0.0.0.0:8082"
 HEALTH_LISTEN_ENV = "MCP_GATEWAY_CONTROLLER_HEALTH_LISTEN"
 
+class HealthListenError(Exception):
+    """The probe address cannot be bound (in use, bad host): the process cannot be probed."""
+
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -82,7 +86,10 @@ async def serve_health(
     settings.graceful_timeout = 1.0  # probes are instant; nothing worth waiting for at shutdown
     settings.keep_alive_timeout = 5.0
     async with trio.open_nursery() as nursery:
-        urls: list[str] = await nursery.start(hypercorn.trio.serve, health_app(controller), settings)
+        try:
+            urls: list[str] = await nursery.start(hypercorn.trio.serve, health_app(controller), settings)
+        except* OSError as group:
+            raise HealthListenError(f"cannot listen on {listen}: {group.exceptions[0]}") from None
         port = int(urls[0].rsplit(":", 1)[1])
         log.info("controller health endpoints listening", url=urls[0], paths=["/healthz", "/readyz"])
         task_status.started(port)

@@ -11,7 +11,12 @@ import uuid
 import kubernetes
 import trio
 
-from mcp_gateway.controller.health import DEFAULT_HEALTH_LISTEN, HEALTH_LISTEN_ENV, serve_health
+from mcp_gateway.controller.health import (
+    DEFAULT_HEALTH_LISTEN,
+    HEALTH_LISTEN_ENV,
+    HealthListenError,
+    serve_health,
+)
 from mcp_gateway.controller.service import Controller, ControllerSettings
 from mcp_gateway.logs import configure_logging, get_logger
 
@@ -52,12 +57,19 @@ def health_listen(args: argparse.Namespace) -> str:
 async def serve_until_signalled(controller: Controller, listen: str = DEFAULT_HEALTH_LISTEN) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(controller.run)
+            # The probes first: an address that cannot be bound stops us before any API write.
             await nursery.start(serve_health, controller, listen)
+            await nursery.start(controller.run)
             async for signum in signals:
                 log.info("shutting down", signal=signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 break
+
+
+def _first_leaf(group: BaseExceptionGroup[HealthListenError]) -> HealthListenError:
+    """Nurseries nest the error in groups; the first actual error."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def run_controller(args: argparse.Namespace) -> int:
@@ -76,8 +88,14 @@ def run_controller(args: argparse.Namespace) -> int:
         status_url=os.environ.get("MCP_GATEWAY_STATUS_URL") or None,
         base_configmap=os.environ.get("MCP_GATEWAY_BASE_CONFIGMAP") or None,
     )
+    failed: HealthListenError | None = None
     try:
         trio.run(serve_until_signalled, Controller(client, settings), health_listen(args))
+    except* HealthListenError as group:
+        failed = _first_leaf(group)
     finally:
         client.close()  # type: ignore[no-untyped-call]
+    if failed is not None:
+        log.error("cannot serve the health endpoints", error=str(failed), env=HEALTH_LISTEN_ENV)
+        return 2
     return 0

@@ -31,6 +31,12 @@ def _build_parser() -> argparse.ArgumentParser:
     controller.add_argument("--leader-election", action=argparse.BooleanOptionalAction, default=True)
     controller.add_argument("--identity", default=None, help="leader-election identity (pod name)")
     controller.add_argument("--kubeconfig", default=None)
+    controller.add_argument(
+        "--health-listen",
+        default=None,
+        help="host:port of /healthz and /readyz (default 0.0.0.0:8082, or "
+        "$MCP_GATEWAY_CONTROLLER_HEALTH_LISTEN)",
+    )
 
     sample = commands.add_parser("sample-server", help="run one of the sample MCP servers")
     sample.add_argument("name")

@@ -62,8 +62,48 @@ async def _serve_with(
     task_status: trio.TaskStatus[None],
 ) -> None:
     # New backend sessions the router opens are announced to the broker's listeners through
-    # this (sessions/openings.py): in one process, no polling and no lost first message.
-    openings = BackendOpenings()
+    # this (sessions/openings.py): no polling and no lost first message; with a Redis store, to
+    # the other replicas too (sessions/openings_redis.py).
+    settings = config.gateway.sessions
+    bus = None
+    if settings.store == "redis" and settings.redis_url:
+        from mcp_gateway.sessions.openings_redis import RedisOpeningsBus
+
+        bus = RedisOpeningsBus(settings.redis_url)
+    openings = BackendOpenings(bus)
+    try:
+        async with trio.open_nursery() as nursery:
+            if bus is not None:
+                await nursery.start(bus.run, openings)
+            await _serve_all(
+                config_path,
+                config,
+                role,
+                tokens,
+                store,
+                reload_state,
+                poll_seconds,
+                openings,
+                task_status,
+            )
+            nursery.cancel_scope.cancel()
+    finally:
+        if bus is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await bus.aclose()
+
+
+async def _serve_all(
+    config_path: str,
+    config: GatewayConfig,
+    role: Role,
+    tokens: SessionTokens,
+    store: SessionStore,
+    reload_state: ReloadState,
+    poll_seconds: float,
+    openings: BackendOpenings,
+    task_status: trio.TaskStatus[None],
+) -> None:
     async with trio.open_nursery() as nursery:
         reload_channels: list[trio.MemorySendChannel[GatewayConfig]] = []
         if role in ("all", "broker"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from mcp_gateway.broker.service import serve_broker
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.router.service import serve_router
 from mcp_gateway.sessions import SessionTokens
+from mcp_gateway.sessions.openings import BackendOpenings
+from mcp_gateway.sessions.openings_redis import RedisOpeningsBus
 from mcp_gateway.sessions.store import RedisSessionStore
 from tests.integration.test_router_envoy import (
     _session_headers,
@@ -35,14 +38,21 @@ pytestmark = pytest.mark.integration
 
 @asynccontextmanager
 async def replica(
-    config: GatewayConfig, tokens: SessionTokens, redis_url: str, broker_port: int, workdir: Path
+    config: GatewayConfig,
+    tokens: SessionTokens,
+    redis_url: str,
+    broker_port: int,
+    workdir: Path,
+    openings: BackendOpenings | None = None,
 ) -> AsyncIterator[RunningEnvoy]:
     store = RedisSessionStore(redis_url)
     await trio.Path(workdir).mkdir()
     try:
         async with trio.open_nursery() as nursery:
             _, reloads = trio.open_memory_channel[GatewayConfig](1)
-            router_port = await nursery.start(serve_router, config, reloads, tokens, store)
+            router_port = await nursery.start(
+                partial(serve_router, openings=openings), config, reloads, tokens, store
+            )
             async with running_envoy(config, broker_port=broker_port, router_port=router_port, workdir=workdir) as envoy:
                 yield envoy
             nursery.cancel_scope.cancel()
@@ -51,7 +61,9 @@ async def replica(
 
 
 @asynccontextmanager
-async def broker_on_redis(config: GatewayConfig, tokens: SessionTokens, redis_url: str) -> AsyncIterator[int]:
+async def broker_on_redis(
+    config: GatewayConfig, tokens: SessionTokens, redis_url: str, openings: BackendOpenings | None = None
+) -> AsyncIterator[int]:
     """One broker with its own Redis client; yields its port."""
     store = RedisSessionStore(redis_url)
     try:
@@ -59,7 +71,7 @@ async def broker_on_redis(config: GatewayConfig, tokens: SessionTokens, redis_ur
             _, reloads = trio.open_memory_channel[GatewayConfig](1)
             port = await nursery.start(
                 lambda task_status: serve_broker(
-                    config, reloads, tokens, store, timing=FAST_TIMING, task_status=task_status
+                    config, reloads, tokens, store, timing=FAST_TIMING, openings=openings, task_status=task_status
                 )
             )
             yield port
@@ -134,3 +146,56 @@ async def test_a_backend_session_another_replica_opened_is_relayed_to_the_listen
                                 await arrived.wait()
                     listening.cancel_scope.cancel()
                 assert logs[0] == "from A"
+
+
+@asynccontextmanager
+async def bus_openings(nursery: trio.Nursery, redis_url: str) -> AsyncIterator[BackendOpenings]:
+    """A replica's openings with its Redis bus running (as `mcp-gateway serve` sets them up)."""
+    bus = RedisOpeningsBus(redis_url)
+    openings = BackendOpenings(bus)
+    await nursery.start(bus.run, openings)
+    with trio.fail_after(5):
+        await bus.subscribed.wait()
+    try:
+        yield openings
+    finally:
+        await bus.aclose()
+
+
+async def test_with_the_openings_bus_even_the_first_message_outside_a_call_reaches_the_client(tmp_path: Path) -> None:
+    """Replica A's router opens the backend session and announces it over Redis; the broker
+    holding the client's stream (another process's state) attaches before A lets the call go
+    out, so the log the upstream sends on its session stream during that very first call is
+    relayed: no retry, no re-read of the store."""
+    tokens = SessionTokens([TEST_KEY])
+    async with running_redis() as redis_url, sample_in_process("conformance") as fixture, \
+            trio.open_nursery() as buses:
+        config = gateway_config([("fx", fixture, "fx_")], router_listen="127.0.0.1:0")
+        async with bus_openings(buses, redis_url) as broker_openings, \
+                bus_openings(buses, redis_url) as router_openings, \
+                broker_on_redis(config, tokens, redis_url, broker_openings) as broker_port, \
+                replica(config, tokens, redis_url, broker_port, tmp_path / "a", router_openings) as envoy, \
+                httpx.AsyncClient(timeout=10) as client:
+            session = await initialize_raw(client, envoy.url)
+            logs: list[str] = []
+            arrived = trio.Event()
+
+            async def listen(*, task_status: Any) -> None:
+                headers = _session_headers(session, accept="text/event-stream")
+                async with client.stream("GET", envoy.url, headers=headers, timeout=None) as stream:
+                    task_status.started()
+                    async for line in stream.aiter_lines():
+                        if line.startswith("data:") and '"notifications/message"' in line:
+                            logs.append(json.loads(line[5:])["params"]["data"])
+                            arrived.set()
+
+            async with trio.open_nursery() as listening:
+                await listening.start(listen)
+                log_call = call_body("fx_test_log_on_session_stream", {"message": "first"})
+                answer = await client.post(envoy.url, json=log_call, headers=_session_headers(session))
+                assert answer.status_code == 200
+                with trio.fail_after(1.5):  # well inside the 2 s re-read: the bus did it
+                    await arrived.wait()
+                listening.cancel_scope.cancel()
+            assert logs == ["first"]
+        buses.cancel_scope.cancel()

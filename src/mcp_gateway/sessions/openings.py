@@ -11,9 +11,11 @@ So the opener announces each new backend session here and waits, bounded, until 
 of that gateway session has its GET stream on it; only then does the call go out. Nobody
 listening (no open client stream in this process) costs nothing: the announcement returns at once.
 
-Across replicas (Redis store) nobody is told here: the broker that holds the client's stream
-finds the mapping by re-reading the store on a timer instead (see `BackendStreams`), and an
-upstream's message sent before then can be lost.
+Across replicas (Redis store) the same announcement goes over Redis pub/sub
+(`sessions/openings_redis.py`): every other replica answers at once, after attaching if it holds
+a stream of that session, so a call never waits on replicas that have nothing to do with it.
+Without the bus (or when Redis does not answer) the broker holding the client's stream finds the
+mapping by re-reading the store on a timer (`BackendStreams`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 import trio
 
@@ -41,9 +43,17 @@ class Opening:
     attached: trio.Event = field(default_factory=trio.Event)
 
 
+class OpeningsBus(Protocol):
+    """Carries announcements to the other replicas of the gateway."""
+
+    async def announce(self, sid: str, server: str, backend_id: str) -> None:
+        """Tell the other replicas; return once each has answered (attached, or not watching)."""
+
+
 class BackendOpenings:
-    def __init__(self) -> None:
+    def __init__(self, bus: OpeningsBus | None = None) -> None:
         self._watchers: dict[str, list[trio.MemorySendChannel[Opening]]] = {}
+        self.bus = bus
 
     @contextmanager
     def watch(self, sid: str) -> Iterator[trio.MemoryReceiveChannel[Opening]]:
@@ -66,7 +76,17 @@ class BackendOpenings:
     async def announce(
         self, sid: str, server: str, backend_id: str, *, wait: float = ATTACH_WAIT_SECONDS
     ) -> None:
-        """Tell the watchers of `sid`; return once they attached, or after `wait` seconds."""
+        """Tell the watchers of `sid`, here and on the other replicas; return once they
+        attached, or after `wait` seconds."""
+        openings = self.deliver(sid, server, backend_id)
+        with trio.move_on_after(wait):
+            if self.bus is not None:
+                await self.bus.announce(sid, server, backend_id)
+            for opening in openings:
+                await opening.attached.wait()
+
+    def deliver(self, sid: str, server: str, backend_id: str) -> list[Opening]:
+        """Hand the opening to this process's watchers of `sid`; the openings to wait on."""
         openings = []
         for send in list(self._watchers.get(sid, [])):
             opening = Opening(server, backend_id)
@@ -75,9 +95,7 @@ class BackendOpenings:
             except (trio.WouldBlock, trio.ClosedResourceError):
                 continue  # a watcher that is not keeping up re-reads the store instead
             openings.append(opening)
-        with trio.move_on_after(wait):
-            for opening in openings:
-                await opening.attached.wait()
+        return openings
 
 
-__all__ = ["ATTACH_WAIT_SECONDS", "BackendOpenings", "Opening"]
+__all__ = ["ATTACH_WAIT_SECONDS", "BackendOpenings", "Opening", "OpeningsBus"]

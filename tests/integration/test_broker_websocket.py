@@ -14,6 +14,7 @@ import httpx
 import pytest
 import trio
 from trio_websocket import (
+    ConnectionClosed,
     ConnectionRejected,
     WebSocketConnection,
     open_websocket_url,
@@ -203,6 +204,33 @@ async def test_a_socket_attaches_to_an_http_session_and_a_socket_session_ends_wi
                 break
             await trio.sleep(0.02)
         assert await _sessions_deleted(http, broker) == 1
+
+
+async def test_a_socket_closes_when_its_session_is_deleted_over_http() -> None:
+    async with broker_with() as broker, httpx.AsyncClient() as http:
+        headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+        opened = await http.post(broker.url, json=INIT, headers=headers)
+        token = opened.headers["mcp-session-id"]
+        # Our own TCP stream: trio-websocket's client, closed by the server, waits for a TCP close
+        # it never closes itself (its stream would be left for the garbage collector).
+        stream = await trio.open_tcp_stream("127.0.0.1", broker.port)
+        try:
+            async with trio.open_nursery() as nursery:
+                socket = await wrap_client_stream(
+                    nursery, stream, f"127.0.0.1:{broker.port}", "/mcp/ws",
+                    subprotocols=["mcp"], extra_headers=[(b"mcp-session-id", token.encode())],
+                )
+                client = Peer(socket)
+                assert (await client.request(1, "ping"))["result"] == {}
+                deleted = await http.delete(broker.url, headers={**headers, "mcp-session-id": token})
+                assert deleted.status_code in (200, 204)
+                with trio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
+                    await socket.get_message()
+                assert closed.value.reason is not None
+                assert closed.value.reason.code == 4404
+                nursery.cancel_scope.cancel()
+        finally:
+            await stream.aclose()
 
 
 async def _sessions_deleted(http: httpx.AsyncClient, broker: Broker) -> float:

@@ -45,6 +45,9 @@ SUBPROTOCOL = "mcp"
 # Requests one socket may have in flight; more wait (the socket is read no further meanwhile).
 MAX_IN_FLIGHT = 32
 DISCOVER = "server/discover"
+# Close code when the socket's session ended under it (an application code, RFC 6455 §7.4.2:
+# 4000-4999; 4404 reads as "session not found", the status a POST would get).
+SESSION_ENDED = 4404
 
 
 def register(app: Quart, core: BrokerCore) -> None:
@@ -198,7 +201,9 @@ class _Bridge:
 
     async def _pump_notifications(self, session: ClientSession) -> None:
         """The session's server notifications (list_changed, resource updates) on this socket,
-        from the same bounded per-stream queue a GET stream has."""
+        from the same bounded per-stream queue a GET stream has. The queue ends when the session
+        does (DELETE over HTTP, or expiry): then the socket closes too, as a GET stream would,
+        so the client learns now rather than at its next request."""
         with (
             self.core.fanout.subscribe(session.sid) as queue,
             self.core.forwarder.streams.listening(session),
@@ -209,3 +214,5 @@ class _Bridge:
                     await self.send(data)
             finally:
                 self.core.metrics.open_streams.dec()
+        await websocket.close(SESSION_ENDED, "the MCP session ended; initialize again")
+        self._nursery.cancel_scope.cancel()  # the handler ends, and the connection with it

@@ -126,6 +126,8 @@ async def test_deleting_the_session_stops_its_backend_streams() -> None:
         await call(http, broker.url, session, "fx_test_log_on_session_stream", message="hello")
         await listener.wait_for_log("hello")
         assert await held_streams(http, broker) == 1
+        shown = (await http.get(broker.base + "/status")).json()["backendStreams"]
+        assert shown == {"listeningSessions": 1, "heldStreams": 1, "openingsBus": "off"}
         assert (await http.delete(broker.url, headers=session)).status_code in (200, 204)
         with trio.fail_after(3):
             while True:  # the gauge is polled: the relays end asynchronously

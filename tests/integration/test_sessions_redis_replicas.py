@@ -198,4 +198,6 @@ async def test_with_the_openings_bus_even_the_first_message_outside_a_call_reach
                     await arrived.wait()
                 listening.cancel_scope.cancel()
             assert logs == ["first"]
+            status = (await client.get(f"http://127.0.0.1:{broker_port}/status")).json()
+            assert status["backendStreams"]["openingsBus"] == "subscribed"
         buses.cancel_scope.cancel()

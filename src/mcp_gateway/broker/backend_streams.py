@@ -96,6 +96,7 @@ class BackendStreams:
         self._http: httpx.AsyncClient | None = None
         self._rescan_seconds = math.inf if isinstance(store, MemorySessionStore) else RESCAN_SECONDS
         self._listening: dict[str, _Listening] = {}
+        self.held_streams = 0  # backend GET streams open or opening now (also a gauge)
         self.openings = BackendOpenings()  # replaced by the one shared with the router (`bind`)
         self.nursery: trio.Nursery | None = None  # the broker's; set by `bind`
 
@@ -140,6 +141,15 @@ class BackendStreams:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+
+    def status(self) -> dict[str, Any]:
+        """For /status: what is held, and how new backend sessions reach this broker."""
+        bus = self.openings.bus
+        return {
+            "listeningSessions": len(self._listening),
+            "heldStreams": self.held_streams,
+            "openingsBus": "off" if bus is None else bus.state(),
+        }
 
     def stop(self, sid: str) -> None:
         """Drop the session's backend streams now (it is being deleted)."""
@@ -205,10 +215,12 @@ class BackendStreams:
                     with self._client_requests.for_call() as issued:
                         relay = partial(self._relay, session, server, client, issued)
                         self._metrics.backend_streams.inc()
+                        self.held_streams += 1
                         try:
                             await client.listen(relay, task_status=opened)
                         finally:
                             self._metrics.backend_streams.dec()
+                            self.held_streams -= 1
                     delay = RETRY_FIRST_SECONDS  # it was open, the upstream ended it
                 except UpstreamError as exc:
                     if exc.status in _FINAL_STATUSES:

@@ -28,6 +28,7 @@ def register(app: Quart, core: BrokerCore, reload_state: ReloadState) -> None:
                 "tools": len(core.federation.items(TOOLS)),
                 "collisions": [c.to_json() for c in core.federation.collisions],
                 "openStreams": core.fanout.stream_count,
+                "backendStreams": core.forwarder.streams.status(),
                 "upstreams": [u.to_json() for u in upstreams],
             }
         )

@@ -49,6 +49,9 @@ class OpeningsBus(Protocol):
     async def announce(self, sid: str, server: str, backend_id: str) -> None:
         """Tell the other replicas; return once each has answered (attached, or not watching)."""
 
+    def state(self) -> str:
+        """For /status: "subscribed" while it carries announcements, else "unavailable"."""
+
 
 class BackendOpenings:
     def __init__(self, bus: OpeningsBus | None = None) -> None:

@@ -121,6 +121,10 @@ class RedisOpeningsBus:
             stop.set()
             self._nursery = None
 
+    def state(self) -> str:
+        running = self._nursery is not None and self.subscribed.is_set()
+        return "subscribed" if running else "unavailable"
+
     async def announce(self, sid: str, server: str, backend_id: str) -> None:
         """Publish the opening; return once every other replica answered."""
         if self._nursery is None or not self.subscribed.is_set():

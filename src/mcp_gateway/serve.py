@@ -10,16 +10,19 @@ from __future__ import annotations
 import os
 import signal
 from functools import partial
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import trio
 
 from mcp_gateway.broker.reload import ReloadState
-from mcp_gateway.config import ConfigError, GatewayConfig, load_config
+from mcp_gateway.config import ConfigError, GatewayConfig, SessionSettings, load_config
 from mcp_gateway.logs import get_logger, register_secrets
 from mcp_gateway.sessions import SessionTokens
 from mcp_gateway.sessions.openings import BackendOpenings
 from mcp_gateway.sessions.store import SessionStore, open_store, session_keys
+
+if TYPE_CHECKING:
+    from mcp_gateway.sessions.openings_redis import RedisOpeningsBus
 
 Role = Literal["all", "broker", "router"]
 log = get_logger("mcp_gateway.serve")
@@ -41,14 +44,38 @@ async def serve(
     tokens = SessionTokens(session_keys(config.gateway.sessions))
     store: SessionStore = open_store(config.gateway.sessions)
     reload_state = ReloadState(path=config_path)
+    # New backend sessions the router opens are announced to the broker's listeners through
+    # `openings` (sessions/openings.py): no polling and no lost first message; with a Redis
+    # store, to the other replicas too (sessions/openings_redis.py).
+    bus = _openings_bus(config.gateway.sessions)
+    openings = BackendOpenings(bus)
     try:
         await _serve_with(
-            config_path, config, role, tokens, store, reload_state, poll_seconds, task_status
+            config_path,
+            config,
+            role,
+            tokens,
+            store,
+            reload_state,
+            poll_seconds,
+            openings,
+            bus,
+            task_status,
         )
     finally:
-        # The store's connections (Redis) close after both services have stopped using them.
+        # Redis connections close after both services have stopped using them.
         with trio.CancelScope(shield=True), trio.move_on_after(2):
+            if bus is not None:
+                await bus.aclose()
             await store.aclose()
+
+
+def _openings_bus(settings: SessionSettings) -> RedisOpeningsBus | None:
+    if settings.store != "redis" or not settings.redis_url:
+        return None
+    from mcp_gateway.sessions.openings_redis import RedisOpeningsBus
+
+    return RedisOpeningsBus(settings.redis_url)
 
 
 async def _serve_with(
@@ -59,52 +86,13 @@ async def _serve_with(
     store: SessionStore,
     reload_state: ReloadState,
     poll_seconds: float,
-    task_status: trio.TaskStatus[None],
-) -> None:
-    # New backend sessions the router opens are announced to the broker's listeners through
-    # this (sessions/openings.py): no polling and no lost first message; with a Redis store, to
-    # the other replicas too (sessions/openings_redis.py).
-    settings = config.gateway.sessions
-    bus = None
-    if settings.store == "redis" and settings.redis_url:
-        from mcp_gateway.sessions.openings_redis import RedisOpeningsBus
-
-        bus = RedisOpeningsBus(settings.redis_url)
-    openings = BackendOpenings(bus)
-    try:
-        async with trio.open_nursery() as nursery:
-            if bus is not None:
-                await nursery.start(bus.run, openings)
-            await _serve_all(
-                config_path,
-                config,
-                role,
-                tokens,
-                store,
-                reload_state,
-                poll_seconds,
-                openings,
-                task_status,
-            )
-            nursery.cancel_scope.cancel()
-    finally:
-        if bus is not None:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await bus.aclose()
-
-
-async def _serve_all(
-    config_path: str,
-    config: GatewayConfig,
-    role: Role,
-    tokens: SessionTokens,
-    store: SessionStore,
-    reload_state: ReloadState,
-    poll_seconds: float,
     openings: BackendOpenings,
+    bus: RedisOpeningsBus | None,
     task_status: trio.TaskStatus[None],
 ) -> None:
     async with trio.open_nursery() as nursery:
+        if bus is not None:
+            await nursery.start(bus.run, openings)
         reload_channels: list[trio.MemorySendChannel[GatewayConfig]] = []
         if role in ("all", "broker"):
             from mcp_gateway.broker.service import serve_broker

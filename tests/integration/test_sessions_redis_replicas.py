@@ -123,29 +123,36 @@ async def test_a_backend_session_another_replica_opened_is_relayed_to_the_listen
                 replica(config, tokens, redis_url, broker_port, tmp_path / "a") as envoy, \
                     httpx.AsyncClient(timeout=10) as client:
                 session = await initialize_raw(client, envoy.url)
-                logs: list[str] = []
-                arrived = trio.Event()
-
-                async def listen(*, task_status: Any) -> None:
-                    headers = _session_headers(session, accept="text/event-stream")
-                    async with client.stream("GET", envoy.url, headers=headers, timeout=None) as stream:
-                        task_status.started()
-                        async for line in stream.aiter_lines():
-                            if line.startswith("data:") and '"notifications/message"' in line:
-                                logs.append(json.loads(line[5:])["params"]["data"])
-                                arrived.set()
-
+                logs = LogListener(client, envoy.url, session)
                 async with trio.open_nursery() as listening:
-                    await listening.start(listen)
+                    await listening.start(logs.run)
                     log_call = call_body("fx_test_log_on_session_stream", {"message": "from A"})
                     with trio.fail_after(10):
-                        while not logs:  # a message sent before the broker's re-read is lost: retry
+                        while not logs.data:  # sent before the broker's re-read, it is lost: retry
                             answer = await client.post(envoy.url, json=log_call, headers=_session_headers(session))
                             assert answer.status_code == 200
                             with trio.move_on_after(0.5):
-                                await arrived.wait()
+                                await logs.arrived.wait()
                     listening.cancel_scope.cancel()
-                assert logs[0] == "from A"
+                assert logs.data[0] == "from A"
+
+
+class LogListener:
+    """A client's GET stream through Envoy, the data of its log messages collected."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str, session: str) -> None:
+        self.client, self.url, self.session = client, url, session
+        self.data: list[str] = []
+        self.arrived = trio.Event()
+
+    async def run(self, *, task_status: Any) -> None:
+        headers = _session_headers(self.session, accept="text/event-stream")
+        async with self.client.stream("GET", self.url, headers=headers, timeout=None) as stream:
+            task_status.started()
+            async for line in stream.aiter_lines():
+                if line.startswith("data:") and '"notifications/message"' in line:
+                    self.data.append(json.loads(line[5:])["params"]["data"])
+                    self.arrived.set()
 
 
 @asynccontextmanager
@@ -177,27 +184,16 @@ async def test_with_the_openings_bus_even_the_first_message_outside_a_call_reach
                 replica(config, tokens, redis_url, broker_port, tmp_path / "a", router_openings) as envoy, \
                 httpx.AsyncClient(timeout=10) as client:
             session = await initialize_raw(client, envoy.url)
-            logs: list[str] = []
-            arrived = trio.Event()
-
-            async def listen(*, task_status: Any) -> None:
-                headers = _session_headers(session, accept="text/event-stream")
-                async with client.stream("GET", envoy.url, headers=headers, timeout=None) as stream:
-                    task_status.started()
-                    async for line in stream.aiter_lines():
-                        if line.startswith("data:") and '"notifications/message"' in line:
-                            logs.append(json.loads(line[5:])["params"]["data"])
-                            arrived.set()
-
+            logs = LogListener(client, envoy.url, session)
             async with trio.open_nursery() as listening:
-                await listening.start(listen)
+                await listening.start(logs.run)
                 log_call = call_body("fx_test_log_on_session_stream", {"message": "first"})
                 answer = await client.post(envoy.url, json=log_call, headers=_session_headers(session))
                 assert answer.status_code == 200
                 with trio.fail_after(1.5):  # well inside the 2 s re-read: the bus did it
-                    await arrived.wait()
+                    await logs.arrived.wait()
                 listening.cancel_scope.cancel()
-            assert logs == ["first"]
+            assert logs.data == ["first"]
             status = (await client.get(f"http://127.0.0.1:{broker_port}/status")).json()
             assert status["backendStreams"]["openingsBus"] == "subscribed"
         buses.cancel_scope.cancel()

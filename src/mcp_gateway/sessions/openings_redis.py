@@ -87,18 +87,26 @@ class RedisOpeningsBus:
                 self.subscribed = trio.Event()
 
         def read() -> None:
+            away = False
             try:
                 while not stop.is_set():
                     try:
                         if not pubsub.subscribed:
                             pubsub.subscribe(self._open_channel, self._ack_channel)
                             trio.from_thread.run_sync(listening, True, trio_token=token)
+                            if away:
+                                _log.info("openings bus: Redis back, subscribed again")
+                            away = False
                         message = pubsub.get_message(timeout=_POLL_SECONDS)
                     except (redis.RedisError, OSError, ValueError) as error:
                         # OSError/ValueError: the connection was closed under us (shutting down).
                         if stop.is_set():
                             break
-                        _log.warning("openings bus: Redis unavailable", error=type(error).__name__)
+                        if not away:  # once per outage, not every retry
+                            _log.warning(
+                                "openings bus: Redis unavailable", error=type(error).__name__
+                            )
+                        away = True
                         trio.from_thread.run_sync(listening, False, trio_token=token)
                         pubsub.reset()
                         stop.wait(_POLL_SECONDS)

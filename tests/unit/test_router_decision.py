@@ -132,6 +132,16 @@ def test_forward_uses_hostname_and_credential_of_the_upstream() -> None:
     assert "s3cret" not in repr(need.upstream)
 
 
+def test_a_credential_with_its_own_scheme_is_sent_as_it_is() -> None:
+    """Kuadrant's credential is the whole header value: `APIKEY k` is not turned into a Bearer."""
+    config = parse_config(
+        "servers:\n  - {name: keyed, url: 'http://127.0.0.1:9105/mcp', prefix: key_, credential: 'APIKEY k-1'}\n"
+    )
+    need = route_request(headers(), call("key_x"), RoutingTable.from_config(config), TOKENS)
+    assert isinstance(need, NeedsBackend)
+    assert dict(forward(need, "b").set_headers)["authorization"] == "APIKEY k-1"
+
+
 def test_path_of_a_non_root_upstream() -> None:
     need = route_request(headers(), call("eu_x"), TABLE, TOKENS)
     assert isinstance(need, NeedsBackend)

@@ -65,6 +65,25 @@ async def test_initialize_keeps_the_session_and_sends_it_with_version_and_creden
     assert seen[-1].method == "DELETE"  # the context ends the session
 
 
+@pytest.mark.parametrize(
+    ("credential", "header"),
+    [("abc.def", "Bearer abc.def"), ("Bearer abc.def", "Bearer abc.def"), ("APIKEY k-1", "APIKEY k-1")],
+)
+async def test_the_credential_is_sent_as_the_servers_authorization(credential: str, header: str) -> None:
+    """The same header a routed call gets (ServerConfig.authorization): a whole header value as
+    it is, a bare token as Bearer; never `Bearer Bearer …`."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["authorization"])
+        return httpx.Response(202)
+
+    server = SERVER.model_copy(update={"credential": credential})
+    client = UpstreamClient(server, http=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+    await client.notify("notifications/initialized")
+    assert seen == [header]
+
+
 async def test_an_sse_answer_hands_notifications_over_before_the_result() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         rid = json.loads(request.content)["id"]

@@ -273,9 +273,6 @@ def _upstream_headers(server: ServerConfig, backend_id: str, protocol_version: s
         SESSION_HEADER: backend_id,
         "mcp-protocol-version": protocol_version,
     }
-    if server.credential:
-        scheme = server.credential.split(" ", 1)[0].lower()
-        headers["authorization"] = (
-            server.credential if scheme in ("bearer", "basic") else f"Bearer {server.credential}"
-        )
+    if server.authorization:
+        headers["authorization"] = server.authorization
     return headers

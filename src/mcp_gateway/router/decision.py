@@ -102,7 +102,7 @@ class UpstreamRoute:
     prefix: str
     authority: str  # :authority the upstream expects (its hostname override, else its URL's)
     path: str  # :path of the upstream's MCP endpoint
-    credential: str | None  # sent as Authorization; never logged (see __repr__)
+    authorization: str | None  # the Authorization header it gets; never logged (see __repr__)
     # stdio/WebSocket servers have no HTTP endpoint Envoy could reach: the broker relays their
     # calls, so their prefixes are known here (not "unknown tool") but go to the broker.
     via_broker: bool = False
@@ -188,7 +188,7 @@ def upstream_route(server: ServerConfig) -> UpstreamRoute:
     if url.query:
         path = f"{path}?{url.query}"
     return UpstreamRoute(
-        server.name, server.prefix, authority, path, server.credential, via_broker=server.transport != "http"
+        server.name, server.prefix, authority, path, server.authorization, via_broker=server.transport != "http"
     )
 
 
@@ -529,18 +529,13 @@ def forward(need: NeedsBackend, backend_session_id: str | None) -> ToUpstream:
     if "mcp-name" in need.client_headers:
         # The mirrored name must match the body the upstream gets: without the prefix.
         set_headers.append(("mcp-name", encode_header_value(need.routed_name)))
-    if upstream.credential:
-        set_headers.append(("authorization", _authorization(upstream.credential)))
+    if upstream.authorization:
+        set_headers.append(("authorization", upstream.authorization))
     else:
         remove.add("authorization")
     # Never remove a header we also set (Envoy applies removals after sets).
     remove -= {name for name, _ in set_headers}
     return ToUpstream(tuple(set_headers), tuple(sorted(remove)), need.body)
-
-
-def _authorization(credential: str) -> str:
-    scheme = credential.split(" ", 1)[0].lower()
-    return credential if scheme in ("bearer", "basic") else f"Bearer {credential}"
 
 
 # ---------------------------------------------------------------------------------------------

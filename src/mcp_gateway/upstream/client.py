@@ -172,8 +172,8 @@ class UpstreamClient(RequestShortcuts):
             headers["mcp-session-id"] = self.session_id
         if self.protocol_version is not None:
             headers["mcp-protocol-version"] = self.protocol_version
-        if self.server.credential:
-            headers["authorization"] = f"Bearer {self.server.credential}"
+        if self.server.authorization:
+            headers["authorization"] = self.server.authorization
         return headers
 
     @asynccontextmanager

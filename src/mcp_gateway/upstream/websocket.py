@@ -40,8 +40,8 @@ class WebSocketUpstreamClient(MessageStreamClient):
     async def _open_link(self, use: LinkUser) -> None:
         target = _target_of(self.server.url)
         headers: list[tuple[bytes, bytes]] = []
-        if self.server.credential:
-            headers.append((b"authorization", f"Bearer {self.server.credential}".encode()))
+        if self.server.authorization:
+            headers.append((b"authorization", self.server.authorization.encode()))
         connect_timeout = min(self.server.timeout_seconds, 10.0)
         # The TCP (or TLS) stream is ours, not trio-websocket's: when a peer vanishes without a
         # close frame, trio-websocket marks the connection closed but leaves the socket open.

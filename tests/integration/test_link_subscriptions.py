@@ -27,11 +27,11 @@ FIXTURE_STDIO = [sys.executable, "-m", "mcp_gateway.samples.conformance_fixture"
 
 
 @asynccontextmanager
-async def stdio_broker() -> AsyncIterator[Broker]:
+async def stdio_broker(**sessions: Any) -> AsyncIterator[Broker]:
     config = GatewayConfig.model_validate(
         {
             "servers": [{"name": "fixture", "transport": "stdio", "command": FIXTURE_STDIO, "prefix": "fx_"}],
-            "gateway": {"broker_listen": "127.0.0.1:0"},
+            "gateway": {"broker_listen": "127.0.0.1:0", "sessions": sessions},
         }
     )
     async with running_broker(config) as broker:
@@ -129,4 +129,20 @@ async def test_a_restarted_upstream_is_subscribed_again() -> None:
                 await trio.sleep(0.1)
         await subscriber.wait_for_updates(1)
         assert subscriber.updates == [WATCHED]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_session_that_expires_leaves_its_subscriptions_too() -> None:
+    """The reaper lets go of what an expired session held, as DELETE does: the link, subscribed
+    for it alone, is unsubscribed."""
+    async with stdio_broker(ttl_seconds=1, reap_interval_seconds=0.1) as broker, \
+            httpx.AsyncClient(timeout=20) as http, trio.open_nursery() as nursery:
+        subscriber = await Client(http, broker).open(nursery)
+        assert (await subscriber.rpc("resources/subscribe", uri=WATCHED))["result"] == {}
+        with trio.fail_after(10):
+            while True:  # each probe is a new session: the subscriber's expires meanwhile
+                probe = await Client(http, broker).open(nursery)
+                if await probe.update_watched() == "notified 0 subscriber(s)":
+                    break
+                await trio.sleep(0.2)
         nursery.cancel_scope.cancel()

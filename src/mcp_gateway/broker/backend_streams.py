@@ -96,7 +96,8 @@ class BackendStreams:
         self._http: httpx.AsyncClient | None = None
         self._rescan_seconds = math.inf if isinstance(store, MemorySessionStore) else RESCAN_SECONDS
         self._listening: dict[str, _Listening] = {}
-        self.held_streams = 0  # backend GET streams open or opening now (also a gauge)
+        self.held_streams = 0  # backend GET streams open or opening now
+        metrics.backend_streams.set_function(lambda: self.held_streams)
         self.openings = BackendOpenings()  # replaced by the one shared with the router (`bind`)
         self.nursery: trio.Nursery | None = None  # the broker's; set by `bind`
 
@@ -121,7 +122,8 @@ class BackendStreams:
             yield
         finally:
             entry.streams -= 1
-            if entry.streams == 0:
+            # Only this entry: a deleted session's entry is gone already (`stop`).
+            if entry.streams == 0 and self._listening.get(session.sid) is entry:
                 self.stop(session.sid)
 
     def _client(self) -> httpx.AsyncClient:
@@ -214,12 +216,10 @@ class BackendStreams:
                 try:
                     with self._client_requests.for_call() as issued:
                         relay = partial(self._relay, session, server, client, issued)
-                        self._metrics.backend_streams.inc()
                         self.held_streams += 1
                         try:
                             await client.listen(relay, task_status=opened)
                         finally:
-                            self._metrics.backend_streams.dec()
                             self.held_streams -= 1
                     delay = RETRY_FIRST_SECONDS  # it was open, the upstream ended it
                 except UpstreamError as exc:

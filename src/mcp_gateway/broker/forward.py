@@ -261,11 +261,17 @@ class Forwarder:
                 )
         return clients
 
+    async def release(self, sid: str) -> None:
+        """Let go of what the broker holds for a session that ended (DELETE or expiry): its
+        backend streams now, and its stdio/WebSocket subscriptions (the last subscriber out
+        unsubscribes the link; bounded, the session is gone either way)."""
+        self.streams.stop(sid)
+        with trio.move_on_after(CANCEL_RELAY_SECONDS):
+            await self.links.forget(sid)
+
     async def end_backends(self, session: ClientSession) -> None:
         """DELETE every backend session opened for this client (best effort, bounded)."""
-        self.streams.stop(session.sid)
-        with trio.move_on_after(CANCEL_RELAY_SECONDS):  # the session is gone either way
-            await self.links.forget(session.sid)
+        await self.release(session.sid)
         backends = await self.store.backends(session.sid)
         async with trio.open_nursery() as nursery:
             for name, backend_id in backends.items():

@@ -63,13 +63,14 @@ async def reap_once(core: BrokerCore) -> int:
     if not expired:
         return 0
     by_server: defaultdict[str, list[str]] = defaultdict(list)
-    for sid, backends in expired:
-        core.forwarder.streams.stop(sid)  # our GET streams on its backend sessions
-        core.fanout.close_session(sid)  # the client's GET streams: they see end of stream
-        for name, backend_id in backends.items():
-            by_server[name].append(backend_id)
     deletes = 0
     async with trio.open_nursery() as nursery:
+        for sid, backends in expired:
+            # What the broker holds for it (backend streams, link subscriptions), as on DELETE.
+            nursery.start_soon(core.forwarder.release, sid)
+            core.fanout.close_session(sid)  # the client's GET streams: they see end of stream
+            for name, backend_id in backends.items():
+                by_server[name].append(backend_id)
         for name, backend_ids in by_server.items():
             server = core.config.server(name)
             if server is None or server.transport != "http":

@@ -8,7 +8,8 @@ Answers are JSON-RPC response bodies (bytes); anything the upstream streams befo
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import trio
@@ -184,6 +185,18 @@ class BrokerCore:
         if scope is not None:
             scope.cancel()
         await self.forwarder.relay_cancel(notification.params, session)
+
+    @contextmanager
+    def client_stream(self, session: ClientSession) -> Iterator[trio.MemoryReceiveChannel[bytes]]:
+        """One client stream (GET /mcp or /mcp/ws) of the session's server messages: its fanout
+        queue, the session's backend streams relayed into it while any of its streams is open,
+        and the open-streams gauge. The queue ends when the session does."""
+        with self.fanout.subscribe(session.sid) as queue, self.forwarder.streams.listening(session):
+            self.metrics.open_streams.inc()
+            try:
+                yield queue
+            finally:
+                self.metrics.open_streams.dec()
 
     async def end_session(self, session: ClientSession) -> None:
         """DELETE: the backend sessions opened for this client end too (best effort, bounded)."""

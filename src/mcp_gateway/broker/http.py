@@ -311,27 +311,20 @@ def register(
             return refused
 
         async def events() -> AsyncIterator[bytes]:
-            with (
-                core.fanout.subscribe(session.sid) as queue,
-                core.forwarder.streams.listening(session),
-            ):
-                core.metrics.open_streams.inc()
-                try:
-                    yield b": stream open\n\n"
-                    while True:
-                        # No yield inside the cancel scope: a generator may be suspended there.
-                        data: bytes | None = None
-                        with trio.move_on_after(keepalive_seconds):
-                            try:
-                                data = await queue.receive()
-                            except trio.EndOfChannel:
-                                return  # the session was deleted
-                        if data is None:
-                            yield b": keep-alive\n\n"
-                        else:
-                            yield b"event: message\ndata: " + data + b"\n\n"
-                finally:
-                    core.metrics.open_streams.dec()
+            with core.client_stream(session) as queue:
+                yield b": stream open\n\n"
+                while True:
+                    # No yield inside the cancel scope: a generator may be suspended there.
+                    data: bytes | None = None
+                    with trio.move_on_after(keepalive_seconds):
+                        try:
+                            data = await queue.receive()
+                        except trio.EndOfChannel:
+                            return  # the session was deleted
+                    if data is None:
+                        yield b": keep-alive\n\n"
+                    else:
+                        yield b"event: message\ndata: " + data + b"\n\n"
 
         return _sse_response(events())
 

@@ -204,15 +204,8 @@ class _Bridge:
         from the same bounded per-stream queue a GET stream has. The queue ends when the session
         does (DELETE over HTTP, or expiry): then the socket closes too, as a GET stream would,
         so the client learns now rather than at its next request."""
-        with (
-            self.core.fanout.subscribe(session.sid) as queue,
-            self.core.forwarder.streams.listening(session),
-        ):
-            self.core.metrics.open_streams.inc()
-            try:
-                async for data in queue:
-                    await self.send(data)
-            finally:
-                self.core.metrics.open_streams.dec()
+        with self.core.client_stream(session) as queue:
+            async for data in queue:
+                await self.send(data)
         await websocket.close(SESSION_ENDED, "the MCP session ended; initialize again")
         self._nursery.cancel_scope.cancel()  # the handler ends, and the connection with it

@@ -40,6 +40,7 @@ from mcp_gateway.sessions import SessionTokens, derive_key
 from mcp_gateway.sessions.openings import BackendOpenings
 from mcp_gateway.sessions.store import MemorySessionStore, RedisSessionStore, SessionStore
 from mcp_gateway.upstream.errors import UpstreamError
+from tests.support.stores import STORE_KINDS, session_store
 
 CONFIG = parse_config(
     """
@@ -225,20 +226,11 @@ async def test_routed_call_end_to_end_over_the_stream() -> None:
     assert upstreams.calls == ["weather"]
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+@pytest.fixture(params=STORE_KINDS)
 async def any_store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
     """The client's declarations travel through the store: both kinds (Redis: a real server)."""
-    if request.param == "memory":
-        yield MemorySessionStore()
-        return
-    from tests.support.redis import running_redis
-
-    async with running_redis() as url:
-        redis_store = RedisSessionStore(url)
-        try:
-            yield redis_store
-        finally:
-            await redis_store.aclose()
+    async with session_store(request.param) as store:
+        yield store
 
 
 async def test_backend_session_carries_the_clients_own_capabilities_and_info(any_store: SessionStore) -> None:

@@ -15,21 +15,13 @@ from mcp_gateway.sessions.store import (
     client_of,
 )
 from tests.support.redis import running_redis
+from tests.support.stores import STORE_KINDS, session_store
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+@pytest.fixture(params=STORE_KINDS)
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
-    if request.param == "memory":
-        memory = MemorySessionStore()
-        yield memory
-        await memory.aclose()
-        return
-    async with running_redis() as url:
-        redis_store = RedisSessionStore(url)
-        try:
-            yield redis_store
-        finally:
-            await redis_store.aclose()
+    async with session_store(request.param) as one:
+        yield one
 
 
 async def test_created_session_exists_until_deleted(store: SessionStore) -> None:

@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 # Regenerate the lockfile after changing pyproject.toml.
 lock:
-	$(BIN)/uv pip compile pyproject.toml --extra dev --extra fuzz -o requirements.lock --python 3.11 -q
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra fuzz --extra bench -o requirements.lock --python 3.11 -q
 
 # Redis for the multi-replica session-store tests: Debian's redis-server.
 redis:

@@ -42,6 +42,7 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "EnvoySettings",
+    "FastPathSettings",
     "GatewayConfig",
     "GatewaySettings",
     "LimitsSettings",
@@ -508,12 +509,25 @@ class SessionSettings(_Ours):
         return self
 
 
+class FastPathSettings(_Ours):
+    """Envoy applies the router's decision for a (session, name) itself for `ttl_seconds`
+    (docs/router.md, "Fast path"): steady-state calls never cross into Python."""
+
+    enabled: bool = True
+    # How long an Envoy worker keeps a decision: also the bound on a session ended by DELETE on
+    # another worker, or by expiry, still reaching its upstreams (never past the session's end).
+    ttl_seconds: float = Field(default=1.0, gt=0, le=60)
+    # Larger bodies always take the ext_proc (the fast path validates JSON in Lua).
+    max_body_bytes: int = Field(default=65_536, ge=64, le=1_048_576)
+
+
 class EnvoySettings(_Ours):
     """The Envoy in front of the gateway (what `mcp-gateway up` starts and configures)."""
 
     listen: str = "127.0.0.1:8080"
     admin_port: int = Field(default=9901, ge=0, le=65535)
     xds_dir: str | None = None
+    fast_path: FastPathSettings = Field(default_factory=FastPathSettings)
 
     @field_validator("listen")
     @classmethod

@@ -8,208 +8,33 @@ backends) and, where raw bytes matter, httpx.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import hypercorn.config
-import hypercorn.trio
 import pytest
 import trio
-from mcp import types
 from mcp.client.client import Client
-from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
-from mcp.shared.message import ServerMessageMetadata
 
-from mcp_gateway.config import GatewayConfig, VirtualServer
-from mcp_gateway.router.service import serve_router
-from tests.support.envoy import RunningEnvoy, running_envoy
-from tests.support.servers import Broker, gateway_config, running_broker, sample_process
+from mcp_gateway.config import GatewayConfig
+from tests.support.envoy import RunningEnvoy
+from tests.support.routing import (
+    SDK_CLIENT_WARNINGS,
+    WAIT_CANCELLED,
+    WAIT_STARTED,
+    call_body,
+    gateway_stack,
+    initialize_raw,
+    probes,
+    session_headers,
+    sse_result,
+    text_of,
+)
+from tests.support.servers import gateway_config, sample_process
 
 pytestmark = pytest.mark.integration
-
-# The official SDK client (mcp 2.3.0) leaves its httpx2 SSE iterators to the garbage collector when
-# a stream ends; Trio warns about each one. Only those generators, only in tests that use it.
-SDK_CLIENT_WARNINGS = pytest.mark.filterwarnings(
-    "ignore:Async generator 'httpx2.:ResourceWarning",
-    "ignore:Async generator 'httpcore2.:ResourceWarning",
-)
-
-PROTOCOL = "2025-11-25"
-
-
-# ---------------------------------------------------------------------------------------------
-# A probe upstream: reports what reached it, so the tests can see the routed request itself.
-
-# What the probes' `wait` tool saw, by label: it started, and it was cancelled (same Trio run).
-WAIT_STARTED: dict[str, trio.Event] = {}
-WAIT_CANCELLED: dict[str, trio.Event] = {}
-
-
-def probe_server(name: str) -> MCPServer:
-    server = MCPServer(name, version="1.0.0")
-
-    @server.tool(description="Report the routing headers and a hash of the session this call used.")
-    def observe(ctx: Context) -> str:
-        headers = {k.lower(): v for k, v in (ctx.headers or {}).items()}
-        session = headers.get("mcp-session-id", "")
-        return json.dumps(
-            {
-                "server": name,
-                "servername": headers.get("x-mcp-servername"),
-                "toolname": headers.get("x-mcp-toolname"),
-                "method": headers.get("x-mcp-method"),
-                "forged": sorted(k for k in headers if k.startswith("x-mcp-") and k not in (
-                    "x-mcp-servername", "x-mcp-toolname", "x-mcp-method")),
-                "authorization": headers.get("authorization"),
-                # A hash, not the id: this result reaches the client, a backend id must not.
-                "session_hash": hashlib.sha256(session.encode()).hexdigest()[:16] if session else None,
-            }
-        )
-
-    @server.tool(description="Add two integers.")
-    def add(a: int, b: int) -> int:
-        return a + b
-
-    @server.tool(description="Wait until cancelled (at most 30 s); the test sees both ends.")
-    async def wait(label: str) -> str:
-        WAIT_STARTED[label].set()
-        try:
-            await trio.sleep(30)
-        except trio.Cancelled:
-            WAIT_CANCELLED[label].set()
-            raise
-        return "not cancelled"
-
-    @server.tool(description="Ask the client for its roots (on this call's stream); return them.")
-    async def roots(ctx: Context) -> str:
-        related = ServerMessageMetadata(related_request_id=ctx.request_context.request_id)
-        result = await ctx.request_context.session.send_request(
-            types.ListRootsRequest(), types.ListRootsResult, metadata=related
-        )
-        return f"{name}:" + ",".join(str(root.uri) for root in result.roots)
-
-    return server
-
-
-async def serve_probe(name: str, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    app = probe_server(name).streamable_http_app(
-        transport_security=TransportSecuritySettings(
-            enable_dns_rebinding_protection=True, allowed_hosts=["127.0.0.1:*"], allowed_origins=[]
-        )
-    )
-    settings = hypercorn.config.Config()
-    settings.bind = ["127.0.0.1:0"]
-    settings.accesslog = None
-    settings.graceful_timeout = 0.5
-    async with trio.open_nursery() as nursery:
-        urls = await nursery.start(hypercorn.trio.serve, app, settings)
-        task_status.started(int(urls[0].rsplit(":", 1)[1]))
-
-
-# ---------------------------------------------------------------------------------------------
-# The stack
-
-
-@dataclass
-class Stack:
-    envoy: RunningEnvoy
-    broker: Broker
-    config: GatewayConfig
-    router_reloads: trio.MemorySendChannel[GatewayConfig]
-
-    @property
-    def url(self) -> str:
-        return self.envoy.url
-
-
-@asynccontextmanager
-async def gateway_stack(
-    servers: Sequence[tuple[str, str, str]], workdir: Path, virtual_servers: Sequence[VirtualServer] = ()
-) -> AsyncIterator[Stack]:
-    config = gateway_config(servers, router_listen="127.0.0.1:0")
-    config = config.model_copy(update={"virtual_servers": list(virtual_servers)})
-    async with running_broker(config) as broker, trio.open_nursery() as nursery:
-        send, receive = trio.open_memory_channel[GatewayConfig](1)
-        router_port = await nursery.start(serve_router, config, receive, broker.tokens, broker.store)
-        async with running_envoy(
-            config, broker_port=broker.port, router_port=router_port, workdir=workdir
-        ) as envoy:
-            yield Stack(envoy, broker, config, send)
-        nursery.cancel_scope.cancel()
-
-
-@asynccontextmanager
-async def probes(*names: str) -> AsyncIterator[dict[str, str]]:
-    async with trio.open_nursery() as nursery:
-        urls = {}
-        for name in names:
-            port = await nursery.start(serve_probe, name)
-            urls[name] = f"http://127.0.0.1:{port}/mcp"
-        yield urls
-        nursery.cancel_scope.cancel()
-
-
-def text_of(result: Any) -> str:
-    assert not result.is_error, result
-    return str(result.content[0].text)
-
-
-async def initialize_raw(client: httpx.AsyncClient, url: str, capabilities: dict[str, Any] | None = None) -> str:
-    """The legacy handshake over raw HTTP; returns the gateway session id."""
-    response = await client.post(
-        url,
-        json={
-            "jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {
-                "protocolVersion": PROTOCOL,
-                "capabilities": capabilities or {},
-                "clientInfo": {"name": "t", "version": "1"},
-            },
-        },
-        headers={"accept": "application/json, text/event-stream"},
-    )
-    assert response.status_code == 200, response.text
-    session = response.headers["mcp-session-id"]
-    await client.post(
-        url,
-        json={"jsonrpc": "2.0", "method": "notifications/initialized"},
-        headers=_session_headers(session),
-    )
-    return session
-
-
-def _session_headers(session: str, **extra: str) -> dict[str, str]:
-    return {
-        "accept": "application/json, text/event-stream",
-        "mcp-session-id": session,
-        "mcp-protocol-version": PROTOCOL,
-        **extra,
-    }
-
-
-def call_body(name: str, arguments: dict[str, Any] | None = None, request_id: int = 1) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": name, "arguments": arguments or {}}}
-
-
-def sse_result(response: httpx.Response) -> dict[str, Any]:
-    """The JSON-RPC message with an id from a JSON or SSE answer."""
-    if response.headers.get("content-type", "").startswith("application/json"):
-        return dict(response.json())
-    for line in response.text.splitlines():
-        if line.startswith("data:"):
-            message = json.loads(line[5:])
-            if "id" in message:
-                return dict(message)
-    raise AssertionError(f"no result in {response.text!r}")
-
 
 # ---------------------------------------------------------------------------------------------
 # Tests
@@ -264,7 +89,7 @@ async def test_client_forged_internal_headers_cannot_steer_routing(tmp_path: Pat
         [("alpha", urls["alpha"], "a_"), ("beta", urls["beta"], "b_")], tmp_path
     ) as stack, httpx.AsyncClient(timeout=10) as client:
         session = await initialize_raw(client, stack.url)
-        forged = _session_headers(
+        forged = session_headers(
             session,
             **{"x-mcp-servername": "beta", "x-mcp-toolname": "add", "x-mcp-method": "tools/list",
                "X-MCP-Evil": "1", "x-mcp-anything": "yes"},
@@ -287,7 +112,7 @@ async def test_no_backend_session_id_reaches_the_client(tmp_path: Path) -> None:
     async with probes("alpha") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path) as stack, \
             httpx.AsyncClient(timeout=10) as client:
         session = await initialize_raw(client, stack.url)
-        response = await client.post(stack.url, json=call_body("a_add", {"a": 1, "b": 1}), headers=_session_headers(session))
+        response = await client.post(stack.url, json=call_body("a_add", {"a": 1, "b": 1}), headers=session_headers(session))
         claims = stack.broker.tokens.verify(session)
         assert claims is not None
         backend = await stack.broker.store.get_backend(claims.session_id, "alpha")
@@ -302,7 +127,7 @@ async def test_unknown_tool_and_malformed_bodies_get_precise_errors_through_envo
     async with probes("alpha") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path) as stack, \
             httpx.AsyncClient(timeout=10) as client:
         session = await initialize_raw(client, stack.url)
-        headers = _session_headers(session, **{"content-type": "application/json"})
+        headers = session_headers(session, **{"content-type": "application/json"})
         unknown = await client.post(stack.url, json=call_body("zzz_x", request_id=41), headers=headers)
         assert unknown.status_code == 200
         assert unknown.json()["id"] == 41 and unknown.json()["error"]["code"] == -32602
@@ -320,7 +145,7 @@ async def test_unknown_tool_and_malformed_bodies_get_precise_errors_through_envo
             assert "error" in document
             if code is not None:
                 assert document["error"]["code"] == code
-        unknown_session = await client.post(stack.url, json=call_body("a_add"), headers=_session_headers("bogus"))
+        unknown_session = await client.post(stack.url, json=call_body("a_add"), headers=session_headers("bogus"))
         assert unknown_session.status_code == 404
         assert unknown_session.json()["id"] == 1
 
@@ -332,7 +157,7 @@ async def test_ten_concurrent_first_calls_share_one_backend_session(tmp_path: Pa
         hashes: list[str] = []
 
         async def first_call(i: int) -> None:
-            response = await client.post(stack.url, json=call_body("a_observe", request_id=100 + i), headers=_session_headers(session))
+            response = await client.post(stack.url, json=call_body("a_observe", request_id=100 + i), headers=session_headers(session))
             hashes.append(json.loads(sse_result(response)["result"]["content"][0]["text"])["session_hash"])
 
         async with trio.open_nursery() as nursery:
@@ -348,7 +173,7 @@ async def test_upstream_restart_between_calls_is_invisible_to_the_client(tmp_pat
         async with gateway_stack([("echo", echo.url, "e_")], tmp_path) as stack, \
                 httpx.AsyncClient(timeout=20) as client:
             session = await initialize_raw(client, stack.url)
-            first = await client.post(stack.url, json=call_body("e_add", {"a": 1, "b": 2}), headers=_session_headers(session))
+            first = await client.post(stack.url, json=call_body("e_add", {"a": 1, "b": 2}), headers=session_headers(session))
             assert sse_result(first)["result"]["content"][0]["text"] == "3"
             claims = stack.broker.tokens.verify(session)
             assert claims is not None
@@ -356,7 +181,7 @@ async def test_upstream_restart_between_calls_is_invisible_to_the_client(tmp_pat
             await echo.kill()
             async with sample_process("echo", port=port):
                 second = await client.post(
-                    stack.url, json=call_body("e_add", {"a": 20, "b": 22}, request_id=2), headers=_session_headers(session)
+                    stack.url, json=call_body("e_add", {"a": 20, "b": 22}, request_id=2), headers=session_headers(session)
                 )
                 assert second.status_code == 200, second.text
                 assert second.headers["mcp-session-id"] == session
@@ -365,7 +190,7 @@ async def test_upstream_restart_between_calls_is_invisible_to_the_client(tmp_pat
                 assert new_backend and new_backend != old_backend
                 # Later calls use the new backend session directly.
                 third = await client.post(
-                    stack.url, json=call_body("e_add", {"a": 1, "b": 1}, request_id=3), headers=_session_headers(session)
+                    stack.url, json=call_body("e_add", {"a": 1, "b": 1}, request_id=3), headers=session_headers(session)
                 )
                 assert sse_result(third)["result"]["content"][0]["text"] == "2"
 
@@ -426,18 +251,18 @@ async def test_upstream_down_gives_a_json_rpc_error_with_the_id_not_a_5xx(tmp_pa
     async with sample_process("echo") as echo, gateway_stack([("echo", echo.url, "e_")], tmp_path) as stack, \
             httpx.AsyncClient(timeout=20) as client:
         session = await initialize_raw(client, stack.url)
-        first = await client.post(stack.url, json=call_body("e_add", {"a": 1, "b": 2}), headers=_session_headers(session))
+        first = await client.post(stack.url, json=call_body("e_add", {"a": 1, "b": 2}), headers=session_headers(session))
         assert sse_result(first)["result"]["content"][0]["text"] == "3"
         await echo.kill()
         # Mapped backend session, upstream gone: Envoy cannot connect (its local 503 is not the
         # upstream's answer) → a JSON-RPC error for this request id.
-        down = await client.post(stack.url, json=call_body("e_add", request_id=8), headers=_session_headers(session))
+        down = await client.post(stack.url, json=call_body("e_add", request_id=8), headers=session_headers(session))
         assert down.status_code == 200, down.text
         assert down.json()["id"] == 8 and down.json()["error"]["code"] == -32603
         assert down.headers["mcp-session-id"] == session
         # A new session's first call (lazy backend initialize fails) gets the same answer.
         other = await initialize_raw(client, stack.url)
-        first_down = await client.post(stack.url, json=call_body("e_add", request_id=9), headers=_session_headers(other))
+        first_down = await client.post(stack.url, json=call_body("e_add", request_id=9), headers=session_headers(other))
         assert first_down.status_code == 200
         assert first_down.json()["id"] == 9 and first_down.json()["error"]["code"] == -32603
 
@@ -460,7 +285,7 @@ async def test_removed_server_loses_its_route_and_cluster_without_an_envoy_resta
         [("alpha", urls["alpha"], "a_"), ("beta", urls["beta"], "b_")], tmp_path
     ) as stack, httpx.AsyncClient(timeout=10) as client:
         session = await initialize_raw(client, stack.url)
-        before = await client.post(stack.url, json=call_body("b_add", {"a": 1, "b": 1}), headers=_session_headers(session))
+        before = await client.post(stack.url, json=call_body("b_add", {"a": 1, "b": 1}), headers=session_headers(session))
         assert sse_result(before)["result"]["content"][0]["text"] == "2"
         assert "mcp_upstream_beta" in await envoy_clusters(stack.envoy)
         smaller = with_xds(gateway_config([("alpha", urls["alpha"], "a_")], router_listen="127.0.0.1:0"), stack.envoy)
@@ -468,11 +293,11 @@ async def test_removed_server_loses_its_route_and_cluster_without_an_envoy_resta
         with trio.fail_after(10):
             while "mcp_upstream_beta" in await envoy_clusters(stack.envoy):  # noqa: ASYNC110
                 await trio.sleep(0.05)
-        after = await client.post(stack.url, json=call_body("b_add", request_id=2), headers=_session_headers(session))
+        after = await client.post(stack.url, json=call_body("b_add", request_id=2), headers=session_headers(session))
         assert after.status_code == 200
         assert after.json()["error"]["code"] == -32602  # unknown tool now, with the id
         assert after.json()["id"] == 2
-        still = await client.post(stack.url, json=call_body("a_add", {"a": 2, "b": 2}, request_id=3), headers=_session_headers(session))
+        still = await client.post(stack.url, json=call_body("a_add", {"a": 2, "b": 2}, request_id=3), headers=session_headers(session))
         assert sse_result(still)["result"]["content"][0]["text"] == "4"
         assert stack.envoy.process.poll() is None
 
@@ -488,11 +313,11 @@ async def test_get_skips_the_router_and_timer_extensions_are_honoured(tmp_path: 
         # A POST for the broker costs two ext_proc messages (headers, body): the router ends the
         # stream with its body reply, so the broker's response headers never come to it.
         sent = await stack.envoy.stat("http.mcp.ext_proc.stream_msgs_sent")
-        listed = await client.post(stack.url, json={"jsonrpc": "2.0", "id": 5, "method": "tools/list"}, headers=_session_headers(session))
+        listed = await client.post(stack.url, json={"jsonrpc": "2.0", "id": 5, "method": "tools/list"}, headers=session_headers(session))
         assert "a_add" in json.dumps(sse_result(listed))
         assert await stack.envoy.stat("http.mcp.ext_proc.stream_msgs_sent") == sent + 2
         # The first routed call initialises a backend: the router extends Envoy's timer first.
-        call = await client.post(stack.url, json=call_body("a_add", {"a": 1, "b": 1}), headers=_session_headers(session))
+        call = await client.post(stack.url, json=call_body("a_add", {"a": 1, "b": 1}), headers=session_headers(session))
         assert sse_result(call)["result"]["content"][0]["text"] == "2"
         assert await stack.envoy.stat("http.mcp.ext_proc.override_message_timeout_received") >= 1
         assert await stack.envoy.stat("http.mcp.ext_proc.override_message_timeout_ignored") == 0
@@ -505,7 +330,7 @@ async def test_a_body_over_envoys_buffer_limit_is_a_json_rpc_413(tmp_path: Path)
             httpx.AsyncClient(timeout=20) as client:
         session = await initialize_raw(client, stack.url)
         huge = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a_add","arguments":{"x":"' + b"x" * 2_000_000 + b'"}}}'
-        response = await client.post(stack.url, content=huge, headers=_session_headers(session, **{"content-type": "application/json"}))
+        response = await client.post(stack.url, content=huge, headers=session_headers(session, **{"content-type": "application/json"}))
         assert response.status_code == 413
         assert response.headers["content-type"].startswith("application/json")
         assert response.json() == {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Invalid Request: body too large"}}
@@ -520,7 +345,7 @@ async def test_server_requests_of_two_upstreams_get_distinct_ids_and_answers_go_
             gateway_stack([(n, urls[n], p) for n, p in servers], tmp_path) as stack, \
             httpx.AsyncClient(timeout=20) as client:
         session = await initialize_raw(client, stack.url, {"roots": {"listChanged": False}})
-        headers = _session_headers(session, **{"content-type": "application/json"})
+        headers = session_headers(session, **{"content-type": "application/json"})
         asked: dict[str, Any] = {}
         results: dict[str, str] = {}
 
@@ -566,7 +391,7 @@ async def test_a_cancellation_goes_through_envoy_to_the_upstream_running_the_cal
             gateway_stack([("alpha", urls["alpha"], "a_"), ("beta", urls["beta"], "b_")], tmp_path) as stack, \
             httpx.AsyncClient(timeout=20) as client:
         session = await initialize_raw(client, stack.url)
-        headers = _session_headers(session, **{"content-type": "application/json"})
+        headers = session_headers(session, **{"content-type": "application/json"})
         cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 21}}
 
         async def slow_call() -> None:

@@ -10,12 +10,12 @@ import httpx
 import pytest
 
 from mcp_gateway.config import VirtualServer
-from tests.integration.test_router_envoy import (
-    _session_headers,
+from tests.support.routing import (
     call_body,
     gateway_stack,
     initialize_raw,
     probes,
+    session_headers,
     sse_result,
 )
 
@@ -30,16 +30,16 @@ async def test_the_broker_filters_the_list_and_the_router_refuses_calls_outside(
     ) as stack, httpx.AsyncClient(headers={"x-mcp-virtualserver": "team/narrow"}, timeout=15) as client:
         session = await initialize_raw(client, stack.url)
         listed = await client.post(
-            stack.url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers=_session_headers(session)
+            stack.url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers=session_headers(session)
         )
         assert [t["name"] for t in sse_result(listed)["result"]["tools"]] == ["a_add"]
 
-        inside = await client.post(stack.url, json=call_body("a_add", {"a": 2, "b": 3}, 2), headers=_session_headers(session))
+        inside = await client.post(stack.url, json=call_body("a_add", {"a": 2, "b": 3}, 2), headers=session_headers(session))
         assert sse_result(inside)["result"]["content"][0]["text"] == "5"
         routed = await stack.envoy.wait_for_access(lambda e: e["mcp_tool"] == "add")
         assert routed[0]["upstream_cluster"] == "mcp_upstream_alpha"
 
-        outside = await client.post(stack.url, json=call_body("a_observe", request_id=3), headers=_session_headers(session))
+        outside = await client.post(stack.url, json=call_body("a_observe", request_id=3), headers=session_headers(session))
         assert outside.status_code == 200
         assert sse_result(outside) == {
             "jsonrpc": "2.0", "id": 3, "error": {"code": -32602, "message": "Unknown tool: a_observe"}
@@ -48,7 +48,7 @@ async def test_the_broker_filters_the_list_and_the_router_refuses_calls_outside(
         unknown = await client.post(
             stack.url,
             json=call_body("a_add", {"a": 1, "b": 1}, 4),
-            headers=_session_headers(session, **{"x-mcp-virtualserver": "team/nope"}),
+            headers=session_headers(session, **{"x-mcp-virtualserver": "team/nope"}),
         )
         assert unknown.status_code == 400
         assert unknown.json()["id"] == 4 and unknown.json()["error"]["code"] == -32600

@@ -12,7 +12,7 @@ import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from mcp_gateway.config import VirtualServer
-from tests.integration.test_router_envoy import PROTOCOL, gateway_stack, probes
+from tests.support.routing import PROTOCOL, gateway_stack, probes
 
 pytestmark = pytest.mark.integration
 

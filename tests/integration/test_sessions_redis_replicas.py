@@ -22,15 +22,15 @@ from mcp_gateway.sessions import SessionTokens
 from mcp_gateway.sessions.openings import BackendOpenings
 from mcp_gateway.sessions.openings_redis import RedisOpeningsBus
 from mcp_gateway.sessions.store import RedisSessionStore
-from tests.integration.test_router_envoy import (
-    _session_headers,
+from tests.support.envoy import RunningEnvoy, running_envoy
+from tests.support.redis import running_redis
+from tests.support.routing import (
     call_body,
     initialize_raw,
     probes,
+    session_headers,
     sse_result,
 )
-from tests.support.envoy import RunningEnvoy, running_envoy
-from tests.support.redis import running_redis
 from tests.support.servers import FAST_TIMING, TEST_KEY, gateway_config, sample_in_process
 
 pytestmark = pytest.mark.integration
@@ -95,19 +95,19 @@ async def test_two_replicas_share_gateway_and_backend_sessions(tmp_path: Path) -
                 session = await initialize_raw(client, envoy_a.url)
 
                 # First call through replica A creates the backend session...
-                first = await client.post(envoy_a.url, json=call_body("a_observe"), headers=_session_headers(session))
+                first = await client.post(envoy_a.url, json=call_body("a_observe"), headers=session_headers(session))
                 # ...and replica B, with its own router and Redis client, routes on the same one.
                 second = await client.post(
-                    envoy_b.url, json=call_body("a_observe", request_id=2), headers=_session_headers(session)
+                    envoy_b.url, json=call_body("a_observe", request_id=2), headers=session_headers(session)
                 )
                 assert first.status_code == second.status_code == 200
                 assert observed(first)["session_hash"] == observed(second)["session_hash"]
                 assert second.headers["mcp-session-id"] == session
 
                 # Deleting the session on one replica ends it on both.
-                deleted = await client.delete(envoy_a.url, headers=_session_headers(session))
+                deleted = await client.delete(envoy_a.url, headers=session_headers(session))
                 assert deleted.status_code in (200, 202, 204)
-                gone = await client.post(envoy_b.url, json=call_body("a_observe", request_id=3), headers=_session_headers(session))
+                gone = await client.post(envoy_b.url, json=call_body("a_observe", request_id=3), headers=session_headers(session))
                 assert gone.status_code == 404
                 assert gone.json()["id"] == 3
 
@@ -129,7 +129,7 @@ async def test_a_backend_session_another_replica_opened_is_relayed_to_the_listen
                     log_call = call_body("fx_test_log_on_session_stream", {"message": "from A"})
                     with trio.fail_after(10):
                         while not logs.data:  # sent before the broker's re-read, it is lost: retry
-                            answer = await client.post(envoy.url, json=log_call, headers=_session_headers(session))
+                            answer = await client.post(envoy.url, json=log_call, headers=session_headers(session))
                             assert answer.status_code == 200
                             with trio.move_on_after(0.5):
                                 await logs.arrived.wait()
@@ -146,7 +146,7 @@ class LogListener:
         self.arrived = trio.Event()
 
     async def run(self, *, task_status: Any) -> None:
-        headers = _session_headers(self.session, accept="text/event-stream")
+        headers = session_headers(self.session, accept="text/event-stream")
         async with self.client.stream("GET", self.url, headers=headers, timeout=None) as stream:
             task_status.started()
             async for line in stream.aiter_lines():
@@ -188,7 +188,7 @@ async def test_with_the_openings_bus_even_the_first_message_outside_a_call_reach
             async with trio.open_nursery() as listening:
                 await listening.start(logs.run)
                 log_call = call_body("fx_test_log_on_session_stream", {"message": "first"})
-                answer = await client.post(envoy.url, json=log_call, headers=_session_headers(session))
+                answer = await client.post(envoy.url, json=log_call, headers=session_headers(session))
                 assert answer.status_code == 200
                 with trio.fail_after(1.5):  # well inside the 2 s re-read: the bus did it
                     await logs.arrived.wait()

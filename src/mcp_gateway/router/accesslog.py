@@ -47,6 +47,8 @@ CALL_KEY: Final = "call"
 # its client leaving mid-answer is then not seen, rather than every log entry growing unbounded.
 MAX_MARK_LENGTH: Final = 512
 _MAC_BYTES: Final = 16  # 128 bits: not guessable
+# Starts a session mark (`seal_session`); never the first character of a MAC (URL-safe base64).
+_SESSION_MARK: Final = "~"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +74,35 @@ class CallMarks:
         mark = f"{self._mac(payload)}.{payload}"
         return mark if len(mark) <= MAX_MARK_LENGTH else None
 
+    def seal_session(self, server: str, session_id: str, protocol_version: str) -> str:
+        """A mark for every call of one session to one server, without its request id: Envoy's
+        Lua fast path appends "\n" and the call's raw JSON id (router/fast_path.py). Only the
+        request id is unsealed, and it can only name a call of the sealed session."""
+        payload = json.dumps([server, session_id, protocol_version])
+        return f"{_SESSION_MARK}{self._mac(_SESSION_MARK + payload)}.{payload}"
+
     def open(self, mark: str) -> MarkedCall | None:
         """The call a mark names, if it was sealed with this key; None for anything else."""
+        if mark.startswith(_SESSION_MARK):
+            return self._open_session_mark(mark[len(_SESSION_MARK) :])
         mac, _, payload = mark.partition(".")
         if not hmac.compare_digest(mac, self._mac(payload)):
             return None
         server, session_id, protocol_version, request_id = json.loads(payload)
+        return MarkedCall(server, session_id, protocol_version, request_id)
+
+    def _open_session_mark(self, mark: str) -> MarkedCall | None:
+        sealed, _, raw_id = mark.partition("\n")
+        mac, _, payload = sealed.partition(".")
+        if not hmac.compare_digest(mac, self._mac(_SESSION_MARK + payload)):
+            return None
+        try:
+            request_id = json.loads(raw_id)
+        except ValueError:
+            return None
+        if type(request_id) is not str and type(request_id) is not int:
+            return None
+        server, session_id, protocol_version = json.loads(payload)
         return MarkedCall(server, session_id, protocol_version, request_id)
 
     def _mac(self, payload: str) -> str:

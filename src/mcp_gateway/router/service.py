@@ -21,6 +21,7 @@ server). Only the steps that need the session store or an upstream cross into Tr
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
@@ -37,9 +38,16 @@ from grpclib.const import Cardinality, Handler
 from grpclib.server import Server, Stream
 
 from mcp_gateway.config import GatewayConfig, ServerConfig
-from mcp_gateway.router.accesslog import AccessLogReceiver, CallMarks, MarkedCall, mark_call
+from mcp_gateway.router.accesslog import (
+    METADATA_NAMESPACE,
+    AccessLogReceiver,
+    CallMarks,
+    MarkedCall,
+    mark_call,
+)
 from mcp_gateway.router.backends import BackendSessions, BackendUnavailable, SessionGone
 from mcp_gateway.router.decision import (
+    ROUTED_METHODS,
     SESSION_HEADER,
     Answer,
     Cancels,
@@ -58,6 +66,7 @@ from mcp_gateway.router.decision import (
     store_unavailable,
     upstream_unavailable,
 )
+from mcp_gateway.router.fast_path import Decision, FastPath, write_decision
 from mcp_gateway.router.relay import EVENT_STREAM, InFlightCalls, SseIdTagger
 from mcp_gateway.router.xds import XdsWriter
 from mcp_gateway.sessions.openings import BackendOpenings
@@ -81,11 +90,12 @@ _CONTINUE: Final = pb.CommonResponse()
 class Snapshot:
     table: RoutingTable
     servers: Mapping[str, ServerConfig]
+    fast: FastPath
 
     @classmethod
     def of(cls, config: GatewayConfig) -> Snapshot:
         servers = {s.name: s for s in config.enabled_servers() if s.transport == "http"}
-        return cls(RoutingTable.from_config(config), servers)
+        return cls(RoutingTable.from_config(config), servers, FastPath.of(config))
 
 
 class Router:
@@ -257,7 +267,46 @@ class _Exchange:
             self.router.in_flight.started(
                 decision.claims.session_id, decision.request_id, decision.upstream.server
             )
-        return _to_upstream(forward(decision, backend_id))
+        forwarded = forward(decision, backend_id)
+        reply = _to_upstream(forwarded)
+        if await self._fast_path_may_apply(decision, snapshot.fast):
+            self._hand_to_fast_path(reply, decision, forwarded, snapshot)
+        return reply
+
+    async def _fast_path_may_apply(self, need: NeedsBackend, fast: FastPath) -> bool:
+        """Whether Envoy may apply this decision to the session's next calls by itself: a
+        routed call (not a follow-up) of a client that cannot be asked anything (the SSE answers
+        of those carry requests whose ids the router tags, so they always pass through it)."""
+        if not fast.enabled or need.follow_up or need.method not in ROUTED_METHODS:
+            return False
+        backends, sid = self.router.backends, need.claims.session_id
+        askable = backends.askable_nowait(sid)
+        if askable is None:
+            askable = await trio_asyncio.trio_as_aio(backends.askable)(sid)
+        return not askable
+
+    def _hand_to_fast_path(
+        self, reply: pb.ProcessingResponse, need: NeedsBackend, forwarded: ToUpstream, snapshot: Snapshot
+    ) -> None:
+        claims = need.claims
+        lifetime = snapshot.fast.lifetime_ms(claims.issued_at, time.time())
+        if lifetime <= 0:
+            return
+        headers = dict(forwarded.set_headers)
+        decision = Decision(
+            server=need.upstream.server,
+            routed_name=need.routed_name,
+            backend_id=headers.get(SESSION_HEADER, ""),
+            authority=headers[":authority"],
+            path=headers[":path"],
+            authorization=headers.get("authorization", ""),
+            mark=self.router.marks.seal_session(
+                need.upstream.server, claims.session_id, claims.protocol_version
+            ),
+            lifetime_ms=lifetime,
+            replay_timeout_ms=int(2 * self._timeout_of(need) * 1000),
+        )
+        write_decision(reply.dynamic_metadata, METADATA_NAMESPACE, decision, snapshot.fast.generation)
 
     def _cancellation_target(self, cancels: Cancels, snapshot: Snapshot) -> NeedsBackend | ToBroker:
         """The upstream running the cancelled request, if a routed call of this session has that

@@ -26,6 +26,7 @@ import structlog
 import trio
 
 from mcp_gateway.router.decision import SERVER_HEADER, UPSTREAM_MARK_HEADER
+from mcp_gateway.router.fast_path import FAST_HEADER, FastPath
 
 if TYPE_CHECKING:
     from mcp_gateway.config import GatewayConfig, ServerConfig
@@ -52,6 +53,14 @@ def bootstrap_template_path() -> Path:
     return Path(__file__).resolve().parents[3] / "envoy" / "bootstrap.yaml.tmpl"
 
 
+def fast_path_script_path() -> Path:
+    return bootstrap_template_path().parent / "fast_path.lua"
+
+
+# Where the Lua script sits in the template: under `inline_string: |` of the Lua filter.
+_LUA_INDENT: Final = " " * 26
+
+
 def _split_host_port(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     return host.strip("[]"), int(port)
@@ -70,13 +79,19 @@ class BootstrapParams:
 
 
 def render_bootstrap(params: BootstrapParams, template: Path | None = None) -> str:
-    text = (template or bootstrap_template_path()).read_text()
+    template_path = template or bootstrap_template_path()
+    text = template_path.read_text()
+    script = (template_path.parent / "fast_path.lua").read_text()
     listen_host, listen_port = _split_host_port(params.listen)
+    # The Lua fast path replays a call through this same listener (an upstream 404).
+    self_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listen_host, listen_host)
     broker_host, broker_port = _split_host_port(params.broker)
     router_host, router_port = _split_host_port(params.router)
     return Template(text).substitute(
         listen_host=listen_host,
         listen_port=listen_port,
+        self_host=self_host,
+        fast_path_lua="\n".join(_LUA_INDENT + line if line else "" for line in script.splitlines()),
         admin_port=params.admin_port,
         broker_host=broker_host,
         broker_port=broker_port,
@@ -135,8 +150,47 @@ def upstream_cluster(server: ServerConfig) -> dict[str, Any]:
     return cluster
 
 
-def route_configuration(servers: Iterable[str]) -> dict[str, Any]:
+def _upstream_mark(name: str) -> list[dict[str, Any]]:
+    # "<server> via_upstream" on the upstream's own answers; an Envoy local reply (connect
+    # failure, timeout) carries its own details instead.
+    return [
+        {
+            "header": {"key": UPSTREAM_MARK_HEADER, "value": f"{name} %RESPONSE_CODE_DETAILS%"},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        }
+    ]
+
+
+_EXT_PROC_DISABLED: Final = {EXT_PROC_FILTER: {"@type": EXT_PROC_PER_ROUTE_TYPE, "disabled": True}}
+
+
+def route_configuration(
+    servers: Iterable[str], fast_path: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The routes. `fast_path`: the POST route's metadata for the Lua fast path
+    (`FastPath.route_metadata`); without it the fast path is off and every call takes the
+    ext_proc."""
+    names = sorted(servers)
+    # Calls the Lua fast path routed itself (it set both headers; a client's copies are
+    # stripped before routing): straight to the upstream, no ext_proc.
     routes: list[dict[str, Any]] = [
+        {
+            "name": f"fast_to_{name}",
+            "match": {
+                "prefix": "/",
+                "headers": [
+                    {"name": SERVER_HEADER, "string_match": {"exact": name}},
+                    {"name": FAST_HEADER, "present_match": True},
+                ],
+            },
+            "route": {"cluster": cluster_name(name), "timeout": "0s"},
+            "request_headers_to_remove": [FAST_HEADER],
+            "response_headers_to_add": _upstream_mark(name),
+            "typed_per_filter_config": _EXT_PROC_DISABLED,
+        }
+        for name in (names if fast_path is not None else ())
+    ]
+    routes += [
         {
             "name": f"to_{name}",
             "match": {
@@ -145,16 +199,9 @@ def route_configuration(servers: Iterable[str]) -> dict[str, Any]:
             },
             # timeout 0s: a slow tool's SSE stream lives as long as it needs.
             "route": {"cluster": cluster_name(name), "timeout": "0s"},
-            "response_headers_to_add": [
-                {
-                    # "<server> via_upstream" on the upstream's own answers; an Envoy local reply
-                    # (connect failure, timeout) carries its own details instead.
-                    "header": {"key": UPSTREAM_MARK_HEADER, "value": f"{name} %RESPONSE_CODE_DETAILS%"},
-                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-                }
-            ],
+            "response_headers_to_add": _upstream_mark(name),
         }
-        for name in sorted(servers)
+        for name in names
     ]
     # GET (the SSE stream, /readyz, /metrics...) and DELETE never carry a body to route on: they
     # go to the broker without an ext_proc round trip (client x-mcp-* headers are still removed
@@ -164,18 +211,27 @@ def route_configuration(servers: Iterable[str]) -> dict[str, Any]:
             "name": f"to_broker_{method.lower()}",
             "match": {"prefix": "/", "headers": [{"name": ":method", "string_match": {"exact": method}}]},
             "route": {"cluster": BROKER_CLUSTER, "timeout": "0s"},
-            "typed_per_filter_config": {EXT_PROC_FILTER: {"@type": EXT_PROC_PER_ROUTE_TYPE, "disabled": True}},
+            "typed_per_filter_config": _EXT_PROC_DISABLED,
         }
         for method in ("GET", "DELETE")
     )
-    routes.append(
-        {"name": "to_broker", "match": {"prefix": "/"}, "route": {"cluster": BROKER_CLUSTER, "timeout": "0s"}}
-    )
+    to_broker: dict[str, Any] = {
+        "name": "to_broker",
+        "match": {"prefix": "/"},
+        "route": {"cluster": BROKER_CLUSTER, "timeout": "0s"},
+    }
+    if fast_path is not None:
+        to_broker["metadata"] = {"filter_metadata": dict(fast_path)}
+    routes.append(to_broker)
     return {
         "@type": ROUTE_TYPE,
         "name": ROUTE_CONFIG_NAME,
         "virtual_hosts": [{"name": "mcp", "domains": ["*"], "routes": routes}],
     }
+
+
+def wanted_routes(config: GatewayConfig) -> dict[str, Any]:
+    return route_configuration(routable_servers(config), FastPath.of(config).route_metadata())
 
 
 def routable_servers(config: GatewayConfig) -> dict[str, ServerConfig]:
@@ -224,7 +280,7 @@ class XdsWriter:
         self.admin_url = admin_url
         self._version = 0
         self._clusters: dict[str, dict[str, Any]] = {}
-        self._routes: frozenset[str] | None = None
+        self._routes: dict[str, Any] | None = None  # the RouteConfiguration on disk
 
     def _next_version(self) -> str:
         # Unique across writers and restarts (the router and `mcp-gateway up` share the files).
@@ -238,8 +294,8 @@ class XdsWriter:
         }
         write_atomically(self.xds_dir / CDS_FILE, document)
 
-    def _write_routes(self, servers: Iterable[str]) -> None:
-        document = {"version_info": self._next_version(), "resources": [route_configuration(servers)]}
+    def _write_routes(self, routes: dict[str, Any]) -> None:
+        document = {"version_info": self._next_version(), "resources": [routes]}
         write_atomically(self.xds_dir / RDS_FILE, document)
 
     def write_initial(self, config: GatewayConfig) -> None:
@@ -248,7 +304,7 @@ class XdsWriter:
         servers = routable_servers(config)
         self._clusters = {name: upstream_cluster(s) for name, s in servers.items()}
         self._write_clusters(self._clusters)
-        self._routes = frozenset(servers)
+        self._routes = wanted_routes(config)
         self._write_routes(self._routes)
 
     def _load_current(self) -> bool:
@@ -260,11 +316,7 @@ class XdsWriter:
             return False
         prefix = cluster_name("")
         self._clusters = {str(c["name"])[len(prefix) :]: c for c in clusters}
-        self._routes = frozenset(
-            str(r["route"]["cluster"])[len(prefix) :]
-            for r in routes["virtual_hosts"][0]["routes"]
-            if r["route"]["cluster"] != BROKER_CLUSTER
-        )
+        self._routes = routes
         return True
 
     async def apply(self, config: GatewayConfig) -> None:
@@ -281,10 +333,11 @@ class XdsWriter:
             await trio.to_thread.run_sync(self._write_clusters, union)
             await self._wait_for_clusters(cluster_name(n) for n in added)
             self._clusters = union
-        # 2. the new routes.
-        if frozenset(servers) != self._routes:
-            await trio.to_thread.run_sync(self._write_routes, frozenset(servers))
-            self._routes = frozenset(servers)
+        # 2. the new routes (also when only the fast path's generation changed).
+        routes = wanted_routes(config)
+        if routes != self._routes:
+            await trio.to_thread.run_sync(self._write_routes, routes)
+            self._routes = routes
             await self._wait_for_routes()
         # 3. only the new clusters (drops the removed ones, now unreferenced).
         if set(self._clusters) != set(wanted):

@@ -1,0 +1,420 @@
+-- The gateway's fast path for routed calls, run by Envoy's Lua filter in front of the ext_proc.
+--
+-- The router (Python, behind the ext_proc) makes every decision: it verifies the sealed gateway
+-- session, applies the virtual server and Origin rules, matches the prefix, opens the backend
+-- session. It hands each routed tools/call / prompts/get decision to this script as dynamic
+-- metadata (`mcp_gateway.fast`); the script keeps it, per Envoy worker, for a short time
+-- (`ttl_ms`, and never past the session's own end) under the exact inputs it was made from:
+-- (gateway token, method, name, virtual server, Origin). The next call with the same inputs
+-- is applied here, in Envoy: prefix stripped from the body, the backend session and the
+-- upstream's credential set, routed on `x-mcp-servername` + `x-mcp-fast-path`, a route that
+-- skips the ext_proc. Anything the script is not sure of takes the slow path (the ext_proc),
+-- which answers precisely: a body it cannot fully validate as strict JSON, an unknown token,
+-- a header/body mismatch, a name it has not been told about. See docs/router.md, "Fast path".
+--
+-- Constants below the marker line are rendered in by mcp_gateway.router.xds.
+
+local byte, find, sub, format = string.byte, string.find, string.sub, string.format
+
+-- ---------------------------------------------------------------------------------------------
+-- Strict JSON, conservatively: true only for bodies the router's own reader accepts too.
+-- Refused here (→ slow path, never an error from here): non-ASCII bytes, \u escapes, numbers
+-- with an exponent or more than 15 digits, strings over the limit, depth over the limit, a key
+-- repeated in any object or written with an escape.
+
+local FAIL = -1
+-- Sessions held per worker; past this, everything is forgotten and refilled on demand.
+local MAX_SESSIONS = 10000
+
+local skip_value  -- forward declaration (recursive)
+
+local function skip_ws(s, i)
+  return find(s, "[^ \t\r\n]", i) or (#s + 1)
+end
+
+-- A string starting at i (the opening quote). Returns the index after the closing quote and
+-- whether it held an escape.
+local function skip_string(s, i, max_len)
+  local j = i + 1
+  local escaped = false
+  while true do
+    local k = find(s, '["\\%z\1-\31]', j)
+    if not k then return FAIL end
+    local c = byte(s, k)
+    if c == 34 then  -- closing quote
+      if k - i - 1 > max_len then return FAIL end
+      return k + 1, escaped
+    elseif c == 92 then  -- backslash
+      local e = byte(s, k + 1)
+      -- " \ / b f n r t; \u (and anything else) is left to the router
+      if e == 34 or e == 92 or e == 47 or e == 98 or e == 102 or e == 110 or e == 114 or e == 116 then
+        escaped = true
+        j = k + 2
+      else
+        return FAIL
+      end
+    else
+      return FAIL  -- a control character
+    end
+  end
+end
+
+local function skip_number(s, i)
+  local _, e = find(s, "^-?%d+", i)
+  if not e then return FAIL end
+  local first = byte(s, i) == 45 and i + 1 or i
+  if byte(s, first) == 48 and e > first then return FAIL end  -- leading zero
+  local digits = e - first + 1
+  local j = e + 1
+  if byte(s, j) == 46 then  -- fraction
+    local _, f = find(s, "^%d+", j + 1)
+    if not f then return FAIL end
+    digits = digits + (f - j)
+    j = f + 1
+  end
+  local c = byte(s, j)
+  if c == 101 or c == 69 or digits > 15 then return FAIL end
+  return j
+end
+
+local function skip_object(s, i, depth, limits)
+  if depth > limits.max_depth then return FAIL end
+  local seen = {}
+  local j = skip_ws(s, i + 1)
+  if byte(s, j) == 125 then return j + 1 end
+  while true do
+    if byte(s, j) ~= 34 then return FAIL end
+    local k, escaped = skip_string(s, j, limits.max_string)
+    if k == FAIL or escaped then return FAIL end
+    local key = sub(s, j + 1, k - 2)
+    if seen[key] then return FAIL end
+    seen[key] = true
+    j = skip_ws(s, k)
+    if byte(s, j) ~= 58 then return FAIL end
+    j = skip_value(s, skip_ws(s, j + 1), depth, limits)
+    if j == FAIL then return FAIL end
+    j = skip_ws(s, j)
+    local c = byte(s, j)
+    if c == 125 then return j + 1 end
+    if c ~= 44 then return FAIL end
+    j = skip_ws(s, j + 1)
+  end
+end
+
+local function skip_array(s, i, depth, limits)
+  if depth > limits.max_depth then return FAIL end
+  local j = skip_ws(s, i + 1)
+  if byte(s, j) == 93 then return j + 1 end
+  while true do
+    j = skip_value(s, j, depth, limits)
+    if j == FAIL then return FAIL end
+    j = skip_ws(s, j)
+    local c = byte(s, j)
+    if c == 93 then return j + 1 end
+    if c ~= 44 then return FAIL end
+    j = skip_ws(s, j + 1)
+  end
+end
+
+skip_value = function(s, i, depth, limits)
+  local c = byte(s, i)
+  if c == 34 then
+    local k = skip_string(s, i, limits.max_string)
+    return k
+  elseif c == 123 then
+    return skip_object(s, i, depth + 1, limits)
+  elseif c == 91 then
+    return skip_array(s, i, depth + 1, limits)
+  elseif c == 116 then
+    return sub(s, i, i + 3) == "true" and i + 4 or FAIL
+  elseif c == 102 then
+    return sub(s, i, i + 4) == "false" and i + 5 or FAIL
+  elseif c == 110 then
+    return sub(s, i, i + 3) == "null" and i + 4 or FAIL
+  elseif c == 45 or (c and c >= 48 and c <= 57) then
+    return skip_number(s, i)
+  end
+  return FAIL
+end
+
+local ROUTED = { ["tools/call"] = true, ["prompts/get"] = true }
+local REQUEST_MEMBERS = { jsonrpc = true, id = true, method = true, params = true }
+
+-- The routed call a body is, or nil. Returns a table: method, name, the name's span
+-- (first and last byte of its text inside the quotes) and the id's raw JSON text.
+local function read_call(s, limits)
+  if find(s, "[\128-\255]") then return nil end
+  local i = skip_ws(s, 1)
+  if byte(s, i) ~= 123 then return nil end  -- batches and scalars: the router's
+  local call = {}
+  local seen = {}
+  local j = skip_ws(s, i + 1)
+  if byte(s, j) == 125 then return nil end
+  while true do
+    if byte(s, j) ~= 34 then return nil end
+    local k, escaped = skip_string(s, j, limits.max_string)
+    if k == FAIL or escaped then return nil end
+    local key = sub(s, j + 1, k - 2)
+    if seen[key] or not REQUEST_MEMBERS[key] then return nil end
+    seen[key] = true
+    j = skip_ws(s, k)
+    if byte(s, j) ~= 58 then return nil end
+    local v = skip_ws(s, j + 1)
+    local e
+    if key == "params" then
+      if byte(s, v) ~= 123 then return nil end
+      e = skip_object(s, v, 2, limits)
+      if e == FAIL then return nil end
+      -- params.name: read the object's top level again, now knowing it is valid
+      local p = skip_ws(s, v + 1)
+      while byte(s, p) == 34 do
+        local pk = skip_string(s, p, limits.max_string)
+        local pkey = sub(s, p + 1, pk - 2)
+        local pv = skip_ws(s, skip_ws(s, pk) + 1)
+        local pe = skip_value(s, pv, 2, limits)
+        if pkey == "name" then
+          local backslash = find(s, "\\", pv, true)
+          if byte(s, pv) ~= 34 or pe - pv < 3 or (backslash and backslash < pe) then return nil end
+          call.name_first, call.name_last = pv + 1, pe - 2
+          call.name = sub(s, pv + 1, pe - 2)
+        end
+        p = skip_ws(s, pe)
+        if byte(s, p) ~= 44 then break end
+        p = skip_ws(s, p + 1)
+      end
+    else
+      e = skip_value(s, v, 1, limits)
+      if e == FAIL then return nil end
+      local raw = sub(s, v, e - 1)
+      if key == "jsonrpc" then
+        if raw ~= '"2.0"' then return nil end
+      elseif key == "method" then
+        call.method = sub(raw, 2, -2)
+        if byte(raw, 1) ~= 34 or not ROUTED[call.method] then return nil end
+      else  -- id: a string, or an integer
+        local c = byte(raw, 1)
+        if c ~= 34 and find(raw, ".", 1, true) then return nil end
+        if c ~= 34 and c ~= 45 and (c < 48 or c > 57) then return nil end
+        call.id = raw
+      end
+    end
+    j = skip_ws(s, e)
+    local c = byte(s, j)
+    if c == 125 then break end
+    if c ~= 44 then return nil end
+    j = skip_ws(s, j + 1)
+  end
+  if skip_ws(s, j + 1) <= #s then return nil end  -- trailing data
+  if not (seen.jsonrpc and call.method and call.id and call.name) then return nil end
+  return call
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Decisions, per worker
+
+local sessions = {}      -- gateway token → { [decision key] = decision }
+local session_count = 0
+local generation = nil   -- the router config the decisions were made under
+
+local function forget_all()
+  sessions, session_count = {}, 0
+end
+
+local function now_ms(handle)
+  return handle:timestamp()
+end
+
+-- "\n" can be in none of the parts (header values, JSON string text without escapes); a NUL
+-- would not survive the trip through dynamic metadata.
+local function decision_key(method, name, virtual, origin)
+  return method .. "\n" .. name .. "\n" .. (virtual or "") .. "\n" .. (origin or "")
+end
+
+local function lookup(token, key, now)
+  local held = sessions[token]
+  if held == nil then return nil end
+  local decision = held[key]
+  if decision == nil then return nil end
+  if decision.expires <= now then
+    held[key] = nil
+    return nil
+  end
+  return decision
+end
+
+local function remember(token, key, decision, max_sessions)
+  local held = sessions[token]
+  if held == nil then
+    if session_count >= max_sessions then forget_all() end  -- bounded; refilled on demand
+    held = {}
+    sessions[token] = held
+    session_count = session_count + 1
+  end
+  held[key] = decision
+end
+
+local function forget_session(token)
+  if sessions[token] ~= nil then
+    sessions[token] = nil
+    session_count = session_count - 1
+  end
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- The request
+
+local SESSION, FAST = "mcp-session-id", "x-mcp-fast-path"
+local SLOW = "mcp-gateway-slow-path"  -- set on the script's own replays: always the ext_proc's
+local META = "mcp_gateway_fast"
+
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  local method = headers:get(":method")
+  if method == "DELETE" then
+    -- The session ends: this worker stops at once; the others within ttl_ms.
+    local token = headers:get(SESSION)
+    if token then forget_session(token) end
+    return
+  end
+  if method ~= "POST" then return end
+  local context = handle:metadata():get("fast")
+  local gen = context and context.generation
+  if gen == nil then return end  -- fast path off for this route
+  if gen ~= generation then
+    forget_all()
+    generation = gen
+  end
+  if headers:get(SLOW) then
+    headers:remove(SLOW)
+    return
+  end
+  local token = headers:get(SESSION)
+  local length = tonumber(headers:get("content-length") or "")
+  if token == nil or #token > 256 or length == nil or length > context.max_body then return end
+  local body = handle:body()
+  if body == nil then return end
+  local text = body:getBytes(0, body:length())
+  local call = read_call(text, context)
+  if call == nil then return end
+  headers = handle:headers()  -- the wrapper taken before body() does not outlive the wait
+  -- 2026-07-28 mirrors method and name in headers: only an exact, plain match stays here.
+  local mirrored_method, mirrored_name = headers:get("mcp-method"), headers:get("mcp-name")
+  if (mirrored_method and mirrored_method ~= call.method) or (mirrored_name and mirrored_name ~= call.name) then
+    return
+  end
+  local virtual, origin = headers:get("x-mcp-virtualserver"), headers:get("origin")
+  local key = decision_key(call.method, call.name, virtual, origin)
+  local now = now_ms(handle)
+  local decision = lookup(token, key, now)
+  local metadata = handle:streamInfo():dynamicMetadata()
+  if decision == nil then
+    -- Slow path; the response side keeps the router's decision under this key.
+    metadata:set(META, "miss", { token = token, key = key, gen = gen })
+    return
+  end
+  local client_path, client_authority = headers:get(":path"), headers:get(":authority")
+  body:setBytes(sub(text, 1, call.name_first - 1) .. decision.routed .. sub(text, call.name_last + 1))
+  headers:replace("x-mcp-servername", decision.server)
+  headers:replace(FAST, "1")
+  headers:replace("x-mcp-method", call.method)
+  headers:replace("x-mcp-toolname", decision.routed)
+  headers:replace(":authority", decision.authority)
+  headers:replace(":path", decision.path)
+  if decision.backend ~= "" then
+    headers:replace(SESSION, decision.backend)
+  else
+    headers:remove(SESSION)
+  end
+  if decision.authorization ~= "" then
+    headers:replace("authorization", decision.authorization)
+  else
+    headers:remove("authorization")
+  end
+  if virtual then headers:remove("x-mcp-virtualserver") end
+  if mirrored_name then headers:replace("mcp-name", decision.routed) end
+  handle:clearRouteCache()
+  -- The access logger reports this mark if the client leaves mid-call (router/accesslog.py).
+  metadata:set("mcp_gateway", "call", decision.mark .. "\n" .. call.id)
+  metadata:set(META, "hit", {
+    token = token, server = decision.server, id = call.id, body = text,
+    path = client_path, virtual = virtual or "", origin = origin or "",
+    version = headers:get("mcp-protocol-version") or "", authority = client_authority,
+    timeout = decision.timeout,
+  })
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- The response
+
+local function strip_internal(headers)
+  local internal = {}
+  for name, _ in pairs(headers) do
+    if sub(name, 1, 6) == "x-mcp-" then internal[#internal + 1] = name end
+  end
+  for _, name in ipairs(internal) do headers:remove(name) end
+end
+
+local function replace_answer(handle, status, content_type, text)
+  local headers = handle:headers()
+  local body = handle:body()
+  if body ~= nil then body:setBytes(text) end
+  headers:replace(":status", status)
+  headers:replace("content-type", content_type)
+  headers:replace("content-length", tostring(#text))
+end
+
+-- The upstream no longer knows the backend session (it restarted): the call again, through
+-- the ext_proc, which opens a new backend session and replays once (router/backends.py).
+local function replay(handle, hit)
+  local headers = {
+    [":method"] = "POST", [":path"] = hit.path, [":authority"] = hit.authority,
+    ["content-type"] = "application/json", ["accept"] = "application/json, text/event-stream",
+    [SESSION] = hit.token, [SLOW] = "1",
+  }
+  if hit.version ~= "" then headers["mcp-protocol-version"] = hit.version end
+  if hit.virtual ~= "" then headers["x-mcp-virtualserver"] = hit.virtual end
+  if hit.origin ~= "" then headers["origin"] = hit.origin end
+  local answer, text = handle:httpCall("mcp_gateway_self", headers, hit.body,
+    { timeout_ms = hit.timeout, send_xff = false })
+  if answer == nil or answer[":status"] == nil or text == nil or text == "" then
+    return false
+  end
+  replace_answer(handle, answer[":status"], answer["content-type"] or "application/json", text)
+  return true
+end
+
+local function unavailable(handle, hit)
+  -- The router's JSON-RPC error for an upstream that did not answer, in the same words.
+  local error = format('{"jsonrpc":"2.0","id":%s,"error":{"code":-32603,"message":"Upstream \'%s\' is unavailable"}}',
+    hit.id, hit.server)
+  replace_answer(handle, "200", "application/json", error)
+end
+
+function envoy_on_response(handle)
+  local ours = handle:streamInfo():dynamicMetadata():get(META)
+  if ours == nil then return end
+  local hit = ours.hit
+  if hit == nil then
+    local miss = ours.miss
+    local routed = handle:streamInfo():dynamicMetadata():get("mcp_gateway")
+    local fill = routed and routed.fast
+    if miss and fill and fill.generation == miss.gen and miss.gen == generation then
+      fill.expires = now_ms(handle) + fill.ttl_ms
+      remember(miss.token, miss.key, fill, MAX_SESSIONS)
+    end
+    return
+  end
+  local headers = handle:headers()
+  local status = headers:get(":status")
+  if headers:get("x-mcp-upstream") == hit.server .. " via_upstream" then
+    if status == "404" then
+      forget_session(hit.token)
+      if not replay(handle, hit) then unavailable(handle, hit) end
+    end
+  else
+    -- Envoy's own answer (upstream down, refused, reset), not the upstream's.
+    unavailable(handle, hit)
+  end
+  strip_internal(headers)
+  headers:replace(SESSION, hit.token)
+end

@@ -1,0 +1,142 @@
+"""The contract between the router and Envoy's Lua fast path (envoy/fast_path.lua). No I/O.
+
+The router decides; Envoy applies. For a routed `tools/call` / `prompts/get` the router hands
+its decision to the Lua filter as ext_proc dynamic metadata (`mcp_gateway.fast`, built by
+`decision_metadata`); the filter keeps it per worker, keyed by the exact inputs the decision
+was made from, and applies it to the next calls with those inputs without the ext_proc. Three
+things keep the two sides in step:
+
+* the **generation**: a digest of everything in the config a decision depends on (routes,
+  prefixes, credentials, limits, Origins, virtual servers). The router stamps each decision
+  with its own; the xDS writer puts the current one in the POST route's metadata. A Lua worker
+  that sees a new generation drops every decision it holds, and keeps a decision only if it
+  was made under the generation its request saw: a reload never serves a stale decision.
+* the **lifetime**: `ttl_seconds`, and never past the session's own end (sessions live a fixed
+  time from their creation). It bounds how long a session ended on another Envoy worker (DELETE)
+  still reaches its upstreams; the worker that saw the DELETE forgets it at once.
+* the **limits**: the Lua validator refuses (to the slow path) everything the router's strict
+  reader might refuse, so the fast path is never laxer than the slow one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from google.protobuf import struct_pb2
+
+from mcp_gateway.router.decision import RoutingTable
+
+if TYPE_CHECKING:
+    from mcp_gateway.config import GatewayConfig
+
+# The key the router writes its decision under, in the ext_proc's metadata namespace.
+DECISION_KEY: Final = "fast"
+# Envoy's Lua filter reads route metadata under its own name (envoy/bootstrap.yaml.tmpl).
+LUA_FILTER: Final = "envoy.filters.http.lua"
+# The header the Lua filter sets on a call it routes itself; only the routes that skip the
+# ext_proc match it (a client's copy is stripped before routing, as every x-mcp-* is).
+FAST_HEADER: Final = "x-mcp-fast-path"
+
+
+@dataclass(frozen=True, slots=True)
+class FastPath:
+    """What the router needs of the fast path, from one config."""
+
+    enabled: bool
+    generation: str
+    ttl_ms: int
+    session_ttl_seconds: int
+    max_body_bytes: int
+    max_depth: int
+    max_string_length: int
+
+    @classmethod
+    def of(cls, config: GatewayConfig) -> FastPath:
+        gateway = config.gateway
+        settings = gateway.envoy.fast_path
+        limits = gateway.limits
+        return cls(
+            enabled=settings.enabled,
+            generation=generation(config),
+            ttl_ms=int(settings.ttl_seconds * 1000),
+            session_ttl_seconds=gateway.sessions.ttl_seconds,
+            max_body_bytes=min(settings.max_body_bytes, limits.max_body_bytes),
+            max_depth=limits.max_depth,
+            max_string_length=limits.max_string_length,
+        )
+
+    def route_metadata(self) -> dict[str, Any] | None:
+        """The POST route's metadata for the Lua filter; None when the fast path is off."""
+        if not self.enabled:
+            return None
+        return {
+            LUA_FILTER: {
+                DECISION_KEY: {
+                    "generation": self.generation,
+                    "max_body": self.max_body_bytes,
+                    "max_depth": self.max_depth,
+                    "max_string": self.max_string_length,
+                }
+            }
+        }
+
+    def lifetime_ms(self, issued_at: int, now: float) -> int:
+        """How long a decision for a session issued at `issued_at` may be kept, from `now`."""
+        remaining = (issued_at + self.session_ttl_seconds - now) * 1000
+        return int(max(0, min(self.ttl_ms, remaining)))
+
+
+def generation(config: GatewayConfig) -> str:
+    """A digest of the config a routing decision depends on (credentials only as digests)."""
+    table = RoutingTable.from_config(config)
+    state = {
+        "routes": [
+            [r.server, r.prefix, r.authority, r.path, _digest(r.authorization or ""), r.via_broker]
+            for r in table.routes
+        ],
+        "limits": [table.limits.max_body_bytes, table.limits.max_depth, table.limits.max_string_length],
+        "origins": list(table.allowed_origins),
+        "virtual": [
+            [v.name, sorted(v.tools), sorted(v.prompts), sorted(v.resources)] for v in table.virtual_servers
+        ],
+        "fast": config.gateway.envoy.fast_path.model_dump(),
+        "sessions": config.gateway.sessions.ttl_seconds,
+    }
+    return _digest(json.dumps(state, sort_keys=True))[:16]
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One routed call's decision as the Lua filter applies it."""
+
+    server: str
+    routed_name: str
+    backend_id: str
+    authority: str
+    path: str
+    authorization: str
+    mark: str  # the call mark without its request id (router/accesslog.py, session marks)
+    lifetime_ms: int
+    replay_timeout_ms: int
+
+
+def write_decision(metadata: struct_pb2.Struct, namespace: str, decision: Decision, gen: str) -> None:
+    """Put the decision into an ext_proc reply's `dynamic_metadata`, in place."""
+    fields = metadata.fields[namespace].struct_value.fields[DECISION_KEY].struct_value.fields
+    fields["generation"].string_value = gen
+    fields["server"].string_value = decision.server
+    fields["routed"].string_value = decision.routed_name
+    fields["backend"].string_value = decision.backend_id
+    fields["authority"].string_value = decision.authority
+    fields["path"].string_value = decision.path
+    fields["authorization"].string_value = decision.authorization
+    fields["mark"].string_value = decision.mark
+    fields["ttl_ms"].number_value = decision.lifetime_ms
+    fields["timeout"].number_value = decision.replay_timeout_ms

@@ -12,6 +12,7 @@ upstream's first message outside the call already has a GET stream to go to.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -30,6 +31,7 @@ from mcp_gateway.sessions.store import (
     SessionStore,
     SessionStoreUnavailable,
 )
+from mcp_gateway.upstream.body import send_post
 from mcp_gateway.upstream.client import UpstreamClient, open_backend_session
 from mcp_gateway.upstream.errors import UpstreamError
 
@@ -216,7 +218,7 @@ class BackendSessions:
         headers = _upstream_headers(server, backend_id, need.claims.protocol_version)
         try:
             with trio.fail_after(server.timeout_seconds):
-                response = await self._client().post(server.url, content=need.body, headers=headers)
+                response = await send_post(self._client(), server.url, need.body, headers)
         except (httpx.HTTPError, trio.TooSlowError) as error:
             raise BackendUnavailable(f"replay to {server.name!r} failed: {error!r}") from error
         if response.status_code == 404:
@@ -244,10 +246,11 @@ class BackendSessions:
             "method": "notifications/cancelled",
             "params": {"requestId": need.request_id, "reason": "the client left"},
         }
+        body = json.dumps(cancelled, separators=(",", ":")).encode()
         headers = _upstream_headers(server, backend_id, need.claims.protocol_version)
         with trio.move_on_after(min(server.timeout_seconds, CANCEL_SECONDS)):
             try:
-                await self._client().post(server.url, json=cancelled, headers=headers)
+                await send_post(self._client(), server.url, body, headers)
             except httpx.HTTPError as error:
                 _log.warning("could not cancel an abandoned call", server=server.name, error=repr(error))
                 return

@@ -21,6 +21,7 @@ import trio
 from mcp_gateway.config import ServerConfig
 from mcp_gateway.logs import get_logger
 from mcp_gateway.protocol import LATEST_STABLE
+from mcp_gateway.upstream.body import stream_post
 from mcp_gateway.upstream.errors import UpstreamError
 from mcp_gateway.upstream.rpc import DEFAULT_CLIENT_INFO, RequestShortcuts, result_of
 
@@ -182,9 +183,7 @@ class UpstreamClient(RequestShortcuts):
         headers = self._headers()
         headers["content-type"] = "application/json"
         try:
-            async with self._http.stream(
-                "POST", self.server.url, content=body, headers=headers
-            ) as response:
+            async with stream_post(self._http, self.server.url, body, headers) as response:
                 _raise_for_status(
                     self.server.name, str(message.get("method", "response")), response
                 )
@@ -248,27 +247,41 @@ async def _relay_events(
     A reader task owns the iteration and only ever waits on the socket, never on `handle`
     (which may wait on a slow client): cancelling us then stops the read mid-await, which ends
     httpx's body iterators (async generators) properly instead of dropping them half-read for
-    Trio to report. Once `handle` says the awaited answer came, the stream gets
-    STREAM_DRAIN_SECONDS to end on its own (servers close it after the answer).
+    Trio to report. For the same reason the reader stops on a bad message by cancelling its
+    own read, never by raising out of the loop: that would leave httpx's iterators suspended
+    at a `yield` (`aclosing` only reaches the outermost one). Once `handle` says the awaited
+    answer came, the stream gets STREAM_DRAIN_SECONDS to end on its own (servers close it
+    after the answer).
     """
     send, receive = trio.open_memory_channel[JsonObject](MAX_QUEUED_MESSAGES)
 
     async def read() -> None:
+        failure: UpstreamError | None = None
         async with send:
-            try:
-                async with aclosing(httpx_sse.EventSource(response).aiter_sse()) as events:
-                    async for event in events:
-                        message = _decode_event(name, event)
-                        if message is None:
-                            continue
-                        try:
-                            send.send_nowait(message)
-                        except trio.WouldBlock:
-                            raise UpstreamError(
-                                f"{name}: sends messages faster than they can be relayed"
-                            ) from None
-            except (httpx.HTTPError, httpx_sse.SSEError) as exc:
-                raise UpstreamError(f"{name}: stream failed: {_describe(exc)}") from exc
+            with trio.CancelScope() as reading:
+                try:
+                    async with aclosing(httpx_sse.EventSource(response).aiter_sse()) as events:
+                        async for event in events:
+                            if reading.cancel_called:
+                                continue  # stopping: what was read already is dropped
+                            try:
+                                message = _decode_event(name, event)
+                                if message is not None:
+                                    send.send_nowait(message)
+                            except UpstreamError as exc:
+                                failure = exc
+                                reading.cancel()
+                            except trio.WouldBlock:
+                                failure = UpstreamError(
+                                    f"{name}: sends messages faster than they can be relayed"
+                                )
+                                reading.cancel()
+                            except trio.BrokenResourceError:
+                                reading.cancel()  # the relay ended: nobody takes messages
+                except (httpx.HTTPError, httpx_sse.SSEError) as exc:
+                    raise UpstreamError(f"{name}: stream failed: {_describe(exc)}") from exc
+        if failure is not None:
+            raise failure
 
     try:
         async with trio.open_nursery() as nursery:

@@ -1,0 +1,72 @@
+"""POSTs to upstreams whose request body leaves nothing behind when the send is cut short.
+
+httpx wraps `content=bytes` (and `json=`) in `ByteStream`, whose `__aiter__` is an async
+generator. httpcore iterates it while it writes to the socket (`_send_request_body`), so a POST
+cancelled or failed during that write (a deadline, the supervisor stopping an upstream, a peer
+that went away) drops the generator suspended at its `yield`, and Trio's async generator hook
+reports it as a ResourceWarning when it is collected. The body here is sent the same way (one
+chunk, Content-Length set by httpx) but iterated by a plain object: nothing to finalize.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Self
+
+import httpx
+
+
+async def send_post(
+    http: httpx.AsyncClient, url: str, body: bytes, headers: Mapping[str, str]
+) -> httpx.Response:
+    """`http.post(url, content=body, headers=headers)`, the answer read whole."""
+    return await http.send(_post_request(http, url, body, headers))
+
+
+@asynccontextmanager
+async def stream_post(
+    http: httpx.AsyncClient, url: str, body: bytes, headers: Mapping[str, str]
+) -> AsyncIterator[httpx.Response]:
+    """`http.stream("POST", url, content=body, headers=headers)`."""
+    response = await http.send(_post_request(http, url, body, headers), stream=True)
+    try:
+        yield response
+    finally:
+        await response.aclose()
+
+
+def _post_request(
+    http: httpx.AsyncClient, url: str, body: bytes, headers: Mapping[str, str]
+) -> httpx.Request:
+    # build_request sets Content-Length and keeps the bytes as `request.content` (what
+    # MockTransport handlers read); only the stream httpcore iterates is swapped.
+    request = http.build_request("POST", url, content=body, headers=headers)
+    request.stream = _Body(body)
+    return request
+
+
+class _Body(httpx.AsyncByteStream):
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        # A new iterator each time: httpcore's pool sends the request again when the
+        # connection it picked turns out to be unavailable.
+        return _OneChunk(self._data)
+
+
+class _OneChunk:
+    """An async iterator over one chunk that is not a generator: abandoning it is harmless."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._data is None:
+            raise StopAsyncIteration
+        data, self._data = self._data, None
+        return data

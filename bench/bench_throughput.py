@@ -215,8 +215,12 @@ gateway:
 # -- checks and load ----------------------------------------------------------------------------
 
 
-def call_body(tool: str) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {"text": TEXT}}}
+def call_body(tool: str, request_id: int = 1) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+            "params": {"name": tool, "arguments": {"text": TEXT}}}
+
+
+_check_ids = iter(range(10**9, 2 * 10**9))  # never an id the load used on the same session
 
 
 def check_call(path: Path_, session: str | None) -> str | None:
@@ -225,7 +229,7 @@ def check_call(path: Path_, session: str | None) -> str | None:
     if session:
         headers["mcp-session-id"] = session
     try:
-        response = httpx.post(path.url, json=call_body(path.tool), headers=headers, timeout=30)
+        response = httpx.post(path.url, json=call_body(path.tool, next(_check_ids)), headers=headers, timeout=30)
         message = rpc_result(response)
         result = message.get("result") or {}
         content = result.get("content") or [{}]
@@ -249,18 +253,18 @@ def prepare(path: Path_, sessions: int) -> None:
 
 
 def measure(wrk: str, work: Path, paths: Sequence[Path_], seconds: int, repeats: int, warmup: int) -> None:
-    scripts = {
-        p.key: wrk_script(work / f"{p.key}.lua", call_body(p.tool),
-                          {"Accept": ACCEPT, "Mcp-Protocol-Version": PROTOCOL, **p.headers}, p.sessions)
-        for p in paths
-    }
+    def script(p: Path_, run: int) -> Path:  # ids of run N start at N * 10^8: none is used twice
+        return wrk_script(work / f"{p.key}-{run}.lua", call_body(p.tool),
+                          {"Accept": ACCEPT, "Mcp-Protocol-Version": PROTOCOL, **p.headers}, p.sessions,
+                          first_id=run * 10**8 + 1)
+
     for p in paths:
-        run_wrk(wrk, p.url, scripts[p.key], warmup, CONNECTIONS)
+        run_wrk(wrk, p.url, script(p, 0), warmup, CONNECTIONS)
     for repeat in range(repeats):
         for p in paths:
             groups = {"python": p.python, "envoy": p.envoy, "upstream": p.upstream}
             before = {kind: cpu_seconds(pids) for kind, pids in groups.items()}
-            result = run_wrk(wrk, p.url, scripts[p.key], seconds, CONNECTIONS)
+            result = run_wrk(wrk, p.url, script(p, repeat + 1), seconds, CONNECTIONS)
             for kind, pids in groups.items():
                 p.cpu[kind] += cpu_seconds(pids) - before[kind]
             p.runs.append(result)
@@ -323,7 +327,7 @@ def report(paths: Sequence[Path_], args: argparse.Namespace, started: datetime.d
     main = [p for p in paths if p.key in MAIN]
     sdk = [p for p in paths if p.key in SDK]
     lines = [
-        f"Run of **{started:%Y-%m-%d %H:%M} UTC**, `{args.command}`: wrk -t1 -c{CONNECTIONS}, "
+        f"Run of **{started:%Y-%m-%d %H:%M} UTC**, `{args.command}`{' (what `make bench` runs)' if args.as_make else ''}: wrk -t1 -c{CONNECTIONS}, "
         f"{args.seconds:g} s per run, {args.repeats} run(s) per path interleaved, best run shown "
         "(CPU per call: over every run). "
         f"Machine: {os.cpu_count()} cores shared by everything (wrk, the upstream, every proxy, and other "
@@ -419,8 +423,9 @@ def parse_args() -> argparse.Namespace:
         args.repeats, args.seconds = 1, 3
     if args.doc is None:
         args.doc = full
-    args.command = "make bench" if full and args.seconds == 8 and args.repeats == 2 else \
-        "bench/bench_throughput.py " + " ".join(sys.argv[1:])
+    args.as_make = full and args.seconds == 8 and args.repeats == 2
+    args.command = ".venv/bin/python -m bench bench_throughput" if args.as_make else \
+        " ".join([".venv/bin/python bench/bench_throughput.py", *sys.argv[1:]])
     return args
 
 

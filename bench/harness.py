@@ -138,27 +138,30 @@ def cpu_seconds(pids: Sequence[int]) -> float:
 # -- wrk ----------------------------------------------------------------------------------------
 
 
-def wrk_script(path: Path, body: Any, headers: dict[str, str], sessions: Sequence[str] = ()) -> Path:
-    """A wrk Lua script POSTing `body` with `headers`; with `sessions`, each request carries the
-    next one of them as Mcp-Session-Id (round robin)."""
+def wrk_script(path: Path, body: dict[str, Any], headers: dict[str, str], sessions: Sequence[str] = (),
+               first_id: int = 1) -> Path:
+    """A wrk Lua script POSTing the JSON-RPC request `body` with `headers`. Every request gets its
+    own id (first_id, first_id + 1, ...: MCP forbids reusing a request id within a session, and a
+    proxy that tracks calls by id would otherwise see 16 calls with one id); with `sessions`, each
+    carries the next one of them as Mcp-Session-Id (round robin)."""
+    head, tail = json.dumps({**body, "id": "@ID@"}).split('"@ID@"')
     lines = [
         'wrk.method = "POST"',
-        f"wrk.body = {json.dumps(json.dumps(body))}",
         'wrk.headers["Content-Type"] = "application/json"',
         *(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}" for name, value in headers.items()),
+        f"local head, tail = {json.dumps(head)}, {json.dumps(tail)}",
+        f"local counter = {first_id - 1}",
+        f"local sessions = {{{', '.join(json.dumps(s) for s in sessions)}}}",
     ]
     if len(sessions) == 1:
         lines.append(f'wrk.headers["Mcp-Session-Id"] = {json.dumps(sessions[0])}')
-    elif sessions:
-        lines += [
-            f"local sessions = {{{', '.join(json.dumps(s) for s in sessions)}}}",
-            "local counter = 0",
-            "request = function()",
-            "  counter = counter + 1",
-            '  wrk.headers["Mcp-Session-Id"] = sessions[(counter % #sessions) + 1]',
-            "  return wrk.format()",
-            "end",
-        ]
+    lines += [
+        "request = function()",
+        "  counter = counter + 1",
+        *(['  wrk.headers["Mcp-Session-Id"] = sessions[(counter % #sessions) + 1]'] if len(sessions) > 1 else []),
+        "  return wrk.format(nil, nil, nil, head .. counter .. tail)",
+        "end",
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 

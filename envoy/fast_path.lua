@@ -355,9 +355,9 @@ local function strip_internal(headers)
 end
 
 local function replace_answer(handle, status, content_type, text)
-  local headers = handle:headers()
-  local body = handle:body()
+  local body = handle:body()  -- first: a header wrapper taken before it would be stale after
   if body ~= nil then body:setBytes(text) end
+  local headers = handle:headers()
   headers:replace(":status", status)
   headers:replace("content-type", content_type)
   headers:replace("content-length", tostring(#text))
@@ -374,6 +374,7 @@ local function replay(handle, hit)
   if hit.version ~= "" then headers["mcp-protocol-version"] = hit.version end
   if hit.virtual ~= "" then headers["x-mcp-virtualserver"] = hit.virtual end
   if hit.origin ~= "" then headers["origin"] = hit.origin end
+  handle:body()  -- hold the upstream's own answer back (buffered) while the replay runs
   local answer, text = handle:httpCall("mcp_gateway_self", headers, hit.body,
     { timeout_ms = hit.timeout, send_xff = false })
   if answer == nil or answer[":status"] == nil or text == nil or text == "" then
@@ -402,6 +403,10 @@ function envoy_on_response(handle)
       fill.expires = now_ms(handle) + fill.ttl_ms
       remember(miss.token, miss.key, fill, MAX_SESSIONS)
     end
+    if fill then
+      -- It holds the upstream's credential: not for the access loggers that read metadata.
+      handle:streamInfo():dynamicMetadata():set("mcp_gateway", "fast", "")
+    end
     return
   end
   local headers = handle:headers()
@@ -415,6 +420,7 @@ function envoy_on_response(handle)
     -- Envoy's own answer (upstream down, refused, reset), not the upstream's.
     unavailable(handle, hit)
   end
+  headers = handle:headers()
   strip_internal(headers)
   headers:replace(SESSION, hit.token)
 end

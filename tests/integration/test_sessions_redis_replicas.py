@@ -108,8 +108,8 @@ async def test_two_replicas_share_gateway_and_backend_sessions(tmp_path: Path) -
                 deleted = await client.delete(envoy_a.url, headers=session_headers(session))
                 assert deleted.status_code in (200, 202, 204)
                 gone = await client.post(envoy_b.url, json=call_body("a_observe", request_id=3), headers=session_headers(session))
-                assert gone.status_code == 404
-                assert gone.json()["id"] == 3
+                assert gone.status_code == 404, gone.text
+                assert gone.json()["id"] == 3, gone.text
 
 
 async def test_a_backend_session_another_replica_opened_is_relayed_to_the_listening_client(tmp_path: Path) -> None:

@@ -417,6 +417,20 @@ def test_a_mark_opens_only_with_the_key_that_sealed_it_and_unaltered() -> None:
     assert marks.seal(MarkedCall("weather", "0" * 32, "2025-11-25", "x" * 600)) is None
 
 
+def test_a_session_mark_names_any_call_of_its_session_and_server_but_nothing_else() -> None:
+    """The Lua fast path appends "\n" + the raw JSON id to a mark sealed per (server, session)."""
+    marks, other = CallMarks(), CallMarks()
+    sealed = marks.seal_session("weather", "0" * 32, "2025-11-25")
+    assert marks.open(sealed + "\n7") == MarkedCall("weather", "0" * 32, "2025-11-25", 7)
+    assert marks.open(sealed + '\n"abc"') == MarkedCall("weather", "0" * 32, "2025-11-25", "abc")
+    assert other.open(sealed + "\n7") is None
+    forged = sealed.replace("weather", "files")
+    assert marks.open(forged + "\n7") is None  # another server, same MAC: refused
+    # Only a string or an integer id, and well-formed JSON, is a call.
+    assert marks.open(sealed + "\n1.5") is None and marks.open(sealed + "\n[1]") is None
+    assert marks.open(sealed + "\n{") is None and marks.open(sealed) is None
+
+
 async def test_envoy_ending_the_stream_before_the_answer_began_cancels_the_call_upstream() -> None:
     upstreams = FakeUpstreams()
     async with routing(upstreams) as (service, _, store):

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from mcp_gateway.config import parse_config
+from mcp_gateway.router.fast_path import FastPath, generation
 from mcp_gateway.router.xds import (
     BootstrapParams,
     XdsWriter,
@@ -16,6 +17,7 @@ from mcp_gateway.router.xds import (
     render_bootstrap,
     route_configuration,
     upstream_cluster,
+    wanted_routes,
 )
 
 CONFIG = parse_config(
@@ -48,7 +50,12 @@ def test_bootstrap_renders_the_listener_admin_and_filters() -> None:
     assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 18080}
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names == ["envoy.filters.http.ext_proc", "envoy.filters.http.router"]
+    # The Lua fast path first (it may route a call itself and skip the ext_proc), then the ext_proc.
+    assert names == ["envoy.filters.http.lua", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]
+    assert "envoy_on_request" in hcm["http_filters"][0]["typed_config"]["default_source_code"]["inline_string"]
+    # The fast path's replays reach the same filter chain through an internal listener.
+    replay = next(item for item in document["static_resources"]["listeners"] if item["name"] == "mcp_replay")
+    assert replay["filter_chains"] == listener["filter_chains"]
     mutations = hcm["early_header_mutation_extensions"][0]["typed_config"]["mutations"]
     patterns = [re.compile(m["remove_on_match"]["key_matcher"]["safe_regex"]["regex"]) for m in mutations]
     # Envoy's safe_regex matches the whole name: every x-mcp-* goes but the selection header.
@@ -58,7 +65,7 @@ def test_bootstrap_renders_the_listener_admin_and_filters() -> None:
         assert any(p.fullmatch(name) for p in patterns), name
     for name in ["x-mcp-virtualserver", "mcp-session-id", "x-mcpservername", "authorization"]:
         assert not any(p.fullmatch(name) for p in patterns), name
-    ext_proc = hcm["http_filters"][0]["typed_config"]
+    ext_proc = hcm["http_filters"][1]["typed_config"]
     assert ext_proc["failure_mode_allow"] is False
     assert ext_proc["processing_mode"]["response_body_mode"] == "NONE"
     assert ext_proc["mutation_rules"]["allow_all_routing"] is True
@@ -99,6 +106,46 @@ def test_routes_match_the_servername_header_then_default_to_the_broker() -> None
     assert mark == {"key": "x-mcp-upstream", "value": "files %RESPONSE_CODE_DETAILS%"}
 
 
+def test_with_the_fast_path_each_server_has_a_route_that_skips_the_ext_proc_and_the_post_route_carries_the_generation() -> None:
+    fast = FastPath.of(CONFIG)
+    config = route_configuration(["weather", "files"], fast.route_metadata())
+    routes = config["virtual_hosts"][0]["routes"]
+    assert [r["name"] for r in routes] == [
+        "fast_to_files", "fast_to_weather", "to_files", "to_weather", "to_broker_get", "to_broker_delete", "to_broker"
+    ]
+    fast_files = routes[0]
+    # Only a call the Lua filter routed itself: both headers (a client's x-mcp-* never gets here).
+    assert fast_files["match"]["headers"] == [
+        {"name": "x-mcp-servername", "string_match": {"exact": "files"}},
+        {"name": "x-mcp-fast-path", "present_match": True},
+    ]
+    assert fast_files["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True
+    assert fast_files["request_headers_to_remove"] == ["x-mcp-fast-path"]
+    assert fast_files["response_headers_to_add"] == routes[2]["response_headers_to_add"]
+    settings = routes[-1]["metadata"]["filter_metadata"]["envoy.filters.http.lua"]["fast"]
+    assert settings["generation"] == fast.generation
+    assert settings["max_body"] == min(CONFIG.gateway.envoy.fast_path.max_body_bytes, CONFIG.gateway.limits.max_body_bytes)
+
+
+def test_the_fast_path_generation_follows_what_a_decision_depends_on() -> None:
+    base = generation(CONFIG)
+    assert generation(CONFIG) == base
+    servers = [s.model_copy(update={"prefix": "w2_"}) if s.name == "weather" else s for s in CONFIG.servers]
+    assert generation(CONFIG.model_copy(update={"servers": servers})) != base
+    stricter = CONFIG.gateway.model_copy(
+        update={"limits": CONFIG.gateway.limits.model_copy(update={"max_depth": 8})}
+    )
+    assert generation(CONFIG.model_copy(update={"gateway": stricter})) != base
+
+
+def test_without_the_fast_path_no_route_skips_the_ext_proc_for_posts() -> None:
+    off = CONFIG.gateway.model_copy(update={"envoy": CONFIG.gateway.envoy.model_copy(
+        update={"fast_path": CONFIG.gateway.envoy.fast_path.model_copy(update={"enabled": False})})})
+    routes = wanted_routes(CONFIG.model_copy(update={"gateway": off}))["virtual_hosts"][0]["routes"]
+    assert not [r for r in routes if r["name"].startswith("fast_")]
+    assert "metadata" not in routes[-1]
+
+
 def files_in(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
@@ -118,5 +165,7 @@ async def test_writes_are_atomic_renames_and_a_new_writer_adopts_the_files(tmp_p
     rds_after = json.loads((tmp_path / "rds.json").read_text())
     assert {c["name"] for c in cds_after["resources"]} == {cluster_name("weather")}
     routes = rds_after["resources"][0]["virtual_hosts"][0]["routes"]
-    assert [r["route"]["cluster"] for r in routes] == [cluster_name("weather"), "mcp_broker", "mcp_broker", "mcp_broker"]
+    assert [r["route"]["cluster"] for r in routes] == [
+        cluster_name("weather"), cluster_name("weather"), "mcp_broker", "mcp_broker", "mcp_broker"
+    ]
     assert int(cds_after["version_info"]) > int(cds["version_info"])

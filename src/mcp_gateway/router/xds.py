@@ -83,14 +83,11 @@ def render_bootstrap(params: BootstrapParams, template: Path | None = None) -> s
     text = template_path.read_text()
     script = (template_path.parent / "fast_path.lua").read_text()
     listen_host, listen_port = _split_host_port(params.listen)
-    # The Lua fast path replays a call through this same listener (an upstream 404).
-    self_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listen_host, listen_host)
     broker_host, broker_port = _split_host_port(params.broker)
     router_host, router_port = _split_host_port(params.router)
     return Template(text).substitute(
         listen_host=listen_host,
         listen_port=listen_port,
-        self_host=self_host,
         fast_path_lua="\n".join(_LUA_INDENT + line if line else "" for line in script.splitlines()),
         admin_port=params.admin_port,
         broker_host=broker_host,

@@ -77,11 +77,11 @@ async def report(event: str) -> None:
         await stream.send(event.encode() + b"\\n")
 
 
-@server.tool(description="Holds until cancelled (at most a minute); reports start and cancel")
-async def hold(label: str) -> str:
+@server.tool(description="Holds until cancelled (at most `seconds`); reports start and cancel")
+async def hold(label: str, seconds: float = 60) -> str:
     await report(f"started {label}")
     try:
-        await anyio.sleep(60)
+        await anyio.sleep(seconds)
     except anyio.get_cancelled_exc_class():
         with anyio.CancelScope(shield=True):
             await report(f"cancelled {label}")
@@ -327,6 +327,7 @@ async def _wait_listening(port: int) -> None:
 
 
 ABANDONED_CALLS_LOGGED = "access_logs.grpc_access_log.logs_written"
+EXT_PROC_STREAMS = "http.mcp.ext_proc.streams_started"
 
 
 async def _leave_over_http2(
@@ -376,25 +377,42 @@ async def _leave_over_http2(
 
 
 @pytest.mark.parametrize(
-    ("answer", "leave"),
+    ("answer", "leave", "path"),
     [
-        pytest.param("json", "http1-close", id="json"),
-        pytest.param("sse", "http1-close", id="sse"),
-        pytest.param("sse", "http2-reset", id="sse-http2-reset"),
-        pytest.param("json", "http2-reset", id="json-http2-reset"),
+        pytest.param("json", "http1-close", "slow", id="json"),
+        pytest.param("sse", "http1-close", "slow", id="sse"),
+        pytest.param("sse", "http2-reset", "slow", id="sse-http2-reset"),
+        pytest.param("json", "http2-reset", "slow", id="json-http2-reset"),
         # A client that can be asked things gets its SSE answer through the router (ids tagged,
         # body STREAMED): its ext_proc stream outlives the answer's head, the access log still
         # tells the router.
-        pytest.param("sse-askable", "http1-close", id="sse-askable"),
+        pytest.param("sse-askable", "http1-close", "slow", id="sse-askable"),
+        # The session's second call of the tool: Envoy's Lua fast path routes it, no ext_proc
+        # at all. The mark it puts on every such call is all the router ever hears of it.
+        pytest.param("json", "http1-close", "fast", id="fast-json"),
+        pytest.param("sse", "http1-close", "fast", id="fast-sse"),
+        pytest.param("sse", "http2-reset", "fast", id="fast-sse-http2-reset"),
     ],
 )
 async def test_a_client_leaving_a_call_routed_to_an_http_upstream_cancels_it(
-    tmp_path: Path, answer: str, leave: str
+    tmp_path: Path, answer: str, leave: str, path: str
 ) -> None:
-    label = f"routed-{answer}-{leave}"
+    label = f"routed-{answer}-{leave}-{path}"
     async with gateway_with_http_probe(tmp_path, json_answers=answer == "json") as (gateway, probe):
         askable = {"roots": {}} if answer == "sse-askable" else None
         session = await _open_session(gateway.url, askable)
+        if path == "fast":
+            # The first call of the name is the router's (slow path); Envoy keeps its decision
+            # when the answer comes back, and applies it to the session's next calls.
+            first = _hold_call(f"{label}-first", 9, progress=False)
+            first["params"]["arguments"]["seconds"] = 0
+            async with httpx.AsyncClient(timeout=15) as http:
+                answered = await http.post(
+                    gateway.url, json=first, headers={**session, "accept": "application/json, text/event-stream"}
+                )
+            assert answered.status_code == 200, answered.text
+            await _last_access(gateway, "hold", count=1)
+        streams_before = await gateway.envoy.stat(EXT_PROC_STREAMS)
         call = _hold_call(label, 10, progress=False)
         if leave == "http2-reset":
             leave_now, done = trio.Event(), trio.Event()
@@ -412,28 +430,49 @@ async def test_a_client_leaving_a_call_routed_to_an_http_upstream_cancels_it(
                 await probe.expect(f"cancelled {label}", patience=CANCEL_PATIENCE_SECONDS)
                 done.set()
         else:
-            stream = await trio.open_tcp_stream("127.0.0.1", gateway.envoy.port)
-            headers = {**session, "accept": "application/json, text/event-stream"}
-            await stream.send_all(_raw_post(gateway.envoy.port, headers, call))
-            await probe.expect(f"started {label}", patience=15)
-            if answer != "json":
-                # The answer has begun (its head passed the router, which is now off the
-                # stream): only Envoy's access log tells the router the client left.
-                with trio.fail_after(15):
-                    head = await _read_head(stream)
-                assert b"content-type: text/event-stream" in head.lower(), head
-            await stream.aclose()
-            await probe.expect(f"cancelled {label}", patience=CANCEL_PATIENCE_SECONDS)
+            await _leave_over_http1(gateway, probe, session, label, 10, sse=answer != "json")
         # The call went past the broker, to the upstream's own cluster, and Envoy saw the
         # downstream end it: DC when a connection closes, DR when an HTTP/2 stream is reset.
-        routed = await gateway.envoy.wait_for_access(lambda e: e.get("mcp_tool") == "hold")
-        assert routed[0]["upstream_cluster"] == "mcp_upstream_probe", routed
-        assert routed[0]["flags"] == ("DR" if leave == "http2-reset" else "DC"), routed
-        # A JSON answer still pending is seen by the router itself (its ext_proc stream ends);
-        # an SSE answer's abandonment is the one entry the access logger sends it.
+        routed = await _last_access(gateway, "hold", count=2 if path == "fast" else 1)
+        assert routed["upstream_cluster"] == "mcp_upstream_probe", routed
+        assert routed["flags"] == ("DR" if leave == "http2-reset" else "DC"), routed
         logged = await gateway.envoy.stat(ABANDONED_CALLS_LOGGED)
-        assert logged == (0 if answer == "json" else 1)
+        if path == "fast":
+            # Not one ext_proc stream for it; the access logger told the router, JSON or SSE.
+            assert await gateway.envoy.stat(EXT_PROC_STREAMS) == streams_before
+            assert logged == 1
+        else:
+            # A JSON answer still pending is seen by the router itself (its ext_proc stream
+            # ends); an SSE answer's abandonment is the one entry the access logger sends it.
+            assert logged == (0 if answer == "json" else 1)
         await _still_works(gateway)
+
+
+async def _leave_over_http1(
+    gateway: RunningGateway, probe: Probe, session: dict[str, str], label: str, request_id: int, *, sse: bool
+) -> None:
+    """Call `hold` over a raw HTTP/1.1 connection and close it mid-call: the upstream must hear
+    of it."""
+    stream = await trio.open_tcp_stream("127.0.0.1", gateway.envoy.port)
+    headers = {**session, "accept": "application/json, text/event-stream"}
+    await stream.send_all(_raw_post(gateway.envoy.port, headers, _hold_call(label, request_id, progress=False)))
+    await probe.expect(f"started {label}", patience=15)
+    if sse:
+        # The answer has begun (its head passed the router, which is now off the stream): only
+        # Envoy's access log tells the router the client left.
+        with trio.fail_after(15):
+            head = await _read_head(stream)
+        assert b"content-type: text/event-stream" in head.lower(), head
+    await stream.aclose()
+    await probe.expect(f"cancelled {label}", patience=CANCEL_PATIENCE_SECONDS)
+
+
+async def _last_access(gateway: RunningGateway, tool: str, count: int) -> dict[str, object]:
+    """The `count`-th access-log entry of a call to `tool` (Envoy writes the file in batches)."""
+    with trio.fail_after(5):
+        while len(entries := [e for e in gateway.envoy.access_entries() if e.get("mcp_tool") == tool]) < count:  # noqa: ASYNC110
+            await trio.sleep(0.02)
+    return entries[count - 1]
 
 
 async def _access_of(gateway: RunningGateway, tool: str, count: int) -> list[dict[str, object]]:

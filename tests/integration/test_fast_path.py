@@ -10,8 +10,8 @@ the upstream's cluster.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +77,101 @@ async def test_repeated_calls_skip_the_ext_proc_and_reach_the_upstream_as_the_sl
             assert fast["toolname"] == "observe" and fast["servername"] == "alpha"
         assert sse_result(answers[2])["id"] == 4
         assert await stack.envoy.stat(LUA_ERRORS) == 0
+
+
+async def warmed(client: httpx.AsyncClient, stack: Stack, name: str = "a_observe", **headers: str) -> str:
+    """A session whose first call of `name` the router decided: the next ones are Envoy's."""
+    session = await initialize_raw(client, stack.url)
+    first = await call(client, stack, session, name, 1, **headers)
+    assert first.status_code == 200, first.text
+    before = await ext_proc_streams(stack.envoy)
+    second = await call(client, stack, session, name, 2, **headers)
+    assert second.status_code == 200, second.text
+    assert await ext_proc_streams(stack.envoy) == before, "the second call did not take the fast path"
+    return session
+
+
+async def test_client_routing_headers_never_steer_a_fast_call(tmp_path: Path) -> None:
+    async with probes("alpha", "beta") as urls, gateway_stack(
+        [("alpha", urls["alpha"], "a_"), ("beta", urls["beta"], "b_")], tmp_path
+    ) as stack, httpx.AsyncClient(timeout=15) as client:
+        session = await warmed(client, stack)
+        forged = {
+            "x-mcp-servername": "beta", "x-mcp-fast-path": "1", "x-mcp-toolname": "observe",
+            "x-mcp-upstream": "beta via_upstream",
+        }
+        before = await ext_proc_streams(stack.envoy)
+        answer = await call(client, stack, session, "a_observe", 3, **forged)
+        assert await ext_proc_streams(stack.envoy) == before
+        seen = observed(answer)
+        assert seen["server"] == "alpha" and seen["forged"] == []
+        # And a name the session never called takes the router, whatever the client claims.
+        other = await call(client, stack, session, "b_observe", 4, **forged)
+        assert observed(other)["server"] == "beta"
+        assert await ext_proc_streams(stack.envoy) == before + 1
+
+
+async def test_a_forged_or_unknown_session_never_reaches_an_upstream(tmp_path: Path) -> None:
+    async with probes("alpha") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path) as stack, \
+            httpx.AsyncClient(timeout=15) as client:
+        session = await warmed(client, stack)
+        routed_before = len([e for e in stack.envoy.access_entries() if e["upstream_cluster"] == "mcp_upstream_alpha"])
+        tampered = session[:-2] + ("AA" if not session.endswith("AA") else "BB")
+        for token, request_id in ((tampered, 5), ("not-a-session", 6), (session + "x", 7)):
+            refused = await call(client, stack, token, "a_observe", request_id)
+            assert refused.status_code == 404, refused.text
+            assert refused.json()["id"] == request_id
+        # Nothing more reached the upstream's cluster.
+        await stack.envoy.wait_for_access(lambda e: e["status"] == 404 and e["upstream_cluster"] == "mcp_broker")
+        routed = [e for e in stack.envoy.access_entries() if e["upstream_cluster"] == "mcp_upstream_alpha"]
+        assert len(routed) == routed_before
+
+
+async def test_a_session_deleted_through_envoy_stops_at_once(tmp_path: Path) -> None:
+    async with probes("alpha") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path) as stack, \
+            httpx.AsyncClient(timeout=15) as client:
+        session = await warmed(client, stack)
+        deleted = await client.delete(stack.url, headers=session_headers(session))
+        assert deleted.status_code in (200, 202, 204)
+        gone = await call(client, stack, session, "a_observe", 3)
+        assert gone.status_code == 404 and gone.json()["id"] == 3
+
+
+async def test_a_session_ended_elsewhere_stops_reaching_upstreams_within_the_fast_path_ttl(tmp_path: Path) -> None:
+    """Ended where this Envoy worker cannot see it (another replica's DELETE, the store's expiry):
+    its calls stop reaching the upstream within `envoy.fast_path.ttl_seconds` (1 s)."""
+    async with probes("alpha") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path) as stack, \
+            httpx.AsyncClient(timeout=15) as client:
+        session = await warmed(client, stack)
+        claims = stack.broker.tokens.verify(session)
+        assert claims is not None
+        ended_at = trio.current_time()
+        await stack.broker.store.delete(claims.session_id)  # the backend session lives on upstream
+        request_id = 10
+        with trio.fail_after(5):
+            while (answer := await call(client, stack, session, "a_observe", request_id)).status_code == 200:
+                request_id += 1
+                await trio.sleep(0.05)
+        stopped_after = trio.current_time() - ended_at
+        assert answer.status_code == 404 and answer.json()["id"] == request_id
+        ttl = stack.config.gateway.envoy.fast_path.ttl_seconds
+        assert stopped_after <= ttl + 0.25, f"still routed {stopped_after:.2f} s after the session ended"
+        print(f"session ended in the store; last routed call within {stopped_after * 1000:.0f} ms (bound {ttl} s)")
+
+
+async def test_a_decision_never_outlives_its_session(tmp_path: Path) -> None:
+    async with probes("alpha") as urls, gateway_stack(
+        [("alpha", urls["alpha"], "a_")], tmp_path,
+        sessions={"ttl_seconds": 2}, envoy={"fast_path": {"ttl_seconds": 30}},
+    ) as stack, httpx.AsyncClient(timeout=15) as client:
+        created = time.time()
+        session = await warmed(client, stack)
+        # The session lives 2 s from its creation; Envoy may keep a decision 30 s: not past the end.
+        request_id = 10
+        with trio.fail_after(5):
+            while (answer := await call(client, stack, session, "a_observe", request_id)).status_code == 200:
+                request_id += 1
+                await trio.sleep(0.05)
+        refused_at = time.time()
+        assert answer.status_code == 404 and answer.json()["id"] == request_id
+        assert refused_at - created <= 2 + 0.3, f"routed {refused_at - created:.2f} s into a 2 s session"

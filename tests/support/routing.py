@@ -124,9 +124,14 @@ class Stack:
 
 @asynccontextmanager
 async def gateway_stack(
-    servers: Sequence[tuple[str, str, str]], workdir: Path, virtual_servers: Sequence[VirtualServer] = ()
+    servers: Sequence[tuple[str, str, str]],
+    workdir: Path,
+    virtual_servers: Sequence[VirtualServer] = (),
+    **gateway: Any,
 ) -> AsyncIterator[Stack]:
-    config = gateway_config(servers, router_listen="127.0.0.1:0")
+    """Broker, router and Envoy for (name, url, prefix) servers; keyword arguments go to the
+    config's `gateway:` section."""
+    config = gateway_config(servers, router_listen="127.0.0.1:0", **gateway)
     config = config.model_copy(update={"virtual_servers": list(virtual_servers)})
     async with running_broker(config) as broker, trio.open_nursery() as nursery:
         send, receive = trio.open_memory_channel[GatewayConfig](1)

@@ -284,10 +284,9 @@ function envoy_on_request(handle)
     forget_all()
     generation = gen
   end
-  if headers:get(SLOW) then
-    headers:remove(SLOW)
-    return
-  end
+  -- A replay (or a client) asking for the ext_proc: it gets it, and its answer still teaches.
+  local forced = headers:get(SLOW) ~= nil
+  if forced then headers:remove(SLOW) end
   local token = headers:get(SESSION)
   local length = tonumber(headers:get("content-length") or "")
   if token == nil or #token > 256 or length == nil or length > context.max_body then return end
@@ -305,7 +304,7 @@ function envoy_on_request(handle)
   local virtual, origin = headers:get("x-mcp-virtualserver"), headers:get("origin")
   local key = decision_key(call.method, call.name, virtual, origin)
   local now = now_ms(handle)
-  local decision = lookup(token, key, now)
+  local decision = (not forced) and lookup(token, key, now) or nil
   local metadata = handle:streamInfo():dynamicMetadata()
   if decision == nil then
     -- Slow path; the response side keeps the router's decision under this key.

@@ -19,6 +19,7 @@ import httpx
 import pytest
 import trio
 
+from mcp_gateway.config import VirtualServer
 from tests.support.envoy import RunningEnvoy
 from tests.support.routing import (
     Stack,
@@ -29,6 +30,7 @@ from tests.support.routing import (
     session_headers,
     sse_result,
 )
+from tests.support.servers import sample_process
 
 pytestmark = pytest.mark.integration
 
@@ -175,3 +177,116 @@ async def test_a_decision_never_outlives_its_session(tmp_path: Path) -> None:
         refused_at = time.time()
         assert answer.status_code == 404 and answer.json()["id"] == request_id
         assert refused_at - created <= 2 + 0.3, f"routed {refused_at - created:.2f} s into a 2 s session"
+
+
+async def test_an_upstream_restart_under_a_fast_call_is_invisible_to_the_client(tmp_path: Path) -> None:
+    async with sample_process("echo") as echo:
+        port = echo.port
+        # A TTL that outlasts the restart: the call after it is Envoy's, not the router's.
+        async with gateway_stack(
+            [("echo", echo.url, "e_")], tmp_path, envoy={"fast_path": {"ttl_seconds": 20}}
+        ) as stack, httpx.AsyncClient(timeout=20) as client:
+            session = await warmed(client, stack, "e_add")
+            claims = stack.broker.tokens.verify(session)
+            assert claims is not None
+            old_backend = await stack.broker.store.get_backend(claims.session_id, "echo")
+            await echo.kill()
+            async with sample_process("echo", port=port):
+                # Envoy sends it with the old backend session; the upstream answers 404; the Lua
+                # filter replays it the slow way, where the router opens a new backend session.
+                replayed = await call(client, stack, session, "e_add", 3, {"a": 20, "b": 22})
+                assert replayed.status_code == 200, replayed.text
+                assert replayed.headers["mcp-session-id"] == session
+                assert sse_result(replayed)["result"]["content"][0]["text"] == "42"
+                assert sse_result(replayed)["id"] == 3
+                new_backend = await stack.broker.store.get_backend(claims.session_id, "echo")
+                assert new_backend and new_backend != old_backend
+                # It was Envoy's call: the upstream's 404 is in Envoy's log, not in the answer.
+                await stack.envoy.wait_for_access(
+                    lambda e: e["status"] == 404 and e["upstream_cluster"] == "mcp_upstream_echo"
+                )
+                # Envoy forgot the stale decision: the router decides the next call (on the new
+                # backend session), and Envoy the ones after it.
+                relearn = await call(client, stack, session, "e_add", 4, {"a": 1, "b": 1})
+                assert sse_result(relearn)["result"]["content"][0]["text"] == "2"
+                before = await ext_proc_streams(stack.envoy)
+                later = await call(client, stack, session, "e_add", 5, {"a": 2, "b": 2})
+                assert sse_result(later)["result"]["content"][0]["text"] == "4"
+                assert await ext_proc_streams(stack.envoy) == before
+            assert await stack.envoy.stat(LUA_ERRORS) == 0
+
+
+async def test_an_unreachable_upstream_gives_the_json_rpc_error_on_a_fast_call(tmp_path: Path) -> None:
+    async with sample_process("echo") as echo, gateway_stack([("echo", echo.url, "e_")], tmp_path) as stack, \
+            httpx.AsyncClient(timeout=20) as client:
+        session = await warmed(client, stack, "e_add")
+        await echo.kill()
+        down = await call(client, stack, session, "e_add", 8)
+        assert down.status_code == 200, down.text
+        assert down.json() == {
+            "jsonrpc": "2.0", "id": 8, "error": {"code": -32603, "message": "Upstream 'echo' is unavailable"}
+        }
+        assert down.headers["mcp-session-id"] == session
+        assert not [h for h in down.headers if h.lower().startswith("x-mcp-")]
+
+
+async def test_a_fast_calls_sse_answer_streams_as_the_upstream_writes_it(tmp_path: Path) -> None:
+    # Warming up takes two calls of 0.6 s each: a TTL that outlasts them.
+    async with sample_process("slow") as slow, gateway_stack(
+        [("slow", slow.url, "slow_")], tmp_path, envoy={"fast_path": {"ttl_seconds": 10}}
+    ) as stack, httpx.AsyncClient(timeout=20) as client:
+        session = await warmed(client, stack, "slow_count")
+        before = await ext_proc_streams(stack.envoy)
+        body = call_body("slow_count", {"steps": 3, "delay_seconds": 0.4}, 7)
+        body["params"]["_meta"] = {"progressToken": "p7"}
+        arrivals: list[tuple[float, str]] = []
+        async with client.stream("POST", stack.url, json=body, headers=session_headers(session)) as answer:
+            assert answer.headers["content-type"].startswith("text/event-stream")
+            async for line in answer.aiter_lines():
+                if line.startswith("data:"):
+                    arrivals.append((trio.current_time(), line))
+        assert await ext_proc_streams(stack.envoy) == before
+        progress = [t for t, line in arrivals if "notifications/progress" in line]
+        assert len(progress) == 3 and '"counted to 3"' in arrivals[-1][1]
+        # Each event when the upstream wrote it (0.4 s apart), not all together at the end.
+        assert progress[2] - progress[0] > 0.6
+        assert arrivals[-1][0] - progress[0] > 0.6
+
+
+async def test_what_the_fast_path_cannot_vouch_for_gets_the_routers_precise_answer(tmp_path: Path) -> None:
+    narrow = VirtualServer(name="team/narrow", tools=["a_add"])
+    async with probes("alpha") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path, [narrow]) as stack, \
+            httpx.AsyncClient(timeout=15) as client:
+        session = await warmed(client, stack)
+        headers = session_headers(session, **{"content-type": "application/json"})
+
+        async def post(raw: bytes, **extra: str) -> httpx.Response:
+            return await client.post(stack.url, content=raw, headers={**headers, **extra})
+
+        # A key twice in params: the router's strict reader refuses it (-32700, id null).
+        twice = await post(b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"a_observe","name":"a_add"}}')
+        assert twice.status_code == 400 and twice.json()["error"]["code"] == -32700
+        # A member a request may not have.
+        extra = await post(b'{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"a_observe"},"x":1}')
+        assert extra.status_code == 400 and extra.json() == {
+            "jsonrpc": "2.0", "id": 4, "error": {"code": -32600, "message": "Invalid Request: unexpected member in a request"}
+        }
+        # Trailing data, a lone surrogate, a number out of range.
+        for raw in (
+            b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"a_observe"}} {}',
+            b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"a_observe","arguments":{"s":"\\ud800"}}}',
+            b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"a_observe","arguments":{"n":1e999}}}',
+        ):
+            refused = await post(raw)
+            assert refused.status_code == 400 and refused.json()["error"]["code"] == -32700, raw
+        # The mirrored 2026-07-28 header disagrees with the body: refused, never routed.
+        mismatch = await call(client, stack, session, "a_observe", 6, **{"mcp-name": "a_add"})
+        assert mismatch.status_code == 400, mismatch.text
+        # Another virtual server, another decision: this one does not offer a_observe.
+        outside = await call(client, stack, session, "a_observe", 7, **{"x-mcp-virtualserver": "team/narrow"})
+        assert outside.json()["error"]["message"] == "Unknown tool: a_observe"
+        # An Origin the gateway does not allow.
+        foreign = await call(client, stack, session, "a_observe", 8, origin="http://evil.example")
+        assert foreign.status_code == 403
+        # ...and the session's own fast path still works.
+        assert observed(await call(client, stack, session, "a_observe", 9))["server"] == "alpha"

@@ -407,6 +407,9 @@ class _Exchange:
         except (SessionGone, BackendUnavailable, SessionStoreUnavailable) as error:
             return _immediate(*_failure_reply(error, need))
         reply = Reply(replayed.status, replayed.body, (("content-type", replayed.content_type),))
+        # Envoy's Lua fast path never sees this answer (a local reply in the response phase skips
+        # the filters before the ext_proc), so it keeps nothing of the stale decision it was
+        # handed with the request; the session's next call is the router's again.
         return _immediate(reply, session_header)
 
     def _timeout_of(self, need: NeedsBackend) -> float:

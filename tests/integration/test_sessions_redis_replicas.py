@@ -103,6 +103,13 @@ async def test_two_replicas_share_gateway_and_backend_sessions(tmp_path: Path) -
                 assert first.status_code == second.status_code == 200
                 assert observed(first)["session_hash"] == observed(second)["session_hash"]
                 assert second.headers["mcp-session-id"] == session
+                # B's Envoy now applies B's router's decision itself (the fast path): same session.
+                streams = await envoy_b.stat("http.mcp.ext_proc.streams_started")
+                third = await client.post(
+                    envoy_b.url, json=call_body("a_observe", request_id=4), headers=session_headers(session)
+                )
+                assert observed(third)["session_hash"] == observed(first)["session_hash"]
+                assert await envoy_b.stat("http.mcp.ext_proc.streams_started") == streams
 
                 # Deleting the session on one replica ends it on both.
                 deleted = await client.delete(envoy_a.url, headers=session_headers(session))

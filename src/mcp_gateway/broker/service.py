@@ -29,6 +29,7 @@ from mcp_gateway.upstream import Supervisor, Timing
 log = get_logger("mcp_gateway.broker")
 
 GRACEFUL_SHUTDOWN_SECONDS = 1.0  # in-flight answers finish; SIGTERM → exit well within 5 s
+LISTEN_BACKLOG = 4096
 
 
 async def serve_broker(
@@ -90,6 +91,12 @@ async def _serve_http(app: QuartTrio, bind: str, *, task_status: trio.TaskStatus
     # Istio and Envoy Gateway: 1 h), so the proxy closes an idle connection first and never sends
     # a request into one hypercorn is closing (a 503 UC; docs/troubleshooting.md).
     settings.keep_alive_timeout = 3660
+    # Room for a burst of new connections while the event loop is busy. Envoy speaks HTTP/1.1 to
+    # the broker, so every concurrent request and every open GET stream is a connection of its
+    # own; with hypercorn's default (100) a burst overflowed the accept queue, the kernel dropped
+    # the SYNs, and Envoy answered 503 (UF, connect timeout): 1307 of 5000 GET streams opened at
+    # 300 a time (bench/bench_scale.py, docs/benchmarks-scale.md). The kernel caps it at somaxconn.
+    settings.backlog = LISTEN_BACKLOG
     await hypercorn.trio.serve(app, settings, task_status=task_status)
 
 

@@ -423,6 +423,8 @@ def test_a_session_mark_names_any_call_of_its_session_and_server_but_nothing_els
     sealed = marks.seal_session("weather", "0" * 32, "2025-11-25")
     assert marks.open(sealed + "\n7") == MarkedCall("weather", "0" * 32, "2025-11-25", 7)
     assert marks.open(sealed + '\n"abc"') == MarkedCall("weather", "0" * 32, "2025-11-25", "abc")
+    # The Lua filter's own call number after the id is not part of the call.
+    assert marks.open(sealed + "\n7\n4096") == MarkedCall("weather", "0" * 32, "2025-11-25", 7)
     assert other.open(sealed + "\n7") is None
     forged = sealed.replace("weather", "files")
     assert marks.open(forged + "\n7") is None  # another server, same MAC: refused

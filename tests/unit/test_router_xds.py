@@ -111,7 +111,8 @@ def test_with_the_fast_path_each_server_has_a_route_that_skips_the_ext_proc_and_
     config = route_configuration(["weather", "files"], fast.route_metadata())
     routes = config["virtual_hosts"][0]["routes"]
     assert [r["name"] for r in routes] == [
-        "fast_to_files", "fast_to_weather", "to_files", "to_weather", "to_broker_get", "to_broker_delete", "to_broker"
+        "fast_to_files", "fast_to_weather", "to_files", "to_weather", "to_broker_get", "to_broker_delete",
+        f"to_broker@{fast.generation}",
     ]
     fast_files = routes[0]
     # Only a call the Lua filter routed itself: both headers (a client's x-mcp-* never gets here).

@@ -92,7 +92,8 @@ class CallMarks:
         return MarkedCall(server, session_id, protocol_version, request_id)
 
     def _open_session_mark(self, mark: str) -> MarkedCall | None:
-        sealed, _, raw_id = mark.partition("\n")
+        sealed, _, rest = mark.partition("\n")
+        raw_id = rest.partition("\n")[0]  # the Lua filter's own call number may follow
         mac, _, payload = sealed.partition(".")
         if not hmac.compare_digest(mac, self._mac(_SESSION_MARK + payload)):
             return None

@@ -26,7 +26,7 @@ import structlog
 import trio
 
 from mcp_gateway.router.decision import SERVER_HEADER, UPSTREAM_MARK_HEADER
-from mcp_gateway.router.fast_path import FAST_HEADER, FastPath
+from mcp_gateway.router.fast_path import DECISION_KEY, FAST_HEADER, LUA_FILTER, FastPath
 
 if TYPE_CHECKING:
     from mcp_gateway.config import GatewayConfig, ServerConfig
@@ -219,6 +219,9 @@ def route_configuration(
     }
     if fast_path is not None:
         to_broker["metadata"] = {"filter_metadata": dict(fast_path)}
+        # The Lua filter reads this metadata only when the route's name changes: the name
+        # carries the generation, so a new config is seen on its first request.
+        to_broker["name"] = f"to_broker@{fast_path[LUA_FILTER][DECISION_KEY]['generation']}"
     routes.append(to_broker)
     return {
         "@type": ROUTE_TYPE,

@@ -34,7 +34,8 @@ RUN groupadd --system --gid 10001 mcp \
  && mkdir -p /var/lib/mcp-gateway/xds /var/lib/mcp-gateway/envoy \
  && chown -R 10001:10001 /var/lib/mcp-gateway
 COPY --from=build /opt/venv /opt/venv
-COPY envoy/bootstrap.yaml.tmpl /app/envoy/bootstrap.yaml.tmpl
+# The bootstrap and the Lua fast path it embeds (router/xds.py renders both, from one directory).
+COPY envoy/bootstrap.yaml.tmpl envoy/fast_path.lua /app/envoy/
 COPY examples/config.yaml /app/examples/config.yaml
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -21,6 +21,7 @@ from mcp_gateway.config import load_config
 from mcp_gateway.controller.health import DEFAULT_HEALTH_LISTEN, HEALTH_LISTEN_ENV
 from mcp_gateway.controller.reconcile import Snapshot, reconcile
 from mcp_gateway.controller.resources import Extension, Gateway, ReferenceGrant
+from mcp_gateway.router.xds import BootstrapParams, render_bootstrap
 from mcp_gateway.samples import SAMPLES
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -389,8 +390,7 @@ def test_services_route_to_declared_container_ports() -> None:
 
 
 def test_envoyfilter_processing_mode_matches_the_bootstrap() -> None:
-    template = (ROOT / "envoy" / "bootstrap.yaml.tmpl").read_text()
-    bootstrap = yaml.safe_load(re.sub(r"\$(\w+)", "1", template))
+    bootstrap = yaml.safe_load(render_bootstrap(BootstrapParams()))
     chain = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
     (ext_proc,) = [f for f in chain if f["name"] == "envoy.filters.http.ext_proc"]
     (envoy_filter,) = of_kind("EnvoyFilter")
@@ -406,8 +406,7 @@ def test_envoyfilter_processing_mode_matches_the_bootstrap() -> None:
 
 
 def test_envoyfilter_strips_client_routing_headers_before_routing_like_the_bootstrap() -> None:
-    template = (ROOT / "envoy" / "bootstrap.yaml.tmpl").read_text()
-    bootstrap = yaml.safe_load(re.sub(r"\$(\w+)", "1", template))
+    bootstrap = yaml.safe_load(render_bootstrap(BootstrapParams()))
     manager = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     (envoy_filter,) = of_kind("EnvoyFilter")
     (merge,) = [p for p in envoy_filter["spec"]["configPatches"] if p["applyTo"] == "NETWORK_FILTER"]
@@ -420,8 +419,7 @@ def test_envoyfilter_reports_abandoned_calls_to_the_router_like_the_bootstrap() 
     """The router's mark of a routed SSE answer (ext_proc dynamic metadata) and the gRPC access
     logger that reports a marked call whose client left: the same filter, log name and metadata
     namespace as the bootstrap, sent to the router's own port (docs/transports.md)."""
-    template = (ROOT / "envoy" / "bootstrap.yaml.tmpl").read_text()
-    bootstrap = yaml.safe_load(re.sub(r"\$(\w+)", "1", template))
+    bootstrap = yaml.safe_load(render_bootstrap(BootstrapParams()))
     manager = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     (ext_proc,) = [f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.ext_proc"]
     (ours,) = [a for a in manager["access_log"] if a["name"] == "envoy.access_loggers.http_grpc"]
@@ -598,7 +596,9 @@ def test_dockerfile_entrypoint_is_the_project_script() -> None:
     (entrypoint,) = [line for line in lines if line.upper().startswith("ENTRYPOINT")]
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '["mcp-gateway"]' in entrypoint and 'mcp-gateway = "mcp_gateway.cli:main"' in pyproject
-    copied_template = any("envoy/bootstrap.yaml.tmpl" in line for line in lines if line.upper().startswith("COPY"))
+    copied = [line for line in lines if line.upper().startswith("COPY")]
+    # The Lua fast path is rendered into the bootstrap from the template's directory.
+    copied_template = any("envoy/bootstrap.yaml.tmpl" in line and "envoy/fast_path.lua" in line for line in copied)
     assert copied_template and any("MCP_GATEWAY_ENVOY_TEMPLATE=/app/envoy/bootstrap.yaml.tmpl" in line for line in lines)
 
 

@@ -26,7 +26,8 @@ docs/benchmarks-throughput.png (--doc / --no-doc to force either way).
 
     .venv/bin/python -m bench bench_throughput
     .venv/bin/python bench/bench_throughput.py [--seconds 8] [--repeats 2] [--quick]
-                                               [--paths envoy native gateway contextforge sdk-envoy sdk-gateway]
+                                               [--paths envoy native gateway gateway-ext-proc contextforge
+                                                       sdk-envoy sdk-gateway]
 """
 
 from __future__ import annotations
@@ -87,17 +88,19 @@ CONNECTIONS = 16
 CF_VARIANT = "no-auth"  # its best configuration in bench_peers: stateful sessions, no JWT to verify
 ENVOY_FLAGS = ["--disable-hot-restart", "--log-level", "warning", "--concurrency", "1"]
 
-MAIN = ("envoy", "native", "gateway", "contextforge")
+MAIN = ("envoy", "native", "gateway", "gateway-ext-proc", "contextforge")
 SDK = ("sdk-envoy", "sdk-gateway")
 LABELS = {
     "envoy": "Envoy → upstream (router filter only)",
     "native": "Envoy native mcp + mcp_router",
     "gateway": "Envoy + mcp-gateway (router + broker)",
+    "gateway-ext-proc": "Envoy + mcp-gateway, fast path off (ext_proc on every call)",
     "contextforge": f"ContextForge 1.0.7 ({CF_VARIANT}, stateful)",
     "sdk-envoy": "Envoy → SDK echo",
     "sdk-gateway": "Envoy + mcp-gateway → SDK echo",
 }
 SHORT = {"envoy": "Envoy direct", "native": "Envoy mcp_router", "gateway": "mcp-gateway",
+         "gateway-ext-proc": "ext_proc only",
          "contextforge": "ContextForge", "sdk-envoy": "Envoy → SDK", "sdk-gateway": "gateway → SDK"}
 
 
@@ -185,8 +188,12 @@ static_resources:
 """
 
 
-def gateway_files(work: Path, fast_port: int, sdk_port: int | None) -> tuple[Path, Path, str, int]:
-    """The gateway's config, its Envoy bootstrap (rendered the standard way), client URL, admin port."""
+def gateway_files(
+    work: Path, fast_port: int, sdk_port: int | None, fast_path: bool = True
+) -> tuple[Path, Path, str, int]:
+    """The gateway's config, its Envoy bootstrap (rendered the standard way), client URL, admin port.
+    `fast_path=False`: every call through the ext_proc router, as before Envoy's Lua fast path."""
+    work.mkdir(parents=True, exist_ok=True)
     ports = {name: free_port() for name in ("broker", "router", "listen", "admin")}
     servers = f"""
   - name: fast
@@ -201,6 +208,9 @@ def gateway_files(work: Path, fast_port: int, sdk_port: int | None) -> tuple[Pat
 gateway:
   broker_listen: 127.0.0.1:{ports['broker']}
   router_listen: 127.0.0.1:{ports['router']}
+  envoy:
+    fast_path:
+      enabled: {"true" if fast_path else "false"}
 """
     config_path = work / "gateway.yaml"
     config_path.write_text(config_text)
@@ -307,14 +317,16 @@ def table(paths: Sequence[Path_], reference: Path_ | None) -> list[str]:
 def ratios(by_key: dict[str, Path_]) -> list[str]:
     lines = []
     gateway = by_key.get("gateway")
-    for other in ("native", "contextforge"):
+    names = {"native": "native mcp_router", "contextforge": "ContextForge",
+             "gateway-ext-proc": "the same gateway with the fast path off"}
+    for other in ("native", "contextforge", "gateway-ext-proc"):
         peer = by_key.get(other)
         if gateway is None or peer is None:
             continue
         rps = gateway.best().rps / peer.best().rps
         mine = sum(v for v in (gateway.cpu_ms("python"), gateway.cpu_ms("envoy")) if v is not None)
         theirs = sum(v for v in (peer.cpu_ms("python"), peer.cpu_ms("envoy")) if v is not None)
-        name = "native mcp_router" if other == "native" else "ContextForge"
+        name = names[other]
         cpu = f"{mine / theirs:.1f}x theirs" if mine >= theirs else f"1/{theirs / mine:.0f} of theirs"
         lines.append(f"- gateway / {name}: **{rps:.2f}x** the rps; proxy CPU per call "
                      f"{mine:.3f} ms (gateway process + its Envoy) vs {theirs:.3f} ms ({cpu})")
@@ -482,6 +494,17 @@ def main() -> int:
             if "gateway" in selected:
                 paths.append(Path_("gateway", gateway_url, "f_echo", envoy=[gateway_envoy.pid],
                                    python=[gateway.pid], upstream=[fast.pid]))
+        if "gateway-ext-proc" in selected:
+            config_path, bootstrap, slow_url, admin = gateway_files(work / "ext-proc", fast_port, None, fast_path=False)
+            slow_gateway = stack.enter_context(child([str(BIN / "mcp-gateway"), "serve", "--config", str(config_path)],
+                                                     work / "gateway-ext-proc.log"))
+            slow_envoy = stack.enter_context(child(
+                [envoy, "-c", str(bootstrap), "--reject-unknown-dynamic-fields", *ENVOY_FLAGS],
+                work / "envoy-gateway-ext-proc.log"))
+            wait_ok(f"http://127.0.0.1:{admin}/ready", process=slow_envoy)
+            wait_ok(slow_url.replace("/mcp", "/readyz"), process=slow_gateway)
+            paths.append(Path_("gateway-ext-proc", slow_url, "f_echo", envoy=[slow_envoy.pid],
+                               python=[slow_gateway.pid], upstream=[fast.pid]))
         if "contextforge" in selected:
             assert cf_bin is not None
             paths.append(start_contextforge(stack, cf_bin, work, f"http://127.0.0.1:{fast_port}/mcp", fast.pid))

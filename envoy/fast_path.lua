@@ -379,14 +379,6 @@ end
 -- ---------------------------------------------------------------------------------------------
 -- The response
 
-local function strip_internal(headers)
-  local internal = {}
-  for name, _ in pairs(headers) do
-    if sub(name, 1, 6) == "x-mcp-" then internal[#internal + 1] = name end
-  end
-  for _, name in ipairs(internal) do headers:remove(name) end
-end
-
 local function replace_answer(handle, status, content_type, text)
   local body = handle:body()  -- first: a header wrapper taken before it would be stale after
   if body ~= nil then body:setBytes(text) end
@@ -457,9 +449,7 @@ function envoy_on_response(handle)
     if headers:get(":status") == "404" or not string.find(headers:get("x-mcp-upstream") or "", " via_upstream", 1, true) then
       unavailable(handle, { id = id, server = "upstream" })
     end
-    headers = handle:headers()
-    strip_internal(headers)
-    headers:remove(SESSION)
+    handle:headers():remove(SESSION)
     return
   end
   if headers:get("x-mcp-upstream") == call.server .. " via_upstream" then
@@ -471,7 +461,6 @@ function envoy_on_response(handle)
     -- Envoy's own answer (upstream down, refused, reset), not the upstream's.
     unavailable(handle, call)
   end
-  headers = handle:headers()
-  strip_internal(headers)
-  headers:replace(SESSION, call.token)
+  -- The x-mcp-* headers go in the header_mutation filter in front of this one (C++, cheaper).
+  handle:headers():replace(SESSION, call.token)
 end

@@ -50,9 +50,15 @@ def test_bootstrap_renders_the_listener_admin_and_filters() -> None:
     assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 18080}
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     names = [f["name"] for f in hcm["http_filters"]]
-    # The Lua fast path first (it may route a call itself and skip the ext_proc), then the ext_proc.
-    assert names == ["envoy.filters.http.lua", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]
-    assert "envoy_on_request" in hcm["http_filters"][0]["typed_config"]["default_source_code"]["inline_string"]
+    # The Lua fast path (it may route a call itself and skip the ext_proc), then the ext_proc; the
+    # header mutation in front is the last to see an answer: it drops every x-mcp-* header.
+    assert names == [
+        "envoy.filters.http.header_mutation", "envoy.filters.http.lua", "envoy.filters.http.ext_proc",
+        "envoy.filters.http.router",
+    ]
+    outgoing = hcm["http_filters"][0]["typed_config"]["mutations"]["response_mutations"]
+    assert outgoing == [{"remove_on_match": {"key_matcher": {"prefix": "x-mcp-"}}}]
+    assert "envoy_on_request" in hcm["http_filters"][1]["typed_config"]["default_source_code"]["inline_string"]
     # The fast path's replays reach the same filter chain through an internal listener.
     replay = next(item for item in document["static_resources"]["listeners"] if item["name"] == "mcp_replay")
     assert replay["filter_chains"] == listener["filter_chains"]
@@ -65,7 +71,7 @@ def test_bootstrap_renders_the_listener_admin_and_filters() -> None:
         assert any(p.fullmatch(name) for p in patterns), name
     for name in ["x-mcp-virtualserver", "mcp-session-id", "x-mcpservername", "authorization"]:
         assert not any(p.fullmatch(name) for p in patterns), name
-    ext_proc = hcm["http_filters"][1]["typed_config"]
+    ext_proc = hcm["http_filters"][2]["typed_config"]
     assert ext_proc["failure_mode_allow"] is False
     assert ext_proc["processing_mode"]["response_body_mode"] == "NONE"
     assert ext_proc["mutation_rules"]["allow_all_routing"] is True

@@ -342,8 +342,8 @@ def report(paths: Sequence[Path_], args: argparse.Namespace, started: datetime.d
         f"Run of **{started:%Y-%m-%d %H:%M} UTC**, `{args.command}`{' (what `make bench` runs)' if args.as_make else ''}: wrk -t1 -c{CONNECTIONS}, "
         f"{args.seconds:g} s per run, {args.repeats} run(s) per path interleaved, best run shown "
         "(CPU per call: over every run). "
-        f"Machine: {os.cpu_count()} cores shared by everything (wrk, the upstream, every proxy, and other "
-        f"engineers' work); load average {load[0]} before, {load[1]} after. Python {platform.python_version()}.",
+        f"Machine: {os.cpu_count()} cores shared by everything (wrk, the upstream, every proxy, and "
+        f"whatever else runs); load average {load[0]} before, {load[1]} after. Python {platform.python_version()}.",
         "",
     ]
     if main:

@@ -53,8 +53,14 @@ async def test_cross_namespace_extension_waits_for_its_reference_grant(k8s: Emul
         assert refused["status"] == "False"
         assert "namespace gateway-system" in refused["message"] and "namespace: mcp-system" in refused["message"]
         assert await eventually(lambda: served(cluster) == [] or None, what="an empty server list")
-        registration_ready = cluster.ready("mcpserverregistrations", "reg")
-        assert registration_ready is not None and registration_ready["reason"] == "NoGatewayExtension"
+        # The controller writes the config and the statuses one after the other: under load the
+        # registration's status can trail the config by a pass, so wait for it too.
+        def registration_waits() -> dict[str, Any] | None:
+            ready = cluster.ready("mcpserverregistrations", "reg")
+            return ready if ready is not None and ready["reason"] == "NoGatewayExtension" else None
+
+        registration_ready = await eventually(registration_waits, what="the registration's NoGatewayExtension")
+        assert registration_ready["status"] == "False"
 
         # A grant for another namespace's extensions changes nothing.
         await trio.to_thread.run_sync(lambda: cluster.create(reference_grant("for-team-b", from_ns="team-b")))

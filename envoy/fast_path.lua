@@ -287,7 +287,7 @@ local PENDING = 4096
 local pending = {}
 local calls = 0
 
-local SESSION, FAST = "mcp-session-id", "x-mcp-fast-path"
+local SESSION, FAST, LEARN = "mcp-session-id", "x-mcp-fast-path", "x-mcp-fast-path-learn"
 local SLOW = "mcp-gateway-slow-path"  -- set on the script's own replays: always the ext_proc's
 local META = "mcp_gateway_fast"
 
@@ -338,8 +338,11 @@ function envoy_on_request(handle)
   local decision = (not forced) and lookup(token, key, now) or nil
   local metadata = handle:streamInfo():dynamicMetadata()
   if decision == nil then
-    -- Slow path; the response side keeps the router's decision under this key.
+    -- Slow path; the response side keeps the router's decision under this key. The header asks
+    -- the router for its decision (an Envoy without this filter never gets one: it would only
+    -- sit in the metadata, credential and all); the router removes it before any upstream.
     metadata:set(META, "miss", { token = token, key = key, gen = gen })
+    headers:replace(LEARN, "1")
     return
   end
   local client_path, client_authority = headers:get(":path"), headers:get(":authority")

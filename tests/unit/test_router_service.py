@@ -226,6 +226,37 @@ async def test_routed_call_end_to_end_over_the_stream() -> None:
     assert upstreams.calls == ["weather"]
 
 
+async def routed_body_reply(*, learn: bool, capabilities: dict[str, object] | None = None) -> pb.ProcessingResponse:
+    upstreams = FakeUpstreams()
+    async with processor(upstreams) as (service, store):
+        token = TOKENS.issue("2025-11-25")
+        claims = TOKENS.verify(token)
+        assert claims is not None
+        await store.create(claims.session_id, 60, {"capabilities": capabilities or {}})
+        headers = {":method": "POST", ":path": "/mcp", "mcp-session-id": token}
+        if learn:
+            headers["x-mcp-fast-path-learn"] = "1"
+        stream = ScriptedStream([request_headers(headers), request_body(call("w_forecast"))])
+        await run(service, stream)
+    return stream.answers[1]
+
+
+async def test_the_decision_goes_to_envoys_fast_path_only_when_its_lua_filter_asks() -> None:
+    asked = await routed_body_reply(learn=True)
+    decision = asked.dynamic_metadata.fields["mcp_gateway"].struct_value.fields["fast"].struct_value.fields
+    assert decision["server"].string_value == "weather" and decision["routed"].string_value == "forecast"
+    assert decision["backend"].string_value and decision["mark"].string_value.startswith("~")
+    assert decision["ttl_ms"].number_value == 1000
+    # The Lua filter's request never reaches the upstream.
+    assert "x-mcp-fast-path-learn" in asked.request_body.response.header_mutation.remove_headers
+    # No filter asked (an Envoy without it): no decision, so no credential left in its metadata.
+    unasked = await routed_body_reply(learn=False)
+    assert "mcp_gateway" not in unasked.dynamic_metadata.fields
+    # A client that can be asked things: its SSE answers must pass through the router.
+    askable = await routed_body_reply(learn=True, capabilities={"sampling": {}})
+    assert "mcp_gateway" not in askable.dynamic_metadata.fields
+
+
 @pytest.fixture(params=STORE_KINDS)
 async def any_store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
     """The client's declarations travel through the store: both kinds (Redis: a real server)."""

@@ -39,6 +39,11 @@ LUA_FILTER: Final = "envoy.filters.http.lua"
 # The header the Lua filter sets on a call it routes itself; only the routes that skip the
 # ext_proc match it (a client's copy is stripped before routing, as every x-mcp-* is).
 FAST_HEADER: Final = "x-mcp-fast-path"
+# Set by the Lua filter on a call it would apply a decision to but holds none for: only then does
+# the router hand one over (an Envoy without the filter never gets a credential in its metadata).
+# Like every x-mcp-* header, a client's copy is stripped before it reaches the filter chain, and
+# the router removes it before the upstream.
+LEARN_HEADER: Final = "x-mcp-fast-path-learn"
 
 
 @dataclass(frozen=True, slots=True)

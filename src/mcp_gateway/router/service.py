@@ -66,7 +66,7 @@ from mcp_gateway.router.decision import (
     store_unavailable,
     upstream_unavailable,
 )
-from mcp_gateway.router.fast_path import Decision, FastPath, write_decision
+from mcp_gateway.router.fast_path import LEARN_HEADER, Decision, FastPath, write_decision
 from mcp_gateway.router.relay import EVENT_STREAM, InFlightCalls, SseIdTagger
 from mcp_gateway.router.xds import XdsWriter
 from mcp_gateway.sessions.openings import BackendOpenings
@@ -279,6 +279,8 @@ class _Exchange:
         of those carry requests whose ids the router tags, so they always pass through it)."""
         if not fast.enabled or need.follow_up or need.method not in ROUTED_METHODS:
             return False
+        if LEARN_HEADER not in self.headers:
+            return False  # no Lua filter asked (not our bootstrap, or a body it leaves to us)
         backends, sid = self.router.backends, need.claims.session_id
         askable = backends.askable_nowait(sid)
         if askable is None:

@@ -1,0 +1,349 @@
+"""Processes for the scale bench, on loopback: Envoy + `mcp-gateway serve`, and upstreams.
+
+    async with upstream_process(["bench/many_upstreams.py", "--endpoints", "100"], ...) as base:
+    async with running_stack(servers, workdir) as stack:     # Envoy first, then the gateway
+        stack.url, stack.gateway.pid, stack.spawned_at, stack.envoy_pid
+
+Envoy binds its listener and admin on port 0 (the ports come from `--admin-address-path` and
+its admin API, as in tests/support/envoy.py); the gateway's broker and router ports are picked
+free just before it starts. Every child is stopped with SIGTERM, then SIGKILL after 5 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import trio
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "src") not in sys.path:
+    sys.path.insert(0, str(REPO / "src"))
+
+from mcp_gateway.config import parse_config  # noqa: E402
+from mcp_gateway.router.xds import BootstrapParams, XdsWriter, render_bootstrap  # noqa: E402
+
+BIN = Path(sys.executable).parent
+PROTOCOL = "2025-11-25"
+ACCEPT = "application/json, text/event-stream"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def own_cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def stop(process: trio.Process, grace: float = 5.0) -> None:
+    if process.returncode is None:
+        process.terminate()
+        with trio.move_on_after(grace):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+# Children get a bytecode cache (PYTHONPYCACHEPREFIX, set by `use_bytecode_cache`), as in the
+# image (uv compiles every module at install): this workplace sets PYTHONDONTWRITEBYTECODE,
+# and compiling the gateway's ~700 modules from source adds ~1.1 s to every start.
+CHILD_ENV: dict[str, str] = {}
+
+
+def use_bytecode_cache(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    CHILD_ENV["PYTHONPYCACHEPREFIX"] = str(directory)
+    CHILD_ENV["PYTHONDONTWRITEBYTECODE"] = ""
+
+
+def child_env() -> dict[str, str]:
+    env = {**os.environ, **CHILD_ENV}
+    if not env.get("PYTHONDONTWRITEBYTECODE"):
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+async def warm_bytecode_cache() -> None:
+    """Import what the gateway and the samples import once, so the cache holds it."""
+    code = ("import mcp_gateway.cli, mcp_gateway.serve, mcp_gateway.broker.service, "
+            "mcp_gateway.router.service, mcp_gateway.samples.dynamic, mcp_gateway.samples, uvicorn")
+    await trio.run_process([sys.executable, "-c", code], env=child_env())
+
+
+@asynccontextmanager
+async def child(argv: Sequence[str], log: Path) -> AsyncIterator[trio.Process]:
+    with log.open("wb") as out:
+        process = await trio.lowlevel.open_process(
+            list(argv), stdout=out, stderr=subprocess.STDOUT, env=child_env()
+        )
+        try:
+            yield process
+        finally:
+            with trio.CancelScope(shield=True):
+                await stop(process)
+
+
+async def _ready_line(log: Path, prefix: str, process: trio.Process, patience: float = 30) -> str:
+    with trio.fail_after(patience):
+        while process.returncode is None and process.poll() is None:
+            for line in log.read_text(errors="replace").splitlines():  # noqa: ASYNC240
+                if line.startswith(prefix):
+                    return line[len(prefix) :].strip()
+            await trio.sleep(0.02)
+    output = log.read_text(errors="replace")  # noqa: ASYNC240 - a small file, once
+    raise RuntimeError(f"{log.name}: the process exited early:\n{output}")
+
+
+@asynccontextmanager
+async def upstream_process(
+    argv: Sequence[str], log: Path, ready_prefix: str
+) -> AsyncIterator[tuple[str, trio.Process]]:
+    """A server process that prints `ready_prefix + URL` once bound; yields (URL, process)."""
+    async with child(argv, log) as process:
+        yield await _ready_line(log, ready_prefix, process), process
+
+
+@dataclass
+class Stack:
+    url: str  # http://127.0.0.1:PORT/mcp, through Envoy
+    base: str  # http://127.0.0.1:PORT, through Envoy
+    broker: str  # http://127.0.0.1:PORT, the broker itself
+    admin: str  # Envoy's admin API
+    gateway: trio.Process
+    envoy: trio.Process
+    spawned_at: float  # trio.current_time() just before the gateway process was spawned
+    spawned_wall: float  # time.time() then (the gateway's log timestamps are wall clock)
+    workdir: Path
+
+
+# Applied to every Envoy bootstrap `running_stack` renders (bench options).
+BOOTSTRAP_EDITS: list[Callable[[str], str]] = []
+ROUTER_CLUSTER_H2 = (
+    "          explicit_http_config:\n            http2_protocol_options: {}\n"
+    "      load_assignment:\n        cluster_name: mcp_router"
+)
+
+
+def limit_router_streams(bootstrap: str, streams: int = 100) -> str:
+    """The bootstrap with `max_concurrent_streams` on Envoy's HTTP/2 connections to the router.
+
+    grpclib's server (h2's default) allows 100 concurrent streams per connection. Envoy assumes
+    no limit on a new connection until the server's SETTINGS arrive, so a burst of new requests
+    that needs a second connection puts all of them on it, h2 refuses the 101st, the connection
+    dies and every stream on it ends in Envoy's 503 (`ext_proc_error_gRPC_error_14`). With the
+    limit set, Envoy spreads a burst over enough connections from the start."""
+    if ROUTER_CLUSTER_H2 not in bootstrap:
+        print("    (bootstrap changed: router stream limit not applied)", flush=True)
+        return bootstrap
+    return bootstrap.replace(ROUTER_CLUSTER_H2, ROUTER_CLUSTER_H2.replace(
+        "http2_protocol_options: {}", f"http2_protocol_options: {{max_concurrent_streams: {streams}}}"))
+
+
+BROKER_CLUSTER = "    - name: mcp_broker\n      type: STATIC\n      connect_timeout: 2s\n"
+
+
+def lift_broker_circuit_breakers(bootstrap: str, limit: int = 100_000) -> str:
+    """The bootstrap with circuit breakers on the broker cluster raised to `limit`.
+
+    Envoy's defaults (1024 connections, 1024 pending and 1024 active requests per cluster) cap
+    the broker at 1024 concurrent requests, and every open GET /mcp stream is one of them (and,
+    HTTP/1.1 to the broker, one connection): stream 1025 waits in Envoy's queue, and past
+    1024 waiting, Envoy answers 503 (UO)."""
+    if BROKER_CLUSTER not in bootstrap:
+        print("    (bootstrap changed: broker circuit breakers not lifted)", flush=True)
+        return bootstrap
+    breakers = (
+        "      circuit_breakers:\n        thresholds:\n"
+        f"          - {{max_connections: {limit}, max_pending_requests: {limit}, "
+        f"max_requests: {limit}}}\n"
+    )
+    return bootstrap.replace(BROKER_CLUSTER, BROKER_CLUSTER + breakers)
+
+
+def envoy_fixes(bootstrap: str) -> str:
+    return lift_broker_circuit_breakers(limit_router_streams(bootstrap))
+
+
+def gateway_config_text(
+    servers: Sequence[tuple[str, str, str]], broker_port: int, router_port: int, *, page_size: int
+) -> str:
+    lines = ["servers:"]
+    for name, url, prefix in servers:
+        lines += [f"  - name: {name}", f"    url: {url}", f"    prefix: {prefix}"]
+    if not servers:
+        lines = ["servers: []"]
+    lines += [
+        "gateway:",
+        f"  broker_listen: 127.0.0.1:{broker_port}",
+        f"  router_listen: 127.0.0.1:{router_port}",
+        f"  page_size: {page_size}",
+        "  sessions:",
+        "    store: memory",
+        # One process issues and verifies its own tokens: a fixed key keeps the log quiet.
+        "    keys: [" + "k" * 32 + "]",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+async def _admin_address(path: Path, process: trio.Process) -> str:
+    with trio.fail_after(30):
+        while process.poll() is None:
+            text = path.read_text().strip() if path.exists() else ""  # noqa: ASYNC240
+            if text:
+                return "http://" + text
+            await trio.sleep(0.02)
+    raise RuntimeError(f"envoy exited early with code {process.returncode}")
+
+
+async def _envoy_port(admin_url: str, process: trio.Process) -> int:
+    async with httpx.AsyncClient(base_url=admin_url, timeout=2, trust_env=False) as admin:
+        with trio.fail_after(30):
+            while process.poll() is None:
+                try:
+                    if (await admin.get("/ready")).status_code == 200:
+                        listeners = (await admin.get("/listeners", params={"format": "json"})).json()
+                        for listener in listeners.get("listener_statuses", []):
+                            if listener.get("name") == "mcp":
+                                return int(listener["local_address"]["socket_address"]["port_value"])
+                except httpx.HTTPError:
+                    pass
+                await trio.sleep(0.02)
+    raise RuntimeError(f"envoy exited early with code {process.returncode}")
+
+
+@asynccontextmanager
+async def running_stack(
+    servers: Sequence[tuple[str, str, str]],
+    workdir: Path,
+    *,
+    page_size: int = 100,
+    bootstrap_edit: Callable[[str], str] | None = None,
+    wait_ready: bool = True,
+) -> AsyncIterator[Stack]:
+    """Envoy (started and ready first), then `mcp-gateway serve`; with `wait_ready`, yields
+    once /readyz answers 200 through Envoy (else right after spawning the gateway)."""
+    workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - before anything runs
+    broker_port, router_port = free_port(), free_port()
+    text = gateway_config_text(servers, broker_port, router_port, page_size=page_size)
+    config_path = workdir / "config.yaml"
+    config_path.write_text(text)
+    xds = XdsWriter(workdir / "xds")
+    xds.write_initial(parse_config(text))
+    bootstrap = render_bootstrap(BootstrapParams(
+        listen="127.0.0.1:0", admin_port=0, broker=f"127.0.0.1:{broker_port}",
+        router=f"127.0.0.1:{router_port}", xds_dir=str(workdir / "xds"), access_log_path=str(workdir / "access.log"),
+    ))
+    for edit in (*BOOTSTRAP_EDITS, bootstrap_edit):
+        if edit is not None:
+            bootstrap = edit(bootstrap)
+    (workdir / "envoy.yaml").write_text(bootstrap)
+    admin_path = workdir / "admin.address"
+    envoy_argv = [
+        str(BIN / "envoy"), "-c", str(workdir / "envoy.yaml"), "--reject-unknown-dynamic-fields",
+        "--disable-hot-restart", "--log-level", "warning", "--concurrency", "1",
+        "--admin-address-path", str(admin_path),
+    ]
+    async with child(envoy_argv, workdir / "envoy.log") as envoy:
+        admin = await _admin_address(admin_path, envoy)
+        port = await _envoy_port(admin, envoy)
+        spawned_at, spawned_wall = trio.current_time(), time.time()
+        gateway_argv = [str(BIN / "mcp-gateway"), "serve", "--config", str(config_path)]
+        async with child(gateway_argv, workdir / "gateway.log") as gateway:
+            stack = Stack(
+                url=f"http://127.0.0.1:{port}/mcp", base=f"http://127.0.0.1:{port}",
+                broker=f"http://127.0.0.1:{broker_port}", admin=admin, gateway=gateway,
+                envoy=envoy, spawned_at=spawned_at, spawned_wall=spawned_wall, workdir=workdir,
+            )
+            if wait_ready:
+                await wait_until_ready(stack, patience=60)
+                await wait_until_routing(stack, patience=60)
+            yield stack
+
+
+async def wait_until_ready(stack: Stack, *, patience: float, interval: float = 0.01) -> float:
+    """Poll GET /readyz through Envoy until 200; the time since the gateway was spawned."""
+    async with httpx.AsyncClient(timeout=2, trust_env=False) as http:
+        with trio.fail_after(patience):
+            while True:
+                if stack.gateway.poll() is not None:
+                    log = (stack.workdir / "gateway.log").read_text(errors="replace")
+                    raise RuntimeError(f"the gateway exited:\n{log[-3000:]}")
+                try:
+                    if (await http.get(f"{stack.base}/readyz")).status_code == 200:
+                        return trio.current_time() - stack.spawned_at
+                except httpx.HTTPError:
+                    pass
+                await trio.sleep(interval)
+
+
+def log_event_time(stack: Stack, event: str) -> float | None:
+    """Seconds from spawning the gateway to its first log line with this `event`."""
+    from datetime import datetime
+
+    for line in (stack.workdir / "gateway.log").read_text(errors="replace").splitlines():
+        if line.startswith("{") and f'"event":"{event}"' in line:
+            stamp = json.loads(line).get("timestamp", "")
+            return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() - stack.spawned_wall
+    return None
+
+
+async def wait_until_routing(stack: Stack, *, patience: float) -> float:
+    """Poll POST initialize through Envoy until 200: /readyz is the broker's, and in one
+    `serve` process the router (the ext_proc every POST goes through) starts listening after
+    the broker does, so /readyz can say 200 while POSTs still get Envoy's 503."""
+    body = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": PROTOCOL, "capabilities": {},
+        "clientInfo": {"name": "bench-probe", "version": "1"}}}
+    headers = {"accept": ACCEPT, "content-type": "application/json"}
+    async with httpx.AsyncClient(timeout=2, trust_env=False) as http:
+        with trio.fail_after(patience):
+            while True:
+                try:
+                    answer = await http.post(stack.url, json=body, headers=headers)
+                    if answer.status_code == 200:
+                        await http.delete(stack.url, headers={
+                            "mcp-session-id": answer.headers["mcp-session-id"]})
+                        return trio.current_time() - stack.spawned_at
+                except httpx.HTTPError:
+                    pass
+                await trio.sleep(0.01)
+
+
+def raise_nofile(wanted: int) -> int:
+    """Raise the soft RLIMIT_NOFILE towards `wanted` (up to the hard limit); children inherit it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft

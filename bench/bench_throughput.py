@@ -262,19 +262,20 @@ def prepare(path: Path_, sessions: int) -> None:
             raise RuntimeError(f"{path.key}: tools/call {path.tool} did not answer {TEXT!r}: {problem}")
 
 
-def measure(wrk: str, work: Path, paths: Sequence[Path_], seconds: int, repeats: int, warmup: int) -> None:
+def measure(wrk: str, work: Path, paths: Sequence[Path_], seconds: int, repeats: int, warmup: int,
+            connections: int = CONNECTIONS) -> None:
     def script(p: Path_, run: int) -> Path:  # ids of run N start at N * 10^8: none is used twice
         return wrk_script(work / f"{p.key}-{run}.lua", call_body(p.tool),
                           {"Accept": ACCEPT, "Mcp-Protocol-Version": PROTOCOL, **p.headers}, p.sessions,
                           first_id=run * 10**8 + 1)
 
     for p in paths:
-        run_wrk(wrk, p.url, script(p, 0), warmup, CONNECTIONS)
+        run_wrk(wrk, p.url, script(p, 0), warmup, connections)
     for repeat in range(repeats):
         for p in paths:
             groups = {"python": p.python, "envoy": p.envoy, "upstream": p.upstream}
             before = {kind: cpu_seconds(pids) for kind, pids in groups.items()}
-            result = run_wrk(wrk, p.url, script(p, repeat + 1), seconds, CONNECTIONS)
+            result = run_wrk(wrk, p.url, script(p, repeat + 1), seconds, connections)
             for kind, pids in groups.items():
                 p.cpu[kind] += cpu_seconds(pids) - before[kind]
             p.runs.append(result)
@@ -339,7 +340,7 @@ def report(paths: Sequence[Path_], args: argparse.Namespace, started: datetime.d
     main = [p for p in paths if p.key in MAIN]
     sdk = [p for p in paths if p.key in SDK]
     lines = [
-        f"Run of **{started:%Y-%m-%d %H:%M} UTC**, `{args.command}`{' (what `make bench` runs)' if args.as_make else ''}: wrk -t1 -c{CONNECTIONS}, "
+        f"Run of **{started:%Y-%m-%d %H:%M} UTC**, `{args.command}`{' (what `make bench` runs)' if args.as_make else ''}: wrk -t1 -c{args.connections}, "
         f"{args.seconds:g} s per run, {args.repeats} run(s) per path interleaved, best run shown "
         "(CPU per call: over every run). "
         f"Machine: {os.cpu_count()} cores shared by everything (wrk, the upstream, every proxy, and "
@@ -425,12 +426,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, default=8, help="wrk duration of each run")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved runs per path")
     parser.add_argument("--quick", action="store_true", help="1 repeat of 3 s")
+    parser.add_argument("--connections", type=int, default=16,
+                        help="wrk connections (1: the latency a call adds, without queueing)")
     parser.add_argument("--paths", nargs="+", choices=[*MAIN, *SDK], default=[*MAIN, *SDK])
     parser.add_argument("--sdk-sessions", type=int, default=16, help="sessions of the SDK echo rows")
     parser.add_argument("--doc", action=argparse.BooleanOptionalAction, default=None,
                         help="rewrite docs/benchmarks.md's block and the PNG (default: on a full run)")
     args = parser.parse_args()
-    full = not args.quick and set(args.paths) == {*MAIN, *SDK}
+    full = not args.quick and set(args.paths) == {*MAIN, *SDK} and args.connections == CONNECTIONS
     if args.quick:
         args.repeats, args.seconds = 1, 3
     if args.doc is None:
@@ -518,7 +521,8 @@ def main() -> int:
         for p in paths:
             prepare(p, args.sdk_sessions if p.key in SDK else 1)
         print("every path answers tools/call with the tool's result; measuring", flush=True)
-        measure(wrk, work, paths, args.seconds, args.repeats, warmup=1 if args.quick else 2)
+        measure(wrk, work, paths, args.seconds, args.repeats, warmup=1 if args.quick else 2,
+                connections=args.connections)
     load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = report(paths, args, started, (load_before, load_after))
     print("\n" + "\n".join(lines))

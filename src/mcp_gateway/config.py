@@ -547,6 +547,9 @@ class GatewaySettings(_Ours):
     # List each HTTP upstream also on sessions declaring client capabilities (roots, sampling,
     # elicitation), so items it offers only to such clients reach them (docs/upstream.md).
     capability_variants: bool = True
+    # Re-list every upstream this long after its last listing, for servers that never announce
+    # a change where the gateway hears it (docs/upstream.md, "Re-listing"); 0 turns it off.
+    relist_interval_seconds: float = Field(default=300.0, ge=0, le=86_400)
 
     @field_validator("broker_listen", "router_listen")
     @classmethod

@@ -20,6 +20,7 @@ from mcp_gateway.logs import get_logger, register_secrets
 from mcp_gateway.sessions import SessionTokens
 from mcp_gateway.sessions.openings import BackendOpenings
 from mcp_gateway.sessions.store import SessionStore, open_store, session_keys
+from mcp_gateway.upstream.relist import Relists
 
 if TYPE_CHECKING:
     from mcp_gateway.sessions.openings_redis import RedisOpeningsBus
@@ -49,6 +50,10 @@ async def serve(
     # store, to the other replicas too (sessions/openings_redis.py).
     bus = _openings_bus(config.gateway.sessions)
     openings = BackendOpenings(bus)
+    # How the router asks for an upstream's re-list (it saw a list_changed in a routed call's
+    # answer): in process when this process runs the broker, else over the broker's internal
+    # endpoint (upstream/relist.py; docs/broker.md, "Re-listing on request").
+    relists = Relists(config.gateway.broker_listen)
     try:
         await _serve_with(
             config_path,
@@ -59,6 +64,7 @@ async def serve(
             reload_state,
             poll_seconds,
             openings,
+            relists,
             bus,
             task_status,
         )
@@ -87,6 +93,7 @@ async def _serve_with(
     reload_state: ReloadState,
     poll_seconds: float,
     openings: BackendOpenings,
+    relists: Relists,
     bus: RedisOpeningsBus | None,
     task_status: trio.TaskStatus[None],
 ) -> None:
@@ -107,6 +114,7 @@ async def _serve_with(
                     store,
                     reload_state=reload_state,
                     openings=openings,
+                    relists=relists,
                     task_status=task_status,
                 )
             )

@@ -11,7 +11,8 @@ While a client has a stream open at the broker (GET /mcp or /mcp/ws), the broker
 stream on each HTTP backend session of that gateway session and relays:
 
 - the notifications above, to the client's streams only (a resource's URI under the name the
-  client knows it by); list_changed is not relayed, the broker announces its aggregate;
+  client knows it by); list_changed is not relayed: it makes the supervisor re-list that
+  upstream, and the broker announces its aggregate if that changed it;
 - requests, under a gateway id (`ClientRequests`); the client's answer comes back to the broker
   and goes to the backend session that asked, under the upstream's own id.
 
@@ -50,6 +51,7 @@ from mcp_gateway.sessions.store import (
     SessionStoreUnavailable,
 )
 from mcp_gateway.upstream import UpstreamClient, UpstreamError
+from mcp_gateway.upstream.relist import LIST_CHANGED_NOTIFICATIONS
 
 log = get_logger("mcp_gateway.broker")
 
@@ -87,12 +89,14 @@ class BackendStreams:
         metrics: BrokerMetrics,
         client_requests: ClientRequests,
         server_of: Callable[[str], ServerConfig | None],
+        request_relist: Callable[[str], None] = lambda _name: None,
     ) -> None:
         self._store = store
         self._fanout = fanout
         self._metrics = metrics
         self._client_requests = client_requests
         self._server_of = server_of
+        self._request_relist = request_relist  # `Supervisor.request_relist`
         self._http: httpx.AsyncClient | None = None
         self._rescan_seconds = math.inf if isinstance(store, MemorySessionStore) else RESCAN_SECONDS
         self._listening: dict[str, _Listening] = {}
@@ -250,6 +254,13 @@ class BackendStreams:
                 # Nobody could take it: say so now rather than let the upstream wait.
                 self._client_requests.take(session.sid, {"id": shown["id"]})
                 await _refuse(client, message["id"])
+            return
+        if method in LIST_CHANGED_NOTIFICATIONS:
+            # This session may be the only one the upstream told (an SDK server tells the session
+            # that made the change). Not relayed, and not waited for: the supervisor re-lists
+            # (a burst shares listings), and if the list changed every client stream hears the
+            # broker's own list_changed once the federation shows it.
+            self._request_relist(server.name)
             return
         if method not in RELAYED_NOTIFICATIONS:
             return

@@ -53,6 +53,7 @@ from mcp_gateway.upstream import (
     Supervisor,
 )
 from mcp_gateway.upstream.catalog import NO_FEATURES, client_features
+from mcp_gateway.upstream.relist import RelistOutcome
 
 log = get_logger("mcp_gateway.broker")
 
@@ -106,7 +107,9 @@ class BrokerCore:
         self.store = store
         self.fanout = fanout or Fanout()
         self.metrics = metrics or BrokerMetrics()
-        self.forwarder = Forwarder(config, supervisor, store, self.fanout, self.metrics)
+        self.forwarder = Forwarder(
+            config, supervisor, store, self.fanout, self.metrics, relist=self.relist
+        )
         self.federation = Federation()  # what a client declaring no client features sees
         # Federations for clients that declared features some upstream's variants ask for,
         # built on first use per feature set and dropped on every catalog change.
@@ -115,6 +118,7 @@ class BrokerCore:
         self._relevant: frozenset[str] = NO_FEATURES
         self._session_features: dict[str, frozenset[str]] = {}
         self._fingerprints: dict[str, int] = {}
+        self._synced_version = -1  # the supervisor's catalog version the federation shows
         # Forwarded calls in flight, by (gateway session, client request id): what a client's
         # notifications/cancelled stops.
         self._in_flight: dict[tuple[str, Any], trio.CancelScope] = {}
@@ -292,6 +296,34 @@ class BrokerCore:
         self.metrics.federated_tools.set(len(self.federation.items(TOOLS)))
         self.metrics.observe_upstreams(self.supervisor.status())
         return changed
+
+    def sync(self, *, announce: bool = True) -> None:
+        """Bring the federation up to the supervisor's catalog now (once per catalog version,
+        whoever comes first: the catalog watcher or a re-list), and tell every open stream which
+        lists changed. A list_changed a client receives therefore always describes a federation
+        it can already list."""
+        version = self.supervisor.version
+        if version == self._synced_version:
+            return
+        self._synced_version = version
+        changed = self.refresh()
+        if changed and announce:
+            log.info("federated lists changed", kinds=[k.kind for k in changed])
+            self.announce(changed)
+
+    async def relist(self, server: str) -> RelistOutcome:
+        """Re-list one upstream now (it announced a change somewhere we, the router or Envoy
+        heard) and return once the federation shows that listing and every stream was told of
+        any change; bounded by the server's `timeoutSeconds`. Concurrent and repeated requests
+        share listings (upstream/relist.py)."""
+        config = self.config.server(server)
+        if config is None:
+            return RelistOutcome.UNKNOWN
+        outcome = RelistOutcome.TIMED_OUT
+        with trio.move_on_after(config.timeout_seconds):
+            outcome = await self.supervisor.relist(server)
+        self.sync()
+        return outcome
 
     def announce(self, changed: list[ListKind]) -> None:
         """Tell every open GET stream which lists changed (templates ride on resources)."""

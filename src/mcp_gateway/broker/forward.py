@@ -36,12 +36,16 @@ from mcp_gateway.upstream import (
     UpstreamError,
     open_backend_session,
 )
+from mcp_gateway.upstream.relist import LIST_CHANGED_NOTIFICATIONS, RelistOutcome
 
 log = get_logger("mcp_gateway.broker")
 
 Emit = Callable[[bytes], Awaitable[None]]
 JsonObject = dict[str, Any]
 CANCEL_RELAY_SECONDS = 2.0
+# A list_changed in a forwarded call's answer waits for the re-list at most this share of the
+# time the call has left.
+RELIST_SHARE_OF_CALL = 0.5
 
 
 class Forwarder:
@@ -52,6 +56,8 @@ class Forwarder:
         store: SessionStore,
         fanout: Fanout,
         metrics: BrokerMetrics,
+        *,
+        relist: Callable[[str], Awaitable[RelistOutcome]] | None = None,
     ) -> None:
         self.config = config  # replaced on reload, with the broker's
         self.supervisor = supervisor
@@ -59,6 +65,8 @@ class Forwarder:
         self.fanout = fanout
         self.metrics = metrics
         self._request_ids = itertools.count(1)
+        # `BrokerCore.relist`: re-list an upstream and bring the federation up to date.
+        self._relist = relist
         # Server→client requests relayed to clients (during forwarded calls and from backend
         # sessions' own streams), by gateway id.
         self.client_requests = ClientRequests()
@@ -68,6 +76,7 @@ class Forwarder:
             metrics,
             self.client_requests,
             lambda name: self.config.server(name),
+            supervisor.request_relist,
         )
         # Subscriptions to stdio/WebSocket upstreams, whose one link all clients share.
         self.links = LinkSubscriptions(
@@ -115,10 +124,27 @@ class Forwarder:
                         return
                     shown = self.client_requests.relay(session.sid, incoming, respond, issued)
                     await emit(json.dumps(shown, separators=(",", ":")).encode())
-                elif emit is not None and "method" in incoming:
+                    return
+                if incoming.get("method") in LIST_CHANGED_NOTIFICATIONS:
+                    # The upstream told only this call's session: re-list it first, so the
+                    # client (and anyone listing after this answer) finds the new list.
+                    await self._relisted(server)
+                if emit is not None and "method" in incoming:
                     await emit(json.dumps(incoming, separators=(",", ":")).encode())
 
             return await self._forward_with(request, session, server, message, relay, exposed_uri)
+
+    async def _relisted(self, server: ServerConfig) -> None:
+        """Re-list `server` (bounded: by its timeout, and within what is left of the call's own
+        deadline, so a slow listing never costs the call its answer)."""
+        if self._relist is None:
+            return
+        left = trio.current_effective_deadline() - trio.current_time()
+        outcome = RelistOutcome.TIMED_OUT
+        with trio.move_on_after(max(0.0, left * RELIST_SHARE_OF_CALL)):
+            outcome = await self._relist(server.name)  # itself bounded by the server's timeout
+        if outcome is not RelistOutcome.RELISTED:
+            log.info("re-list before relaying list_changed", server=server.name, outcome=outcome)
 
     async def _forward_with(
         self,

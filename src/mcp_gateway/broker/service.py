@@ -15,7 +15,7 @@ import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
-from mcp_gateway.broker import http, status, websocket
+from mcp_gateway.broker import http, internal, status, websocket
 from mcp_gateway.broker.core import BrokerCore
 from mcp_gateway.broker.reaper import run_reaper
 from mcp_gateway.broker.reload import ReloadState
@@ -25,6 +25,7 @@ from mcp_gateway.sessions import SessionTokens
 from mcp_gateway.sessions.openings import BackendOpenings
 from mcp_gateway.sessions.store import SessionStore
 from mcp_gateway.upstream import Supervisor, Timing
+from mcp_gateway.upstream.relist import Relists
 
 log = get_logger("mcp_gateway.broker")
 
@@ -43,14 +44,19 @@ async def serve_broker(
     keepalive_seconds: float = 15.0,
     listen: str | None = None,
     openings: BackendOpenings | None = None,
+    relists: Relists | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the broker until cancelled; `task_status.started(port)` once it accepts connections.
 
-    `openings`: shared with the router of this process (see `sessions/openings.py`)."""
+    `openings`: shared with the router of this process (see `sessions/openings.py`).
+    `relists`: bound to this broker's `BrokerCore.relist` while it runs, so the router of this
+    process asks for re-lists in process (upstream/relist.py)."""
     reload_state = reload_state or ReloadState()
     supervisor = Supervisor(config, timing=timing or Timing())
     core = BrokerCore(config, supervisor, tokens, store)
+    if relists is not None:
+        relists.bind(core.relist)
     try:
         async with trio.open_nursery() as nursery:
             core.forwarder.bind(nursery, openings)
@@ -66,6 +72,8 @@ async def serve_broker(
             log.info("broker listening", url=f"{urls[0]}/mcp", upstreams=len(config.servers))
             task_status.started(port)
     finally:
+        if relists is not None:
+            relists.bind(None)  # asked from now on, it goes over HTTP (and finds nobody)
         with trio.CancelScope(shield=True), trio.move_on_after(2):
             await core.forwarder.streams.aclose()
 
@@ -79,6 +87,7 @@ def build_app(
     http.register(app, core, nursery, keepalive_seconds=keepalive_seconds)
     websocket.register(app, core)
     status.register(app, core, reload_state)
+    internal.register(app, core)
     return app
 
 
@@ -101,12 +110,9 @@ async def _serve_http(app: QuartTrio, bind: str, *, task_status: trio.TaskStatus
 
 
 async def _announce_changes(core: BrokerCore, changes: trio.MemoryReceiveChannel[int]) -> None:
-    core.refresh()
+    core.sync(announce=False)  # the starting point: no client has listed anything yet
     async for _version in changes:
-        changed = core.refresh()
-        if changed:
-            log.info("federated lists changed", kinds=[k.kind for k in changed])
-            core.announce(changed)
+        core.sync()
 
 
 async def _apply_reloads(

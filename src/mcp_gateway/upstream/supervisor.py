@@ -10,10 +10,12 @@ tools/list) only ever read the last published catalog.
 from __future__ import annotations
 
 import enum
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -40,6 +42,7 @@ from mcp_gateway.upstream.catalog import (
 )
 from mcp_gateway.upstream.client import JsonObject, UpstreamClient, new_http_client
 from mcp_gateway.upstream.errors import UpstreamError
+from mcp_gateway.upstream.relist import RelistOutcome, RelistQueue
 
 log = get_logger("mcp_gateway.upstream")
 
@@ -71,6 +74,8 @@ class UpstreamStatus:
     variants_reason: str | None = None
     variants: tuple[Variant, ...] = ()
     base_items: Mapping[str, tuple[JsonObject, ...]] = field(default_factory=dict)
+    relists: int = 0  # listings done on request (list_changed, the backstop), all sessions
+    relist_pending: bool = False  # one in flight or queued now
 
     @property
     def tool_count(self) -> int:
@@ -90,6 +95,7 @@ class UpstreamStatus:
             "serverInfo": dict(self.server_info) if self.server_info else None,
             "consecutiveFailures": self.consecutive_failures,
             "rejected": [{"item": r.item, "reason": r.reason} for r in self.rejected],
+            "relists": {"done": self.relists, "pending": self.relist_pending},
             "capabilityVariants": {
                 "state": self.variants_state,
                 "reason": self.variants_reason,
@@ -144,6 +150,9 @@ class Timing:
 # Called as `factory(server, http)` for the base session and, for capability variants of an
 # HTTP upstream, `factory(server, http, capabilities=...)` (the client capabilities to declare).
 ClientFactory = Callable[..., Any]
+
+# The periodic re-list waits between (1 - this) and 1 times `gateway.relist_interval_seconds`.
+BACKSTOP_JITTER = 0.25
 
 
 class LinkEvents(Protocol):
@@ -242,6 +251,15 @@ class _Upstream:
     variant_items: dict[frozenset[str], dict[str, tuple[JsonObject, ...]]] = field(
         default_factory=dict
     )
+    relist_interval: float = 0.0  # gateway.relist_interval_seconds; 0: no periodic re-list
+    relists: int = 0  # listings done on request, for /status
+    rng: random.Random = field(default_factory=random.Random)
+    # The re-list queue of each held discovery session: the base one, each variant's.
+    base_queue: RelistQueue | None = None
+    variant_queues: set[RelistQueue] = field(default_factory=set)
+    # Set (and replaced) when the base session listed or the interval changed: the periodic
+    # re-list counts from then.
+    backstop_reset: trio.Event = field(default_factory=trio.Event)
 
     def __post_init__(self) -> None:
         if not self.variants_enabled:
@@ -266,6 +284,8 @@ class _Upstream:
             variants_reason=self.variants_reason,
             variants=self.catalog.variants,
             base_items=self.catalog.items,
+            relists=self.relists,
+            relist_pending=any(queue.busy for queue in self._queues()),
         )
 
     @property
@@ -347,12 +367,13 @@ class _Upstream:
                 kinds = offered_kinds(result)
                 await self._refresh(client, kinds)
                 base_listed.set()
+                nursery.start_soon(self._backstop)
                 if not self._wants_variants:
                     self.attempted.set()  # else once its variants are decided
                 log.info("upstream ready", server=self.server.name, tools=self.catalog.count(TOOLS))
                 if self.link_events is not None and self.server.transport != "http":
                     nursery.start_soon(self.link_events.reconnected, self.server.name)
-                await self._hold(client, kinds, self._refresh, backoff, BASE_ANSWERS)
+                await self._hold(client, kinds, self._refresh, backoff, BASE_ANSWERS, base=True)
         except BaseExceptionGroup as group:
             # The first of these tasks to fail ends the session; report that failure.
             failure = _first_failure(group)
@@ -375,14 +396,29 @@ class _Upstream:
         refresh: Callable[[UpstreamClient, tuple[ListKind, ...]], Awaitable[None]],
         backoff: Backoff | None,
         answers: Mapping[str, JsonObject],
+        *,
+        base: bool,
     ) -> None:
         """Keep one discovery session: its GET stream (list_changed → `refresh`; requests of
-        the upstream answered from `answers`) and pings."""
-        async with trio.open_nursery() as nursery:
-            relist_requests = _Flag()
-            nursery.start_soon(self._listen, client, kinds, relist_requests, answers)
-            nursery.start_soon(self._relist_on_request, client, kinds, relist_requests, refresh)
-            nursery.start_soon(self._ping, client, backoff)
+        the upstream answered from `answers`), its re-list queue (what `relist` asks, from
+        any session's list_changed), and pings."""
+        # Registered before the first checkpoint: the session became serving with its listing
+        # just now, so there is no moment a re-list request finds it serving without a queue.
+        queue = RelistQueue(partial(self._relisted, base=base))
+        if base:
+            self.base_queue = queue
+        else:
+            self.variant_queues.add(queue)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._listen, client, kinds, queue, answers)
+                nursery.start_soon(queue.run, partial(refresh, client, kinds))
+                nursery.start_soon(self._ping, client, backoff)
+        finally:
+            queue.close()  # whoever waits on a listing this session will not do returns now
+            if self.base_queue is queue:
+                self.base_queue = None
+            self.variant_queues.discard(queue)
 
     async def _list(
         self, client: UpstreamClient, kinds: tuple[ListKind, ...]
@@ -417,7 +453,7 @@ class _Upstream:
         self,
         client: UpstreamClient,
         kinds: tuple[ListKind, ...],
-        relist: _Flag,
+        relist: RelistQueue,
         answers: Mapping[str, JsonObject] | None = None,
     ) -> None:
         watched = {k.changed_notification for k in kinds}
@@ -425,7 +461,7 @@ class _Upstream:
         async def on_message(message: JsonObject) -> None:
             method = message.get("method")
             if method in watched:
-                relist.set()
+                relist.request()
             elif method == "notifications/resources/updated" and self.link_events is not None:
                 if self.server.transport != "http":  # HTTP: on each client's backend session
                     self.link_events.updated(self.server.name, message.get("params"))
@@ -445,27 +481,72 @@ class _Upstream:
             with trio.fail_after(self.server.timeout_seconds):
                 await client.ping()
             await trio.sleep(self.timing.stream_reopen_delay)
-            relist.set()
+            relist.request()
 
     async def _poll_instead(
-        self, client: UpstreamClient, kinds: tuple[ListKind, ...], relist: _Flag
+        self, client: UpstreamClient, kinds: tuple[ListKind, ...], relist: RelistQueue
     ) -> None:
         self.state = UpstreamState.DEGRADED
         self.reason = f"no GET stream; re-listing every {self.timing.poll_interval:g}s"
         while True:
             await trio.sleep(self.timing.poll_interval)
-            relist.set()
+            relist.request()
 
-    async def _relist_on_request(
-        self,
-        client: UpstreamClient,
-        kinds: tuple[ListKind, ...],
-        relist: _Flag,
-        refresh: Callable[[UpstreamClient, tuple[ListKind, ...]], Awaitable[None]],
-    ) -> None:
+    # -- re-listing on request -----------------------------------------------------------------
+    #
+    # An upstream announces a change on the session that caused it, so the broker and the
+    # router ask here when any backend session hears a list_changed (upstream/relist.py). Every
+    # held discovery session is listed again (a change may concern a capability variant only);
+    # the answer is the base session's.
+
+    def _queues(self) -> list[RelistQueue]:
+        base = [] if self.base_queue is None else [self.base_queue]
+        return [*base, *self.variant_queues]
+
+    def request_relists(self) -> None:
+        for queue in self._queues():
+            queue.request()
+
+    async def relist(self) -> RelistOutcome:
+        base = self.base_queue
+        if base is None:
+            return RelistOutcome.NOT_SERVING  # the next session lists everything anyway
+        variants = [(queue, queue.request()) for queue in self.variant_queues]
+        listed = await base.wait(base.request())
+        for queue, ticket in variants:
+            await queue.wait(ticket)  # a variant that fails never fails the base: no verdict
+        return RelistOutcome.RELISTED if listed else RelistOutcome.NOT_SERVING
+
+    def _relisted(self, *, base: bool) -> None:
+        self.relists += 1
+        if base:
+            self._reset_backstop()
+
+    def set_relist_interval(self, seconds: float) -> None:
+        self.relist_interval = seconds
+        self._reset_backstop()
+
+    def _reset_backstop(self) -> None:
+        self.backstop_reset.set()
+        self.backstop_reset = trio.Event()
+
+    async def _backstop(self) -> None:
+        """Re-list `relist_interval` after the base session last listed, for upstreams that
+        never announce a change (or announce it where nobody of ours hears). Any listing
+        restarts the wait, one in flight or queued is never doubled, and each wait is drawn
+        from [75 %, 100 %] of the interval, so upstreams that connected together spread out
+        and none waits longer than configured."""
         while True:
-            await relist.wait_and_clear()
-            await refresh(client, kinds)
+            reset = self.backstop_reset
+            interval = self.relist_interval
+            if interval <= 0:
+                await reset.wait()  # off, until a reload sets an interval
+                continue
+            with trio.move_on_after(interval * (1 - BACKSTOP_JITTER * self.rng.random())):
+                await reset.wait()
+                continue
+            if not any(queue.busy for queue in self._queues()):
+                self.request_relists()
 
     async def _ping(self, client: UpstreamClient, backoff: Backoff | None) -> None:
         while True:
@@ -562,7 +643,7 @@ class _Upstream:
 
             await refresh(client, kinds)
             task_status.started()
-            await self._hold(client, kinds, refresh, None, VARIANT_ANSWERS)
+            await self._hold(client, kinds, refresh, None, VARIANT_ANSWERS, base=False)
 
     def _set_variant(
         self, features: frozenset[str], items: dict[str, tuple[JsonObject, ...]]
@@ -621,20 +702,6 @@ def _first_failure(group: BaseExceptionGroup[BaseException]) -> Exception | None
         elif isinstance(exc, UpstreamError | trio.TooSlowError):
             return exc
     return None
-
-
-class _Flag:
-    """A coalescing 'something to do' signal: many set() calls before a wait → one wake-up."""
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    async def wait_and_clear(self) -> None:
-        await self._event.wait()
-        self._event = trio.Event()
 
 
 # What a discovery session answers when an upstream asks its "client" something; anything
@@ -707,6 +774,10 @@ class Supervisor:
             # Variants are decided per upstream session: the HTTP upstreams start over.
             http = [s.name for s in new_config.servers if s.transport == "http"]
             changed = tuple(dict.fromkeys((*changed, *(n for n in http if n in self._upstreams))))
+        interval = new_config.gateway.relist_interval_seconds
+        if interval != self.config.gateway.relist_interval_seconds:
+            for running in self._upstreams.values():
+                running.set_relist_interval(interval)  # no restart: the next wait uses it
         self.config = new_config
         async with trio.open_nursery() as stopping:
             for name in (*diff.removed, *changed):
@@ -728,6 +799,7 @@ class Supervisor:
             self._client_factory,
             variants_enabled=self.config.gateway.capability_variants,
             link_events=self.link_events,
+            relist_interval=self.config.gateway.relist_interval_seconds,
         )
         self._upstreams[server.name] = upstream
         if not server.enabled:
@@ -775,6 +847,25 @@ class Supervisor:
     async def wait_first_round(self) -> None:
         for upstream in list(self._upstreams.values()):
             await upstream.attempted.wait()
+
+    # -- re-listing on request (upstream/relist.py; docs/broker.md "Re-listing on request") --
+
+    def request_relist(self, name: str) -> None:
+        """Someone heard `name` announce a list change: re-list it soon (coalesced), without
+        waiting. A catalog change follows only if the listing differs."""
+        upstream = self._upstreams.get(name)
+        if upstream is not None:
+            upstream.request_relists()
+
+    async def relist(self, name: str) -> RelistOutcome:
+        """Re-list `name` and return once a listing that started after this call has finished
+        and is published in `catalog()`. Concurrent callers share one listing (at most one in
+        flight, one queued), so the wait is at most two listings, each bounded by the server's
+        `timeoutSeconds`; callers bound it tighter with a cancel scope."""
+        upstream = self._upstreams.get(name)
+        if upstream is None or upstream.state is UpstreamState.DISABLED:
+            return RelistOutcome.UNKNOWN
+        return await upstream.relist()
 
     def stream_client(self, name: str) -> Any:
         """The connected client of a stdio/WebSocket upstream: calls to it share its link."""

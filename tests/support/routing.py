@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from mcp.shared.message import ServerMessageMetadata
 
 from mcp_gateway.config import GatewayConfig, VirtualServer
 from mcp_gateway.router.service import serve_router
+from mcp_gateway.sessions.openings import BackendOpenings
 from tests.support.envoy import RunningEnvoy, running_envoy
 from tests.support.servers import Broker, gateway_config, running_broker
 
@@ -133,9 +135,14 @@ async def gateway_stack(
     config's `gateway:` section."""
     config = gateway_config(servers, router_listen="127.0.0.1:0", **gateway)
     config = config.model_copy(update={"virtual_servers": list(virtual_servers)})
-    async with running_broker(config) as broker, trio.open_nursery() as nursery:
+    # As in `mcp-gateway serve`: the backend sessions the router opens are announced to the
+    # broker, which holds their GET streams for listening clients.
+    openings = BackendOpenings()
+    async with running_broker(config, openings=openings) as broker, trio.open_nursery() as nursery:
         send, receive = trio.open_memory_channel[GatewayConfig](1)
-        router_port = await nursery.start(serve_router, config, receive, broker.tokens, broker.store)
+        router_port = await nursery.start(
+            partial(serve_router, openings=openings), config, receive, broker.tokens, broker.store
+        )
         async with running_envoy(
             config, broker_port=broker.port, router_port=router_port, workdir=workdir
         ) as envoy:

@@ -32,8 +32,10 @@ from mcp_gateway.broker.service import serve_broker
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.samples import READY_LINE_PREFIX, serve_sample
 from mcp_gateway.sessions import SessionTokens
+from mcp_gateway.sessions.openings import BackendOpenings
 from mcp_gateway.sessions.store import MemorySessionStore, SessionStore
 from mcp_gateway.upstream import Timing
+from mcp_gateway.upstream.relist import Relists
 from tests.support.processes import stop_process
 
 CLI = str(Path(sys.executable).with_name("mcp-gateway"))
@@ -142,6 +144,8 @@ async def running_broker(
     timing: Timing = FAST_TIMING,
     keepalive_seconds: float = 15.0,
     wait_ready: bool = True,
+    relists: Relists | None = None,
+    openings: BackendOpenings | None = None,
 ) -> AsyncIterator[Broker]:
     """serve_broker on an ephemeral port; waits for the first discovery round unless told not to."""
     send, receive = trio.open_memory_channel[GatewayConfig](1)
@@ -158,6 +162,8 @@ async def running_broker(
                 reload_state=reload_state,
                 timing=timing,
                 keepalive_seconds=keepalive_seconds,
+                relists=relists,
+                openings=openings,
                 task_status=task_status,
             )
         )

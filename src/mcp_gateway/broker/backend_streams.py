@@ -89,7 +89,7 @@ class BackendStreams:
         metrics: BrokerMetrics,
         client_requests: ClientRequests,
         server_of: Callable[[str], ServerConfig | None],
-        request_relist: Callable[[str], None] = lambda _name: None,
+        request_relist: Callable[[str], None],
     ) -> None:
         self._store = store
         self._fanout = fanout

@@ -257,6 +257,12 @@ local function lookup(token, key, now)
     held[key] = nil
     return nil
   end
+  if decision.renew_at <= now and not decision.renewing then
+    -- Its last fifth: one call asks the router again while the others still use it, so a busy
+    -- session never has all its calls miss at once when it expires.
+    decision.renewing = true
+    return nil
+  end
   return decision
 end
 
@@ -425,6 +431,7 @@ local function learn(handle, miss)
   if type(fill) ~= "table" then return end
   if fill.generation == miss.gen and miss.gen == generation then
     fill.expires = now_ms(handle) + fill.ttl_ms
+    fill.renew_at = fill.expires - fill.ttl_ms / 5
     remember(miss.token, miss.key, fill, MAX_SESSIONS)
   end
   -- It holds the upstream's credential: not for the access loggers that read metadata.

@@ -23,11 +23,20 @@ SCRIPT = Path(__file__).resolve().parents[2] / "envoy" / "fast_path.lua"
 LIMITS = Limits(max_depth=16, max_string_length=64)
 
 
-def _read_call() -> Any:
+def _script() -> Any:
+    """The script's local functions, run by LuaJIT (the chunk only defines functions and tables)."""
     # encoding=None: Lua strings stay bytes both ways, as in Envoy.
     runtime = luajit21.LuaRuntime(unpack_returned_tuples=True, encoding=None)
-    # The chunk defines functions only; its local read_call is returned from the same scope.
-    read_call = runtime.execute(SCRIPT.read_bytes() + b"\nreturn read_call\n")
+    return runtime, runtime.execute(
+        SCRIPT.read_bytes() + b"\nreturn {read_call = read_call, lookup = lookup, remember = remember}\n"
+    )
+
+
+RUNTIME, LOCALS = _script()
+
+
+def _read_call() -> Any:
+    runtime, read_call = RUNTIME, LOCALS[b"read_call"]
     limits = runtime.table_from({b"max_depth": LIMITS.max_depth, b"max_string": LIMITS.max_string_length})
 
     def call(body: bytes) -> dict[str, Any] | None:
@@ -42,13 +51,9 @@ def _read_call() -> Any:
 READ_CALL = _read_call()
 
 
-def lua_string(value: bytes) -> bytes:
-    return value  # lupa hands bytes to Lua as a Lua string, byte for byte
-
-
 def assert_router_agrees(body: bytes) -> None:
     """If the Lua filter would route `body` itself, the router reads it the same way."""
-    found = READ_CALL(lua_string(body))
+    found = READ_CALL(body)
     if found is None:
         return
     try:
@@ -153,3 +158,18 @@ def test_bytes_changed_anywhere_in_a_call_never_slip_past_the_router(position: i
     body = call_body(arguments={"a": [1, "two", {"three": 3.5}], "b": None}) if position % 2 else call_body()
     where = position % (len(body) + 1)
     assert_router_agrees(body[:where] + replacement + body[where + cut :])
+
+
+def test_a_decision_is_renewed_by_one_call_in_its_last_fifth_and_never_used_past_its_end() -> None:
+    lookup, remember = LOCALS[b"lookup"], LOCALS[b"remember"]
+    decision = RUNTIME.table_from({b"server": b"alpha", b"expires": 1000, b"renew_at": 800})
+    remember(b"token", b"key", decision, 10)
+    assert lookup(b"token", b"key", 100)[b"server"] == b"alpha"
+    assert lookup(b"other", b"key", 100) is None and lookup(b"token", b"other", 100) is None
+    # In its last fifth: the first call goes to the router (and teaches Envoy a new one)...
+    assert lookup(b"token", b"key", 850) is None
+    # ...the others keep using it meanwhile...
+    assert lookup(b"token", b"key", 900)[b"server"] == b"alpha"
+    # ...but never past its end.
+    assert lookup(b"token", b"key", 1000) is None
+    assert lookup(b"token", b"key", 100) is None  # gone for good

@@ -438,14 +438,58 @@ local function learn(handle, miss)
   handle:streamInfo():dynamicMetadata():set("mcp_gateway", "fast", "")
 end
 
+-- ---------------------------------------------------------------------------------------------
+-- An upstream's list changed, told inside a routed call's SSE answer
+
+local CHANGED = "list_changed"  -- notifications/{tools,prompts,resources}/list_changed
+local RELIST_TIMEOUT_MS = 30000  -- the broker bounds its own wait by the server's timeout
+
+-- The chunk that tells the change is held until the broker has re-listed that upstream
+-- (broker/internal.py, POST /internal/relist): a client listing the moment it reads the
+-- notification sees the new list. Every other chunk passes as it comes.
+local function relist_before_telling(handle, server)
+  local tail = ""
+  for chunk in handle:bodyChunks() do
+    local size = chunk:length()
+    if size > 0 then
+      local text = tail .. chunk:getBytes(0, size)
+      if find(text, CHANGED, 1, true) then
+        handle:httpCall("mcp_broker", {
+          [":method"] = "POST", [":path"] = "/internal/relist?server=" .. server,
+          [":authority"] = "mcp_broker", ["x-mcp-internal"] = "relist",
+        }, "", { timeout_ms = RELIST_TIMEOUT_MS, send_xff = false })
+        tail = ""
+      else
+        tail = sub(text, -(#CHANGED - 1))  -- the word may straddle two chunks
+      end
+    end
+  end
+end
+
+-- Which upstream answered, from the mark its route puts on every answer ("<server> via_upstream").
+local function answering_server(headers)
+  local mark = headers:get("x-mcp-upstream")
+  return mark and string.match(mark, "^(%S+) via_upstream$")
+end
+
+local function watch_if_streaming(handle, headers, server)
+  if server ~= nil and find(headers:get("content-type") or "", "text/event-stream", 1, true) then
+    relist_before_telling(handle, server)
+  end
+end
+
 function envoy_on_response(handle)
   local info = handle:streamInfo():dynamicMetadata()
   local ours = info:get("mcp_gateway")
   local mark = ours and ours.call
   local number = type(mark) == "string" and byte(mark, 1) == 126 and tonumber(string.match(mark, "\n(%d+)$"))
   if not number then
+    -- Not a fast call: the broker's answer, or a call the router routed. The router names the
+    -- upstream of an SSE answer in the metadata (its x-mcp-* headers are gone by now): watched too.
     local mine = info:get(META)
     if mine and mine.miss then learn(handle, mine.miss) end
+    local headers = handle:headers()
+    watch_if_streaming(handle, headers, answering_server(headers) or (ours and ours.server))
     return
   end
   local slot = number % PENDING
@@ -456,21 +500,26 @@ function envoy_on_response(handle)
     -- Answered after PENDING later calls of this worker: too late to replay or to name the
     -- session; the backend's session id must not reach the client all the same.
     local id = string.match(mark, "\n([^\n]*)\n%d+$")
-    if headers:get(":status") == "404" or not string.find(headers:get("x-mcp-upstream") or "", " via_upstream", 1, true) then
+    if headers:get(":status") == "404" or not answering_server(headers) then
       unavailable(handle, { id = id, server = "upstream" })
     end
     handle:headers():remove(SESSION)
     return
   end
+  local replayed = false
   if headers:get("x-mcp-upstream") == call.server .. " via_upstream" then
     if headers:get(":status") == "404" then
       forget_session(call.token)
       if not replay(handle, call) then unavailable(handle, call) end
+      replayed = true
     end
   else
     -- Envoy's own answer (upstream down, refused, reset), not the upstream's.
     unavailable(handle, call)
+    replayed = true
   end
   -- The x-mcp-* headers go in the header_mutation filter in front of this one (C++, cheaper).
-  handle:headers():replace(SESSION, call.token)
+  headers = handle:headers()
+  headers:replace(SESSION, call.token)
+  if not replayed then watch_if_streaming(handle, headers, call.server) end
 end

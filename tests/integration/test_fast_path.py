@@ -20,6 +20,7 @@ import pytest
 import trio
 
 from mcp_gateway.config import VirtualServer
+from tests.support.changing import changing_upstream
 from tests.support.envoy import RunningEnvoy
 from tests.support.routing import (
     Stack,
@@ -296,3 +297,36 @@ async def test_what_the_fast_path_cannot_vouch_for_gets_the_routers_precise_answ
         assert foreign.status_code == 403
         # ...and the session's own fast path still works.
         assert observed(await call(client, stack, session, "a_observe", 9))["server"] == "alpha"
+
+
+async def test_a_change_told_in_a_routed_calls_answer_is_listed_before_the_client_reads_it(tmp_path: Path) -> None:
+    """The upstream tells the change only inside the call's SSE answer, which Envoy streams past
+    Python: Envoy's Lua filter holds that event until the broker has re-listed the upstream, so a
+    client listing the moment it reads it sees the new tool. On the router's call and on a fast one."""
+    async with changing_upstream() as upstream, gateway_stack([("ch", upstream.url, "ch_")], tmp_path) as stack, \
+            httpx.AsyncClient(timeout=20) as client:
+        session = await initialize_raw(client, stack.url)
+        for request_id, name in ((1, "first"), (2, "second")):
+            streams = await ext_proc_streams(stack.envoy)
+            body = call_body("ch_add_tool_in_answer", {"name": name}, request_id)
+            listed_on_notice: list[str] | None = None
+            result: dict[str, Any] = {}
+            async with client.stream("POST", stack.url, json=body, headers=session_headers(session)) as answer:
+                assert answer.headers["content-type"].startswith("text/event-stream")
+                async for line in answer.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    message = json.loads(line[5:])
+                    if message.get("method") == "notifications/tools/list_changed":
+                        listed = await client.post(
+                            stack.url, json={"jsonrpc": "2.0", "id": 90 + request_id, "method": "tools/list"},
+                            headers=session_headers(session),
+                        )
+                        listed_on_notice = [tool["name"] for tool in sse_result(listed)["result"]["tools"]]
+                    elif message.get("id") == request_id:
+                        result = message
+            assert result["result"]["content"][0]["text"] == f"added {name}"
+            assert listed_on_notice is not None, "the list_changed in the answer never reached the client"
+            assert f"ch_{name}" in listed_on_notice
+            if request_id == 2:  # the second call of the name was Envoy's alone (the list is the broker's)
+                assert await ext_proc_streams(stack.envoy) == streams + 1

@@ -402,8 +402,8 @@ async def test_json_answers_and_clients_that_cannot_be_asked_stay_off_the_router
 
 def mark_of(reply: pb.ProcessingResponse) -> str | None:
     namespace = reply.dynamic_metadata.fields.get(METADATA_NAMESPACE)
-    if namespace is None:
-        return None
+    if namespace is None or CALL_KEY not in namespace.struct_value.fields:
+        return None  # (the namespace may hold other keys: the answering server of an SSE answer)
     return str(namespace.struct_value.fields[CALL_KEY].string_value)
 
 
@@ -433,6 +433,15 @@ async def test_an_sse_answer_streaming_past_the_router_is_marked_for_the_access_
         assert mark_of(follow_up.answers[2]) is None
         # Neither the client's token nor the backend session id is in it.
         assert token not in first and "backend-1" not in first
+        # Every SSE answer names its upstream for Envoy's Lua filter (it watches it for list
+        # changes told inside); a JSON answer cannot carry one.
+        def answering(reply: pb.ProcessingResponse) -> str | None:
+            fields = reply.dynamic_metadata.fields.get(METADATA_NAMESPACE)
+            found = fields.struct_value.fields.get("server") if fields is not None else None
+            return None if found is None else str(found.string_value)
+
+        assert answering(answers[1]) == answering(follow_up.answers[2]) == "weather"
+        assert answering(answers[3]) is None
 
 
 def test_a_mark_opens_only_with_the_key_that_sealed_it_and_unaltered() -> None:

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 # The key the router writes its decision under, in the ext_proc's metadata namespace.
 DECISION_KEY: Final = "fast"
+# The upstream whose SSE answer this is (the router's answers; Envoy's route mark is gone by the
+# time the Lua filter sees them): the filter watches it for list changes told inside.
+ANSWERING_KEY: Final = "server"
 # Envoy's Lua filter reads route metadata under its own name (envoy/bootstrap.yaml.tmpl).
 LUA_FILTER: Final = "envoy.filters.http.lua"
 # The header the Lua filter sets on a call it routes itself; only the routes that skip the

@@ -66,7 +66,13 @@ from mcp_gateway.router.decision import (
     store_unavailable,
     upstream_unavailable,
 )
-from mcp_gateway.router.fast_path import LEARN_HEADER, Decision, FastPath, write_decision
+from mcp_gateway.router.fast_path import (
+    ANSWERING_KEY,
+    LEARN_HEADER,
+    Decision,
+    FastPath,
+    write_decision,
+)
 from mcp_gateway.router.relay import EVENT_STREAM, InFlightCalls, SseIdTagger
 from mcp_gateway.router.xds import XdsWriter
 from mcp_gateway.sessions.openings import BackendOpenings
@@ -354,6 +360,12 @@ class _Exchange:
                 )
             )
         )
+        if streams_on:
+            # Envoy's Lua filter watches an SSE answer for a list change told inside it and has
+            # the broker re-list this upstream before passing that event on (envoy/fast_path.lua).
+            reply.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.fields[
+                ANSWERING_KEY
+            ].string_value = need.upstream.server
         if streams_on and not need.follow_up:
             # From here on the answer streams past us: if its client leaves, Envoy's access
             # logger reports this mark (router/accesslog.py) and the call is cancelled upstream.

@@ -366,11 +366,19 @@ async def part_fanout(work: Path, results: Results, *, streams: int, concurrency
                 while stats.opened + sum(stats.refused.values()) < len(sessions):  # noqa: ASYNC110
                     await trio.sleep(0.05)
             open_time = trio.current_time() - open_started
-            status = (await http.get(f"{stack.base}/status")).json()
+            # Straight to the broker: through Envoy, this GET would queue behind the streams
+            # when the broker cluster's circuit breakers are full (stock bootstrap: 1024).
+            try:
+                status = (await http.get(f"{stack.broker}/status", timeout=10)).json()
+            except httpx.HTTPError as exc:
+                status = {"openStreams": f"unknown ({type(exc).__name__})"}
             print(f"    {stats.opened} streams open in {open_time:.1f} s "
                   f"(of {len(sessions)} sessions) "
                   f"(/status openStreams {status.get('openStreams')})"
-                  + (f"; refused: {stats.refused}" if stats.refused else ""), flush=True)
+                  + (f"; refused: {stats.refused}" if stats.refused else "")
+                  + (f"; still waiting for an answer: {waiting}" if (waiting := len(sessions)
+                     - stats.opened - sum(stats.refused.values())) else ""), flush=True)
+            rss_streams = rss_kib(stack.gateway.pid)
             await trio.sleep(SETTLE_SECONDS)
             pids = {"gateway": stack.gateway.pid, "Envoy": stack.envoy.pid,
                     "dynamic": dyn.pid}
@@ -392,6 +400,7 @@ async def part_fanout(work: Path, results: Results, *, streams: int, concurrency
             nursery.cancel_scope.cancel()
     results.add("fanout: streams open", f"{stats.opened} of {streams}", f"{streams}",
                 stats.opened == streams)
+    results.add("fanout: gateway RSS with the streams open", f"{rss_streams // 1024} MiB")
     got = len(stats.arrivals)
     if got:
         delays = [t - sent for t in stats.arrivals]

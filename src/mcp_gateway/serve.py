@@ -101,6 +101,16 @@ async def _serve_with(
         if bus is not None:
             await nursery.start(bus.run, openings)
         reload_channels: list[trio.MemorySendChannel[GatewayConfig]] = []
+        # The router first: the broker's /readyz is what says "ready", and a call routed before
+        # the router listens would get Envoy's 503.
+        if role in ("all", "router"):
+            from mcp_gateway.router.service import serve_router
+
+            send, receive = trio.open_memory_channel[GatewayConfig](1)
+            reload_channels.append(send)
+            await nursery.start(
+                partial(serve_router, openings=openings), config, receive, tokens, store
+            )
         if role in ("all", "broker"):
             from mcp_gateway.broker.service import serve_broker
 
@@ -117,14 +127,6 @@ async def _serve_with(
                     relists=relists,
                     task_status=task_status,
                 )
-            )
-        if role in ("all", "router"):
-            from mcp_gateway.router.service import serve_router
-
-            send, receive = trio.open_memory_channel[GatewayConfig](1)
-            reload_channels.append(send)
-            await nursery.start(
-                partial(serve_router, openings=openings), config, receive, tokens, store
             )
         nursery.start_soon(
             _watch_config, config_path, config, reload_channels, reload_state, poll_seconds

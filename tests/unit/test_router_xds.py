@@ -59,6 +59,13 @@ def test_bootstrap_renders_the_listener_admin_and_filters() -> None:
     outgoing = hcm["http_filters"][0]["typed_config"]["mutations"]["response_mutations"]
     assert outgoing == [{"remove_on_match": {"key_matcher": {"prefix": "x-mcp-"}}}]
     assert "envoy_on_request" in hcm["http_filters"][1]["typed_config"]["default_source_code"]["inline_string"]
+    clusters = {c["name"]: c for c in document["static_resources"]["clusters"]}
+    # A burst of calls spread over router connections from the start (grpclib takes 100 streams
+    # a connection), and no 1,024-request ceiling on the broker (each open stream holds one).
+    router_h2 = clusters["mcp_router"]["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"]["http2_protocol_options"]
+    assert router_h2["max_concurrent_streams"] == 100
+    assert clusters["mcp_broker"]["circuit_breakers"]["thresholds"][0]["max_requests"] >= 100_000
     # The fast path's replays reach the same filter chain through an internal listener.
     replay = next(item for item in document["static_resources"]["listeners"] if item["name"] == "mcp_replay")
     assert replay["filter_chains"] == listener["filter_chains"]
@@ -91,6 +98,8 @@ def test_clusters_only_for_enabled_http_servers_with_tls_and_sni_for_https() -> 
     assert "transport_socket" not in weather
     files = upstream_cluster(CONFIG.servers[1])
     assert files["type"] == "STRICT_DNS"
+    # Every routed SSE answer holds a request: no 1,024 ceiling per upstream.
+    assert files["circuit_breakers"]["thresholds"][0]["max_requests"] >= 100_000
     endpoint = files["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
     assert endpoint == {"address": "files.example.com", "port_value": 443}
     assert files["transport_socket"]["typed_config"]["sni"] == "files.internal"

@@ -40,6 +40,7 @@ BROKER_CLUSTER: Final = "mcp_broker"
 EXT_PROC_FILTER: Final = "envoy.filters.http.ext_proc"
 EXT_PROC_PER_ROUTE_TYPE: Final = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
 CDS_FILE: Final = "cds.json"
+UPSTREAM_BREAKERS: Final = {"max_connections": 100_000, "max_pending_requests": 100_000, "max_requests": 100_000}
 RDS_FILE: Final = "rds.json"
 
 _TEMPLATE_ENV = "MCP_GATEWAY_ENVOY_TEMPLATE"
@@ -125,6 +126,9 @@ def upstream_cluster(server: ServerConfig) -> dict[str, Any]:
         "type": discovery,
         "connect_timeout": "5s",
         "dns_lookup_family": "V4_PREFERRED",
+        # A routed SSE answer holds one request for its whole life: Envoy's default breakers
+        # (1,024) would queue the 1,025th concurrent call to one upstream.
+        "circuit_breakers": {"thresholds": [UPSTREAM_BREAKERS]},
         "load_assignment": {
             "cluster_name": cluster_name(server.name),
             "endpoints": [

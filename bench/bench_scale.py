@@ -47,11 +47,9 @@ from many_upstreams import endpoint_url  # noqa: E402
 from scale_stack import (  # noqa: E402
     ACCEPT,
     BIN,
-    BOOTSTRAP_EDITS,
     PROTOCOL,
     Stack,
     cpu_seconds,
-    envoy_fixes,
     log_event_time,
     own_cpu_seconds,
     raise_nofile,
@@ -518,10 +516,6 @@ async def main(args: argparse.Namespace) -> int:
     results = Results()
     endpoints = max([*args.counts, args.upstreams])
     many_argv = [sys.executable, str(HERE / "many_upstreams.py"), "--endpoints", str(endpoints)]
-    if args.envoy_fixes:
-        BOOTSTRAP_EDITS.append(envoy_fixes)
-        print("--envoy-fixes: Envoy → router max_concurrent_streams 100, broker circuit breakers "
-              "100,000")
     use_bytecode_cache(work / "pycache")
     await warm_bytecode_cache()
     ok = False
@@ -576,11 +570,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--upstreams", type=int, default=100)
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 10, 50, 100])
     parser.add_argument("--rounds", type=int, default=None, help="default 200 (quick: 50)")
-    parser.add_argument("--envoy-fixes", action="store_true",
-                        help="run Envoy with two bootstrap changes (docs/benchmarks-scale.md): "
-                        "max_concurrent_streams 100 on its HTTP/2 connections to the router (else "
-                        "a burst of new requests gets 503s) and the broker cluster's circuit "
-                        "breakers lifted (else at most 1024 concurrent requests/streams)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
     # `make bench` / `python -m bench` pass no options: the environment can ask for the short run.

@@ -144,54 +144,6 @@ class Stack:
     workdir: Path
 
 
-# Applied to every Envoy bootstrap `running_stack` renders (bench options).
-BOOTSTRAP_EDITS: list[Callable[[str], str]] = []
-ROUTER_CLUSTER_H2 = (
-    "          explicit_http_config:\n            http2_protocol_options: {}\n"
-    "      load_assignment:\n        cluster_name: mcp_router"
-)
-
-
-def limit_router_streams(bootstrap: str, streams: int = 100) -> str:
-    """The bootstrap with `max_concurrent_streams` on Envoy's HTTP/2 connections to the router.
-
-    grpclib's server (h2's default) allows 100 concurrent streams per connection. Envoy assumes
-    no limit on a new connection until the server's SETTINGS arrive, so a burst of new requests
-    that needs a second connection puts all of them on it, h2 refuses the 101st, the connection
-    dies and every stream on it ends in Envoy's 503 (`ext_proc_error_gRPC_error_14`). With the
-    limit set, Envoy spreads a burst over enough connections from the start."""
-    if ROUTER_CLUSTER_H2 not in bootstrap:
-        print("    (bootstrap changed: router stream limit not applied)", flush=True)
-        return bootstrap
-    return bootstrap.replace(ROUTER_CLUSTER_H2, ROUTER_CLUSTER_H2.replace(
-        "http2_protocol_options: {}", f"http2_protocol_options: {{max_concurrent_streams: {streams}}}"))
-
-
-BROKER_CLUSTER = "    - name: mcp_broker\n      type: STATIC\n      connect_timeout: 2s\n"
-
-
-def lift_broker_circuit_breakers(bootstrap: str, limit: int = 100_000) -> str:
-    """The bootstrap with circuit breakers on the broker cluster raised to `limit`.
-
-    Envoy's defaults (1024 connections, 1024 pending and 1024 active requests per cluster) cap
-    the broker at 1024 concurrent requests, and every open GET /mcp stream is one of them (and,
-    HTTP/1.1 to the broker, one connection): stream 1025 waits in Envoy's queue, and past
-    1024 waiting, Envoy answers 503 (UO)."""
-    if BROKER_CLUSTER not in bootstrap:
-        print("    (bootstrap changed: broker circuit breakers not lifted)", flush=True)
-        return bootstrap
-    breakers = (
-        "      circuit_breakers:\n        thresholds:\n"
-        f"          - {{max_connections: {limit}, max_pending_requests: {limit}, "
-        f"max_requests: {limit}}}\n"
-    )
-    return bootstrap.replace(BROKER_CLUSTER, BROKER_CLUSTER + breakers)
-
-
-def envoy_fixes(bootstrap: str) -> str:
-    return lift_broker_circuit_breakers(limit_router_streams(bootstrap))
-
-
 def gateway_config_text(
     servers: Sequence[tuple[str, str, str]], broker_port: int, router_port: int, *, page_size: int
 ) -> str:
@@ -261,9 +213,8 @@ async def running_stack(
         listen="127.0.0.1:0", admin_port=0, broker=f"127.0.0.1:{broker_port}",
         router=f"127.0.0.1:{router_port}", xds_dir=str(workdir / "xds"), access_log_path=str(workdir / "access.log"),
     ))
-    for edit in (*BOOTSTRAP_EDITS, bootstrap_edit):
-        if edit is not None:
-            bootstrap = edit(bootstrap)
+    if bootstrap_edit is not None:
+        bootstrap = bootstrap_edit(bootstrap)
     (workdir / "envoy.yaml").write_text(bootstrap)
     admin_path = workdir / "admin.address"
     envoy_argv = [

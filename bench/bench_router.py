@@ -20,8 +20,6 @@ import argparse
 import json
 import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,30 +31,14 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "src"))
 
+from bench.harness import ACCEPT, PROTOCOL, ensure_wrk, free_port  # noqa: E402
 from mcp_gateway.config import parse_config  # noqa: E402
 from mcp_gateway.router.xds import BootstrapParams, XdsWriter, render_bootstrap  # noqa: E402
 
 BIN = Path(sys.executable).parent
-PROTOCOL = "2025-11-25"
-ACCEPT = "application/json, text/event-stream"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    sudo = [] if os.geteuid() == 0 else ["sudo"]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env, stdout=subprocess.DEVNULL)
-    return shutil.which("wrk") or "/usr/bin/wrk"
 
 
 @contextmanager

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,21 +25,15 @@ import httpx
 import trio
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "src") not in sys.path:
-    sys.path.insert(0, str(REPO / "src"))
+for path in (str(REPO), str(REPO / "src")):
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
+from bench.harness import ACCEPT, PROTOCOL, free_port  # noqa: E402
 from mcp_gateway.config import parse_config  # noqa: E402
 from mcp_gateway.router.xds import BootstrapParams, XdsWriter, render_bootstrap  # noqa: E402
 
 BIN = Path(sys.executable).parent
-PROTOCOL = "2025-11-25"
-ACCEPT = "application/json, text/event-stream"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def own_cpu_seconds() -> float:

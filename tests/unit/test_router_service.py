@@ -63,6 +63,7 @@ class FakeUpstreams:
 
     clients: list[tuple[Mapping[str, Any], Mapping[str, Any] | None]] = field(default_factory=list)
     log_levels: list[str | None] = field(default_factory=list)
+    http_clients: list[httpx.AsyncClient | None] = field(default_factory=list)
     # What the router POSTs itself (cancellations of calls whose client left), with the backend
     # session each went to: the HTTP seam is httpx's MockTransport, never a real socket.
     posted: list[tuple[str | None, dict[str, Any]]] = field(default_factory=list)
@@ -80,12 +81,14 @@ class FakeUpstreams:
         version: str,
         client_info: Mapping[str, Any],
         *,
+        http: httpx.AsyncClient | None = None,
         capabilities: Mapping[str, Any] | None = None,
         log_level: str | None = None,
     ) -> str:
         self.calls.append(server.name)
         self.clients.append((client_info, capabilities))
         self.log_levels.append(log_level)
+        self.http_clients.append(http)
         await trio.sleep(self.delay)
         if self.fail:
             raise UpstreamError(f"{server.name}: connection refused")
@@ -224,6 +227,22 @@ async def test_routed_call_end_to_end_over_the_stream() -> None:
     assert set_headers_of(back) == {"mcp-session-id": token}
     assert "x-mcp-upstream" in back.remove_headers
     assert upstreams.calls == ["weather"]
+
+
+async def test_backend_sessions_are_opened_on_the_routers_one_pooled_client() -> None:
+    """Not a client (and a TCP connection, and a TLS setup) per backend session."""
+    upstreams = FakeUpstreams()
+    async with processor(upstreams) as (service, store):
+        for request_id in (1, 2, 3):
+            token = TOKENS.issue("2025-11-25")
+            claims = TOKENS.verify(token)
+            assert claims is not None
+            await store.create(claims.session_id, 60)
+            headers = {":method": "POST", ":path": "/mcp", "mcp-session-id": token}
+            await run(service, ScriptedStream([request_headers(headers), request_body(call("w_forecast", request_id))]))
+    assert len(upstreams.http_clients) == 3
+    first = upstreams.http_clients[0]
+    assert first is not None and all(http is first for http in upstreams.http_clients)
 
 
 async def routed_body_reply(*, learn: bool, capabilities: dict[str, object] | None = None) -> pb.ProcessingResponse:

@@ -304,8 +304,11 @@ async def gateway_with_http_probe(
         try:
             await _wait_listening(http_port)
             url = f"http://127.0.0.1:{http_port}/mcp"
+            # A fast-path decision outlives the test's steps on a loaded machine (a renewal in the
+            # default 1 s lifetime's last fifth would send a fast call through the router).
             async with running_gateway(
-                [{"name": "probe", "url": url, "prefix": "probe_"}], workdir
+                [{"name": "probe", "url": url, "prefix": "probe_"}], workdir,
+                envoy={"fast_path": {"ttl_seconds": 30}},
             ) as gateway:
                 yield gateway, Probe(receive)
         finally:

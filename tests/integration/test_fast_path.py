@@ -36,6 +36,9 @@ from tests.support.servers import sample_process
 pytestmark = pytest.mark.integration
 
 EXT_PROC_STREAMS = "http.mcp.ext_proc.streams_started"
+# Tests that count ext_proc streams keep decisions longer than they run on a loaded machine: in the
+# default 1 s lifetime's last fifth one call goes through the router (the renewal) by design.
+LONG_LIVED = {"envoy": {"fast_path": {"ttl_seconds": 30}}}
 LUA_ERRORS = "http.mcp.lua.errors"
 
 
@@ -59,7 +62,7 @@ def observed(response: httpx.Response) -> dict[str, Any]:
 async def test_repeated_calls_skip_the_ext_proc_and_reach_the_upstream_as_the_slow_path_does(
     tmp_path: Path,
 ) -> None:
-    async with probes("alpha") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path) as stack, \
+    async with probes("alpha") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path, **LONG_LIVED) as stack, \
             httpx.AsyncClient(timeout=15) as client:
         session = await initialize_raw(client, stack.url)
         first = await call(client, stack, session, "a_observe", 1)
@@ -96,7 +99,7 @@ async def warmed(client: httpx.AsyncClient, stack: Stack, name: str = "a_observe
 
 async def test_client_routing_headers_never_steer_a_fast_call(tmp_path: Path) -> None:
     async with probes("alpha", "beta") as urls, gateway_stack(
-        [("alpha", urls["alpha"], "a_"), ("beta", urls["beta"], "b_")], tmp_path
+        [("alpha", urls["alpha"], "a_"), ("beta", urls["beta"], "b_")], tmp_path, **LONG_LIVED
     ) as stack, httpx.AsyncClient(timeout=15) as client:
         session = await warmed(client, stack)
         forged = {
@@ -115,7 +118,7 @@ async def test_client_routing_headers_never_steer_a_fast_call(tmp_path: Path) ->
 
 
 async def test_a_forged_or_unknown_session_never_reaches_an_upstream(tmp_path: Path) -> None:
-    async with probes("alpha") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path) as stack, \
+    async with probes("alpha") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path, **LONG_LIVED) as stack, \
             httpx.AsyncClient(timeout=15) as client:
         session = await warmed(client, stack)
         tampered = session[:-2] + ("AA" if not session.endswith("AA") else "BB")
@@ -134,7 +137,7 @@ async def test_a_forged_or_unknown_session_never_reaches_an_upstream(tmp_path: P
 
 
 async def test_a_session_deleted_through_envoy_stops_at_once(tmp_path: Path) -> None:
-    async with probes("alpha") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path) as stack, \
+    async with probes("alpha") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path, **LONG_LIVED) as stack, \
             httpx.AsyncClient(timeout=15) as client:
         session = await warmed(client, stack)
         deleted = await client.delete(stack.url, headers=session_headers(session))
@@ -237,7 +240,7 @@ async def test_an_upstream_restart_under_a_fast_call_is_invisible_to_the_client(
 
 
 async def test_an_unreachable_upstream_gives_the_json_rpc_error_on_a_fast_call(tmp_path: Path) -> None:
-    async with sample_process("echo") as echo, gateway_stack([("echo", echo.url, "e_")], tmp_path) as stack, \
+    async with sample_process("echo") as echo, gateway_stack([("echo", echo.url, "e_")], tmp_path, **LONG_LIVED) as stack, \
             httpx.AsyncClient(timeout=20) as client:
         session = await warmed(client, stack, "e_add")
         await echo.kill()
@@ -275,7 +278,7 @@ async def test_a_fast_calls_sse_answer_streams_as_the_upstream_writes_it(tmp_pat
 
 async def test_what_the_fast_path_cannot_vouch_for_gets_the_routers_precise_answer(tmp_path: Path) -> None:
     narrow = VirtualServer(name="team/narrow", tools=["a_add"])
-    async with probes("alpha") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path, [narrow]) as stack, \
+    async with probes("alpha") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path, [narrow], **LONG_LIVED) as stack, \
             httpx.AsyncClient(timeout=15) as client:
         session = await warmed(client, stack)
         headers = session_headers(session, **{"content-type": "application/json"})
@@ -316,7 +319,7 @@ async def test_a_change_told_in_a_routed_calls_answer_is_listed_before_the_clien
     """The upstream tells the change only inside the call's SSE answer, which Envoy streams past
     Python: Envoy's Lua filter holds that event until the broker has re-listed the upstream, so a
     client listing the moment it reads it sees the new tool. On the router's call and on a fast one."""
-    async with changing_upstream() as upstream, gateway_stack([("ch", upstream.url, "ch_")], tmp_path) as stack, \
+    async with changing_upstream() as upstream, gateway_stack([("ch", upstream.url, "ch_")], tmp_path, **LONG_LIVED) as stack, \
             httpx.AsyncClient(timeout=20) as client:
         session = await initialize_raw(client, stack.url)
         for request_id, name in ((1, "first"), (2, "second")):

@@ -272,12 +272,13 @@ class RunningGateway:
 
 @asynccontextmanager
 async def running_gateway(
-    servers: Sequence[Mapping[str, Any]], workdir: Path
+    servers: Sequence[Mapping[str, Any]], workdir: Path, **gateway: Any
 ) -> AsyncIterator[RunningGateway]:
     """`mcp-gateway serve --config FILE` as its own process, and Envoy in front of it.
 
-    `servers` are config `servers:` entries. The broker and router ports are chosen before
-    the config is written (the CLI does not report them); Envoy binds port 0.
+    `servers` are config `servers:` entries; keyword arguments go to the `gateway:` section. The
+    broker and router ports are chosen before the config is written (the CLI does not report
+    them); Envoy binds port 0.
     """
     broker_port, router_port = free_port(), free_port()
     config_path = workdir / "gateway.yaml"
@@ -288,6 +289,7 @@ async def running_gateway(
                 "gateway": {
                     "broker_listen": f"127.0.0.1:{broker_port}",
                     "router_listen": f"127.0.0.1:{router_port}",
+                    **gateway,
                 },
             }
         )

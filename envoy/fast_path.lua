@@ -93,7 +93,10 @@ local function skip_number(s, i)
   return j
 end
 
-local function skip_object(s, i, depth, limits)
+-- `visit(s, key, at, limits, into)`, when given, reads each member's value itself (returning
+-- the index after it, or FAIL): how read_call looks at the members it cares about in the same
+-- single pass (a top-level function, not a closure: LuaJIT compiles no closure creation).
+local function skip_object(s, i, depth, limits, visit, into)
   if depth > limits.max_depth then return FAIL end
   local seen = {}
   local j = skip_ws(s, i + 1)
@@ -107,7 +110,11 @@ local function skip_object(s, i, depth, limits)
     seen[key] = true
     j = skip_ws(s, k)
     if byte(s, j) ~= 58 then return FAIL end
-    j = skip_value(s, skip_ws(s, j + 1), depth, limits)
+    if visit then
+      j = visit(s, key, skip_ws(s, j + 1), limits, into)
+    else
+      j = skip_value(s, skip_ws(s, j + 1), depth, limits)
+    end
     if j == FAIL then return FAIL end
     j = skip_ws(s, j)
     local c = byte(s, j)
@@ -156,6 +163,43 @@ end
 local ROUTED = { ["tools/call"] = true, ["prompts/get"] = true }
 local REQUEST_MEMBERS = { jsonrpc = true, id = true, method = true, params = true }
 
+-- A member of params: `name` must be a plain, non-empty string; its span is what gets rewritten.
+local function params_member(s, key, at, limits, call)
+  local e = skip_value(s, at, 2, limits)
+  if key == "name" and e ~= FAIL then
+    local backslash = find(s, "\\", at, true)
+    if byte(s, at) ~= 34 or e - at < 3 or (backslash and backslash < e) then return FAIL end
+    call.name_first, call.name_last = at + 1, e - 2
+    call.name = sub(s, at + 1, e - 2)
+  end
+  return e
+end
+
+-- A member of the message: only those a request may have, each as the router requires it.
+local function message_member(s, key, at, limits, call)
+  if not REQUEST_MEMBERS[key] then return FAIL end
+  if key == "params" then
+    if byte(s, at) ~= 123 then return FAIL end
+    return skip_object(s, at, 2, limits, params_member, call)
+  end
+  local e = skip_value(s, at, 1, limits)
+  if e == FAIL then return FAIL end
+  local raw = sub(s, at, e - 1)
+  if key == "jsonrpc" then
+    if raw ~= '"2.0"' then return FAIL end
+    call.jsonrpc = true
+  elseif key == "method" then
+    call.method = sub(raw, 2, -2)
+    if byte(raw, 1) ~= 34 or not ROUTED[call.method] then return FAIL end
+  else  -- id: a string, or an integer
+    local c = byte(raw, 1)
+    if c ~= 34 and find(raw, ".", 1, true) then return FAIL end
+    if c ~= 34 and c ~= 45 and (c < 48 or c > 57) then return FAIL end
+    call.id = raw
+  end
+  return e
+end
+
 -- The routed call a body is, or nil. Returns a table: method, name, the name's span
 -- (first and last byte of its text inside the quotes) and the id's raw JSON text.
 local function read_call(s, limits)
@@ -163,65 +207,9 @@ local function read_call(s, limits)
   local i = skip_ws(s, 1)
   if byte(s, i) ~= 123 then return nil end  -- batches and scalars: the router's
   local call = {}
-  local seen = {}
-  local j = skip_ws(s, i + 1)
-  if byte(s, j) == 125 then return nil end
-  while true do
-    if byte(s, j) ~= 34 then return nil end
-    local k, escaped = skip_string(s, j, limits.max_string)
-    if k == FAIL or escaped then return nil end
-    local key = sub(s, j + 1, k - 2)
-    if seen[key] or not REQUEST_MEMBERS[key] then return nil end
-    seen[key] = true
-    j = skip_ws(s, k)
-    if byte(s, j) ~= 58 then return nil end
-    local v = skip_ws(s, j + 1)
-    local e
-    if key == "params" then
-      if byte(s, v) ~= 123 then return nil end
-      e = skip_object(s, v, 2, limits)
-      if e == FAIL then return nil end
-      -- params.name: read the object's top level again, now knowing it is valid
-      local p = skip_ws(s, v + 1)
-      while byte(s, p) == 34 do
-        local pk = skip_string(s, p, limits.max_string)
-        local pkey = sub(s, p + 1, pk - 2)
-        local pv = skip_ws(s, skip_ws(s, pk) + 1)
-        local pe = skip_value(s, pv, 2, limits)
-        if pkey == "name" then
-          local backslash = find(s, "\\", pv, true)
-          if byte(s, pv) ~= 34 or pe - pv < 3 or (backslash and backslash < pe) then return nil end
-          call.name_first, call.name_last = pv + 1, pe - 2
-          call.name = sub(s, pv + 1, pe - 2)
-        end
-        p = skip_ws(s, pe)
-        if byte(s, p) ~= 44 then break end
-        p = skip_ws(s, p + 1)
-      end
-    else
-      e = skip_value(s, v, 1, limits)
-      if e == FAIL then return nil end
-      local raw = sub(s, v, e - 1)
-      if key == "jsonrpc" then
-        if raw ~= '"2.0"' then return nil end
-      elseif key == "method" then
-        call.method = sub(raw, 2, -2)
-        if byte(raw, 1) ~= 34 or not ROUTED[call.method] then return nil end
-      else  -- id: a string, or an integer
-        local c = byte(raw, 1)
-        if c ~= 34 and find(raw, ".", 1, true) then return nil end
-        if c ~= 34 and c ~= 45 and (c < 48 or c > 57) then return nil end
-        call.id = raw
-      end
-    end
-    j = skip_ws(s, e)
-    local c = byte(s, j)
-    if c == 125 then break end
-    if c ~= 44 then return nil end
-    j = skip_ws(s, j + 1)
-  end
-  if skip_ws(s, j + 1) <= #s then return nil end  -- trailing data
-  if not (seen.jsonrpc and call.method and call.id and call.name) then return nil end
+  local e = skip_object(s, i, 1, limits, message_member, call)
+  if e == FAIL or skip_ws(s, e) <= #s then return nil end  -- invalid, or trailing data
+  if not (call.jsonrpc and call.method and call.id and call.name) then return nil end
   return call
 end
 

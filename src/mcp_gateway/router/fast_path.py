@@ -1,8 +1,8 @@
 """The contract between the router and Envoy's Lua fast path (envoy/fast_path.lua). No I/O.
 
 The router decides; Envoy applies. For a routed `tools/call` / `prompts/get` the router hands
-its decision to the Lua filter as ext_proc dynamic metadata (`mcp_gateway.fast`, built by
-`decision_metadata`); the filter keeps it per worker, keyed by the exact inputs the decision
+its decision to the Lua filter as ext_proc dynamic metadata (`mcp_gateway.fast`, written by
+`write_decision`); the filter keeps it per worker, keyed by the exact inputs the decision
 was made from, and applies it to the next calls with those inputs without the ext_proc. Three
 things keep the two sides in step:
 

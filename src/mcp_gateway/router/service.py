@@ -273,10 +273,9 @@ class _Exchange:
             self.router.in_flight.started(
                 decision.claims.session_id, decision.request_id, decision.upstream.server
             )
-        forwarded = forward(decision, backend_id)
-        reply = _to_upstream(forwarded)
+        reply = _to_upstream(forward(decision, backend_id))
         if await self._fast_path_may_apply(decision, snapshot.fast):
-            self._hand_to_fast_path(reply, decision, forwarded, snapshot)
+            self._hand_to_fast_path(reply, decision, backend_id, snapshot)
         return reply
 
     async def _fast_path_may_apply(self, need: NeedsBackend, fast: FastPath) -> bool:
@@ -294,23 +293,21 @@ class _Exchange:
         return not askable
 
     def _hand_to_fast_path(
-        self, reply: pb.ProcessingResponse, need: NeedsBackend, forwarded: ToUpstream, snapshot: Snapshot
+        self, reply: pb.ProcessingResponse, need: NeedsBackend, backend_id: str | None, snapshot: Snapshot
     ) -> None:
-        claims = need.claims
+        claims, upstream = need.claims, need.upstream
         lifetime = snapshot.fast.lifetime_ms(claims.issued_at, time.time())
         if lifetime <= 0:
             return
-        headers = dict(forwarded.set_headers)
+        # The same values `forward` set on this call, for Envoy to set on the next ones.
         decision = Decision(
-            server=need.upstream.server,
+            server=upstream.server,
             routed_name=need.routed_name,
-            backend_id=headers.get(SESSION_HEADER, ""),
-            authority=headers[":authority"],
-            path=headers[":path"],
-            authorization=headers.get("authorization", ""),
-            mark=self.router.marks.seal_session(
-                need.upstream.server, claims.session_id, claims.protocol_version
-            ),
+            backend_id=backend_id or "",
+            authority=upstream.authority,
+            path=upstream.path,
+            authorization=upstream.authorization or "",
+            mark=self.router.marks.seal_session(upstream.server, claims.session_id, claims.protocol_version),
             lifetime_ms=lifetime,
             replay_timeout_ms=int(2 * self._timeout_of(need) * 1000),
         )

@@ -5,7 +5,6 @@ nothing to any other client. The upstream is our Python SDK fixture, whose
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,40 +13,10 @@ import httpx
 import pytest
 import trio
 
+from tests.support.listening import Listener, open_session
 from tests.support.servers import Broker, gateway_config, running_broker, sample_in_process
-from tests.support.servers import open_session as open_gateway_session
 
 pytestmark = pytest.mark.integration
-
-
-async def open_session(http: httpx.AsyncClient, url: str) -> dict[str, str]:
-    return {**await open_gateway_session(http, url), "mcp-protocol-version": "2025-11-25"}
-
-
-class Listener:
-    """A client's GET stream, its messages collected."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self._arrived = trio.Event()
-
-    async def run(self, http: httpx.AsyncClient, url: str, session: dict[str, str], *, task_status: Any) -> None:
-        async with http.stream("GET", url, headers={**session, "accept": "text/event-stream"}) as response:
-            assert response.status_code == 200
-            task_status.started()
-            async for line in response.aiter_lines():
-                if line.startswith("data:"):
-                    self.messages.append(json.loads(line[5:]))
-                    self._arrived.set()
-                    self._arrived = trio.Event()
-
-    def logs(self) -> list[Any]:
-        return [m["params"]["data"] for m in self.messages if m.get("method") == "notifications/message"]
-
-    async def wait_for_log(self, data: str, within: float = 3.0) -> None:
-        with trio.fail_after(within):
-            while data not in self.logs():
-                await self._arrived.wait()
 
 
 async def call(http: httpx.AsyncClient, url: str, session: dict[str, str], name: str, **arguments: Any) -> str:

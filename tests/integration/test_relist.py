@@ -27,6 +27,7 @@ from mcp_gateway.upstream.relist import (
     Relists,
 )
 from tests.support.changing import BURST_DONE, ChangingServer, changing_upstream
+from tests.support.listening import Listener, open_session
 from tests.support.routing import (
     call_body,
     gateway_stack,
@@ -35,7 +36,6 @@ from tests.support.routing import (
     sse_result,
 )
 from tests.support.servers import Broker, gateway_config, running_broker
-from tests.support.servers import open_session as open_gateway_session
 
 pytestmark = pytest.mark.integration
 
@@ -43,38 +43,8 @@ TOOLS_CHANGED = "notifications/tools/list_changed"
 INTERNAL = {INTERNAL_HEADER: INTERNAL_HEADER_VALUE}
 
 
-class Listener:
-    """A client's GET stream, its messages collected."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self._arrived = trio.Event()
-
-    async def run(self, http: httpx.AsyncClient, url: str, session: dict[str, str], *, task_status: Any) -> None:
-        async with http.stream("GET", url, headers={**session, "accept": "text/event-stream"}) as response:
-            assert response.status_code == 200
-            task_status.started()
-            async for line in response.aiter_lines():
-                if line.startswith("data:"):
-                    self.messages.append(json.loads(line[5:]))
-                    self._arrived.set()
-                    self._arrived = trio.Event()
-
-    async def wait_for(self, predicate: Callable[[dict[str, Any]], bool], within: float = 5.0) -> None:
-        with trio.fail_after(within):
-            while not any(predicate(m) for m in self.messages):
-                await self._arrived.wait()
-
-    def count(self, method: str) -> int:
-        return sum(1 for m in self.messages if m.get("method") == method)
-
-
 def is_method(method: str) -> Callable[[dict[str, Any]], bool]:
     return lambda message: message.get("method") == method
-
-
-async def open_session(http: httpx.AsyncClient, url: str) -> dict[str, str]:
-    return {**await open_gateway_session(http, url), "mcp-protocol-version": "2025-11-25"}
 
 
 async def list_tools(http: httpx.AsyncClient, url: str, session: dict[str, str]) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,23 @@ async def warmed(client: httpx.AsyncClient, stack: Stack, name: str = "a_observe
     return session
 
 
+async def call_until_refused(
+    client: httpx.AsyncClient, stack: Stack, session: str, clock: Callable[[], float]
+) -> tuple[httpx.Response, int, float | None]:
+    """Call every 50 ms (at most 5 s) until a call is refused: that answer, its request id, and
+    when (by `clock`) the last call that was routed was sent (None: none was)."""
+    request_id, last_routed_sent = 10, None
+    with trio.fail_after(5):
+        while True:
+            sent = clock()
+            answer = await call(client, stack, session, "a_observe", request_id)
+            if answer.status_code != 200:
+                return answer, request_id, last_routed_sent
+            last_routed_sent = sent
+            request_id += 1
+            await trio.sleep(0.05)
+
+
 async def test_client_routing_headers_never_steer_a_fast_call(tmp_path: Path) -> None:
     async with probes("alpha", "beta") as urls, gateway_stack(
         [("alpha", urls["alpha"], "a_"), ("beta", urls["beta"], "b_")], tmp_path, **LONG_LIVED
@@ -156,16 +174,8 @@ async def test_a_session_ended_elsewhere_stops_reaching_upstreams_within_the_fas
         assert claims is not None
         ended_at = trio.current_time()
         await stack.broker.store.delete(claims.session_id)  # the backend session lives on upstream
-        request_id, last_routed_sent = 10, ended_at
-        with trio.fail_after(5):
-            while True:
-                sent = trio.current_time()
-                answer = await call(client, stack, session, "a_observe", request_id)
-                if answer.status_code != 200:
-                    break
-                last_routed_sent = sent
-                request_id += 1
-                await trio.sleep(0.05)
+        answer, request_id, last_routed_sent = await call_until_refused(client, stack, session, trio.current_time)
+        last_routed_sent = last_routed_sent or ended_at
         assert answer.status_code == 404 and answer.json()["id"] == request_id
         # The bound is on when a call reaches Envoy: one sent later than ttl after the end never
         # reaches the upstream (sent times, not answer times: a slow answer says nothing).
@@ -183,16 +193,8 @@ async def test_a_decision_never_outlives_its_session(tmp_path: Path) -> None:
         session = await warmed(client, stack)
         created_by = time.time()  # the session was created (and its token issued) before this
         # The session lives 2 s from its creation; Envoy may keep a decision 30 s: not past the end.
-        request_id, last_routed_sent = 10, created_by
-        with trio.fail_after(5):
-            while True:
-                sent = time.time()
-                answer = await call(client, stack, session, "a_observe", request_id)
-                if answer.status_code != 200:
-                    break
-                last_routed_sent = sent
-                request_id += 1
-                await trio.sleep(0.05)
+        answer, request_id, last_routed_sent = await call_until_refused(client, stack, session, time.time)
+        last_routed_sent = last_routed_sent or created_by
         assert answer.status_code == 404 and answer.json()["id"] == request_id
         assert last_routed_sent - created_by <= 2 + 0.05, (
             f"a call sent {last_routed_sent - created_by:.2f} s into a 2 s session was routed"

@@ -16,13 +16,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import hypercorn.config
-import hypercorn.trio
 import trio
 from mcp import types
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.transport_security import TransportSecuritySettings
+
+from tests.support.routing import serve_sdk_server
 
 BURST_DONE = "changing://burst-done"
 
@@ -87,17 +86,8 @@ def build(state: ChangingServer) -> MCPServer:
 @asynccontextmanager
 async def changing_upstream() -> AsyncIterator[ChangingServer]:
     state = ChangingServer()
-    app = build(state).streamable_http_app(
-        transport_security=TransportSecuritySettings(
-            enable_dns_rebinding_protection=True, allowed_hosts=["127.0.0.1:*"], allowed_origins=[]
-        )
-    )
-    settings = hypercorn.config.Config()
-    settings.bind = ["127.0.0.1:0"]
-    settings.accesslog = None
-    settings.graceful_timeout = 0.5
     async with trio.open_nursery() as nursery:
-        urls = await nursery.start(hypercorn.trio.serve, app, settings)
-        state.url = f"http://127.0.0.1:{int(urls[0].rsplit(':', 1)[1])}/mcp"
+        port = await nursery.start(serve_sdk_server, build(state))
+        state.url = f"http://127.0.0.1:{port}/mcp"
         yield state
         nursery.cancel_scope.cancel()

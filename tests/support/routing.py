@@ -94,7 +94,15 @@ def probe_server(name: str) -> MCPServer:
 
 
 async def serve_probe(name: str, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    app = probe_server(name).streamable_http_app(
+    await serve_sdk_server(probe_server(name), task_status=task_status)
+
+
+async def serve_sdk_server(
+    server: MCPServer, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """An official-SDK server on hypercorn, loopback, port 0 (`task_status.started(port)`) until
+    cancelled; DNS-rebinding protection on for loopback hosts, as the SDK has it by default."""
+    app = server.streamable_http_app(
         transport_security=TransportSecuritySettings(
             enable_dns_rebinding_protection=True, allowed_hosts=["127.0.0.1:*"], allowed_origins=[]
         )

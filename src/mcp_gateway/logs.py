@@ -28,6 +28,7 @@ __all__ = [
     "REDACTED",
     "bind_request",
     "configure_logging",
+    "forget_registered_secrets",
     "get_logger",
     "redact_event",
     "register_secrets",
@@ -96,6 +97,18 @@ def register_secrets(values: Iterable[str | None]) -> None:
         # Longest first, so a secret that contains another is removed whole.
         ordered = sorted(_registered, key=len, reverse=True)
         _registered_pattern = re.compile("|".join(re.escape(v) for v in ordered))
+
+
+def forget_registered_secrets() -> None:
+    """Drop every value `register_secrets` was given.
+
+    The registry is process-wide, so a test that registers values clears it afterwards: a value
+    left behind would redact matching text in every later test's log lines.
+    """
+    global _registered_pattern
+    with _registered_lock:
+        _registered.clear()
+        _registered_pattern = None
 
 
 def _is_secret_key(key: object) -> bool:

@@ -21,9 +21,22 @@ from mcp_gateway.logs import (
     REDACTED,
     bind_request,
     configure_logging,
+    forget_registered_secrets,
     get_logger,
     register_secrets,
 )
+
+
+@pytest.fixture(autouse=True)
+def no_registered_secrets() -> Iterator[None]:
+    """Each test starts and ends with an empty secret registry (it is process-wide).
+
+    The hypothesis tests register random values; one such value ("config", say) left registered
+    once redacted `mcp-gateway-config` in a later test's line and failed CI.
+    """
+    forget_registered_secrets()
+    yield
+    forget_registered_secrets()
 
 
 @contextmanager

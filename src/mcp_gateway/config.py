@@ -40,6 +40,8 @@ from pydantic import (
 __all__ = [
     "ConfigDiff",
     "ConfigError",
+    "AuthRule",
+    "AuthSettings",
     "ConfigProblem",
     "EnvoySettings",
     "FastPathSettings",
@@ -535,6 +537,86 @@ class EnvoySettings(_Ours):
         return _check_host_port(value)
 
 
+class AuthRule(_Ours):
+    """Who may use the tools, prompts and resources whose exposed name (or URI) matches."""
+
+    # fnmatch pattern over exposed (prefixed) tool and prompt names and exposed resource URIs.
+    match: str = Field(min_length=1, max_length=512)
+    # Every one of these must be in the token's `scope` (or `scp`) claim.
+    scopes: list[str] = Field(default_factory=list)
+    # Each claim must equal the value, or, when the claim is a list, contain it.
+    claims: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("scopes")
+    @classmethod
+    def _check_scopes(cls, value: list[str]) -> list[str]:
+        return _check_scope_tokens(value)
+
+
+def _check_scope_tokens(value: list[str]) -> list[str]:
+    for scope in value:
+        # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+        if not scope or any(c in ' "\\' or not 0x21 <= ord(c) <= 0x7E for c in scope):
+            raise ValueError(f"not an OAuth scope token: {scope[:64]!r}")
+    return value
+
+
+JwsAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+_DEFAULT_ALGORITHMS: tuple[JwsAlgorithm, ...] = ("RS256", "ES256")
+
+
+class AuthSettings(_Ours):
+    """Inbound OAuth 2.1: the gateway as an MCP resource server (docs/auth.md). Off unless
+    `enabled`; then every request to /mcp needs a bearer JWT from `issuer`."""
+
+    enabled: bool = False
+    issuer: str | None = None
+    # The issuer's JSON Web Key Set (signature keys), fetched over HTTP and cached.
+    jwks_url: str | None = None
+    # The protected resource's identifier (RFC 9728 `resource`, RFC 8707): the MCP endpoint's
+    # public URL. Default: gateway.public_url.
+    resource: str | None = None
+    # Accepted `aud` values; default: the resource.
+    audiences: list[str] = Field(default_factory=list)
+    # Advertised in the metadata document; default: [issuer].
+    authorization_servers: list[str] = Field(default_factory=list)
+    algorithms: list[JwsAlgorithm] = Field(default_factory=lambda: list(_DEFAULT_ALGORITHMS), min_length=1)
+    # Clock skew tolerated on exp, nbf and iat.
+    leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+    # How long fetched keys are used before they are fetched again.
+    jwks_cache_seconds: float = Field(default=300.0, ge=1, le=86_400)
+    # A token signed by an unknown `kid` fetches the keys again, at most this often.
+    jwks_min_refresh_seconds: float = Field(default=10.0, ge=0, le=3600)
+    # Needed for any request at all.
+    required_scopes: list[str] = Field(default_factory=list)
+    # Advertised in the metadata; default: every scope the rules and required_scopes name.
+    scopes_supported: list[str] = Field(default_factory=list)
+    # Per tool/prompt/resource: the first rule whose `match` fits the exposed name applies; a
+    # name no rule matches is open to every valid token.
+    rules: list[AuthRule] = Field(default_factory=list)
+
+    @field_validator("issuer", "jwks_url", "resource")
+    @classmethod
+    def _check_urls(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value, ("http", "https"))
+
+    @field_validator("authorization_servers")
+    @classmethod
+    def _check_servers(cls, value: list[str]) -> list[str]:
+        return [_check_url(v, ("http", "https")) for v in value]
+
+    @field_validator("required_scopes", "scopes_supported")
+    @classmethod
+    def _check_scope_lists(cls, value: list[str]) -> list[str]:
+        return _check_scope_tokens(value)
+
+    @model_validator(mode="after")
+    def _check_enabled(self) -> AuthSettings:
+        if self.enabled and (self.issuer is None or self.jwks_url is None):
+            raise ValueError("auth enabled needs issuer and jwks_url")
+        return self
+
+
 class GatewaySettings(_Ours):
     broker_listen: str = "127.0.0.1:8081"
     router_listen: str = "127.0.0.1:9002"
@@ -550,6 +632,14 @@ class GatewaySettings(_Ours):
     # Re-list every upstream this long after its last listing, for servers that never announce
     # a change where the gateway hears it (docs/upstream.md, "Re-listing"); 0 turns it off.
     relist_interval_seconds: float = Field(default=300.0, ge=0, le=86_400)
+    # Inbound OAuth 2.1 (docs/auth.md); off by default.
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+
+    @model_validator(mode="after")
+    def _check_auth_resource(self) -> GatewaySettings:
+        if self.auth.enabled and self.auth.resource is None and self.public_url is None:
+            raise ValueError("auth enabled needs auth.resource or public_url (the resource's identifier)")
+        return self
 
     @field_validator("broker_listen", "router_listen")
     @classmethod

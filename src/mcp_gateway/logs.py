@@ -30,6 +30,7 @@ __all__ = [
     "configure_logging",
     "forget_registered_secrets",
     "get_logger",
+    "hypercorn_error_log",
     "redact_event",
     "register_secrets",
 ]
@@ -198,6 +199,16 @@ def get_logger(name: str | None = None, **initial: Any) -> FilteringBoundLogger:
     """A structlog logger; `name` shows up as `logger` (use `__name__`)."""
     logger: FilteringBoundLogger = structlog.get_logger(name, **initial)
     return logger
+
+
+def hypercorn_error_log() -> logging.Logger:
+    """The logger to put in a hypercorn `Config.errorlog`.
+
+    hypercorn's default (`"-"`) gives its logger a plain-text handler of its own, so its lines
+    (startup, connection errors) would bypass our format and our redaction. Handed a logger, it
+    uses that as it is: its records propagate to the root handler `configure_logging` installs.
+    """
+    return logging.getLogger("hypercorn.error")
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 import trio
 import yaml
 
-from mcp_gateway.cli import _build_parser
+from mcp_gateway.cli import build_parser
 from tests.k8s.harness import NS, Cluster, eventually, fast_settings, running_controller
 from tests.k8s.test_cli import kubeconfig
 from tests.support.kmock_emulator import EmulatorThread
@@ -34,7 +34,7 @@ def controller_deployment_settings() -> dict[str, Any]:
     doc = next(d for d in yaml.safe_load_all((ROOT / "deploy/base/controller.yaml").read_text()) if d)
     (container,) = doc["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
-    args = _build_parser().parse_args([re.sub(r"\$\(POD_NAMESPACE\)", NS, a) for a in container["args"]])
+    args = build_parser().parse_args([re.sub(r"\$\(POD_NAMESPACE\)", NS, a) for a in container["args"]])
     return {"namespace": args.namespace, "secret_name": args.secret_name, "base_configmap": env["MCP_GATEWAY_BASE_CONFIGMAP"]}
 
 

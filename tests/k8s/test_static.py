@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
-from mcp_gateway.cli import _build_parser
+from mcp_gateway.cli import build_parser
 from mcp_gateway.config import load_config
 from mcp_gateway.controller.health import DEFAULT_HEALTH_LISTEN, HEALTH_LISTEN_ENV
 from mcp_gateway.controller.reconcile import Snapshot, reconcile
@@ -279,7 +279,7 @@ def _containers(name: str) -> list[dict[str, Any]]:
 
 def _cli_args(args: list[str]) -> Any:
     expanded = [re.sub(r"\$\((\w+)\)", "value", a) for a in args]
-    return _build_parser().parse_args(expanded)
+    return build_parser().parse_args(expanded)
 
 
 def test_gateway_deployment_probes_and_hot_reload_mount() -> None:

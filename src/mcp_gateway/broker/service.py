@@ -20,7 +20,7 @@ from mcp_gateway.broker.core import BrokerCore
 from mcp_gateway.broker.reaper import run_reaper
 from mcp_gateway.broker.reload import ReloadState
 from mcp_gateway.config import GatewayConfig
-from mcp_gateway.logs import get_logger
+from mcp_gateway.logs import get_logger, hypercorn_error_log
 from mcp_gateway.sessions import SessionTokens
 from mcp_gateway.sessions.openings import BackendOpenings
 from mcp_gateway.sessions.store import SessionStore
@@ -95,6 +95,7 @@ async def _serve_http(app: QuartTrio, bind: str, *, task_status: trio.TaskStatus
     settings = hypercorn.config.Config()
     settings.bind = [bind]
     settings.accesslog = None
+    settings.errorlog = hypercorn_error_log()  # its lines in our format (logs.py)
     settings.graceful_timeout = GRACEFUL_SHUTDOWN_SECONDS
     # Over the proxy's idle timeout for upstream connections (ours: 60 s; Envoy's default, as in
     # Istio and Envoy Gateway: 1 h), so the proxy closes an idle connection first and never sends

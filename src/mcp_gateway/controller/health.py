@@ -17,7 +17,7 @@ import hypercorn.trio
 import trio
 
 from mcp_gateway.controller.service import Controller
-from mcp_gateway.logs import get_logger
+from mcp_gateway.logs import get_logger, hypercorn_error_log
 
 log = get_logger(__name__)
 
@@ -83,6 +83,7 @@ async def serve_health(
     settings = hypercorn.config.Config()
     settings.bind = [listen]
     settings.accesslog = None  # a probe every few seconds would drown the controller's log
+    settings.errorlog = hypercorn_error_log()  # its lines in our format (logs.py)
     settings.graceful_timeout = 1.0  # probes are instant; nothing worth waiting for at shutdown
     settings.keep_alive_timeout = 5.0
     async with trio.open_nursery() as nursery:

@@ -18,7 +18,7 @@ from mcp_gateway.controller.health import (
     serve_health,
 )
 from mcp_gateway.controller.service import Controller, ControllerSettings
-from mcp_gateway.logs import configure_logging, get_logger
+from mcp_gateway.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -73,7 +73,6 @@ def _first_leaf(group: BaseExceptionGroup[HealthListenError]) -> HealthListenErr
 
 
 def run_controller(args: argparse.Namespace) -> int:
-    configure_logging(os.environ.get("LOG_LEVEL", "info"))
     identity = args.identity or default_identity()
     try:
         client = api_client_for(args.kubeconfig, identity)

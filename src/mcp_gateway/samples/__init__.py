@@ -8,6 +8,7 @@ printed once listening (tests read that line instead of guessing a free port). S
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -68,17 +69,31 @@ async def serve_sample(
     settings = hypercorn.config.Config()
     settings.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     settings.accesslog = None
+    # hypercorn's own lines go to the root logger's handler, whatever formats it (structlog in
+    # `mcp-gateway sample-server`), instead of a plain-text handler of hypercorn's own.
+    settings.errorlog = logging.getLogger("hypercorn.error")
     settings.graceful_timeout = 1.0
     async with trio.open_nursery() as nursery:
         urls = await nursery.start(hypercorn.trio.serve, build_app(name), settings)
         task_status.started(int(urls[0].rsplit(":", 1)[1]))
 
 
-def run_sample(name: str, host: str, port: int) -> int:
-    """Serve one sample until SIGINT/SIGTERM; print READY_LINE_PREFIX + URL once listening."""
+def run_sample(name: str, host: str, port: int, *, transport: str = "http") -> int:
+    """Serve one sample until SIGINT/SIGTERM; print READY_LINE_PREFIX + URL once listening.
+
+    `transport="stdio"`: speak MCP on stdin/stdout until stdin closes, as a desktop client runs
+    a server (nothing else is written to stdout)."""
     if name not in SAMPLES:
         print(f"unknown sample {name!r}; choose one of {', '.join(SAMPLES)}", file=sys.stderr)
         return 2
+    if transport == "stdio":
+        if name == "conformance":
+            from mcp_gateway.samples.conformance_fixture import build_fixture
+
+            build_fixture().run("stdio")
+        else:
+            build_server(name).run("stdio")
+        return 0
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -50,6 +50,7 @@ __all__ = [
     "LimitsSettings",
     "ServerConfig",
     "SessionSettings",
+    "UpstreamRetrySettings",
     "VirtualServer",
     "check_config_main",
     "config_document",
@@ -288,6 +289,9 @@ class ServerConfig(BaseModel):
     # -- ours (credentialEnvVar was Kuadrant's too, with the same meaning, before `credential`) --
     command: list[str] | None = Field(default=None, validate_default=True)
     timeout_seconds: float = Field(default=30.0, alias="timeoutSeconds", gt=0, le=3600)
+    # stdio: set in the server process's environment, over the gateway's own (values are secrets:
+    # API keys travel this way; never printed or logged).
+    env: dict[str, str] = Field(default_factory=dict, repr=False)
     credential_env_var: str | None = Field(default=None, alias="credentialEnvVar")
 
     _credential_from_env: bool = PrivateAttr(default=False)
@@ -373,6 +377,16 @@ class ServerConfig(BaseModel):
             raise ValueError("transport stdio needs a command (the program and its arguments)")
         if transport in ("http", "websocket") and value:
             raise ValueError(f"only a stdio server has a command, this one is {transport}")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _check_env(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        if value and info.data.get("transport", "stdio") != "stdio":
+            raise ValueError("only a stdio server has an environment of its own")
+        for name in value:
+            if not _ENV_NAME_RE.fullmatch(name):
+                raise ValueError(f"not an environment variable name: {name!r}")
         return value
 
     @field_validator("credential_env_var")
@@ -523,6 +537,21 @@ class FastPathSettings(_Ours):
     max_body_bytes: int = Field(default=65_536, ge=64, le=1_048_576)
 
 
+class UpstreamRetrySettings(_Ours):
+    """How the gateway retries an upstream that failed: delays double from `initial_seconds` up
+    to `max_seconds`, each drawn from [(1 - jitter)·d, d] (upstream/backoff.py)."""
+
+    initial_seconds: float = Field(default=0.25, gt=0, le=60)
+    max_seconds: float = Field(default=60.0, gt=0, le=3600)
+    jitter: float = Field(default=0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _check_order(self) -> UpstreamRetrySettings:
+        if self.initial_seconds > self.max_seconds:
+            raise ValueError("initial_seconds is more than max_seconds")
+        return self
+
+
 class EnvoySettings(_Ours):
     """The Envoy in front of the gateway (what `mcp-gateway up` starts and configures)."""
 
@@ -629,6 +658,7 @@ class GatewaySettings(_Ours):
     # List each HTTP upstream also on sessions declaring client capabilities (roots, sampling,
     # elicitation), so items it offers only to such clients reach them (docs/upstream.md).
     capability_variants: bool = True
+    upstream_retry: UpstreamRetrySettings = Field(default_factory=UpstreamRetrySettings)
     # Re-list every upstream this long after its last listing, for servers that never announce
     # a change where the gateway hears it (docs/upstream.md, "Re-listing"); 0 turns it off.
     relist_interval_seconds: float = Field(default=300.0, ge=0, le=86_400)
@@ -721,6 +751,7 @@ class GatewayConfig(BaseModel):
         found: list[str | None] = list(self.gateway.sessions.keys)
         for server in self.servers:
             found.append(server.credential)
+            found += server.env.values()
         for auth in [s.auth for s in self.servers] + [a.auth for a in self.a2a_servers]:
             if auth is not None:
                 found += [auth.token, auth.password]
@@ -1001,6 +1032,8 @@ def parse_config(text: str, source: str = "<string>") -> GatewayConfig:
         kind = "nothing" if document is None else type(document).__name__
         problems.append(ConfigProblem("", f"the top level must be a mapping of keys, got {kind}"))
         raise ConfigError(problems, source)
+    if _is_client_config(document):
+        raise ConfigError([ConfigProblem("", _CLIENT_CONFIG)], source)
     try:
         config = GatewayConfig.model_validate(document, context={"cross_checked": True})
     except ValidationError as exc:
@@ -1018,6 +1051,24 @@ def parse_config(text: str, source: str = "<string>") -> GatewayConfig:
         located = [replace(p, line=_line_of(root, p.path)) if p.line is None else p for p in problems]
         raise ConfigError(_sorted_unique(located), source)
     return config
+
+
+_CLIENT_CONFIG = (
+    "this is an MCP client's config (Claude Desktop, VS Code or Cursor), not a gateway config: "
+    "`mcp-gateway import FILE` converts it"
+)
+
+
+def _is_client_config(document: Mapping[str, Any]) -> bool:
+    """`mcpServers:` (Claude Desktop, Cursor), or `servers:` as a mapping of name to entry (VS
+    Code's .vscode/mcp.json, or its settings' `mcp:` section): see importer.py."""
+    if isinstance(document.get("mcpServers"), Mapping):
+        return True
+    servers = document.get("servers")
+    if isinstance(document.get("mcp"), Mapping):
+        servers = document["mcp"].get("servers")
+    # `servers: {name: a}` is one entry written without its `-`, not a map of entries.
+    return isinstance(servers, Mapping) and all(isinstance(v, Mapping) for v in servers.values())
 
 
 def _sorted_unique(problems: Iterable[ConfigProblem]) -> list[ConfigProblem]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 import trio
 
 from mcp_gateway.config import GatewayConfig
@@ -149,7 +150,9 @@ def upstreams() -> dict[str, FakeUpstream]:
     }
 
 
-def supervisor_for(cfg: GatewayConfig, upstreams: dict[str, FakeUpstream]) -> Supervisor:
+def supervisor_for(
+    cfg: GatewayConfig, upstreams: dict[str, FakeUpstream], timing: Timing = TIMING
+) -> Supervisor:
     def factory(server: Any, http: Any, capabilities: Any = None) -> UpstreamClient:
         fake = upstreams[server.name]
         transport = httpx.MockTransport(fake.handle)
@@ -160,7 +163,7 @@ def supervisor_for(cfg: GatewayConfig, upstreams: dict[str, FakeUpstream]) -> Su
             capabilities=capabilities,
         )
 
-    return Supervisor(cfg, timing=TIMING, client_factory=factory)
+    return Supervisor(cfg, timing=timing, client_factory=factory)
 
 
 def tool_names(supervisor: Supervisor) -> dict[str, list[str]]:
@@ -204,6 +207,75 @@ async def test_a_dead_upstream_is_retried_with_capped_growing_backoff(
         assert ceiling / 2 <= gap <= ceiling + 0.01
     assert max(gaps) <= 8.01
     assert supervisor.status()[0].consecutive_failures == len(times)
+
+
+def _retried_with(retry: dict[str, float] | None) -> GatewayConfig:
+    gateway = {"upstream_retry": retry} if retry is not None else {}
+    return GatewayConfig.model_validate({**config("a").model_dump(by_alias=True), "gateway": gateway})
+
+
+async def test_by_default_a_dead_upstream_is_retried_about_once_a_minute(
+    upstreams: dict[str, FakeUpstream], autojump_clock: trio.abc.Clock
+) -> None:
+    upstreams["a"].mode = "down"
+    timing = Timing(ping_interval=10, poll_interval=30)  # no backoff of its own: the config's
+    supervisor = supervisor_for(_retried_with(None), upstreams, timing)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        await trio.sleep(3600)
+        nursery.cancel_scope.cancel()
+    gaps = [b - a for a, b in itertools.pairwise(upstreams["a"].attempts)]
+    assert gaps[0] <= 0.26  # the first retry is quick: most failures are blips
+    assert max(gaps) <= 60.01
+    assert min(gaps[-20:]) >= 30  # at the cap, jitter keeps each delay within [30 s, 60 s]
+    assert 60 <= len(gaps) <= 130  # an hour down: about one attempt a minute, not one per 3 s
+
+
+async def test_the_retry_delays_are_the_configs_and_a_reload_changes_them(
+    upstreams: dict[str, FakeUpstream], autojump_clock: trio.abc.Clock
+) -> None:
+    upstreams["a"].mode = "down"
+    timing = Timing(ping_interval=10, poll_interval=30)
+    supervisor = supervisor_for(
+        _retried_with({"initial_seconds": 2, "max_seconds": 4, "jitter": 0}), upstreams, timing
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        await trio.sleep(20)
+        before = len(upstreams["a"].attempts)
+        await supervisor.apply(_retried_with({"initial_seconds": 1, "max_seconds": 1, "jitter": 0}))
+        await trio.sleep(10)
+        nursery.cancel_scope.cancel()
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(upstreams["a"].attempts)]
+    assert gaps[:5] == [2, 4, 4, 4, 4]
+    # the delay running at the reload ends as it was; every later one is the new config's
+    assert gaps[before:] == [1.0] * len(gaps[before:]) and len(gaps[before:]) >= 6
+
+
+async def test_a_dead_upstream_is_logged_once_then_at_a_falling_rate(
+    upstreams: dict[str, FakeUpstream], autojump_clock: trio.abc.Clock
+) -> None:
+    upstreams["a"].mode = "down"
+    supervisor = supervisor_for(config("a"), upstreams)  # backoff capped at 8 s
+    with structlog.testing.capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(supervisor.run)
+            await trio.sleep(8 * 150)
+            upstreams["a"].mode = "up"
+            await trio.sleep(9)
+            upstreams["a"].go_down()
+            await trio.sleep(1)
+            nursery.cancel_scope.cancel()
+    failures = [e for e in logs if e["event"] in ("upstream failed", "upstream still failing")]
+    warned = [(e["event"], e["failures"]) for e in failures if e["log_level"] == "warning"]
+    in_a_row = failures[-2]["failures"]  # before it came back
+    assert in_a_row > 150 and len(failures) == in_a_row + 1  # each one logged, most at debug
+    assert warned == [
+        ("upstream failed", 1),
+        *[("upstream still failing", n) for n in (2, 4, 8, 16, 32, 64)],
+        *[("upstream still failing", n) for n in range(128, in_a_row + 1, 64)],
+        ("upstream failed", 1),  # it came back and failed again: news again
+    ]
 
 
 async def test_an_upstream_that_dies_leaves_the_catalog_and_comes_back_on_its_own(

@@ -15,7 +15,9 @@ class Backoff:
     """
 
     base: float = 0.25
-    cap: float = 3.0
+    # Near a minute (as `gateway.upstream_retry.max_seconds`): a server down for the night is
+    # asked about once a minute, not every few seconds.
+    cap: float = 60.0
     factor: float = 2.0
     jitter: float = 0.5
     rng: random.Random = field(default_factory=random.Random)
@@ -30,3 +32,16 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+# A failure repeated is not news: the first one in a row is logged at warning (the change of
+# state), then the 2nd, 4th, 8th ... 64th, then every 64th (about hourly at a one-minute cap).
+_LOG_EVERY_AT_MOST = 64
+
+
+def worth_logging(failures_in_a_row: int) -> bool:
+    """Whether the n-th failure in a row is logged at warning level (the rest go to debug)."""
+    n = failures_in_a_row
+    if n <= _LOG_EVERY_AT_MOST:
+        return n > 0 and n & (n - 1) == 0
+    return n % _LOG_EVERY_AT_MOST == 0

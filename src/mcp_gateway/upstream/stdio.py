@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import subprocess
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ from mcp_gateway.protocol import (
     parse_message,
     serialize,
 )
-from mcp_gateway.upstream.backoff import Backoff
+from mcp_gateway.upstream.backoff import Backoff, worth_logging
 from mcp_gateway.upstream.errors import UpstreamError
 from mcp_gateway.upstream.rpc import DEFAULT_CLIENT_INFO, RequestShortcuts, result_of
 
@@ -182,11 +183,13 @@ class MessageStreamClient(RequestShortcuts):
                 # It ran well for a while: a fresh failure, not a crash loop, so retry soon.
                 self._backoff.reset()
             delay = self._backoff.next_delay()
-            _log.warning(
+            report = _log.warning if worth_logging(self._backoff.attempt) else _log.debug
+            report(
                 "upstream link lost; reconnecting",
                 server=self.server.name,
                 transport=self.server.transport,
                 reason=reason,
+                failures=self._backoff.attempt,
                 retry_in=round(delay, 3),
             )
             await trio.sleep(delay)
@@ -468,8 +471,8 @@ class MessageStreamClient(RequestShortcuts):
 class StdioUpstreamClient(MessageStreamClient):
     """An MCP server run as a subprocess (`server.command`), spoken to over stdin/stdout.
 
-    The command inherits the gateway's environment and working directory; its stderr is the
-    server's log and is relayed line by line into ours.
+    The command inherits the gateway's environment (plus the server's `env`) and working
+    directory; its stderr is the server's log and is relayed line by line into ours.
     """
 
     _process: trio.Process | None = None
@@ -492,6 +495,7 @@ class StdioUpstreamClient(MessageStreamClient):
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
+                    env={**os.environ, **self.server.env} if self.server.env else None,
                     check=False,
                     deliver_cancel=_stop_gently,
                 )

@@ -22,10 +22,10 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
-from mcp_gateway.config import GatewayConfig, ServerConfig, diff_configs
+from mcp_gateway.config import GatewayConfig, ServerConfig, UpstreamRetrySettings, diff_configs
 from mcp_gateway.logs import get_logger
 from mcp_gateway.protocol import LATEST_STABLE
-from mcp_gateway.upstream.backoff import Backoff
+from mcp_gateway.upstream.backoff import Backoff, worth_logging
 from mcp_gateway.upstream.catalog import (
     ALL_FEATURES,
     CLIENT_FEATURES,
@@ -142,8 +142,9 @@ class Timing:
     ping_interval: float = 10.0
     poll_interval: float = 30.0  # re-list period for upstreams without a GET stream
     stream_reopen_delay: float = 0.5
-    backoff_base: float = 0.25
-    backoff_cap: float = 3.0
+    # Retry delays of a failed upstream; None: the config's `gateway.upstream_retry`.
+    backoff_base: float | None = None
+    backoff_cap: float | None = None
 
 
 # Any client with UpstreamClient's surface: HTTP here, stdio/WebSocket in their own modules.
@@ -252,6 +253,7 @@ class _Upstream:
         default_factory=dict
     )
     relist_interval: float = 0.0  # gateway.relist_interval_seconds; 0: no periodic re-list
+    retry: UpstreamRetrySettings = field(default_factory=UpstreamRetrySettings)
     relists: int = 0  # listings done on request, for /status
     rng: random.Random = field(default_factory=random.Random)
     # The re-list queue of each held discovery session: the base one, each variant's.
@@ -260,6 +262,7 @@ class _Upstream:
     # Set (and replaced) when the base session listed or the interval changed: the periodic
     # re-list counts from then.
     backstop_reset: trio.Event = field(default_factory=trio.Event)
+    _logged_reason: str | None = None  # of the last failure logged
 
     def __post_init__(self) -> None:
         if not self.variants_enabled:
@@ -292,8 +295,16 @@ class _Upstream:
     def serving(self) -> bool:
         return self.state in (UpstreamState.READY, UpstreamState.DEGRADED)
 
+    def _backoff(self, backoff: Backoff | None = None) -> Backoff:
+        """The retry delays now (a reload may have changed them), keeping the attempt count."""
+        backoff = backoff or Backoff()
+        backoff.base = self.timing.backoff_base or self.retry.initial_seconds
+        backoff.cap = self.timing.backoff_cap or self.retry.max_seconds
+        backoff.jitter = self.retry.jitter
+        return backoff
+
     async def run(self) -> None:
-        backoff = Backoff(base=self.timing.backoff_base, cap=self.timing.backoff_cap)
+        backoff = self._backoff()
         try:
             with self.cancel_scope:
                 if self.server.transport == "http":
@@ -309,14 +320,29 @@ class _Upstream:
                         reason = self._reason(exc)
                     self.failures += 1
                     self._publish(UpstreamState.FAILED, reason, keep_items=False)
-                    log.warning("upstream failed", server=self.server.name, reason=reason)
+                    delay = self._backoff(backoff).next_delay()
+                    self._log_failure(reason, delay)
                     self.attempted.set()
-                    await trio.sleep(backoff.next_delay())
+                    await trio.sleep(delay)
         finally:
             if self.http is not None:
                 with trio.CancelScope(shield=True):
                     await self.http.aclose()
             self.finished.set()
+
+    def _log_failure(self, reason: str, delay: float) -> None:
+        # The change of state (or of reason) is news; the same failure again is logged at a
+        # falling rate (backoff.worth_logging), so a dead upstream does not flood the log.
+        news = self.failures == 1 or reason != self._logged_reason
+        report = log.warning if news or worth_logging(self.failures) else log.debug
+        report(
+            "upstream failed" if news else "upstream still failing",
+            server=self.server.name,
+            reason=reason,
+            failures=self.failures,
+            retry_in=round(delay, 1),
+        )
+        self._logged_reason = reason
 
     def _reason(self, exc: Exception) -> str:
         if isinstance(exc, BaseExceptionGroup):
@@ -570,10 +596,8 @@ class _Upstream:
     # after /readyz already sees the items its capabilities bring.
 
     async def _maintain_variants(self, base_listed: trio.Event) -> None:
-        backoff = Backoff(
-            base=self.timing.backoff_base,
-            cap=max(self.timing.backoff_cap, self.timing.poll_interval),
-        )
+        backoff = self._backoff()
+        backoff.cap = max(backoff.cap, self.timing.poll_interval)
         while True:
             self.variants_state, self.variants_reason = VariantsState.PROBING, None
             try:
@@ -586,7 +610,8 @@ class _Upstream:
             await base_listed.wait()
             self._set_variants(VariantsState.FAILED, reason)
             self.attempted.set()
-            log.warning("capability variants failed", server=self.server.name, reason=reason)
+            report = log.warning if worth_logging(backoff.attempt + 1) else log.debug
+            report("capability variants failed", server=self.server.name, reason=reason)
             await trio.sleep(backoff.next_delay())
 
     async def _discover_variants(self, base_listed: trio.Event) -> None:
@@ -778,6 +803,8 @@ class Supervisor:
         if interval != self.config.gateway.relist_interval_seconds:
             for running in self._upstreams.values():
                 running.set_relist_interval(interval)  # no restart: the next wait uses it
+        for running in self._upstreams.values():
+            running.retry = new_config.gateway.upstream_retry  # no restart: the next retry uses it
         self.config = new_config
         async with trio.open_nursery() as stopping:
             for name in (*diff.removed, *changed):
@@ -800,6 +827,7 @@ class Supervisor:
             variants_enabled=self.config.gateway.capability_variants,
             link_events=self.link_events,
             relist_interval=self.config.gateway.relist_interval_seconds,
+            retry=self.config.gateway.upstream_retry,
         )
         self._upstreams[server.name] = upstream
         if not server.enabled:

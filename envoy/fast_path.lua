@@ -5,7 +5,7 @@
 -- session. It hands each routed tools/call / prompts/get decision to this script as dynamic
 -- metadata (`mcp_gateway.fast`); the script keeps it, per Envoy worker, for a short time
 -- (`ttl_ms`, and never past the session's own end) under the exact inputs it was made from:
--- (gateway token, method, name, virtual server, Origin). The next call with the same inputs
+-- (gateway token, method, name, virtual server, Origin, Authorization). The next call with the same inputs
 -- is applied here, in Envoy: prefix stripped from the body, the backend session and the
 -- upstream's credential set, routed on `x-mcp-servername` + `x-mcp-fast-path`, a route that
 -- skips the ext_proc. Anything the script is not sure of takes the slow path (the ext_proc),
@@ -231,10 +231,25 @@ local function now_ms(handle)
 end
 
 -- "\n" can be in none of the parts (header values, JSON string text without escapes); a NUL
--- would not survive the trip through dynamic metadata.
-local function decision_key(method, name, virtual, origin)
-  return method .. "\n" .. name .. "\n" .. (virtual or "") .. "\n" .. (origin or "")
+-- would not survive the trip through dynamic metadata. The client's Authorization is part of
+-- the key: with inbound OAuth the router decided for that bearer token (its scopes), and a call
+-- with another token, or none, must reach the router again (docs/auth.md).
+local function decision_key(method, name, virtual, origin, authorization)
+  return method .. "\n" .. name .. "\n" .. (virtual or "") .. "\n" .. (origin or "") .. "\n" .. (authorization or "")
 end
+
+-- When a decision learnt at `now` stops being used: its lifetime, and never past `not_after`
+-- (epoch ms; the bearer token's expiry, 0 when there is none).
+local function expiry(now, ttl_ms, not_after)
+  local expires = now + ttl_ms
+  if type(not_after) == "number" and not_after > 0 and not_after < expires then
+    expires = not_after
+  end
+  return expires
+end
+
+-- A bearer token longer than this is left to the router (which refuses what it cannot verify).
+local MAX_AUTHORIZATION = 8192
 
 local function lookup(token, key, now)
   local held = sessions[token]
@@ -327,7 +342,9 @@ function envoy_on_request(handle)
     return
   end
   local virtual, origin = headers:get("x-mcp-virtualserver"), headers:get("origin")
-  local key = decision_key(call.method, call.name, virtual, origin)
+  local authorization = headers:get("authorization")
+  if authorization and #authorization > MAX_AUTHORIZATION then return end
+  local key = decision_key(call.method, call.name, virtual, origin, authorization)
   local now = now_ms(handle)
   local decision = (not forced) and lookup(token, key, now) or nil
   local metadata = handle:streamInfo():dynamicMetadata()
@@ -365,6 +382,7 @@ function envoy_on_request(handle)
     number = calls, token = token, server = decision.server, id = call.id,
     body = text, path = client_path, authority = client_authority,
     virtual = virtual or "", origin = origin or "", timeout = decision.timeout,
+    authorization = authorization or "",
     version = headers:get("mcp-protocol-version") or "",
   }
   -- The one metadata write of a fast call: the access logger reports this mark if the client
@@ -396,6 +414,8 @@ local function replay(handle, call)
   if call.version ~= "" then headers["mcp-protocol-version"] = call.version end
   if call.virtual ~= "" then headers["x-mcp-virtualserver"] = call.virtual end
   if call.origin ~= "" then headers["origin"] = call.origin end
+  -- The client's own bearer token: the router checks it again (the upstream's replaced it).
+  if call.authorization ~= "" then headers["authorization"] = call.authorization end
   handle:body()  -- hold the upstream's own answer back (buffered) while the replay runs
   local answer, text = handle:httpCall("mcp_gateway_self", headers, call.body,
     { timeout_ms = call.timeout, send_xff = false })
@@ -418,7 +438,7 @@ local function learn(handle, miss)
   local fill = routed and routed.fast
   if type(fill) ~= "table" then return end
   if fill.generation == miss.gen and miss.gen == generation then
-    fill.expires = now_ms(handle) + fill.ttl_ms
+    fill.expires = expiry(now_ms(handle), fill.ttl_ms, fill.not_after)
     fill.renew_at = fill.expires - fill.ttl_ms / 5
     remember(miss.token, miss.key, fill, MAX_SESSIONS)
   end

@@ -38,10 +38,10 @@ from pydantic import (
 )
 
 __all__ = [
-    "ConfigDiff",
-    "ConfigError",
     "AuthRule",
     "AuthSettings",
+    "ConfigDiff",
+    "ConfigError",
     "ConfigProblem",
     "EnvoySettings",
     "FastPathSettings",

@@ -28,7 +28,7 @@ def _script() -> Any:
     # encoding=None: Lua strings stay bytes both ways, as in Envoy.
     runtime = luajit21.LuaRuntime(unpack_returned_tuples=True, encoding=None)
     return runtime, runtime.execute(
-        SCRIPT.read_bytes() + b"\nreturn {read_call = read_call, lookup = lookup, remember = remember}\n"
+        SCRIPT.read_bytes() + b"\nreturn {read_call = read_call, lookup = lookup, remember = remember, decision_key = decision_key, expiry = expiry}\n"
     )
 
 
@@ -173,3 +173,27 @@ def test_a_decision_is_renewed_by_one_call_in_its_last_fifth_and_never_used_past
     # ...but never past its end.
     assert lookup(b"token", b"key", 1000) is None
     assert lookup(b"token", b"key", 100) is None  # gone for good
+
+
+def test_a_decision_is_kept_per_bearer_token_and_never_past_its_expiry() -> None:
+    """Inbound OAuth: the router decided for one bearer token; another, or none, is another key
+    (the router sees that call and refuses what the token may not do), and a decision never
+    outlives the token's `exp` (docs/auth.md)."""
+    key, expiry = LOCALS[b"decision_key"], LOCALS[b"expiry"]
+    lookup, remember = LOCALS[b"lookup"], LOCALS[b"remember"]
+    good = key(b"tools/call", b"a_x", None, None, b"Bearer good")
+    others = {
+        key(b"tools/call", b"a_x", None, None, b"Bearer other"),
+        key(b"tools/call", b"a_x", None, None, None),
+        key(b"tools/call", b"a_x", None, None, b"bearer good"),
+        key(b"tools/call", b"a_x", None, None, b"Bearer good "),
+    }
+    assert good not in others and len(others) == 4
+    remember(b"session", good, RUNTIME.table_from({b"server": b"alpha", b"expires": 1000, b"renew_at": 800}), 10)
+    assert lookup(b"session", good, 100)[b"server"] == b"alpha"
+    assert all(lookup(b"session", other, 100) is None for other in others)
+    # The lifetime, cut by the token's expiry (epoch ms) when that comes first; 0: no token.
+    assert expiry(1_000, 1_000, 0) == 2_000
+    assert expiry(1_000, 1_000, 1_500) == 1_500
+    assert expiry(1_000, 1_000, 5_000) == 2_000
+    assert expiry(1_000, 1_000, None) == 2_000

@@ -25,6 +25,7 @@ from mcp_gateway.broker.aggregate import (
     restrict,
     variants_fingerprint,
 )
+from mcp_gateway.broker.auth import restrict_to
 from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.fanout import Fanout
 from mcp_gateway.broker.forward import Forwarder
@@ -372,15 +373,18 @@ class BrokerCore:
         emit: Emit | None,
         *,
         virtual: VirtualServer | None = None,
+        allowed: Callable[[str], bool] | None = None,
     ) -> bytes:
         """Answer one request of a session; `virtual` (the client's virtual server, see
-        `virtual_server`) limits what it lists and reaches to that virtual server's items."""
+        `virtual_server`) limits what it lists and reaches to that virtual server's items;
+        `allowed` (inbound OAuth, broker/auth.py) cuts the lists to the names a token may use."""
         method = request.method
         if method == "ping":
             return result_response(request.id, {})
         kind = LIST_METHODS.get(method)
         if kind is not None:
-            return self._list(request, kind, self._view(virtual, await self.features_of(session)))
+            view = self._view(virtual, await self.features_of(session))
+            return self._list(request, kind, view if allowed is None else restrict_to(view, allowed))
         routed = ROUTED_METHODS.get(method)
         if routed is not None:
             key = (session.sid, request.id)

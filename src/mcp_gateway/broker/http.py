@@ -9,13 +9,15 @@ body with the request's id when it could be read, and the HTTP status the spec n
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import trio
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
+from mcp_gateway.auth import Principal, requested_name
+from mcp_gateway.broker import auth as broker_auth
 from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.core import BrokerCore, SessionProblem, UnknownVirtualServer
 from mcp_gateway.config import VirtualServer
@@ -31,6 +33,7 @@ from mcp_gateway.protocol import (
     error_response,
     origin_allowed,
     parse_message,
+    peek,
     supports_batch,
 )
 from mcp_gateway.protocol import Response as ResponseMessage
@@ -71,6 +74,8 @@ def register(
     app: Quart, core: BrokerCore, nursery: trio.Nursery, *, keepalive_seconds: float = 15.0
 ) -> None:
     """Add the /mcp routes; streamed answers run their upstream call in `nursery`."""
+    auth = broker_auth.BrokerAuth(core)
+    broker_auth.register(app, auth)
 
     def limits() -> Limits:
         return request_limits(core)
@@ -175,6 +180,11 @@ def register(
         return None
 
     async def _post_body(body: bytes, body_limits: Limits, started: float) -> Response:
+        # Inbound OAuth first: nothing about the request is answered to a client without a token.
+        principal = await auth.check(_peeked_id(body, body_limits))
+        if isinstance(principal, Response):
+            record("refused", principal.status_code, started)
+            return principal
         acceptable = accepts(JSON, SSE)
         token = request.headers.get("mcp-session-id")
         claims = core.tokens.verify(token) if token and len(token) <= MAX_TOKEN_LENGTH else None
@@ -216,6 +226,10 @@ def register(
             record("refused", virtual.status_code, started)
             return virtual
         requests = [m for m in messages if isinstance(m, Request)]
+        if (refused := _out_of_scope(principal, requests)) is not None:
+            record("refused", refused.status_code, started)
+            return refused
+        allowed = broker_auth.allowed_for(auth.gate, principal)
         for message in messages:
             if isinstance(message, Notification):
                 await core.notified(message, session)
@@ -224,7 +238,9 @@ def register(
         if not requests:
             return Response(b"", 202)  # notifications and responses only: accepted, no body
         if isinstance(parsed, list):
-            bodies = [await core.handle(r, session, None, virtual=virtual) for r in requests]
+            bodies = [
+                await core.handle(r, session, None, virtual=virtual, allowed=allowed) for r in requests
+            ]
             record("batch", 200, started)
             return Response(b"[" + b",".join(bodies) + b"]", 200, content_type=JSON)
         only = requests[0]
@@ -236,8 +252,8 @@ def register(
             or JSON not in acceptable
             or await core.may_ask_client(only, session)
         ):
-            return _streamed(only, session, started, virtual)
-        answer = await core.handle(only, session, None, virtual=virtual)
+            return _streamed(only, session, started, virtual, allowed)
+        answer = await core.handle(only, session, None, virtual=virtual, allowed=allowed)
         record(only.method, 200, started)
         return Response(answer, 200, content_type=JSON)
 
@@ -254,8 +270,23 @@ def register(
         record("initialize", 200, started)
         return Response(body, 200, content_type=JSON, headers={"mcp-session-id": session.token})
 
+    def _out_of_scope(principal: Principal | None, requests: list[Request]) -> Response | None:
+        """403 when the token may not use an item a request names (the lists are cut instead)."""
+        gate = auth.gate
+        if gate is None or principal is None:
+            return None
+        for message in requests:
+            name = requested_name(message.method, message.params)
+            if name is not None and (refusal := gate.refuse_use(principal, name, message.id)):
+                return broker_auth.refusal_response(refusal)
+        return None
+
     def _streamed(
-        message: Request, session: ClientSession, started: float, virtual: VirtualServer | None
+        message: Request,
+        session: ClientSession,
+        started: float,
+        virtual: VirtualServer | None,
+        allowed: Callable[[str], bool] | None = None,
     ) -> Response:
         """Answer on an SSE stream: the upstream's notifications (progress) first, then the result."""
         send, receive = trio.open_memory_channel[bytes](32)
@@ -268,7 +299,9 @@ def register(
                     async def emit(notification: bytes) -> None:
                         await send.send(notification)
 
-                    await send.send(await core.handle(message, session, emit, virtual=virtual))
+                    await send.send(
+                        await core.handle(message, session, emit, virtual=virtual, allowed=allowed)
+                    )
 
         nursery.start_soon(work)
 
@@ -300,6 +333,8 @@ def register(
     async def get_mcp() -> Response:
         if (refused := origin_refused()) is not None:
             return refused
+        if isinstance(unauthorized := await auth.check(), Response):
+            return unauthorized
         if SSE not in accepts(SSE):
             return refusal(
                 406, ErrorCode.INVALID_REQUEST, "Not Acceptable: GET /mcp streams text/event-stream"
@@ -332,6 +367,8 @@ def register(
     async def delete_mcp() -> Response:
         if (refused := origin_refused()) is not None:
             return refused
+        if isinstance(unauthorized := await auth.check(), Response):
+            return unauthorized
         session = await session_or_refusal()
         if isinstance(session, Response):
             return session
@@ -361,6 +398,14 @@ def request_limits(core: BrokerCore) -> Limits:
         max_batch=settings.max_batch,
         max_string_length=settings.max_string_length,
     )
+
+
+def _peeked_id(body: bytes, limits: Limits) -> Any:
+    """The request id for a refusal's body, when the body has a readable one."""
+    try:
+        return peek(body, limits).id
+    except ProtocolError:
+        return None
 
 
 def _wants_progress(message: Request) -> bool:

@@ -229,6 +229,8 @@ class NeedsBackend:
     # upstream sent during a call, a cancellation): it belongs to the backend session that
     # exists; never create one for it, never replay it.
     follow_up: bool = False
+    # The name (or URI) as the client knows it, prefix and all: what inbound OAuth rules match.
+    exposed_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,7 +387,7 @@ def _route_completion(
     if upstream.via_broker:
         return ToBroker(removed)
     new_body = body if routed == ref.value else replace_completion_ref(body, ref, routed)
-    return _to_upstream(upstream, routed, new_body, seen, token, claims, headers, removed)
+    return _to_upstream(upstream, routed, new_body, seen, token, claims, headers, removed, ref.value)
 
 
 def _route_named(
@@ -423,7 +425,7 @@ def _route_named(
     if upstream.via_broker:
         return ToBroker(removed)
     new_body = body if routed_name == name else replace_routing_name(body, seen, routed_name)
-    return _to_upstream(upstream, routed_name, new_body, seen, token, claims, headers, removed)
+    return _to_upstream(upstream, routed_name, new_body, seen, token, claims, headers, removed, name)
 
 
 def _to_upstream(
@@ -435,6 +437,7 @@ def _to_upstream(
     claims: SessionClaims,
     headers: Mapping[str, str],
     removed: tuple[str, ...],
+    exposed_name: str,
 ) -> NeedsBackend:
     assert seen.id is not None and seen.method is not None
     return NeedsBackend(
@@ -447,6 +450,7 @@ def _to_upstream(
         body=body,
         remove_headers=removed,
         client_headers=frozenset(name.lower() for name in headers),
+        exposed_name=exposed_name,
     )
 
 

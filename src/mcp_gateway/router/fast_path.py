@@ -112,6 +112,7 @@ def generation(config: GatewayConfig) -> str:
         ],
         "fast": config.gateway.envoy.fast_path.model_dump(),
         "sessions": config.gateway.sessions.ttl_seconds,
+        "auth": config.gateway.auth.model_dump(mode="json"),
     }
     return _digest(json.dumps(state, sort_keys=True))[:16]
 
@@ -133,6 +134,8 @@ class Decision:
     mark: str  # the call mark without its request id (router/accesslog.py, session marks)
     lifetime_ms: int
     replay_timeout_ms: int
+    # Epoch ms past which Envoy must not use it (the bearer token's `exp`); 0: no such bound.
+    not_after_ms: int = 0
 
 
 def write_decision(metadata: struct_pb2.Struct, namespace: str, decision: Decision, gen: str) -> None:
@@ -148,3 +151,4 @@ def write_decision(metadata: struct_pb2.Struct, namespace: str, decision: Decisi
     fields["mark"].string_value = decision.mark
     fields["ttl_ms"].number_value = decision.lifetime_ms
     fields["timeout"].number_value = decision.replay_timeout_ms
+    fields["not_after"].number_value = decision.not_after_ms

@@ -21,6 +21,7 @@ server). Only the steps that need the session store or an upstream cross into Tr
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from google.protobuf import duration_pb2
 from grpclib.const import Cardinality, Handler
 from grpclib.server import Server, Stream
 
+from mcp_gateway.auth import AuthGate, NeedsKeys, Principal, Refusal
 from mcp_gateway.config import GatewayConfig, ServerConfig
 from mcp_gateway.router.accesslog import (
     METADATA_NAMESPACE,
@@ -97,11 +99,13 @@ class Snapshot:
     table: RoutingTable
     servers: Mapping[str, ServerConfig]
     fast: FastPath
+    auth: AuthGate | None = None  # inbound OAuth (docs/auth.md); None when off
 
     @classmethod
-    def of(cls, config: GatewayConfig) -> Snapshot:
+    def of(cls, config: GatewayConfig, previous: Snapshot | None = None) -> Snapshot:
         servers = {s.name: s for s in config.enabled_servers() if s.transport == "http"}
-        return cls(RoutingTable.from_config(config), servers, FastPath.of(config))
+        gate = AuthGate.of(config, previous.auth if previous is not None else None)
+        return cls(RoutingTable.from_config(config), servers, FastPath.of(config), gate)
 
 
 class Router:
@@ -120,7 +124,7 @@ class Router:
         self.marks = CallMarks(tokens.derived_key(b"access-log call marks"))
 
     def reload(self, config: GatewayConfig) -> None:
-        self.snapshot = Snapshot.of(config)
+        self.snapshot = Snapshot.of(config, self.snapshot)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,6 +256,13 @@ class _Exchange:
                     )
                 )
             return _BODY_CONTINUE
+        principal = None
+        if snapshot.auth is not None:
+            # What goes to the broker is checked there; what goes anywhere else, here.
+            checked = await self._authorize(snapshot.auth, decision)
+            if isinstance(checked, Reply):
+                return _immediate(checked)
+            principal = checked
         if isinstance(decision, Reply):
             return _immediate(decision)
         backends = self.router.backends
@@ -275,8 +286,22 @@ class _Exchange:
             )
         reply = _to_upstream(forward(decision, backend_id))
         if await self._fast_path_may_apply(decision, snapshot.fast):
-            self._hand_to_fast_path(reply, decision, backend_id, snapshot)
+            self._hand_to_fast_path(reply, decision, backend_id, snapshot, principal)
         return reply
+
+    async def _authorize(self, gate: AuthGate, decision: NeedsBackend | Reply) -> Principal | Reply:
+        """The bearer token (401 without a valid one), then the tool's rule (403): a call the
+        token may not make is refused here, never forwarded."""
+        request_id = decision.request_id if isinstance(decision, NeedsBackend) else _reply_id(decision)
+        authorization = self.headers.get("authorization")
+        outcome = gate.check_cached(authorization, request_id)
+        if isinstance(outcome, NeedsKeys):  # an unknown key id, or stale keys: fetch (in Trio)
+            outcome = await trio_asyncio.trio_as_aio(gate.authenticate)(authorization, request_id)
+        if isinstance(outcome, Principal) and isinstance(decision, NeedsBackend) and decision.exposed_name:
+            outcome = gate.refuse_use(outcome, decision.exposed_name, request_id) or outcome
+        if isinstance(outcome, Refusal):
+            return Reply(outcome.status, outcome.body, outcome.headers)
+        return outcome
 
     async def _fast_path_may_apply(self, need: NeedsBackend, fast: FastPath) -> bool:
         """Whether Envoy may apply this decision to the session's next calls by itself: a
@@ -293,10 +318,21 @@ class _Exchange:
         return not askable
 
     def _hand_to_fast_path(
-        self, reply: pb.ProcessingResponse, need: NeedsBackend, backend_id: str | None, snapshot: Snapshot
+        self,
+        reply: pb.ProcessingResponse,
+        need: NeedsBackend,
+        backend_id: str | None,
+        snapshot: Snapshot,
+        principal: Principal | None,
     ) -> None:
         claims, upstream = need.claims, need.upstream
-        lifetime = snapshot.fast.lifetime_ms(claims.issued_at, time.time())
+        now = time.time()
+        lifetime = snapshot.fast.lifetime_ms(claims.issued_at, now)
+        # With inbound OAuth, Envoy keys the decision on the Authorization value too, and never
+        # keeps it past the token's `exp` (an absolute bound: the answer may come much later).
+        not_after_ms = int(principal.expires_at * 1000) if principal is not None else 0
+        if principal is not None:
+            lifetime = min(lifetime, int((principal.expires_at - now) * 1000))
         if lifetime <= 0:
             return
         # The same values `forward` set on this call, for Envoy to set on the next ones.
@@ -310,6 +346,7 @@ class _Exchange:
             mark=self.router.marks.seal_session(upstream.server, claims.session_id, claims.protocol_version),
             lifetime_ms=lifetime,
             replay_timeout_ms=int(2 * self._timeout_of(need) * 1000),
+            not_after_ms=not_after_ms,
         )
         write_decision(reply.dynamic_metadata, METADATA_NAMESPACE, decision, snapshot.fast.generation)
 
@@ -426,6 +463,14 @@ class _Exchange:
     def _timeout_of(self, need: NeedsBackend) -> float:
         server = self.router.snapshot.servers.get(need.upstream.server)
         return server.timeout_seconds if server is not None else 30.0
+
+
+def _reply_id(reply: Reply) -> Any:
+    """The request id an immediate JSON-RPC answer carries (for a 401 that replaces it)."""
+    try:
+        return json.loads(reply.body).get("id")
+    except (ValueError, AttributeError):
+        return None
 
 
 def _no_backend_for_answer(need: NeedsBackend) -> Reply:

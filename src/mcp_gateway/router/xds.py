@@ -165,8 +165,11 @@ def _upstream_mark(name: str) -> list[dict[str, Any]]:
 _EXT_PROC_DISABLED: Final = {EXT_PROC_FILTER: {"@type": EXT_PROC_PER_ROUTE_TYPE, "disabled": True}}
 
 
+WELL_KNOWN_PREFIX = "/.well-known/oauth-protected-resource"
+
+
 def route_configuration(
-    servers: Iterable[str], fast_path: Mapping[str, Any] | None = None
+    servers: Iterable[str], fast_path: Mapping[str, Any] | None = None, *, well_known: bool = False
 ) -> dict[str, Any]:
     """The routes. `fast_path`: the POST route's metadata for the Lua fast path
     (`FastPath.route_metadata`); without it the fast path is off and every call takes the
@@ -216,6 +219,20 @@ def route_configuration(
         }
         for method in ("GET", "DELETE")
     )
+    if well_known:
+        # Inbound OAuth: the protected resource metadata (RFC 9728), both forms, served by the
+        # broker; a GET with no body to route on, so no ext_proc (docs/auth.md).
+        routes.append(
+            {
+                "name": "to_broker_well_known",
+                "match": {
+                    "prefix": WELL_KNOWN_PREFIX,
+                    "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+                },
+                "route": {"cluster": BROKER_CLUSTER, "timeout": "10s"},
+                "typed_per_filter_config": _EXT_PROC_DISABLED,
+            }
+        )
     to_broker: dict[str, Any] = {
         "name": "to_broker",
         "match": {"prefix": "/"},
@@ -235,7 +252,11 @@ def route_configuration(
 
 
 def wanted_routes(config: GatewayConfig) -> dict[str, Any]:
-    return route_configuration(routable_servers(config), FastPath.of(config).route_metadata())
+    return route_configuration(
+        routable_servers(config),
+        FastPath.of(config).route_metadata(),
+        well_known=config.gateway.auth.enabled,
+    )
 
 
 def routable_servers(config: GatewayConfig) -> dict[str, ServerConfig]:

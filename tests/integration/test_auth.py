@@ -25,6 +25,7 @@ import trio
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from trio_websocket import open_websocket_url
 
 from tests.support.issuer import Issuer, running_issuer
 from tests.support.routing import (
@@ -193,3 +194,26 @@ async def test_a_fast_path_decision_ends_with_its_tokens_expiry(tmp_path: Path) 
         assert answer.status_code == 401 and 'error_description="token expired"' in answer.headers["www-authenticate"]
         assert answer.json()["id"] == request_id
         assert last_routed_sent < expires_at  # the fast path stopped at the token's exp
+
+
+async def test_the_websocket_transport_needs_a_token_and_follows_the_rules(tmp_path: Path) -> None:
+    async with auth_stack(tmp_path) as (issuer, stack):
+        ws_url = stack.url.replace("http://", "ws://") + "/ws"
+        upgrade = {"connection": "upgrade", "upgrade": "websocket", "sec-websocket-version": "13",
+                   "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==", "sec-websocket-protocol": "mcp"}
+        async with httpx.AsyncClient(timeout=10) as http:
+            refused = await http.get(stack.url + "/ws", headers=upgrade)
+        assert refused.status_code == 401 and "resource_metadata" in refused.headers["www-authenticate"]
+        weak = issuer.token(RESOURCE, scopes=["other"])
+        headers = [("authorization", f"Bearer {weak}")]
+        async with open_websocket_url(ws_url, subprotocols=["mcp"], extra_headers=headers) as socket:
+            init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+            await socket.send_message(json.dumps(init))
+            assert "result" in json.loads(await socket.get_message())
+            await socket.send_message(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+            tools = {tool["name"] for tool in json.loads(await socket.get_message())["result"]["tools"]}
+            assert "a_observe" in tools and "a_add" not in tools
+            await socket.send_message(json.dumps(call_body("a_add", {"a": 1, "b": 1}, 3)))
+            answer = json.loads(await socket.get_message())
+            assert answer["id"] == 3 and "insufficient scope" in answer["error"]["message"]

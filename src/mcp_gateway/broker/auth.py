@@ -8,15 +8,16 @@ with the same `mcp_gateway.auth` gate the router uses for the calls it sends to 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from quart import Quart, Response, request
 
-from mcp_gateway.auth import AuthGate, Principal, Refusal, metadata_path
+from mcp_gateway.auth import AuthGate, Principal, Refusal, metadata_path, requested_name
 from mcp_gateway.broker.aggregate import Entry, Federation
 from mcp_gateway.config import GatewayConfig
-from mcp_gateway.protocol import RequestId
+from mcp_gateway.protocol import ErrorCode, RequestId, error_response
 from mcp_gateway.upstream.catalog import KINDS
 
 if TYPE_CHECKING:
@@ -42,12 +43,29 @@ class BrokerAuth:
         return self._gate
 
     async def check(self, request_id: RequestId | None = None) -> Principal | Response | None:
-        """The request's principal; None when auth is off; else the 401/403 to answer with."""
+        """The HTTP request's principal; None when auth is off; else the 401/403 to answer."""
+        return await self.check_header(request.headers.get("authorization"), request_id)
+
+    async def check_header(
+        self, authorization: str | None, request_id: RequestId | None = None
+    ) -> Principal | Response | None:
         gate = self.gate
         if gate is None:
             return None
-        outcome = await gate.authenticate(request.headers.get("authorization"), request_id)
+        outcome = await gate.authenticate(authorization, request_id)
         return outcome if isinstance(outcome, Principal) else refusal_response(outcome)
+
+    def refused_message(self, principal: Principal | None, method: str, params: Any, request_id: RequestId) -> bytes | None:
+        """For a socket that authenticated once at its upgrade: the JSON-RPC error for a request
+        made after the token expired, or naming an item the token may not use."""
+        gate = self.gate
+        if gate is None or principal is None:
+            return None
+        if time.time() > principal.expires_at + gate.leeway:
+            return error_response(request_id, ErrorCode.INVALID_REQUEST, "Unauthorized: token expired")
+        name = requested_name(method, params)
+        refusal = gate.refuse_use(principal, name, request_id) if name is not None else None
+        return refusal.body if refusal is not None else None
 
 
 def refusal_response(refusal: Refusal) -> Response:

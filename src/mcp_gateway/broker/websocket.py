@@ -18,6 +18,8 @@ from __future__ import annotations
 import trio
 from quart import Quart, Response, websocket
 
+from mcp_gateway.auth import Principal
+from mcp_gateway.broker.auth import BrokerAuth, allowed_for
 from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.core import BrokerCore, SessionProblem, UnknownVirtualServer
 from mcp_gateway.broker.http import VIRTUAL_SERVER_HEADER, request_limits
@@ -51,11 +53,17 @@ SESSION_ENDED = 4404
 
 
 def register(app: Quart, core: BrokerCore) -> None:
+    auth = BrokerAuth(core)
+
     @app.websocket(PATH)
     async def mcp_ws() -> Response | None:
         refused = await _refused_upgrade(core)
         if isinstance(refused, Response):
             return refused
+        # Inbound OAuth: the upgrade carries the bearer token (docs/auth.md).
+        principal = await auth.check_header(websocket.headers.get("authorization"))
+        if isinstance(principal, Response):
+            return principal
         try:
             virtual = core.virtual_server(websocket.headers.get(VIRTUAL_SERVER_HEADER))
         except UnknownVirtualServer as unknown:
@@ -66,7 +74,7 @@ def register(app: Quart, core: BrokerCore) -> None:
             )
             return Response(body, 400, content_type="application/json")
         await websocket.accept(subprotocol=SUBPROTOCOL)
-        await _Bridge(core, attached=refused, virtual=virtual).run()
+        await _Bridge(core, attached=refused, virtual=virtual, auth=auth, principal=principal).run()
         return None
 
 
@@ -101,8 +109,12 @@ class _Bridge:
         *,
         attached: ClientSession | None,
         virtual: VirtualServer | None,
+        auth: BrokerAuth | None = None,
+        principal: Principal | None = None,
     ) -> None:
         self.core = core
+        self.auth = auth
+        self.principal = principal  # verified at the upgrade; its expiry still applies
         self.virtual = virtual  # selected on the upgrade request, for the socket's lifetime
         self.session = attached
         self.owns_session = False
@@ -194,7 +206,18 @@ class _Bridge:
 
     async def _answer(self, request: Request, session: ClientSession) -> None:
         try:
-            answer = await self.core.handle(request, session, self.send, virtual=self.virtual)
+            refused = (
+                self.auth.refused_message(self.principal, request.method, request.params, request.id)
+                if self.auth is not None
+                else None
+            )
+            if refused is not None:
+                await self.send(refused)
+                return
+            allowed = allowed_for(self.auth.gate, self.principal) if self.auth is not None else None
+            answer = await self.core.handle(
+                request, session, self.send, virtual=self.virtual, allowed=allowed
+            )
             await self.send(answer)
         finally:
             self._slots.release()

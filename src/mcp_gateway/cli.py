@@ -157,6 +157,23 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the config file (default: ${CONFIG_ENV})",
     )
 
+    command("schema", "print the config file's JSON Schema (for editors and CI)")
+
+    importer = command(
+        "import",
+        "convert a Claude Desktop, VS Code or Cursor MCP config into a gateway config",
+        epilog="Reads `mcpServers` (Claude Desktop's claude_desktop_config.json, Cursor's "
+        "mcp.json) or `servers` (VS Code's .vscode/mcp.json). What was converted, changed or "
+        "left out is reported on stderr.",
+    )
+    importer.add_argument("file", metavar="FILE", help="the MCP client's config (JSON)")
+    importer.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        default=None,
+        help="write the gateway config here (default: standard output)",
+    )
     return parser
 
 
@@ -206,6 +223,15 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.transport == "http" and args.port is None:
             parser.error("sample-server needs --port for http (0 picks a free port)")
         return run_sample(args.name, args.host, args.port or 0, transport=args.transport)
+    if args.command == "schema":
+        from mcp_gateway.config_schema import schema_text
+
+        sys.stdout.write(schema_text())
+        return 0
+    if args.command == "import":
+        from mcp_gateway.importer import import_main
+
+        return import_main(args.file, args.output)
     raise AssertionError(f"unhandled command {args.command!r}")
 
 

@@ -1025,6 +1025,8 @@ def parse_config(text: str, source: str = "<string>") -> GatewayConfig:
         raise ConfigError([ConfigProblem("", "the file is empty (an empty config is `servers: []`)")], source)
     document, root, problems = _read_yaml(text)
     if problems and document is None:
+        if _CLIENT_JSONC_RE.match(text):  # VS Code's mcp.json has comments: not YAML
+            problems = [ConfigProblem("", _CLIENT_CONFIG)]
         raise ConfigError(problems, source)
     if document is None and not problems:
         raise ConfigError([ConfigProblem("", "the file is empty (an empty config is `servers: []`)")], source)
@@ -1057,6 +1059,9 @@ _CLIENT_CONFIG = (
     "this is an MCP client's config (Claude Desktop, VS Code or Cursor), not a gateway config: "
     "`mcp-gateway import FILE` converts it"
 )
+
+
+_CLIENT_JSONC_RE = re.compile(r'\s*(//[^\n]*\n\s*|/\*.*?\*/\s*)*\{.*"(mcpServers|servers)"\s*:\s*\{', re.DOTALL)
 
 
 def _is_client_config(document: Mapping[str, Any]) -> bool:

@@ -41,9 +41,9 @@ def test_valid_kuadrant_file_exits_0_with_a_summary_and_no_credential() -> None:
     # Valid, with what a migrating user should know: keys kept but unused, cleartext credentials.
     warnings = [line for line in lines if line.startswith("warning: ")]
     assert warnings == [
-        "warning: servers[1].url: the credential would cross the network unencrypted: use https (line 12)",
+        "warning: servers[1].url: the credential would cross the network unencrypted: use https (line 13)",
         "warning: servers[2].caCert: kept but not used: https upstreams are verified against the "
-        "default CA bundle (line 26)",
+        "default CA bundle (line 27)",
     ]
 
 

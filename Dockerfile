@@ -43,7 +43,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     MCP_GATEWAY_ENVOY_TEMPLATE=/app/envoy/bootstrap.yaml.tmpl
 WORKDIR /app
 USER 10001:10001
-# 8081: broker (/mcp, /status, /healthz, /readyz, /metrics); 9002: ext_proc router (gRPC).
-EXPOSE 8081 9002
+# 8081: broker (/mcp, /mcp/ws); 9002: ext_proc router (gRPC); 8090: admin (/status, /metrics,
+# /healthz, /readyz), for probes and Prometheus only, never behind a public route.
+EXPOSE 8081 9002 8090
 ENTRYPOINT ["mcp-gateway"]
 CMD ["serve", "--config", "/etc/mcp-gateway/config.yaml"]

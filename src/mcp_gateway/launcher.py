@@ -150,6 +150,12 @@ async def _terminate_then_kill(process: trio.Process) -> None:
     process.kill()
 
 
+def _dialable(listen: str) -> str:
+    """A `host:port` to connect to for a listening address (a wildcard host means loopback)."""
+    host, _, port = listen.rpartition(":")
+    return f"{'127.0.0.1' if host in ('0.0.0.0', '') else '[::1]' if host == '[::]' else host}:{port}"
+
+
 async def _wait_http_ok(client: httpx.AsyncClient, url: str) -> None:
     while True:
         try:
@@ -226,13 +232,14 @@ async def _up(config_path: str) -> int:
                     for child in services:
                         await nursery.start(_run_child, child, workdir)
                     async with httpx.AsyncClient(timeout=2, trust_env=False) as client:
-                        await _wait_http_ok(client, f"http://{settings.envoy.listen.replace('0.0.0.0', '127.0.0.1')}/readyz")
+                        # The broker's admin address (Envoy has no route to /readyz).
+                        await _wait_http_ok(client, f"http://{_dialable(settings.admin_listen)}/readyz")
                 if waiting.cancelled_caught:
                     print(f"not ready after {_READY_TIMEOUT_SECONDS:.0f} s; logs in {workdir}", file=sys.stderr)
                     exit_code = 1
                     nursery.cancel_scope.cancel()
                 else:
-                    _print_ready(url, workdir)
+                    _print_ready(url, f"http://{_dialable(settings.admin_listen)}", workdir)
                     if not router_managed_xds:
                         nursery.start_soon(_follow_config, config_path, config, xds)
                     async for _ in signals:
@@ -257,7 +264,7 @@ def _print_log_tail(workdir: Path, name: str, lines: int = 15) -> None:
     print("\n".join(f"  {name}| {line}" for line in tail), file=sys.stderr, flush=True)
 
 
-def _print_ready(url: str, workdir: Path) -> None:
+def _print_ready(url: str, admin: str, workdir: Path) -> None:
     repo = _repo_root()
     cli, web = inspector_command(url, repo)
     if not (repo / ".tools/node_modules/@modelcontextprotocol/inspector").exists():
@@ -266,6 +273,7 @@ def _print_ready(url: str, workdir: Path) -> None:
         f"\nmcp-gateway is up: {url}\n\n"
         f"List the tools with the MCP Inspector (CLI):\n  {cli}\n\n"
         f"Or open the Inspector web UI:\n  {web}\n\n"
+        f"Status, metrics and probes (admin address, not routed by Envoy): {admin}/status\n"
         f"Logs: {workdir}\nCtrl-C stops everything.\n",
         flush=True,
     )

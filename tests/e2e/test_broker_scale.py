@@ -81,7 +81,7 @@ async def test_twenty_upstreams_are_discovered_concurrently() -> None:
             started = time.perf_counter()
             async with running_broker(config) as broker, httpx.AsyncClient() as http:
                 discovered = time.perf_counter() - started
-                status = (await http.get(f"{broker.base}/status")).json()
+                status = (await http.get(f"{broker.admin}/status")).json()
                 assert [u["state"] for u in status["upstreams"]] == ["ready"] * 20
         nursery.cancel_scope.cancel()
     # Concurrency shown by the upstreams themselves, not by a clock: every upstream's

@@ -31,7 +31,7 @@ async def test_serve_answers_then_stops_within_five_seconds(
     tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
     async with sample_process("echo") as echo:
-        port = free_port()
+        port, admin_port = free_port(), free_port()
         path = tmp_path / "config.yaml"
         path.write_text(
             yaml.safe_dump(
@@ -39,6 +39,7 @@ async def test_serve_answers_then_stops_within_five_seconds(
                     "servers": [{"name": "echo", "url": echo.url, "prefix": "echo_"}],
                     "gateway": {
                         "broker_listen": f"127.0.0.1:{port}",
+                        "admin_listen": f"127.0.0.1:{admin_port}",
                         "sessions": {"keys": ["k" * 32]},
                     },
                 }
@@ -55,7 +56,7 @@ async def test_serve_answers_then_stops_within_five_seconds(
                 with trio.fail_after(20):
                     while True:
                         try:
-                            if (await http.get(f"{base}/readyz")).status_code == 200:
+                            if (await http.get(f"http://127.0.0.1:{admin_port}/readyz")).status_code == 200:
                                 break
                         except httpx.TransportError:
                             pass

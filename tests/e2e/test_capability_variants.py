@@ -124,7 +124,7 @@ async def test_a_roots_client_lists_and_calls_the_roots_only_tool_through_the_br
         conditional_upstream() as (url, _upstream),
         running_broker(gateway_config([("cond", url, "cond_")])) as broker,
     ):
-        await wait_for_variants(broker.base, "cond")
+        await wait_for_variants(broker.admin, "cond")
         assert await tool_names(broker.url, roots=True) == {"cond_everyone", "cond_roots_only"}
         assert await tool_names(broker.url, roots=False) == {"cond_everyone"}
         async with Client(broker.url, list_roots_callback=no_roots) as client:
@@ -144,7 +144,7 @@ async def test_a_new_roots_only_tool_is_announced_and_listed_to_roots_clients_on
         conditional_upstream() as (url, upstream),
         running_broker(gateway_config([("cond", url, "cond_")])) as broker,
     ):
-        await wait_for_variants(broker.base, "cond")
+        await wait_for_variants(broker.admin, "cond")
         changed = trio.Event()
 
         async def on_message(message: Any) -> None:
@@ -169,7 +169,7 @@ async def test_status_shows_the_variant_and_what_it_adds() -> None:
         conditional_upstream() as (url, _upstream),
         running_broker(gateway_config([("cond", url, "cond_")])) as broker,
     ):
-        variants = await wait_for_variants(broker.base, "cond")
+        variants = await wait_for_variants(broker.admin, "cond")
     assert variants["state"] == "active"
     roots = next(v for v in variants["variants"] if v["requires"] == ["roots"])
     assert (roots["counts"]["tools"], roots["extra"]) == (2, {"tools": 1})
@@ -188,7 +188,7 @@ async def test_an_upstream_without_conditional_items_costs_one_short_session() -
         conditional_upstream(conditional=False) as (url, upstream),
         running_broker(gateway_config([("plain", url, "p_")])) as broker,
     ):
-        variants = await wait_for_variants(broker.base, "plain")
+        variants = await wait_for_variants(broker.admin, "plain")
         assert variants == {"state": "none", "reason": None, "variants": []}
         assert await tool_names(broker.url, roots=True) == {"p_everyone"}
         await trio.sleep(1.5)  # three FAST_TIMING ping intervals: nothing more is opened
@@ -208,7 +208,7 @@ async def test_variants_can_be_switched_off() -> None:
             gateway_config([("cond", url, "cond_")], capability_variants=False)
         ) as broker,
     ):
-        variants = await wait_for_variants(broker.base, "cond", until=("off",))
+        variants = await wait_for_variants(broker.admin, "cond", until=("off",))
         assert variants["state"] == "off"
         assert await tool_names(broker.url, roots=True) == {"cond_everyone"}
         assert upstream.initialized == [{}]
@@ -219,7 +219,7 @@ async def test_through_envoy_a_roots_client_lists_the_roots_only_tool(tmp_path: 
         conditional_upstream() as (url, _upstream),
         running_gateway([{"name": "cond", "url": url, "prefix": "cond_"}], tmp_path) as gw,
     ):
-        await wait_for_variants(gw.broker_url, "cond")
+        await wait_for_variants(gw.admin_url, "cond")
         assert await tool_names(gw.url, roots=True) == {"cond_everyone", "cond_roots_only"}
         assert await tool_names(gw.url, roots=False) == {"cond_everyone"}
         # The call itself Envoy routes straight to the upstream, on the client's own backend
@@ -234,7 +234,7 @@ async def test_through_envoy_server_everything_offers_get_roots_list_to_roots_cl
 ) -> None:
     url = await nursery.start(serve_everything)
     async with running_gateway([{"name": "everything", "url": url, "prefix": ""}], tmp_path) as gw:
-        variants = await wait_for_variants(gw.broker_url, "everything")
+        variants = await wait_for_variants(gw.admin_url, "everything")
         with_roots = await tool_names(gw.url, roots=True)
         without = await tool_names(gw.url, roots=False)
     assert "get-roots-list" in with_roots

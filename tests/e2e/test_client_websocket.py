@@ -30,7 +30,7 @@ FIXTURE_STDIO = [sys.executable, "-m", "mcp_gateway.samples.conformance_fixture"
 
 async def test_a_websocket_client_lists_calls_and_sees_progress_through_serve(tmp_path: Path) -> None:
     async with sample_process("echo") as echo:
-        port = free_port()
+        port, admin_port = free_port(), free_port()
         path = tmp_path / "config.yaml"
         path.write_text(
             yaml.safe_dump(
@@ -39,7 +39,11 @@ async def test_a_websocket_client_lists_calls_and_sees_progress_through_serve(tm
                         {"name": "echo", "url": echo.url, "prefix": "echo_"},
                         {"name": "fx", "transport": "stdio", "command": FIXTURE_STDIO, "prefix": "fx_"},
                     ],
-                    "gateway": {"broker_listen": f"127.0.0.1:{port}", "sessions": {"keys": ["k" * 32]}},
+                    "gateway": {
+                        "broker_listen": f"127.0.0.1:{port}",
+                        "admin_listen": f"127.0.0.1:{admin_port}",
+                        "sessions": {"keys": ["k" * 32]},
+                    },
                 }
             )
         )
@@ -49,7 +53,7 @@ async def test_a_websocket_client_lists_calls_and_sees_progress_through_serve(tm
             stderr=subprocess.DEVNULL,
         )
         try:
-            await _wait_ready(f"http://127.0.0.1:{port}")
+            await _wait_ready(f"http://127.0.0.1:{admin_port}")
             # Our own TCP stream, closed by us: the gateway stops with the socket open, and
             # trio-websocket 0.12.2 leaves a socket open when its peer goes away.
             stream = await trio.open_tcp_stream("127.0.0.1", port)

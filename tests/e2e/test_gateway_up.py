@@ -35,6 +35,7 @@ def example_config_on_free_ports(tmp_path: Path) -> Path:
     envoy_port = free_port()
     gateway["broker_listen"] = f"127.0.0.1:{free_port()}"
     gateway["router_listen"] = f"127.0.0.1:{free_port()}"
+    gateway["admin_listen"] = f"127.0.0.1:{free_port()}"
     gateway["public_url"] = f"http://127.0.0.1:{envoy_port}/mcp"
     gateway.setdefault("envoy", {}).update({"listen": f"127.0.0.1:{envoy_port}", "admin_port": free_port()})
     path = tmp_path / "config.yaml"

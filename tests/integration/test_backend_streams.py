@@ -95,7 +95,7 @@ async def test_deleting_the_session_stops_its_backend_streams() -> None:
         await call(http, broker.url, session, "fx_test_log_on_session_stream", message="hello")
         await listener.wait_for_log("hello")
         assert await held_streams(http, broker) == 1
-        shown = (await http.get(broker.base + "/status")).json()["backendStreams"]
+        shown = (await http.get(broker.admin + "/status")).json()["backendStreams"]
         assert shown == {"listeningSessions": 1, "heldStreams": 1, "openingsBus": "off"}
         assert (await http.delete(broker.url, headers=session)).status_code in (200, 204)
         with trio.fail_after(3):
@@ -108,7 +108,7 @@ async def test_deleting_the_session_stops_its_backend_streams() -> None:
 
 async def held_streams(http: httpx.AsyncClient, broker: Broker) -> float:
     """The broker's `mcp_gateway_backend_streams` gauge, from /metrics."""
-    metrics = (await http.get(broker.base + "/metrics")).text
+    metrics = (await http.get(broker.admin + "/metrics")).text
     line = next(line for line in metrics.splitlines() if line.startswith("mcp_gateway_backend_streams "))
     return float(line.split()[1])
 
@@ -133,6 +133,6 @@ async def test_a_hundred_listening_clients_do_not_starve_the_upstreams_connectio
         late = await open_session(http, broker.url)
         with trio.fail_after(5):  # the pool's own wait would be 5 s, then an error
             assert await call(http, broker.url, late, "fx_test_simple_text")  # a result, not an error
-        status = (await http.get(broker.base + "/status/fx")).json()
+        status = (await http.get(broker.admin + "/status/fx")).json()
         assert status["state"] == "ready"
         nursery.cancel_scope.cancel()

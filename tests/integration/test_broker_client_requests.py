@@ -41,7 +41,7 @@ def _config(http_fixture: str) -> GatewayConfig:
                 {"name": "local", "transport": "stdio", "command": FIXTURE_STDIO, "prefix": "io_"},
                 {"name": "remote", "url": http_fixture, "prefix": "web_"},
             ],
-            "gateway": {"broker_listen": "127.0.0.1:0", "page_size": 1000},
+            "gateway": {"broker_listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", "page_size": 1000},
         }
     )
 

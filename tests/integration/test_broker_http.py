@@ -250,16 +250,16 @@ async def test_status_health_ready_and_metrics(http: httpx.AsyncClient, broker: 
     await http.post(
         broker.url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers=session
     )
-    status = (await http.get(f"{broker.base}/status")).json()
+    status = (await http.get(f"{broker.admin}/status")).json()
     assert status["ready"] is True and status["tools"] == 2
     [echo] = status["upstreams"]
     assert (echo["name"], echo["state"], echo["toolCount"]) == ("echo", "ready", 2)
-    assert (await http.get(f"{broker.base}/status/echo")).json()["state"] == "ready"
-    assert (await http.get(f"{broker.base}/status/nope")).status_code == 404
+    assert (await http.get(f"{broker.admin}/status/echo")).json()["state"] == "ready"
+    assert (await http.get(f"{broker.admin}/status/nope")).status_code == 404
     assert (await http.get(f"{broker.base}/no/such/path")).status_code == 404
-    assert (await http.get(f"{broker.base}/healthz")).status_code == 200
-    assert (await http.get(f"{broker.base}/readyz")).status_code == 200
-    metrics = (await http.get(f"{broker.base}/metrics")).text
+    assert (await http.get(f"{broker.admin}/healthz")).status_code == 200
+    assert (await http.get(f"{broker.admin}/readyz")).status_code == 200
+    metrics = (await http.get(f"{broker.admin}/metrics")).text
     assert 'mcp_gateway_broker_requests_total{method="tools/list",status="200"} 1.0' in metrics
     assert 'mcp_gateway_upstream_state{server="echo",state="ready"} 1.0' in metrics
     assert "mcp_gateway_tools 2.0" in metrics
@@ -268,7 +268,7 @@ async def test_status_health_ready_and_metrics(http: httpx.AsyncClient, broker: 
         broker.url, json={"jsonrpc": "2.0", "id": 1, "method": "x" * 40}, headers=session
     )
     await http.post(broker.url, json=INIT, headers={**HEADERS, "origin": "https://evil.example"})
-    metrics = (await http.get(f"{broker.base}/metrics")).text
+    metrics = (await http.get(f"{broker.admin}/metrics")).text
     assert "x" * 40 not in metrics
     assert 'mcp_gateway_broker_requests_total{method="other",status="200"} 1.0' in metrics
     assert 'mcp_gateway_broker_requests_total{method="refused",status="403"} 1.0' in metrics

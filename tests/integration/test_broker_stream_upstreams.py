@@ -41,7 +41,7 @@ async def test_a_stdio_upstream_is_listed_and_called_next_to_an_http_one() -> No
                     },
                     {"name": "echo", "url": echo, "prefix": "echo_"},
                 ],
-                "gateway": {"broker_listen": "127.0.0.1:0", "page_size": 1000},
+                "gateway": {"broker_listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", "page_size": 1000},
             }
         )
         async with running_broker(config) as broker, httpx.AsyncClient(timeout=20) as http:
@@ -55,7 +55,7 @@ async def test_a_stdio_upstream_is_listed_and_called_next_to_an_http_one() -> No
             )
             names = [t["name"] for t in listed.json()["result"]["tools"]]
             assert "fx_test_simple_text" in names and "echo_echo" in names
-            status = (await http.get(f"{broker.base}/status/fixture")).json()
+            status = (await http.get(f"{broker.admin}/status/fixture")).json()
             assert status["state"] == "ready"
 
             other = await http.post(broker.url, json=init, headers=HEADERS)

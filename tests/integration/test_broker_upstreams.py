@@ -90,7 +90,7 @@ async def test_a_killed_upstream_leaves_the_list_and_returns_on_its_own() -> Non
                     return await _tool_names(http, broker, session) == ["echo_echo", "echo_add"]
 
                 await _wait_for(dynamic_gone, within=5)
-                status = (await http.get(f"{broker.base}/status/dynamic")).json()
+                status = (await http.get(f"{broker.admin}/status/dynamic")).json()
                 assert status["state"] in ("failed", "connecting")
                 assert status["reason"]  # says why: the GET stream broke / connection refused
                 # The other upstream is untouched, and calls to it still work.
@@ -109,7 +109,7 @@ async def test_a_killed_upstream_leaves_the_list_and_returns_on_its_own() -> Non
                     # its old backend session is gone, the broker opens a new one and replays.
                     hello = await client.call_tool("dyn_hello", {})
                     assert hello.content[0].text == "hello"  # type: ignore[union-attr]
-                    assert (await http.get(f"{broker.base}/status/dynamic")).json()[
+                    assert (await http.get(f"{broker.admin}/status/dynamic")).json()[
                         "state"
                     ] == "ready"
             gc.collect()
@@ -139,9 +139,9 @@ async def test_a_hanging_upstream_delays_neither_discovery_nor_tools_list() -> N
             for _ in range(20):
                 assert await _tool_names(http, broker, session) == ["echo_echo", "echo_add"]
             assert (time.perf_counter() - started) / 20 < 0.1
-            hang = (await http.get(f"{broker.base}/status/hang")).json()
+            hang = (await http.get(f"{broker.admin}/status/hang")).json()
             assert hang["state"] == "connecting"
-            assert (await http.get(f"{broker.base}/readyz")).status_code == 503
+            assert (await http.get(f"{broker.admin}/readyz")).status_code == 503
         nursery.cancel_scope.cancel()
 
 
@@ -229,7 +229,7 @@ async def test_config_reload_adds_and_removes_servers_and_a_broken_file_changes_
                 "servers": [
                     {"name": n, "url": u, "prefix": p, "timeoutSeconds": 5.0} for n, u, p in servers
                 ],
-                "gateway": {"broker_listen": "127.0.0.1:0"},
+                "gateway": {"broker_listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0"},
             }
 
         _write(path, document(("echo", echo, "echo_")))
@@ -264,11 +264,11 @@ async def test_config_reload_adds_and_removes_servers_and_a_broken_file_changes_
             path.write_text("servers:\n  - name: broken\n    url: ftp://nope\n")
 
             async def refused() -> bool:
-                status = (await http.get(f"{broker.base}/status")).json()
+                status = (await http.get(f"{broker.admin}/status")).json()
                 return status["config"]["lastError"] is not None
 
             await _wait_for(refused, within=5)
-            status = (await http.get(f"{broker.base}/status")).json()
+            status = (await http.get(f"{broker.admin}/status")).json()
             assert "servers[0].url" in status["config"]["lastError"]
             assert [u["name"] for u in status["upstreams"]] == ["dynamic"]
             assert await _tool_names(http, broker, session) == [

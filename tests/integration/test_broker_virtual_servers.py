@@ -54,7 +54,7 @@ async def broker() -> AsyncIterator[Broker]:
                     },
                     {"name": "team-b/nothing", "tools": []},
                 ],
-                "gateway": {"broker_listen": "127.0.0.1:0", "page_size": 1000},
+                "gateway": {"broker_listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", "page_size": 1000},
             }
         )
         async with running_broker(config) as running:

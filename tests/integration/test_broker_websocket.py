@@ -85,7 +85,7 @@ async def peer(broker: Broker, **kwargs: Any) -> AsyncIterator[Peer]:
 @asynccontextmanager
 async def broker_with(*servers: dict[str, Any]) -> AsyncIterator[Broker]:
     config = GatewayConfig.model_validate(
-        {"servers": list(servers), "gateway": {"broker_listen": "127.0.0.1:0", "page_size": 1000}}
+        {"servers": list(servers), "gateway": {"broker_listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", "page_size": 1000}}
     )
     async with running_broker(config) as broker:
         yield broker
@@ -234,7 +234,7 @@ async def test_a_socket_closes_when_its_session_is_deleted_over_http() -> None:
 
 
 async def _sessions_deleted(http: httpx.AsyncClient, broker: Broker) -> float:
-    metrics = (await http.get(f"{broker.base}/metrics")).text
+    metrics = (await http.get(f"{broker.admin}/metrics")).text
     line = next(x for x in metrics.splitlines() if x.startswith("mcp_gateway_sessions_deleted_total "))
     return float(line.split()[1])
 
@@ -265,7 +265,7 @@ async def test_the_upgrades_virtual_server_holds_for_the_socket_and_an_unknown_o
             {
                 "servers": [{"name": "echo", "url": echo, "prefix": "echo_"}],
                 "virtualServers": [{"name": "ns/only-echo", "tools": ["echo_echo"]}],
-                "gateway": {"broker_listen": "127.0.0.1:0"},
+                "gateway": {"broker_listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0"},
             }
         )
         async with running_broker(config) as broker:

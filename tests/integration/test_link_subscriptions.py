@@ -31,7 +31,7 @@ async def stdio_broker(**sessions: Any) -> AsyncIterator[Broker]:
     config = GatewayConfig.model_validate(
         {
             "servers": [{"name": "fixture", "transport": "stdio", "command": FIXTURE_STDIO, "prefix": "fx_"}],
-            "gateway": {"broker_listen": "127.0.0.1:0", "sessions": sessions},
+            "gateway": {"broker_listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", "sessions": sessions},
         }
     )
     async with running_broker(config) as broker:

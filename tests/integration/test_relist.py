@@ -63,7 +63,7 @@ async def relist(http: httpx.AsyncClient, broker: Broker, server: str, **headers
 
 
 async def upstream_status(http: httpx.AsyncClient, broker: Broker) -> dict[str, Any]:
-    return dict((await http.get(broker.base + "/status/ch")).json())
+    return dict((await http.get(broker.admin + "/status/ch")).json())
 
 
 @asynccontextmanager
@@ -283,7 +283,8 @@ async def test_internal_relist_refuses_a_peer_that_is_not_loopback() -> None:
 
 
 async def test_a_client_cannot_reach_internal_relist_through_envoy(tmp_path: Path) -> None:
-    """Envoy routes any path to the broker, but removes every client x-mcp-* header first."""
+    """Envoy routes only the MCP paths (anything else is its own 404), and removes every client
+    x-mcp-* header first: the broker's internal endpoint is out of a client's reach twice over."""
     async with (
         changing_upstream() as upstream,
         gateway_stack([("ch", upstream.url, "ch_")], tmp_path) as stack,
@@ -291,10 +292,9 @@ async def test_a_client_cannot_reach_internal_relist_through_envoy(tmp_path: Pat
     ):
         before = upstream.lists
         through_envoy = stack.url.removesuffix("/mcp") + RELIST_PATH
-        # A body the router lets through to the broker: it arrives without the header.
         ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
         answer = await http.post(through_envoy, params={"server": "ch"}, json=ping, headers=INTERNAL)
-        assert (answer.status_code, answer.json()) == (403, {"error": "internal endpoint"})
+        assert (answer.status_code, answer.json()) == (404, {"error": "not found: MCP is served at /mcp"})
         assert upstream.lists == before
         # The same request straight to the broker, as Envoy's Lua httpCall sends it, is served.
         assert (await relist(http, stack.broker, "ch")).status_code == 200

@@ -307,8 +307,9 @@ async def test_get_skips_the_router_and_timer_extensions_are_honoured(tmp_path: 
             httpx.AsyncClient(timeout=10) as client:
         session = await initialize_raw(client, stack.url)
         started = await stack.envoy.stat("http.mcp.ext_proc.streams_started")
-        ready = await client.get(stack.url.replace("/mcp", "/readyz"), headers={"x-mcp-servername": "alpha"})
-        assert ready.status_code == 200
+        # A GET on /mcp without a session: the broker's own refusal, not alpha's answer.
+        refused = await client.get(stack.url, headers={"x-mcp-servername": "alpha", "accept": "text/event-stream"})
+        assert refused.status_code == 400 and "x-mcp-upstream" not in refused.headers
         assert await stack.envoy.stat("http.mcp.ext_proc.streams_started") == started
         # A POST for the broker costs two ext_proc messages (headers, body): the router ends the
         # stream with its body reply, so the broker's response headers never come to it.

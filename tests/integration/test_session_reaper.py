@@ -239,6 +239,6 @@ async def test_through_the_broker_an_expired_sessions_listener_is_told_and_its_b
                         pass  # until the reaper ends the session's stream
             await wait_ended(echo, backend)
             assert (await http.post(broker.url, json=call, headers=headers)).status_code == 404
-            metrics = (await http.get(f"{broker.base}/metrics")).text
+            metrics = (await http.get(f"{broker.admin}/metrics")).text
             assert "mcp_gateway_sessions_expired_total 1.0" in metrics
             assert 'mcp_gateway_expired_backend_deletes_total{server="echo"} 1.0' in metrics

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from mcp_gateway.broker.service import serve_broker
+from mcp_gateway.broker.service import BrokerPorts, serve_broker
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.router.service import serve_router
 from mcp_gateway.sessions import SessionTokens
@@ -63,18 +63,18 @@ async def replica(
 @asynccontextmanager
 async def broker_on_redis(
     config: GatewayConfig, tokens: SessionTokens, redis_url: str, openings: BackendOpenings | None = None
-) -> AsyncIterator[int]:
-    """One broker with its own Redis client; yields its port."""
+) -> AsyncIterator[BrokerPorts]:
+    """One broker with its own Redis client; yields its ports (MCP and admin)."""
     store = RedisSessionStore(redis_url)
     try:
         async with trio.open_nursery() as nursery:
             _, reloads = trio.open_memory_channel[GatewayConfig](1)
-            port = await nursery.start(
+            ports = await nursery.start(
                 lambda task_status: serve_broker(
                     config, reloads, tokens, store, timing=FAST_TIMING, openings=openings, task_status=task_status
                 )
             )
-            yield port
+            yield ports
             nursery.cancel_scope.cancel()
     finally:
         await store.aclose()
@@ -88,9 +88,9 @@ async def test_two_replicas_share_gateway_and_backend_sessions(tmp_path: Path) -
     tokens = SessionTokens([TEST_KEY])
     async with running_redis() as redis_url, probes("alpha") as urls:
         config = gateway_config([("alpha", urls["alpha"], "a_")], router_listen="127.0.0.1:0")
-        async with broker_on_redis(config, tokens, redis_url) as broker_port, \
-                replica(config, tokens, redis_url, broker_port, tmp_path / "a") as envoy_a, \
-                    replica(config, tokens, redis_url, broker_port, tmp_path / "b") as envoy_b, \
+        async with broker_on_redis(config, tokens, redis_url) as broker, \
+                replica(config, tokens, redis_url, broker.mcp, tmp_path / "a") as envoy_a, \
+                    replica(config, tokens, redis_url, broker.mcp, tmp_path / "b") as envoy_b, \
                     httpx.AsyncClient(timeout=10) as client:
                 session = await initialize_raw(client, envoy_a.url)
 
@@ -126,8 +126,8 @@ async def test_a_backend_session_another_replica_opened_is_relayed_to_the_listen
     tokens = SessionTokens([TEST_KEY])
     async with running_redis() as redis_url, sample_in_process("conformance") as fixture:
         config = gateway_config([("fx", fixture, "fx_")], router_listen="127.0.0.1:0")
-        async with broker_on_redis(config, tokens, redis_url) as broker_port, \
-                replica(config, tokens, redis_url, broker_port, tmp_path / "a") as envoy, \
+        async with broker_on_redis(config, tokens, redis_url) as broker, \
+                replica(config, tokens, redis_url, broker.mcp, tmp_path / "a") as envoy, \
                     httpx.AsyncClient(timeout=10) as client:
                 session = await initialize_raw(client, envoy.url)
                 logs = LogListener(client, envoy.url, session)
@@ -187,8 +187,8 @@ async def test_with_the_openings_bus_even_the_first_message_outside_a_call_reach
         config = gateway_config([("fx", fixture, "fx_")], router_listen="127.0.0.1:0")
         async with bus_openings(buses, redis_url) as broker_openings, \
                 bus_openings(buses, redis_url) as router_openings, \
-                broker_on_redis(config, tokens, redis_url, broker_openings) as broker_port, \
-                replica(config, tokens, redis_url, broker_port, tmp_path / "a", router_openings) as envoy, \
+                broker_on_redis(config, tokens, redis_url, broker_openings) as broker, \
+                replica(config, tokens, redis_url, broker.mcp, tmp_path / "a", router_openings) as envoy, \
                 httpx.AsyncClient(timeout=10) as client:
             session = await initialize_raw(client, envoy.url)
             logs = LogListener(client, envoy.url, session)
@@ -201,6 +201,6 @@ async def test_with_the_openings_bus_even_the_first_message_outside_a_call_reach
                     await logs.arrived.wait()
                 listening.cancel_scope.cancel()
             assert logs.data == ["first"]
-            status = (await client.get(f"http://127.0.0.1:{broker_port}/status")).json()
+            status = (await client.get(f"http://127.0.0.1:{broker.admin}/status")).json()
             assert status["backendStreams"]["openingsBus"] == "subscribed"
         buses.cancel_scope.cancel()

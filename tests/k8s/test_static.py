@@ -380,10 +380,10 @@ def test_sample_deployments_run_known_samples() -> None:
 
 
 def test_services_route_to_declared_container_ports() -> None:
-    deployments = {d["metadata"]["name"]: d for d in of_kind("Deployment")}
+    deployments = of_kind("Deployment")
     for service in of_kind("Service"):
-        deployment = deployments[service["metadata"]["name"]]
-        assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        selector = service["spec"]["selector"].items()
+        (deployment,) = [d for d in deployments if selector <= d["spec"]["template"]["metadata"]["labels"].items()]
         names = {p["name"] for c in deployment["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
         for port in service["spec"]["ports"]:
             assert port["targetPort"] in names

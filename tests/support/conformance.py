@@ -264,6 +264,7 @@ class RunningGateway:
     url: str  # the client-facing endpoint: Envoy's /mcp
     envoy: RunningEnvoy
     broker_url: str
+    admin_url: str  # /status, /metrics, /healthz, /readyz (gateway.admin_listen)
     log_path: Path
 
     def log(self) -> str:
@@ -280,7 +281,7 @@ async def running_gateway(
     broker and router ports are chosen before the config is written (the CLI does not report
     them); Envoy binds port 0.
     """
-    broker_port, router_port = free_port(), free_port()
+    broker_port, router_port, admin_port = free_port(), free_port(), free_port()
     config_path = workdir / "gateway.yaml"
     config_path.write_text(
         yaml.safe_dump(
@@ -289,6 +290,7 @@ async def running_gateway(
                 "gateway": {
                     "broker_listen": f"127.0.0.1:{broker_port}",
                     "router_listen": f"127.0.0.1:{router_port}",
+                    "admin_listen": f"127.0.0.1:{admin_port}",
                     **gateway,
                 },
             }
@@ -305,18 +307,19 @@ async def running_gateway(
         )
         try:
             broker_url = f"http://127.0.0.1:{broker_port}"
-            await _wait_gateway_ready(process, broker_url, router_port, log_path)
+            admin_url = f"http://127.0.0.1:{admin_port}"
+            await _wait_gateway_ready(process, admin_url, router_port, log_path)
             async with running_envoy(
                 config, broker_port=broker_port, router_port=router_port, workdir=workdir
             ) as envoy:
-                yield RunningGateway(envoy.url, envoy, broker_url, log_path)
+                yield RunningGateway(envoy.url, envoy, broker_url, admin_url, log_path)
         finally:
             with trio.CancelScope(shield=True):
                 await stop_process(process)
 
 
 async def _wait_gateway_ready(
-    process: trio.Process, broker_url: str, router_port: int, log_path: Path
+    process: trio.Process, admin_url: str, router_port: int, log_path: Path
 ) -> None:
     # Nothing to wait on but the answers: the broker's /readyz (upstreams discovered) and the
     # router's gRPC port accepting connections.
@@ -324,7 +327,7 @@ async def _wait_gateway_ready(
         with trio.move_on_after(30):
             while process.poll() is None:
                 try:
-                    ready = (await client.get(f"{broker_url}/readyz")).status_code == 200
+                    ready = (await client.get(f"{admin_url}/readyz")).status_code == 200
                 except httpx.HTTPError:
                     ready = False
                 if ready and await _accepts(router_port):

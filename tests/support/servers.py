@@ -112,7 +112,7 @@ def gateway_config(servers: Sequence[tuple[str, str, str]], **gateway: Any) -> G
             {"name": name, "url": url, "prefix": prefix, "timeoutSeconds": 5.0}
             for name, url, prefix in servers
         ],
-        "gateway": {"broker_listen": "127.0.0.1:0", **gateway},
+        "gateway": {"broker_listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", **gateway},
     }
     return GatewayConfig.model_validate(document)
 
@@ -120,6 +120,7 @@ def gateway_config(servers: Sequence[tuple[str, str, str]], **gateway: Any) -> G
 @dataclass
 class Broker:
     port: int
+    admin_port: int
     reloads: trio.MemorySendChannel[GatewayConfig]
     tokens: SessionTokens
     store: SessionStore
@@ -132,6 +133,11 @@ class Broker:
     @property
     def url(self) -> str:
         return f"{self.base}/mcp"
+
+    @property
+    def admin(self) -> str:
+        """/status, /metrics, /healthz, /readyz: the broker's admin address, not the MCP one."""
+        return f"http://127.0.0.1:{self.admin_port}"
 
     async def reload(self, config: GatewayConfig) -> None:
         await self.reloads.send(config)
@@ -153,7 +159,7 @@ async def running_broker(
     store = MemorySessionStore()
     reload_state = ReloadState()
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(
+        ports = await nursery.start(
             lambda task_status: serve_broker(
                 config,
                 receive,
@@ -167,7 +173,7 @@ async def running_broker(
                 task_status=task_status,
             )
         )
-        broker = Broker(port, send, tokens, store, reload_state)
+        broker = Broker(ports.mcp, ports.admin, send, tokens, store, reload_state)
         if wait_ready:
             await wait_until_ready(broker)
         yield broker
@@ -180,7 +186,7 @@ async def wait_until_ready(broker: Broker) -> None:
 
     async with httpx.AsyncClient() as client:
         for _attempt in range(500):
-            if (await client.get(f"{broker.base}/readyz")).status_code == 200:
+            if (await client.get(f"{broker.admin}/readyz")).status_code == 200:
                 return
             await trio.sleep(0.02)
     raise TimeoutError("broker not ready within 10 s")

@@ -108,15 +108,23 @@ def test_clusters_only_for_enabled_http_servers_with_tls_and_sni_for_https() -> 
 def test_routes_match_the_servername_header_then_default_to_the_broker() -> None:
     config = route_configuration(["weather", "files"])
     routes = config["virtual_hosts"][0]["routes"]
-    assert [r["route"]["cluster"] for r in routes] == [
-        cluster_name("files"), cluster_name("weather"), "mcp_broker", "mcp_broker", "mcp_broker"
+    assert [r["route"]["cluster"] for r in routes[:-1]] == [
+        cluster_name("files"), cluster_name("weather"), "mcp_broker", "mcp_broker", "mcp_broker", "mcp_broker"
     ]
-    # GET and DELETE skip the ext_proc round trip; POSTs to the broker do not.
-    assert [r["name"] for r in routes[2:]] == ["to_broker_get", "to_broker_delete", "to_broker"]
+    # GET (SSE stream, WebSocket upgrade) and DELETE skip the ext_proc round trip; POSTs to the
+    # broker do not. Only the MCP paths reach the broker.
+    assert [r["name"] for r in routes[2:]] == [
+        "to_broker_get", "to_broker_get_ws", "to_broker_delete", "to_broker", "not_found"
+    ]
+    assert [r["match"]["path"] for r in routes[2:6]] == ["/mcp", "/mcp/ws", "/mcp", "/mcp"]
     assert routes[2]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True
-    assert "typed_per_filter_config" not in routes[4]
+    assert "typed_per_filter_config" not in routes[5]
     assert routes[0]["match"]["headers"] == [{"name": "x-mcp-servername", "string_match": {"exact": "files"}}]
-    assert all(r["route"]["timeout"] == "0s" for r in routes)
+    assert all(r["route"]["timeout"] == "0s" for r in routes[:-1])
+    # Everything else (/status, /metrics, /healthz...) is Envoy's own 404: no ext_proc, no broker.
+    not_found = routes[-1]
+    assert not_found["match"] == {"prefix": "/"} and not_found["direct_response"]["status"] == 404
+    assert not_found["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True
     mark = routes[0]["response_headers_to_add"][0]["header"]
     assert mark == {"key": "x-mcp-upstream", "value": "files %RESPONSE_CODE_DETAILS%"}
 
@@ -126,8 +134,8 @@ def test_with_the_fast_path_each_server_has_a_route_that_skips_the_ext_proc_and_
     config = route_configuration(["weather", "files"], fast.route_metadata())
     routes = config["virtual_hosts"][0]["routes"]
     assert [r["name"] for r in routes] == [
-        "fast_to_files", "fast_to_weather", "to_files", "to_weather", "to_broker_get", "to_broker_delete",
-        f"to_broker@{fast.generation}",
+        "fast_to_files", "fast_to_weather", "to_files", "to_weather", "to_broker_get", "to_broker_get_ws",
+        "to_broker_delete", f"to_broker@{fast.generation}", "not_found",
     ]
     fast_files = routes[0]
     # Only a call the Lua filter routed itself: both headers (a client's x-mcp-* never gets here).
@@ -138,7 +146,7 @@ def test_with_the_fast_path_each_server_has_a_route_that_skips_the_ext_proc_and_
     assert fast_files["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True
     assert fast_files["request_headers_to_remove"] == ["x-mcp-fast-path"]
     assert fast_files["response_headers_to_add"] == routes[2]["response_headers_to_add"]
-    settings = routes[-1]["metadata"]["filter_metadata"]["envoy.filters.http.lua"]["fast"]
+    settings = routes[-2]["metadata"]["filter_metadata"]["envoy.filters.http.lua"]["fast"]
     assert settings["generation"] == fast.generation
     assert settings["max_body"] == min(CONFIG.gateway.envoy.fast_path.max_body_bytes, CONFIG.gateway.limits.max_body_bytes)
 
@@ -181,7 +189,7 @@ async def test_writes_are_atomic_renames_and_a_new_writer_adopts_the_files(tmp_p
     rds_after = json.loads((tmp_path / "rds.json").read_text())
     assert {c["name"] for c in cds_after["resources"]} == {cluster_name("weather")}
     routes = rds_after["resources"][0]["virtual_hosts"][0]["routes"]
-    assert [r["route"]["cluster"] for r in routes] == [
-        cluster_name("weather"), cluster_name("weather"), "mcp_broker", "mcp_broker", "mcp_broker"
+    assert [r["route"]["cluster"] for r in routes[:-1]] == [
+        cluster_name("weather"), cluster_name("weather"), "mcp_broker", "mcp_broker", "mcp_broker", "mcp_broker"
     ]
     assert int(cds_after["version_info"]) > int(cds["version_info"])

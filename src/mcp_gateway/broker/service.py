@@ -8,6 +8,7 @@ graceful timeout for open streams.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import hypercorn.config
@@ -33,6 +34,14 @@ GRACEFUL_SHUTDOWN_SECONDS = 1.0  # in-flight answers finish; SIGTERM → exit we
 LISTEN_BACKLOG = 4096
 
 
+@dataclass(frozen=True)
+class BrokerPorts:
+    """Where a started broker listens: the MCP endpoint (Envoy's upstream) and the admin one."""
+
+    mcp: int
+    admin: int
+
+
 async def serve_broker(
     config: GatewayConfig,
     reloads: trio.MemoryReceiveChannel[GatewayConfig],
@@ -43,11 +52,17 @@ async def serve_broker(
     timing: Timing | None = None,
     keepalive_seconds: float = 15.0,
     listen: str | None = None,
+    admin_listen: str | None = None,
     openings: BackendOpenings | None = None,
     relists: Relists | None = None,
-    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[BrokerPorts] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the broker until cancelled; `task_status.started(port)` once it accepts connections.
+    """Run the broker until cancelled; `task_status.started(BrokerPorts)` once both its
+    listeners accept connections.
+
+    Two HTTP servers: the MCP app (`/mcp`, `/mcp/ws`, the internal re-list endpoint) behind
+    Envoy, and the admin app (`/status`, `/metrics`, `/healthz`, `/readyz`) on
+    `gateway.admin_listen`, which Envoy has no route to (docs/broker.md, "Admin address").
 
     `openings`: shared with the router of this process (see `sessions/openings.py`).
     `relists`: bound to this broker's `BrokerCore.relist` while it runs, so the router of this
@@ -62,15 +77,19 @@ async def serve_broker(
             core.forwarder.bind(nursery, openings)
             changes = supervisor.changes()  # before the first upstream can change anything
             await nursery.start(supervisor.run)
-            app = build_app(core, reload_state, nursery, keepalive_seconds=keepalive_seconds)
+            app = build_app(core, nursery, keepalive_seconds=keepalive_seconds)
             nursery.start_soon(_announce_changes, core, changes)
             nursery.start_soon(_apply_reloads, core, reloads, reload_state)
             # Expired sessions end their backend sessions upstream too (docs/sessions.md).
             nursery.start_soon(run_reaper, core)
             urls = await nursery.start(_serve_http, app, listen or config.gateway.broker_listen)
-            port = int(urls[0].rsplit(":", 1)[1])
-            log.info("broker listening", url=f"{urls[0]}/mcp", upstreams=len(config.servers))
-            task_status.started(port)
+            admin_urls = await nursery.start(
+                _serve_http, build_admin_app(core, reload_state), admin_listen or config.gateway.admin_listen
+            )
+            log.info(
+                "broker listening", url=f"{urls[0]}/mcp", admin=admin_urls[0], upstreams=len(config.servers)
+            )
+            task_status.started(BrokerPorts(mcp=_port_of(urls[0]), admin=_port_of(admin_urls[0])))
     finally:
         if relists is not None:
             relists.bind(None)  # asked from now on, it goes over HTTP (and finds nobody)
@@ -78,16 +97,25 @@ async def serve_broker(
             await core.forwarder.streams.aclose()
 
 
-def build_app(
-    core: BrokerCore, reload_state: ReloadState, nursery: trio.Nursery, *, keepalive_seconds: float
-) -> QuartTrio:
+def _port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def build_app(core: BrokerCore, nursery: trio.Nursery, *, keepalive_seconds: float) -> QuartTrio:
+    """The MCP app, Envoy's upstream: nothing here is for operators."""
     app = QuartTrio("mcp_gateway.broker")
     app.config["RESPONSE_TIMEOUT"] = None  # SSE streams last as long as their client
     app.config["BODY_TIMEOUT"] = 30
     http.register(app, core, nursery, keepalive_seconds=keepalive_seconds)
     websocket.register(app, core)
-    status.register(app, core, reload_state)
     internal.register(app, core)
+    return app
+
+
+def build_admin_app(core: BrokerCore, reload_state: ReloadState) -> QuartTrio:
+    """The operator's app: status, metrics, probes. Served on its own address only."""
+    app = QuartTrio("mcp_gateway.admin")
+    status.register(app, core, reload_state)
     return app
 
 

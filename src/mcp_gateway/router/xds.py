@@ -164,6 +164,25 @@ def _upstream_mark(name: str) -> list[dict[str, Any]]:
 
 _EXT_PROC_DISABLED: Final = {EXT_PROC_FILTER: {"@type": EXT_PROC_PER_ROUTE_TYPE, "disabled": True}}
 
+MCP_PATH: Final = "/mcp"
+WEBSOCKET_PATH: Final = "/mcp/ws"
+# Any other path: Envoy answers itself (no ext_proc, no broker).
+NOT_FOUND_ROUTE: Final = {
+    "name": "not_found",
+    "match": {"prefix": "/"},
+    "direct_response": {
+        "status": 404,
+        "body": {"inline_string": json.dumps({"error": f"not found: MCP is served at {MCP_PATH}"})},
+    },
+    "response_headers_to_add": [
+        {
+            "header": {"key": "content-type", "value": "application/json"},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        }
+    ],
+    "typed_per_filter_config": _EXT_PROC_DISABLED,
+}
+
 
 WELL_KNOWN_PREFIX = "/.well-known/oauth-protected-resource"
 
@@ -207,17 +226,22 @@ def route_configuration(
         }
         for name in names
     ]
-    # GET (the SSE stream, /readyz, /metrics...) and DELETE never carry a body to route on: they
+    # GET (the SSE stream, the WebSocket upgrade) and DELETE never carry a body to route on: they
     # go to the broker without an ext_proc round trip (client x-mcp-* headers are still removed
     # natively by the header_mutation filter, and the broker trusts none of them).
     routes.extend(
         {
-            "name": f"to_broker_{method.lower()}",
-            "match": {"prefix": "/", "headers": [{"name": ":method", "string_match": {"exact": method}}]},
+            "name": f"to_broker_{method.lower()}{suffix}",
+            "match": {
+                "path": path,
+                "headers": [{"name": ":method", "string_match": {"exact": method}}],
+            },
             "route": {"cluster": BROKER_CLUSTER, "timeout": "0s"},
             "typed_per_filter_config": _EXT_PROC_DISABLED,
         }
-        for method in ("GET", "DELETE")
+        for method, path, suffix in (
+            ("GET", MCP_PATH, ""), ("GET", WEBSOCKET_PATH, "_ws"), ("DELETE", MCP_PATH, "")
+        )
     )
     if well_known:
         # Inbound OAuth: the protected resource metadata (RFC 9728), both forms, served by the
@@ -235,7 +259,7 @@ def route_configuration(
         )
     to_broker: dict[str, Any] = {
         "name": "to_broker",
-        "match": {"prefix": "/"},
+        "match": {"path": MCP_PATH},
         "route": {"cluster": BROKER_CLUSTER, "timeout": "0s"},
     }
     if fast_path is not None:
@@ -244,6 +268,9 @@ def route_configuration(
         # carries the generation, so a new config is seen on its first request.
         to_broker["name"] = f"to_broker@{fast_path[LUA_FILTER][DECISION_KEY]['generation']}"
     routes.append(to_broker)
+    # The public listener serves the MCP endpoints and nothing else: /status, /metrics and the
+    # probes live on the broker's admin address (gateway.admin_listen), which has no route here.
+    routes.append(NOT_FOUND_ROUTE)
     return {
         "@type": ROUTE_TYPE,
         "name": ROUTE_CONFIG_NAME,

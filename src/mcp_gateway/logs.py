@@ -70,10 +70,13 @@ _KEY_VALUE_RE = re.compile(
 _HEADER_LINE_RE = re.compile(
     r"(?i)\b((?:proxy-)?authorization|cookie|set-cookie|mcp-session-id|x-api-key)(:\s*)([^\r\n,;]+)"
 )
+# A bare JWT (a bearer token echoed without its scheme): header and payload are base64url JSON
+# objects, so both start with "eyJ".
+_JWT_RE = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 # Cheap first look: text with none of these cannot match the patterns above (most log text).
 # Matched against the lowercased text: a case-sensitive regex is several times faster.
 _MAYBE_SECRET_RE = re.compile(
-    r"bearer|basic|authoriz|cookie|session|api[_-]?key|token|passw|secret|credential|@"
+    r"bearer|basic|authoriz|cookie|session|api[_-]?key|token|passw|secret|credential|@|eyj"
 )
 # A registered value shorter than this would blank out ordinary words in every line.
 _MIN_REGISTERED_SECRET = 6
@@ -133,6 +136,7 @@ def _redact_text(text: str) -> str:
     text = _AUTH_SCHEME_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     text = _HEADER_LINE_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     text = _KEY_VALUE_RE.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    text = _JWT_RE.sub(REDACTED, text)
     return _URL_USERINFO_RE.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
 
 

@@ -649,6 +649,9 @@ class AuthSettings(_Ours):
 class GatewaySettings(_Ours):
     broker_listen: str = "127.0.0.1:8081"
     router_listen: str = "127.0.0.1:9002"
+    # /status, /metrics, /healthz and /readyz: a listener of their own that Envoy never routes
+    # to, loopback unless said otherwise (the public listener serves only the MCP endpoints).
+    admin_listen: str = "127.0.0.1:8090"
     public_url: str | None = None
     allowed_origins: list[str] = Field(default_factory=list)
     page_size: int = Field(default=100, ge=1, le=10_000)
@@ -671,7 +674,7 @@ class GatewaySettings(_Ours):
             raise ValueError("auth enabled needs auth.resource or public_url (the resource's identifier)")
         return self
 
-    @field_validator("broker_listen", "router_listen")
+    @field_validator("broker_listen", "router_listen", "admin_listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:
         return _check_host_port(value)
@@ -1303,6 +1306,7 @@ def _summary(path: str, config: GatewayConfig) -> str:
     settings = config.gateway
     lines.append(
         f"envoy {settings.envoy.listen}  broker {settings.broker_listen}  "
-        f"router {settings.router_listen}  sessions {settings.sessions.store}"
+        f"router {settings.router_listen}  admin {settings.admin_listen}  "
+        f"sessions {settings.sessions.store}"
     )
     return "\n".join(lines)

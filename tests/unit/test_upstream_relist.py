@@ -1,6 +1,6 @@
 """Re-listing on request and the periodic backstop, on Trio's autojump clock: the coalescing
 queue alone, then the supervisor with its upstreams faked at httpx's transport seam (the fake
-of test_upstream_supervisor.py, with slow listings and a record of when each one ran)."""
+of tests/support/fake_upstream.py, with slow listings and a record of when each one ran)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import trio
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.upstream import Supervisor
 from mcp_gateway.upstream.relist import RelistOutcome, RelistQueue
-from tests.unit.test_upstream_supervisor import FakeUpstream, config, supervisor_for
+from tests.support.fake_upstream import FakeUpstream, config, supervisor_for
 
 # -- the queue ---------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """The supervisor's capability variants on Trio's autojump clock, with the network faked at
-httpx's transport seam (the fake upstream of test_upstream_supervisor.py, which can offer tools
+httpx's transport seam (the fake upstream of tests/support/fake_upstream.py, which can offer tools
 only to sessions that declared a client capability)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import trio
 
 from mcp_gateway.upstream import UpstreamState
 from mcp_gateway.upstream.catalog import ALL_FEATURES, ROOTS, SAMPLING
-from tests.unit.test_upstream_supervisor import (
+from tests.support.fake_upstream import (
     FakeUpstream,
     config,
     supervisor_for,

@@ -129,7 +129,7 @@ async def _serve_with(
                 )
             )
         nursery.start_soon(
-            _watch_config, config_path, config, reload_channels, reload_state, poll_seconds
+            watch_config, config_path, config, reload_channels, reload_state, poll_seconds
         )
         task_status.started()
 
@@ -141,7 +141,7 @@ def _mtime(path: str) -> float | None:
         return None
 
 
-async def _watch_config(
+async def watch_config(
     path: str,
     current: GatewayConfig,
     targets: list[trio.MemorySendChannel[GatewayConfig]],

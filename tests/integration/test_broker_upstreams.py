@@ -21,7 +21,7 @@ from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from mcp_gateway.config import load_config
-from mcp_gateway.serve import _watch_config
+from mcp_gateway.serve import watch_config
 from tests.support.servers import (
     Broker,
     gateway_config,
@@ -240,7 +240,7 @@ async def test_config_reload_adds_and_removes_servers_and_a_broken_file_changes_
             trio.open_nursery() as nursery,
         ):
             nursery.start_soon(
-                _watch_config, str(path), config, [broker.reloads], broker.reload_state, 0.05
+                watch_config, str(path), config, [broker.reloads], broker.reload_state, 0.05
             )
             session = await _session(http, broker)
             assert await _tool_names(http, broker, session) == ["echo_echo", "echo_add"]

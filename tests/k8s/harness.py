@@ -75,6 +75,23 @@ async def eventually(probe: Callable[[], T | None], what: str = "", within: floa
     raise AssertionError(f"timed out waiting for {what or probe}")
 
 
+def kubeconfig(url: str, path: pathlib.Path) -> pathlib.Path:
+    """A kubeconfig file at `path` pointing at the emulator (which checks no token)."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kmock", "cluster": {"server": url}}],
+                "users": [{"name": "tester", "user": {"token": "not-checked-by-the-emulator"}}],
+                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester"}}],
+                "current-context": "kmock",
+            }
+        )
+    )
+    return path
+
+
 # -- objects ------------------------------------------------------------------------------------
 
 

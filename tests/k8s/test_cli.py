@@ -12,29 +12,20 @@ from typing import Any
 import httpx
 import kubernetes
 import trio
-import yaml
 
-from tests.k8s.harness import Cluster, eventually, extension, install_crds, registration, route
+from tests.k8s.harness import (
+    Cluster,
+    eventually,
+    extension,
+    install_crds,
+    kubeconfig,
+    registration,
+    route,
+)
 from tests.support.kmock_emulator import EmulatorThread
 from tests.support.redis import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def kubeconfig(url: str, path: pathlib.Path) -> pathlib.Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "kmock", "cluster": {"server": url}}],
-                "users": [{"name": "tester", "user": {"token": "not-checked-by-the-emulator"}}],
-                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester"}}],
-                "current-context": "kmock",
-            }
-        )
-    )
-    return path
 
 
 async def test_controller_command_writes_the_secret_serves_probes_and_exits_cleanly_on_sigterm(

@@ -16,8 +16,7 @@ import trio
 import yaml
 
 from mcp_gateway.cli import build_parser
-from tests.k8s.harness import NS, Cluster, eventually, fast_settings, running_controller
-from tests.k8s.test_cli import kubeconfig
+from tests.k8s.harness import NS, Cluster, eventually, fast_settings, kubeconfig, running_controller
 from tests.support.kmock_emulator import EmulatorThread
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -167,7 +167,8 @@ def python_size_per_session(count: int) -> float:
     the memory store's record (sealed-token session id, client capabilities + clientInfo, one
     backend mapping) and the router's per-session cache entry. tracemalloc, in this process."""
     from mcp_gateway.sessions import SessionTokens
-    from mcp_gateway.sessions.store import MemorySessionStore, client_of
+    from mcp_gateway.sessions.memory_store import MemorySessionStore
+    from mcp_gateway.sessions.store import client_of
 
     tokens = SessionTokens([b"k" * 32])
     sids = [c.session_id for c in (tokens.verify(tokens.issue(PROTOCOL)) for _ in range(count))

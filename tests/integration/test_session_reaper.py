@@ -17,7 +17,9 @@ from mcp_gateway.broker.core import BrokerCore
 from mcp_gateway.broker.reaper import reap_once, run_reaper
 from mcp_gateway.config import GatewayConfig, ServerConfig
 from mcp_gateway.sessions import SessionTokens
-from mcp_gateway.sessions.store import MemorySessionStore, RedisSessionStore, SessionStore
+from mcp_gateway.sessions.memory_store import MemorySessionStore
+from mcp_gateway.sessions.redis_store import RedisSessionStore
+from mcp_gateway.sessions.store import SessionStore
 from mcp_gateway.upstream import Supervisor, open_backend_session
 from tests.support.redis import free_port, running_redis
 from tests.support.servers import (

@@ -21,7 +21,7 @@ from mcp_gateway.router.service import serve_router
 from mcp_gateway.sessions import SessionTokens
 from mcp_gateway.sessions.openings import BackendOpenings
 from mcp_gateway.sessions.openings_redis import RedisOpeningsBus
-from mcp_gateway.sessions.store import RedisSessionStore
+from mcp_gateway.sessions.redis_store import RedisSessionStore
 from tests.support.envoy import RunningEnvoy, running_envoy
 from tests.support.redis import running_redis
 from tests.support.routing import (

@@ -32,8 +32,9 @@ from mcp_gateway.broker.service import serve_broker
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.samples import READY_LINE_PREFIX, serve_sample
 from mcp_gateway.sessions import SessionTokens
+from mcp_gateway.sessions.memory_store import MemorySessionStore
 from mcp_gateway.sessions.openings import BackendOpenings
-from mcp_gateway.sessions.store import MemorySessionStore, SessionStore
+from mcp_gateway.sessions.store import SessionStore
 from mcp_gateway.upstream import Timing
 from mcp_gateway.upstream.relist import Relists
 from tests.support.processes import stop_process

@@ -7,7 +7,9 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from mcp_gateway.sessions.store import MemorySessionStore, RedisSessionStore, SessionStore
+from mcp_gateway.sessions.memory_store import MemorySessionStore
+from mcp_gateway.sessions.redis_store import RedisSessionStore
+from mcp_gateway.sessions.store import SessionStore
 from tests.support.redis import running_redis
 
 # `@pytest.fixture(params=STORE_KINDS)`: the Redis case is an integration test.

@@ -37,8 +37,10 @@ from mcp_gateway.router.backends import (
 from mcp_gateway.router.decision import NeedsBackend, RoutingTable, route_request
 from mcp_gateway.router.service import ExternalProcessor, Router, cancel_marked_call
 from mcp_gateway.sessions import SessionTokens, derive_key
+from mcp_gateway.sessions.memory_store import MemorySessionStore
 from mcp_gateway.sessions.openings import BackendOpenings
-from mcp_gateway.sessions.store import MemorySessionStore, RedisSessionStore, SessionStore
+from mcp_gateway.sessions.redis_store import RedisSessionStore
+from mcp_gateway.sessions.store import SessionStore
 from mcp_gateway.upstream.errors import UpstreamError
 from tests.support.stores import STORE_KINDS, session_store
 

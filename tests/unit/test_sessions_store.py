@@ -7,13 +7,9 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 
-from mcp_gateway.sessions.store import (
-    LOG_LEVEL,
-    MemorySessionStore,
-    RedisSessionStore,
-    SessionStore,
-    client_of,
-)
+from mcp_gateway.sessions.memory_store import MemorySessionStore
+from mcp_gateway.sessions.redis_store import RedisSessionStore
+from mcp_gateway.sessions.store import LOG_LEVEL, SessionStore, client_of
 from tests.support.redis import running_redis
 from tests.support.stores import STORE_KINDS, session_store
 
@@ -157,6 +153,34 @@ async def test_an_unreachable_redis_is_a_session_store_error_not_a_redis_one() -
         assert not await store.ping()
     finally:
         await store.aclose()
+
+
+async def test_redis_close_waits_for_an_abandoned_command_and_then_refuses_new_ones() -> None:
+    """A caller cancelled mid-command leaves its worker thread running (abandon_on_cancel);
+    `aclose` closes the pool only after that thread is done, and the store refuses new work."""
+    import redis
+
+    from mcp_gateway.sessions.store import SessionStoreUnavailable
+
+    pause_ms = 600
+    async with running_redis() as url:
+        store = RedisSessionStore(url)
+        admin = redis.Redis.from_url(url)
+        try:
+            await store.create("s", 60)
+            # Redis holds every client's commands for pause_ms: the store's next one blocks.
+            await trio.to_thread.run_sync(lambda: admin.execute_command("CLIENT", "PAUSE", pause_ms, "ALL"))
+            paused_at = trio.current_time()
+            with trio.move_on_after(0.1) as waited:
+                await store.exists("s")
+            assert waited.cancelled_caught  # the caller left; its thread is still in Redis
+            await store.aclose()
+            # Closed no earlier than the blocked command could finish (the pause's end).
+            assert trio.current_time() - paused_at >= pause_ms / 1000 - 0.05
+            with pytest.raises(SessionStoreUnavailable, match="closed"):
+                await store.exists("s")
+        finally:
+            await trio.to_thread.run_sync(admin.close)
 
 
 async def test_client_capabilities_and_info_are_kept_with_the_session(store: SessionStore) -> None:
@@ -376,9 +400,9 @@ async def test_memory_store_keeps_a_bounded_number_of_unreaped_sessions(
     autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A process whose broker never reaps must not grow: the oldest expired sessions go first.
-    from mcp_gateway.sessions import store as store_module
+    from mcp_gateway.sessions import memory_store
 
-    monkeypatch.setattr(store_module, "MAX_UNREAPED", 3)
+    monkeypatch.setattr(memory_store, "MAX_UNREAPED", 3)
     store = MemorySessionStore()
     for i in range(5):
         await store.create(f"s{i}", ttl=10 + i)

@@ -45,11 +45,7 @@ from mcp_gateway.config import ServerConfig
 from mcp_gateway.logs import bind_request, get_logger
 from mcp_gateway.protocol import ErrorCode
 from mcp_gateway.sessions.openings import BackendOpenings
-from mcp_gateway.sessions.store import (
-    MemorySessionStore,
-    SessionStore,
-    SessionStoreUnavailable,
-)
+from mcp_gateway.sessions.store import SessionStore, SessionStoreUnavailable
 from mcp_gateway.upstream import UpstreamClient, UpstreamError
 from mcp_gateway.upstream.relist import LIST_CHANGED_NOTIFICATIONS
 
@@ -98,7 +94,8 @@ class BackendStreams:
         self._server_of = server_of
         self._request_relist = request_relist  # `Supervisor.request_relist`
         self._http: httpx.AsyncClient | None = None
-        self._rescan_seconds = math.inf if isinstance(store, MemorySessionStore) else RESCAN_SECONDS
+        # Only a shared store (Redis) changes behind this process's back: re-read it now and then.
+        self._rescan_seconds = RESCAN_SECONDS if store.shared else math.inf
         self._listening: dict[str, _Listening] = {}
         self.held_streams = 0  # backend GET streams open or opening now
         metrics.backend_streams.set_function(lambda: self.held_streams)

@@ -25,14 +25,10 @@ from mcp_gateway.config import ServerConfig
 from mcp_gateway.router.decision import SESSION_HEADER, NeedsBackend
 from mcp_gateway.router.relay import can_be_asked
 from mcp_gateway.sessions.openings import BackendOpenings
-from mcp_gateway.sessions.store import (
-    LOG_LEVEL,
-    MemorySessionStore,
-    SessionStore,
-    SessionStoreUnavailable,
-)
+from mcp_gateway.sessions.store import LOG_LEVEL, SessionStore, SessionStoreUnavailable
 from mcp_gateway.upstream.body import send_post
 from mcp_gateway.upstream.client import UpstreamClient, open_backend_session, tls_context
+from mcp_gateway.upstream.credentials import credential_rejected, upstream_authorization
 from mcp_gateway.upstream.errors import UpstreamError
 
 _log = structlog.get_logger(__name__)
@@ -102,11 +98,11 @@ class BackendSessions:
         self._askable: dict[str, bool] = {}
 
     def askable_nowait(self, sid: str) -> bool | None:
-        """Cached (or memory-store) answer to `askable`; None: it needs a store read."""
+        """Cached answer to `askable` (or the store's, without I/O); None: it needs a store read."""
         known = self._askable.get(sid)
-        if known is None and isinstance(self._store, MemorySessionStore):
-            client = self._store.client_nowait(sid)
-            known = self._remember(sid, client) if client is not None else False
+        if known is None:
+            client = self._store.cached_client(sid)
+            known = self._remember(sid, client) if client is not None else None
         return known
 
     async def askable(self, sid: str) -> bool:
@@ -124,10 +120,8 @@ class BackendSessions:
         return answer
 
     def known_backend(self, need: NeedsBackend) -> str | None:
-        """The mapping, when it can be read without I/O (memory store); else None → backend_for."""
-        if isinstance(self._store, MemorySessionStore):
-            return self._store.get_backend_nowait(need.claims.session_id, need.upstream.server)
-        return None
+        """The mapping, when the store knows it without I/O; else None → backend_for."""
+        return self._store.cached_backend(need.claims.session_id, need.upstream.server)
 
     async def lookup(self, need: NeedsBackend) -> str | None:
         """The stored mapping, if any (no initialise)."""
@@ -219,12 +213,17 @@ class BackendSessions:
         server = self._servers().get(need.upstream.server)
         if server is None:
             raise BackendUnavailable(f"server {need.upstream.server!r} is no longer configured")
-        headers = _upstream_headers(server, backend_id, need.claims.protocol_version)
         try:
             with trio.fail_after(server.timeout_seconds):
+                authorization = await upstream_authorization(server)
+                headers = _upstream_headers(authorization, backend_id, need.claims.protocol_version)
                 response = await send_post(self._client(), server.url, need.body, headers)
+        except UpstreamError as error:  # its access token could not be had
+            raise BackendUnavailable(error.message) from error
         except (httpx.HTTPError, trio.TooSlowError) as error:
             raise BackendUnavailable(f"replay to {server.name!r} failed: {error!r}") from error
+        if response.status_code == 401:
+            credential_rejected(server, authorization)
         if response.status_code == 404:
             await self.forget(need, backend_id)
             raise BackendUnavailable(f"{server.name!r} refused a fresh backend session")
@@ -251,10 +250,14 @@ class BackendSessions:
             "params": {"requestId": need.request_id, "reason": "the client left"},
         }
         body = json.dumps(cancelled, separators=(",", ":")).encode()
-        headers = _upstream_headers(server, backend_id, need.claims.protocol_version)
         with trio.move_on_after(min(server.timeout_seconds, CANCEL_SECONDS)):
             try:
+                authorization = await upstream_authorization(server)
+                headers = _upstream_headers(authorization, backend_id, need.claims.protocol_version)
                 await send_post(self._client(), server.url, body, headers)
+            except UpstreamError as error:
+                _log.warning("could not cancel an abandoned call", server=server.name, error=error.message)
+                return
             except httpx.HTTPError as error:
                 _log.warning("could not cancel an abandoned call", server=server.name, error=repr(error))
                 return
@@ -280,13 +283,13 @@ class BackendSessions:
 CANCEL_SECONDS: Final = 2.0
 
 
-def _upstream_headers(server: ServerConfig, backend_id: str, protocol_version: str) -> dict[str, str]:
+def _upstream_headers(authorization: str | None, backend_id: str, protocol_version: str) -> dict[str, str]:
     headers = {
         "content-type": "application/json",
         "accept": "application/json, text/event-stream",
         SESSION_HEADER: backend_id,
         "mcp-protocol-version": protocol_version,
     }
-    if server.authorization:
-        headers["authorization"] = server.authorization
+    if authorization:
+        headers["authorization"] = authorization
     return headers

@@ -375,6 +375,9 @@ function envoy_on_request(handle)
     headers:remove("authorization")
   end
   if virtual then headers:remove("x-mcp-virtualserver") end
+  -- The Origin was checked by the router when it decided (it is part of the key); the
+  -- upstream's client is the gateway (router/decision.py forward() drops it too).
+  if origin then headers:remove("origin") end
   if mirrored_name then headers:replace("mcp-name", decision.routed) end
   handle:clearRouteCache()
   calls = calls + 1

@@ -52,20 +52,56 @@ async def _wait_ready(process: trio.Process, port: int) -> bool:
 @asynccontextmanager
 async def running_redis() -> AsyncIterator[str]:
     """Yield the `redis://` URL of a fresh, empty, non-persistent Redis; stop it afterwards."""
-    binary = redis_binary()
+    async with redis_server() as server:
+        yield server.url
+
+
+class RedisServer:
+    """A `redis-server` on one loopback port that a test may stop and start again (the fault
+    suite's Redis outage). With `persistent`, every write is in an fsynced append-only file in
+    `workdir`, so what the sessions held survives a stop, even a SIGKILL."""
+
+    def __init__(self, port: int, workdir: str, *, persistent: bool = False) -> None:
+        self.port = port
+        self.workdir = workdir
+        self.persistent = persistent
+        self.process: trio.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> bool:
+        """Start on `self.port`; False if it did not answer PING (e.g. the port was taken)."""
+        durability = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else [
+            "--appendonly", "no"]
+        self.process = await trio.lowlevel.open_process(
+            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             *durability, "--dir", self.workdir, "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        return await _wait_ready(self.process, self.port)
+
+    async def stop(self, *, kill: bool = False) -> None:
+        if self.process is None:
+            return
+        if kill:
+            self.process.kill()
+        with trio.CancelScope(shield=True):
+            await stop_process(self.process)
+        self.process = None
+
+
+@asynccontextmanager
+async def redis_server(*, persistent: bool = False) -> AsyncIterator[RedisServer]:
+    """A started `RedisServer` on a free port (empty, in its own directory); stopped afterwards."""
     with tempfile.TemporaryDirectory(prefix="mcpgw-redis-") as workdir:
         for _attempt in range(3):  # the free port may be taken between probe and bind: retry
-            port = free_port()
-            process = await trio.lowlevel.open_process(
-                [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", workdir, "--loglevel", "warning"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )
+            server = RedisServer(free_port(), workdir, persistent=persistent)
             try:
-                if await _wait_ready(process, port):
-                    yield f"redis://127.0.0.1:{port}/0"
+                if await server.start():
+                    yield server
                     return
             finally:
-                with trio.CancelScope(shield=True):
-                    await stop_process(process)
+                await server.stop()
         raise RuntimeError("redis-server did not start")

@@ -84,7 +84,7 @@ def register(
         return Response(error_response(request_id, code, message), status, content_type=JSON)
 
     def origin_refused() -> Response | None:
-        if origin_allowed(request.headers.get("origin"), core.config.gateway.allowed_origins):
+        if origin_allowed(combined_header("origin"), core.config.gateway.allowed_origins):
             return None
         return refusal(403, ErrorCode.INVALID_REQUEST, "Forbidden: Origin not allowed")
 
@@ -132,7 +132,7 @@ def register(
             )
 
     async def session_or_refusal(request_id: Any = None) -> ClientSession | Response:
-        token = request.headers.get("mcp-session-id")
+        token = combined_header("mcp-session-id")
         if token is not None and len(token) > MAX_TOKEN_LENGTH:
             return refusal(404, ErrorCode.INVALID_REQUEST, "Session not found", request_id)
         try:
@@ -186,7 +186,7 @@ def register(
             record("refused", principal.status_code, started)
             return principal
         acceptable = accepts(JSON, SSE)
-        token = request.headers.get("mcp-session-id")
+        token = combined_header("mcp-session-id")
         claims = core.tokens.verify(token) if token and len(token) <= MAX_TOKEN_LENGTH else None
         allow_batch = claims is not None and supports_batch(claims.protocol_version)
         try:
@@ -387,6 +387,16 @@ def register(
         response = refusal(405, ErrorCode.INVALID_REQUEST, "Method Not Allowed")
         response.headers["allow"] = "GET, POST, DELETE"
         return response
+
+
+def combined_header(name: str) -> str | None:
+    """A request header; one sent more than once reads as its lines combined (RFC 9110 5.3), as
+    the router reads it (router/service.py), so the two never act on different values: two
+    session ids name no session (404), two origins are no allowed origin (403). Reading only
+    the first line here while the router read the last let one request be served under one
+    session by the broker and routed under another (the fault suite's abuse corpus)."""
+    values = request.headers.getlist(name)
+    return ", ".join(values) if values else None
 
 
 def request_limits(core: BrokerCore) -> Limits:

@@ -524,6 +524,12 @@ def forward(need: NeedsBackend, backend_session_id: str | None) -> ToUpstream:
         set_headers += [(METHOD_HEADER, need.method), (TOOL_HEADER, need.routed_name)]
     # The virtual server selection is the gateway's business; the upstream serves every name.
     remove = set(need.remove_headers) | ({VIRTUAL_SERVER_HEADER} & need.client_headers)
+    # The client's Origin is the gateway's to check (route_request did, as the broker does); the
+    # upstream's client is the gateway, as on the broker's own calls. Passed on, an Origin the
+    # gateway allows met the upstream's own DNS-rebinding check (the SDK's default): a plain-text
+    # 403 instead of the result (the fault suite's abuse corpus found it).
+    if "origin" in need.client_headers:
+        remove.add("origin")
     # The client's gateway token is ours, not the upstream's: replace it, or drop it for a
     # session-less upstream. Likewise the client's Authorization is for the gateway.
     if backend_session_id:

@@ -132,11 +132,17 @@ class Router:
 
 
 def _headers_of(http_headers: pb.HttpHeaders) -> dict[str, str]:
-    # Envoy sends values in raw_value (bytes); `value` stays empty.
-    return {
-        h.key.lower(): (h.raw_value.decode("latin-1") if h.raw_value else h.value)
-        for h in http_headers.headers.headers
-    }
+    # Envoy sends values in raw_value (bytes); `value` stays empty. A header sent more than once
+    # reads as its lines combined (RFC 9110 5.3), as the broker reads it (broker/http.py
+    # combined_header): taking the last line here and the first there let one request be
+    # routed under one session and served by the broker under another. Combined, two session
+    # ids name no session (404) and two origins are no allowed origin (403).
+    headers: dict[str, str] = {}
+    for h in http_headers.headers.headers:
+        name = h.key.lower()
+        value = h.raw_value.decode("latin-1") if h.raw_value else h.value
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
 
 
 def _header_mutation(

@@ -50,6 +50,7 @@ __all__ = [
     "LimitsSettings",
     "ServerConfig",
     "SessionSettings",
+    "UpstreamOAuth",
     "UpstreamRetrySettings",
     "VirtualServer",
     "check_config_main",
@@ -254,6 +255,60 @@ class GuardrailsConfig(_Theirs):
 # servers
 
 
+TokenEndpointAuthMethod = Literal["client_secret_basic", "client_secret_post"]
+
+
+class UpstreamOAuth(BaseModel):
+    """OAuth 2.0 client credentials (RFC 6749 §4.4) for one upstream: the gateway asks
+    `tokenUrl` for an access token and sends it as `Authorization: Bearer …`, refreshed before it
+    expires (upstream/credentials.py, docs/upstream.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+    token_url: str = Field(alias="tokenUrl")
+    client_id: str = Field(alias="clientId", min_length=1, max_length=1024)
+    # The secret itself never sits in the file: it is read from this environment variable.
+    client_secret_env_var: str = Field(alias="clientSecretEnvVar")
+    scopes: list[str] = Field(default_factory=list)
+    # RFC 8707 `resource` (the upstream's identifier), and `audience` for servers that ask for it.
+    resource: str | None = None
+    audience: str | None = Field(default=None, min_length=1, max_length=1024)
+    # How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
+    auth_method: TokenEndpointAuthMethod = Field(default="client_secret_basic", alias="authMethod")
+
+    _client_secret: str = PrivateAttr(default="")
+
+    @field_validator("token_url")
+    @classmethod
+    def _check_token_url(cls, value: str) -> str:
+        return _check_url(value, ("http", "https"))
+
+    @field_validator("resource")
+    @classmethod
+    def _check_resource(cls, value: str | None) -> str | None:
+        # RFC 8707 §2: an absolute URI without a fragment.
+        if value is not None and ("#" in value or not urlsplit(value).scheme):
+            raise ValueError(f"an absolute URI without a fragment, got {value[:200]!r}")
+        return value
+
+    @field_validator("client_secret_env_var")
+    @classmethod
+    def _check_secret_env(cls, value: str) -> str:
+        if not _ENV_NAME_RE.fullmatch(value):
+            raise ValueError(f"not an environment variable name: {value!r}")
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _check_scopes(cls, value: list[str]) -> list[str]:
+        return _check_scope_tokens(value)
+
+    @property
+    def client_secret(self) -> str:
+        """The secret read from `clientSecretEnvVar` at load time ("" for a disabled server)."""
+        return self._client_secret
+
+
 class ServerConfig(BaseModel):
     """One upstream MCP server (a `servers:` entry)."""
 
@@ -293,6 +348,8 @@ class ServerConfig(BaseModel):
     # API keys travel this way; never printed or logged).
     env: dict[str, str] = Field(default_factory=dict, repr=False)
     credential_env_var: str | None = Field(default=None, alias="credentialEnvVar")
+    # ours: an OAuth 2.0 client-credentials token instead of a fixed credential.
+    oauth: UpstreamOAuth | None = None
 
     _credential_from_env: bool = PrivateAttr(default=False)
 
@@ -412,6 +469,24 @@ class ServerConfig(BaseModel):
         self._credential_from_env = True
         return self
 
+    @model_validator(mode="after")
+    def _check_oauth(self) -> ServerConfig:
+        if self.oauth is None:
+            return self
+        if self.credential is not None or self.credential_env_var is not None:
+            raise ValueError("give either `oauth` or `credential`/`credentialEnvVar`, not both")
+        if self.transport == "stdio":
+            raise ValueError("a stdio server has no HTTP requests to carry an OAuth token")
+        if not self.enabled:
+            return self  # its secret is read when a reload enables it
+        variable = self.oauth.client_secret_env_var
+        secret = os.environ.get(variable)
+        if not secret:
+            raise ValueError(f"oauth.clientSecretEnvVar: environment variable {variable} is not set (or empty)")
+        # Frozen model: set once, while validation builds it.
+        self.oauth._client_secret = secret
+        return self
+
     @property
     def path(self) -> str:
         """The path part of the url (`/mcp`), what Envoy rewrites `:path` to for this upstream."""
@@ -492,6 +567,13 @@ class SessionSettings(_Ours):
     ttl_seconds: int = Field(default=3600, ge=1, le=30 * 86400)
     # How often the broker ends expired sessions' backend sessions upstream (broker/reaper.py).
     reap_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
+    # Resumable GET streams (docs/broker.md, "Resumable streams"): per session, the broker keeps
+    # its last `replay_events` messages (at most `replay_bytes` bytes) for a client that reconnects
+    # with Last-Event-ID, until `replay_linger_seconds` after its last stream closed. Per process.
+    # 0 events or 0 seconds: no ids, no replay, nothing kept once the last stream closes.
+    replay_events: int = Field(default=128, ge=0, le=100_000)
+    replay_bytes: int = Field(default=65_536, ge=0, le=64 * 1024 * 1024)
+    replay_linger_seconds: float = Field(default=30.0, ge=0, le=3600)
 
     @field_validator("redis_url")
     @classmethod
@@ -755,6 +837,8 @@ class GatewayConfig(BaseModel):
         for server in self.servers:
             found.append(server.credential)
             found += server.env.values()
+            if server.oauth is not None:
+                found.append(server.oauth.client_secret)
         for auth in [s.auth for s in self.servers] + [a.auth for a in self.a2a_servers]:
             if auth is not None:
                 found += [auth.token, auth.password]
@@ -1264,11 +1348,19 @@ def config_warnings(config: GatewayConfig) -> list[ConfigProblem]:
         given = server.model_dump(by_alias=True, exclude_defaults=True)
         warnings += [ConfigProblem(f"servers[{index}].{key}", why) for key, why in _NOT_USED.items() if key in given]
         url = urlsplit(server.url)
-        if server.credential and url.scheme in ("http", "ws") and not _is_loopback(url.hostname):
+        if (server.credential or server.oauth) and url.scheme in ("http", "ws") and not _is_loopback(url.hostname):
             warnings.append(
                 ConfigProblem(
                     f"servers[{index}].url",
                     f"the credential would cross the network unencrypted: use {url.scheme}s",
+                )
+            )
+        token_url = urlsplit(server.oauth.token_url) if server.oauth is not None else None
+        if token_url is not None and token_url.scheme == "http" and not _is_loopback(token_url.hostname):
+            warnings.append(
+                ConfigProblem(
+                    f"servers[{index}].oauth.tokenUrl",
+                    "the client secret would cross the network unencrypted: use https",
                 )
             )
     given = config.model_dump(by_alias=True, exclude_defaults=True)

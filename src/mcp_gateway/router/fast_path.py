@@ -113,6 +113,13 @@ def generation(config: GatewayConfig) -> str:
         "fast": config.gateway.envoy.fast_path.model_dump(),
         "sessions": config.gateway.sessions.ttl_seconds,
         "auth": config.gateway.auth.model_dump(mode="json"),
+        # Upstreams with OAuth: their tokens bound each decision's life (`not_after`); a new
+        # token endpoint, client or secret drops every decision at once.
+        "oauth": {
+            s.name: _digest(s.oauth.model_dump_json() + s.oauth.client_secret)
+            for s in config.enabled_servers()
+            if s.oauth is not None
+        },
     }
     return _digest(json.dumps(state, sort_keys=True))[:16]
 

@@ -24,7 +24,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, cast
 
 import structlog
@@ -80,6 +80,13 @@ from mcp_gateway.router.xds import XdsWriter
 from mcp_gateway.sessions.openings import BackendOpenings
 from mcp_gateway.sessions.store import SessionStore, SessionStoreUnavailable
 from mcp_gateway.sessions.tokens import SessionClaims, SessionTokens
+from mcp_gateway.upstream.credentials import (
+    Credential,
+    credential_nowait,
+    credential_rejected,
+    upstream_credential,
+)
+from mcp_gateway.upstream.errors import UpstreamError
 
 _log = structlog.get_logger(__name__)
 
@@ -285,6 +292,11 @@ class _Exchange:
                 backend_id = await trio_asyncio.trio_as_aio(backends.backend_for)(decision)
         except (SessionGone, BackendUnavailable, SessionStoreUnavailable) as error:
             return _immediate(*_failure_reply(error, decision))
+        credential = await self._credential(decision, snapshot)
+        if credential is None:
+            return _immediate(*_failure_reply(BackendUnavailable(), decision))
+        if credential.value != decision.upstream.authorization:  # an OAuth access token
+            decision = replace(decision, upstream=replace(decision.upstream, authorization=credential.value))
         self.need, self.backend_id = decision, backend_id
         if not decision.follow_up:
             self.router.in_flight.started(
@@ -292,8 +304,24 @@ class _Exchange:
             )
         reply = _to_upstream(forward(decision, backend_id))
         if await self._fast_path_may_apply(decision, snapshot.fast):
-            self._hand_to_fast_path(reply, decision, backend_id, snapshot, principal)
+            self._hand_to_fast_path(reply, decision, backend_id, snapshot, principal, credential)
         return reply
+
+    async def _credential(self, need: NeedsBackend, snapshot: Snapshot) -> Credential | None:
+        """The upstream's Authorization for this call: its fixed credential, or its OAuth
+        access token (fetched in Trio only when none is held or it is due). None: no token."""
+        server = snapshot.servers.get(need.upstream.server)
+        if server is None or server.oauth is None:
+            return Credential(need.upstream.authorization)
+        credential = credential_nowait(server)
+        if credential is not None:
+            return credential
+        try:
+            fetched: Credential = await trio_asyncio.trio_as_aio(upstream_credential)(server)
+            return fetched
+        except UpstreamError as error:
+            _log.warning("no access token for a routed call", server=server.name, reason=error.message)
+            return None
 
     async def _authorize(self, gate: AuthGate, decision: NeedsBackend | Reply) -> Principal | Reply:
         """The bearer token (401 without a valid one), then the tool's rule (403): a call the
@@ -330,15 +358,21 @@ class _Exchange:
         backend_id: str | None,
         snapshot: Snapshot,
         principal: Principal | None,
+        credential: Credential,
     ) -> None:
         claims, upstream = need.claims, need.upstream
         now = time.time()
         lifetime = snapshot.fast.lifetime_ms(claims.issued_at, now)
         # With inbound OAuth, Envoy keys the decision on the Authorization value too, and never
         # keeps it past the token's `exp` (an absolute bound: the answer may come much later).
-        not_after_ms = int(principal.expires_at * 1000) if principal is not None else 0
-        if principal is not None:
-            lifetime = min(lifetime, int((principal.expires_at - now) * 1000))
+        # Likewise the upstream's own access token: Envoy stops sending it when the router would
+        # fetch its successor (before it expires), and the next call takes the new one.
+        bounds = [principal.expires_at] if principal is not None else []
+        if credential.use_until is not None:
+            bounds.append(credential.use_until)
+        not_after_ms = int(min(bounds) * 1000) if bounds else 0
+        if bounds:
+            lifetime = min(lifetime, int((min(bounds) - now) * 1000))
         if lifetime <= 0:
             return
         # The same values `forward` set on this call, for Envoy to set on the next ones.
@@ -378,6 +412,10 @@ class _Exchange:
             # Answered whole (JSON, a replay, an error): the call is over, nothing to cancel.
             self.router.in_flight.finished(need.claims.session_id, need.request_id)
         self.answer_began = True
+        if answer is Answer.FROM_UPSTREAM and headers.get(":status") == "401" and self._credential_refused(need):
+            # The upstream's 401 is about the gateway's token, not the client's: a JSON-RPC
+            # error, the session kept; the next call carries a new token.
+            return _immediate(*_failure_reply(BackendUnavailable(), need))
         if answer is Answer.BACKEND_SESSION_EXPIRED and need.follow_up:
             # The session that asked is gone with the upstream's restart; a new one never asked.
             return _immediate(_no_backend_for_answer(need))
@@ -465,6 +503,15 @@ class _Exchange:
         # the filters before the ext_proc), so it keeps nothing of the stale decision it was
         # handed with the request; the session's next call is the router's again.
         return _immediate(reply, session_header)
+
+    def _credential_refused(self, need: NeedsBackend) -> bool:
+        """The upstream refused the credential of a routed call. True for an OAuth token (it
+        is dropped, so the session's next call carries a new one; the fast path kept nothing)."""
+        server = self.router.snapshot.servers.get(need.upstream.server)
+        if server is None or server.oauth is None:
+            return False
+        credential_rejected(server, need.upstream.authorization)
+        return True
 
     def _timeout_of(self, need: NeedsBackend) -> float:
         server = self.router.snapshot.servers.get(need.upstream.server)

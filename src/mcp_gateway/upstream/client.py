@@ -13,7 +13,7 @@ import itertools
 import json
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import aclosing, asynccontextmanager
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from typing import Any, Self
 
 import httpx
@@ -24,6 +24,11 @@ from mcp_gateway.config import ServerConfig
 from mcp_gateway.logs import get_logger
 from mcp_gateway.protocol import LATEST_STABLE
 from mcp_gateway.upstream.body import stream_post
+from mcp_gateway.upstream.credentials import (
+    cached_authorization,
+    credential_rejected,
+    upstream_authorization,
+)
 from mcp_gateway.upstream.errors import UpstreamError
 from mcp_gateway.upstream.rpc import DEFAULT_CLIENT_INFO, RequestShortcuts, result_of
 
@@ -136,14 +141,18 @@ class UpstreamClient(RequestShortcuts):
         Calls `task_status.started()` once the upstream accepted the stream; returns when the
         upstream ends it. An upstream without a GET stream answers 405: UpstreamError(status=405).
         """
+        authorization = await upstream_authorization(self.server)
         try:
             async with self._http.stream(
                 "GET",
                 self.server.url,
-                headers=self._headers(accept="text/event-stream"),
+                headers=self._headers(authorization, accept="text/event-stream"),
                 # An idle stream is healthy: no read timeout here; the supervisor pings instead.
                 timeout=httpx.Timeout(self.server.timeout_seconds, read=None),
             ) as response:
+                if response.status_code == 401:
+                    # Whoever opens the stream again gets a new token.
+                    credential_rejected(self.server, authorization)
                 _raise_for_status(self.server.name, "GET stream", response)
                 task_status.started()
 
@@ -160,7 +169,8 @@ class UpstreamClient(RequestShortcuts):
         with trio.CancelScope(shield=True), trio.move_on_after(2):
             if end_session and self.session_id is not None:
                 try:
-                    response = await self._http.delete(self.server.url, headers=self._headers())
+                    headers = self._headers(cached_authorization(self.server))
+                    response = await self._http.delete(self.server.url, headers=headers)
                     await response.aclose()
                 except httpx.HTTPError:
                     pass  # the session expires on its own; nothing else to do
@@ -169,23 +179,22 @@ class UpstreamClient(RequestShortcuts):
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _headers(self, *, accept: str = _ACCEPT_BOTH) -> dict[str, str]:
+    def _headers(self, authorization: str | None, *, accept: str = _ACCEPT_BOTH) -> dict[str, str]:
         headers = {"accept": accept}
         if self.session_id is not None:
             headers["mcp-session-id"] = self.session_id
         if self.protocol_version is not None:
             headers["mcp-protocol-version"] = self.protocol_version
-        if self.server.authorization:
-            headers["authorization"] = self.server.authorization
+        if authorization:
+            headers["authorization"] = authorization
         return headers
 
     @asynccontextmanager
     async def _post(self, message: JsonObject) -> Any:
         body = json.dumps(message, separators=(",", ":")).encode()
-        headers = self._headers()
-        headers["content-type"] = "application/json"
         try:
-            async with stream_post(self._http, self.server.url, body, headers) as response:
+            async with AsyncExitStack() as stack:
+                response = await self._send_post(body, stack)
                 _raise_for_status(
                     self.server.name, str(message.get("method", "response")), response
                 )
@@ -196,6 +205,24 @@ class UpstreamClient(RequestShortcuts):
             raise UpstreamError(
                 f"{self.server.name}: {message.get('method', 'message')}: {_describe(exc)}"
             ) from exc
+
+    async def _send_post(self, body: bytes, stack: AsyncExitStack) -> httpx.Response:
+        """POST `body` with the upstream's credential; an OAuth token the upstream refuses (401)
+        is replaced and the POST sent once more (a 401 means the request was not acted on)."""
+        for attempt in range(2):
+            authorization = await upstream_authorization(self.server)
+            headers = self._headers(authorization)
+            headers["content-type"] = "application/json"
+            exchange = AsyncExitStack()
+            response = await exchange.enter_async_context(
+                stream_post(self._http, self.server.url, body, headers)
+            )
+            if response.status_code == 401 and attempt == 0 and credential_rejected(self.server, authorization):
+                await exchange.aclose()
+                continue
+            stack.push_async_exit(exchange)
+            return response
+        raise AssertionError("unreachable: the second attempt always returns")
 
     async def _post_request(
         self, message: JsonObject, on_message: MessageHandler | None

@@ -20,6 +20,7 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
+from mcp_gateway.upstream.credentials import upstream_authorization
 from mcp_gateway.upstream.errors import UpstreamError
 from mcp_gateway.upstream.stdio import LinkUser, MessageStreamClient
 
@@ -40,8 +41,9 @@ class WebSocketUpstreamClient(MessageStreamClient):
     async def _open_link(self, use: LinkUser) -> None:
         target = _target_of(self.server.url)
         headers: list[tuple[bytes, bytes]] = []
-        if self.server.authorization:
-            headers.append((b"authorization", self.server.authorization.encode()))
+        authorization = await upstream_authorization(self.server)
+        if authorization:
+            headers.append((b"authorization", authorization.encode()))
         connect_timeout = min(self.server.timeout_seconds, 10.0)
         # The TCP (or TLS) stream is ours, not trio-websocket's: when a peer vanishes without a
         # close frame, trio-websocket marks the connection closed but leaves the socket open.

@@ -80,6 +80,7 @@ from mcp_gateway.router.xds import XdsWriter
 from mcp_gateway.sessions.openings import BackendOpenings
 from mcp_gateway.sessions.store import SessionStore, SessionStoreUnavailable
 from mcp_gateway.sessions.tokens import SessionClaims, SessionTokens
+from mcp_gateway.spawn import BoundedTasks
 from mcp_gateway.upstream.credentials import (
     Credential,
     credential_nowait,
@@ -735,12 +736,22 @@ async def serve_router(
             nursery.cancel_scope.cancel()
 
 
+# Cancellations of abandoned calls in flight at once (each one POST to an upstream, bounded by
+# its timeout); past it, an abandoned call is left to finish upstream, and that is logged.
+MAX_CANCELLATIONS = 256
+
+
 def _canceller(router: Router, nursery: trio.Nursery) -> Callable[[MarkedCall], Awaitable[None]]:
     """What the access-log receiver (asyncio) calls per abandoned call: start its cancellation
-    in the router's nursery and return at once."""
+    in the router's nursery, bounded, and return at once."""
+    cancelling = BoundedTasks(nursery, MAX_CANCELLATIONS)
 
     async def start(call: MarkedCall) -> None:
-        nursery.start_soon(cancel_marked_call, router, call)
+        if not cancelling.start_soon(cancel_marked_call, router, call):
+            refused = cancelling.refused
+            if refused & (refused - 1) == 0:  # the 1st, 2nd, 4th...: not a flood
+                _log.warning("too many cancellations in flight; abandoned calls left to finish",
+                             limit=MAX_CANCELLATIONS, refused=refused)
 
     async def on_abandoned(call: MarkedCall) -> None:
         router.in_flight.finished(call.session_id, call.request_id)

@@ -26,6 +26,7 @@ import structlog
 import trio
 
 from mcp_gateway.sessions.openings import ATTACH_WAIT_SECONDS, BackendOpenings, Opening
+from mcp_gateway.spawn import BoundedTasks
 
 if TYPE_CHECKING:
     import redis
@@ -34,6 +35,9 @@ _log = structlog.get_logger(__name__)
 
 _POLL_SECONDS: Final = 0.5  # how often the reader thread looks at its stop flag
 _UNKNOWN: Final = 1 << 30
+# Answers (each waits up to ATTACH_WAIT_SECONDS for local listeners to attach) in flight at once;
+# past it an announcement goes unanswered and its opener stops waiting at its own bound.
+MAX_PENDING_ANSWERS: Final = 1024
 
 
 @dataclass(eq=False)
@@ -61,6 +65,7 @@ class RedisOpeningsBus:
         self._waiting: dict[str, _Answers] = {}
         self._openings: BackendOpenings | None = None
         self._nursery: trio.Nursery | None = None
+        self._answering: BoundedTasks | None = None
         self.subscribed = trio.Event()  # set while the subscription is up
         self._stop = threading.Event()  # tells the reader thread to end
 
@@ -123,11 +128,12 @@ class RedisOpeningsBus:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self._answering = BoundedTasks(nursery, MAX_PENDING_ANSWERS)
                 nursery.start_soon(lambda: trio.to_thread.run_sync(read, abandon_on_cancel=True))
                 task_status.started()
         finally:
             stop.set()
-            self._nursery = None
+            self._nursery = self._answering = None
 
     def state(self) -> str:
         running = self._nursery is not None and self.subscribed.is_set()
@@ -167,10 +173,14 @@ class RedisOpeningsBus:
                 answers.one_more()
         elif channel == self._open_channel and self._openings is not None:
             fields = [message.get(key) for key in ("sid", "server", "backend", "nonce")]
-            if all(isinstance(value, str) for value in fields) and self._nursery is not None:
+            if all(isinstance(value, str) for value in fields) and self._answering is not None:
                 sid, server, backend_id, nonce = (str(value) for value in fields)
                 openings = self._openings.deliver(sid, server, backend_id)
-                self._nursery.start_soon(self._answer, nonce, openings)
+                refused = not self._answering.start_soon(self._answer, nonce, openings)
+                total = self._answering.refused
+                if refused and total & (total - 1) == 0:  # the 1st, 2nd, 4th, 8th...: not a flood
+                    _log.warning("openings: too many answers in flight; announcements left unanswered",
+                                 limit=MAX_PENDING_ANSWERS, refused=total)
 
     async def _answer(self, nonce: str, openings: list[Opening]) -> None:
         with trio.move_on_after(ATTACH_WAIT_SECONDS):

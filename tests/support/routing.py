@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -137,11 +137,12 @@ async def gateway_stack(
     servers: Sequence[tuple[str, str, str]],
     workdir: Path,
     virtual_servers: Sequence[VirtualServer] = (),
+    server_keys: Mapping[str, Mapping[str, Any]] | None = None,
     **gateway: Any,
 ) -> AsyncIterator[Stack]:
     """Broker, router and Envoy for (name, url, prefix) servers; keyword arguments go to the
-    config's `gateway:` section."""
-    config = gateway_config(servers, router_listen="127.0.0.1:0", **gateway)
+    config's `gateway:` section, `server_keys` (by name) into the servers' entries."""
+    config = gateway_config(servers, server_keys=server_keys, router_listen="127.0.0.1:0", **gateway)
     config = config.model_copy(update={"virtual_servers": list(virtual_servers)})
     # As in `mcp-gateway serve`: the backend sessions the router opens are announced to the
     # broker, which holds their GET streams for listening clients.

@@ -106,11 +106,18 @@ async def sample_in_process(name: str) -> AsyncIterator[str]:
         nursery.cancel_scope.cancel()
 
 
-def gateway_config(servers: Sequence[tuple[str, str, str]], **gateway: Any) -> GatewayConfig:
-    """A config of (name, url, prefix) servers; keyword arguments go to the `gateway:` section."""
+def gateway_config(
+    servers: Sequence[tuple[str, str, str]],
+    *,
+    server_keys: Mapping[str, Mapping[str, Any]] | None = None,
+    **gateway: Any,
+) -> GatewayConfig:
+    """A config of (name, url, prefix) servers; keyword arguments go to the `gateway:` section,
+    `server_keys` (by server name) into the servers' own entries (an `oauth:`, say)."""
+    extra = server_keys or {}
     document: dict[str, Any] = {
         "servers": [
-            {"name": name, "url": url, "prefix": prefix, "timeoutSeconds": 5.0}
+            {"name": name, "url": url, "prefix": prefix, "timeoutSeconds": 5.0, **extra.get(name, {})}
             for name, url, prefix in servers
         ],
         "gateway": {"broker_listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", **gateway},

@@ -18,7 +18,7 @@ from mcp_gateway.controller.informer import WatchTiming
 from mcp_gateway.controller.leader import LeaseTiming
 from mcp_gateway.controller.main import USER_AGENT
 from mcp_gateway.controller.service import Controller, ControllerSettings
-from tests.support.kmock_emulator import api_client
+from tests.support.kmock_emulator import EmulatorThread, api_client
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CRD_DIR = ROOT / "deploy" / "crds"
@@ -90,6 +90,47 @@ def kubeconfig(url: str, path: pathlib.Path) -> pathlib.Path:
         )
     )
     return path
+
+
+def api_calls(k8s: EmulatorThread, matches: Callable[[Any], bool]) -> int:
+    """How many requests in the emulator's log `matches` accepts."""
+    return sum(1 for request in list(k8s.emulator.requests) if matches(request))
+
+
+def lease_calls_of(identity: str) -> Callable[[Any], bool]:
+    """Requests on the Lease by the controller replica `identity` (its user agent ends so)."""
+
+    def matches(request: Any) -> bool:
+        plural = request.resource.plural if request.resource is not None else ""
+        return plural == "leases" and request.headers.get("User-Agent", "").endswith(f"({identity})")
+
+    return matches
+
+
+def lists_of(plural: str) -> Callable[[Any], bool]:
+    """List requests on `plural`, answered or not (a kind without its CRD is answered 404)."""
+
+    def matches(request: Any) -> bool:
+        method = request.method.value if request.method is not None else ""
+        return method == "GET" and request.url.path.endswith(f"/{plural}") and "watch" not in request.params
+
+    return matches
+
+
+async def after_calls(k8s: EmulatorThread, matches: Callable[[Any], bool], more: int, what: str) -> None:
+    """Return once the emulator has logged `more` further requests that `matches` accepts.
+
+    The quiet window of a "nothing happened" check, measured by what the controller did (so
+    many Lease renewals, so many list retries), not by the wall clock: a slow machine slows
+    the window with the controller."""
+    start = api_calls(k8s, matches)
+    await eventually(lambda: api_calls(k8s, matches) >= start + more, what=what)
+
+
+async def renew_periods(k8s: EmulatorThread, identity: str, periods: int = 3) -> None:
+    """Return once replica `identity` has made `periods` more Lease requests: as many of its
+    retry periods (leader: a renewal each; standby: an acquire attempt each) have passed."""
+    await after_calls(k8s, lease_calls_of(identity), periods, f"{periods} Lease calls of {identity}")
 
 
 # -- objects ------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from tests.k8s.harness import (
     fast_settings,
     install_crds,
     registration,
+    renew_periods,
     route,
     running_controller,
 )
@@ -166,7 +167,8 @@ async def test_two_replicas_one_writer_and_failover(k8s: EmulatorThread, cluster
         async with running_controller(k8s.url, fast_settings("replica-b")) as replica_b:
             await eventually(cluster.config, what="config Secret")
             await eventually(_reason(cluster, "s1", "ConfigWritten"))
-            await trio.sleep(0.6)  # several renew periods: the standby must stay quiet
+            # Several of the standby's retry periods (an acquire attempt each): it stays quiet.
+            await renew_periods(k8s, "replica-b", 3)
             assert not replica_b.is_leader
             assert set(writers()) == {"replica-a"}
             writes_before = len(writers())
@@ -325,6 +327,10 @@ async def test_two_gateway_instances_split_the_servers_without_status_fights(
         assert await eventually(lambda: servers_in("team-b") == ["mcp-test/both", "mcp-test/yours"] or None)
         await eventually(_reason(cluster, "both", "ConfigWritten"))
         settled = status_patches_of_both()
-        await trio.sleep(1.0)  # a fight would show at once: each write triggers the other's pass
+        # A fight would show at once (each write triggers the other's pass): watch for five of
+        # each replica's renew periods.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(renew_periods, k8s, "a", 5)
+            nursery.start_soon(renew_periods, k8s, "b", 5)
         assert status_patches_of_both() == settled
     assert cluster.ready("mcpgatewayextensions", "mcp-gateway", ns="team-b")["reason"] == "ValidMCPGatewayExtension"

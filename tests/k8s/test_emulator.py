@@ -235,7 +235,7 @@ def test_live_watch_sees_changes_made_after_it_started(
         )
     )
     watcher.start()
-    time.sleep(0.3)
+    k8s.wait_for_live_watches(1)  # the change below reaches a live watch, not its replay
     widgets.create_namespaced_custom_object(GROUP, VERSION, "ns1", PLURAL, widget("late"))
     watcher.join(10)
     assert seen == [("ADDED", "late")]
@@ -257,7 +257,7 @@ def test_live_watch_ends_with_410_when_unsent_history_is_compacted(
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    time.sleep(0.3)
+    k8s.wait_for_live_watches(1)  # compacted under a live watch, not before it started
     k8s.call(lambda: k8s.emulator.compact(advance=True))  # writes whose events are gone
     widgets.create_namespaced_custom_object(GROUP, VERSION, "ns1", PLURAL, widget("after"))
     watcher.join(10)

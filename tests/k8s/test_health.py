@@ -16,9 +16,11 @@ from mcp_gateway.controller.health import serve_health
 from mcp_gateway.controller.service import LOOP_STALL_FACTOR, LOOP_STALL_GRACE_SECONDS, Controller
 from tests.k8s.harness import (
     Cluster,
+    after_calls,
     extension,
     fast_settings,
     install_crds,
+    lists_of,
     running_controller,
 )
 from tests.support.kmock_emulator import EmulatorThread
@@ -54,7 +56,7 @@ async def test_not_ready_until_every_watch_has_listed_but_alive_meanwhile(k8s: E
     async with running_controller(k8s.url, fast_settings()) as controller, probes(controller) as http:
         code, body = await answer(http, "/readyz")
         assert code == 503 and body["status"] == "syncing"
-        await trio.sleep(0.5)  # several list retries (0.2 s apart): still the same kinds missing
+        await after_calls(k8s, lists_of("mcpserverregistrations"), 2, "two list retries")  # still missing
         code, body = await answer(http, "/readyz")
         assert (code, body["unsynced"]) == (503, ["MCPGatewayExtension", "MCPServerRegistration", "MCPVirtualServer"])
         assert await answer(http, "/healthz") == (200, {"status": "ok"})

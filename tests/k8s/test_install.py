@@ -16,7 +16,15 @@ import trio
 import yaml
 
 from mcp_gateway.cli import build_parser
-from tests.k8s.harness import NS, Cluster, eventually, fast_settings, kubeconfig, running_controller
+from tests.k8s.harness import (
+    NS,
+    Cluster,
+    eventually,
+    fast_settings,
+    kubeconfig,
+    renew_periods,
+    running_controller,
+)
 from tests.support.kmock_emulator import EmulatorThread
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -62,7 +70,7 @@ async def test_kubectl_apply_then_controller_serves_the_examples(k8s: EmulatorTh
         # Re-applying the kustomization leaves the controller's Secret alone.
         again = await trio.to_thread.run_sync(lambda: kubectl(config, "apply", "--validate=false", "-k", str(ROOT / "deploy")))
         assert again.returncode == 0, again.stderr
-        await trio.sleep(0.3)
+        await renew_periods(k8s, "installed", 3)  # time for the passes the re-apply caused
         assert cluster.config_text() == written
 
     dynamic = gateway_config.server("mcp-test/dynamic")

@@ -27,6 +27,7 @@ from tests.k8s.harness import (
     fast_settings,
     install_crds,
     registration,
+    renew_periods,
     route,
 )
 from tests.k8s.harness import running_controller as run_controller
@@ -140,7 +141,7 @@ async def recorded_calls(k8s: EmulatorThread, client: Any) -> list[ApiCall]:
         )
         await eventually(lambda: reason() == "ConfigWritten", what="ready")
         await eventually(lambda: (c := cluster.config()) and c.servers, what="config with the server")
-        await trio.sleep(0.3)  # a few Lease renewals
+        await renew_periods(k8s, "rbac-probe", 3)  # a few Lease renewals are in the log too
     # Leaving the block released the Lease; its requests are in the log now.
     return [
         api_call(r)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import trio
 
+from mcp_gateway.controller.service import KIND_REFERENCE_GRANTS
 from tests.k8s.harness import (
     NS,
     Cluster,
@@ -19,6 +20,7 @@ from tests.k8s.harness import (
     install_crds,
     reference_grant,
     registration,
+    renew_periods,
     route,
     running_controller,
 )
@@ -48,7 +50,7 @@ async def test_cross_namespace_extension_waits_for_its_reference_grant(k8s: Emul
     cluster.create_extension(extension(), grant=False)
     cluster.create(route("r", "svc"))
     cluster.create(registration("reg", "r", "p_"))
-    async with running_controller(k8s.url, fast_settings()):
+    async with running_controller(k8s.url, fast_settings()) as controller:
         refused = await eventually(extension_reason(cluster, "ReferenceGrantRequired"), what="ReferenceGrantRequired")
         assert refused["status"] == "False"
         assert "namespace gateway-system" in refused["message"] and "namespace: mcp-system" in refused["message"]
@@ -64,7 +66,9 @@ async def test_cross_namespace_extension_waits_for_its_reference_grant(k8s: Emul
 
         # A grant for another namespace's extensions changes nothing.
         await trio.to_thread.run_sync(lambda: cluster.create(reference_grant("for-team-b", from_ns="team-b")))
-        await trio.sleep(0.3)  # several passes (debounce 0.02 s)
+        grants = controller.cache.setdefault(KIND_REFERENCE_GRANTS, {})
+        await eventually(lambda: any(key.name == "for-team-b" for key in list(grants)), what="the grant seen")
+        await renew_periods(k8s, "replica-a", 3)  # and its passes run (debounce 0.02 s)
         assert (cluster.ready("mcpgatewayextensions", "mcp-gateway", ns=NS) or {})["reason"] == "ReferenceGrantRequired"
 
         # The right grant, limited to this Gateway by name: valid, and the server is served.

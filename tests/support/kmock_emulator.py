@@ -35,6 +35,7 @@ import importlib.resources
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -126,6 +127,9 @@ class RealisticEmulator(kmock.KubernetesEmulator):
     _compacted_below: int = attrs.field(default=0, init=False)
     _changed: asyncio.Condition | None = attrs.field(default=None, init=False)
     _closing: bool = attrs.field(default=False, init=False)
+    # Watch streams that have sent their initial events and now wait for changes: a test that
+    # needs a watch to be live (not replaying history) waits for this, not for a while.
+    live_watches: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -521,25 +525,29 @@ class RealisticEmulator(kmock.KubernetesEmulator):
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        with contextlib.suppress(TimeoutError, ConnectionResetError):
-            while True:
-                if last_sent + 1 < self._compacted_below:
-                    # Events this stream has not sent are gone (compacted away): like etcd, end
-                    # the watch with 410 so the client lists again instead of skipping them.
-                    gone = ApiError(410, "Expired", f"too old resource version: {last_sent} ({self._compacted_below})")
-                    await self._write_event(response, {"type": "ERROR", "object": self._status(gone, request)})
-                    await response.write_eof()
-                    return response
-                for event in [e for e in self._events if e.resource_version > last_sent]:
-                    last_sent = event.resource_version
-                    if self._watch_matches(request, event):
-                        await self._write_event(response, {"type": event.type, "object": event.obj})
-                remaining = deadline - loop.time()
-                if remaining <= 0 or self._closing:
-                    break
-                async with self._changed:
-                    if not any(e.resource_version > last_sent for e in self._events):
-                        await asyncio.wait_for(self._changed.wait(), remaining)
+        self.live_watches += 1
+        try:
+            with contextlib.suppress(TimeoutError, ConnectionResetError):
+                while True:
+                    if last_sent + 1 < self._compacted_below:
+                        # Events this stream has not sent are gone (compacted away): like etcd, end
+                        # the watch with 410 so the client lists again instead of skipping them.
+                        gone = ApiError(410, "Expired", f"too old resource version: {last_sent} ({self._compacted_below})")
+                        await self._write_event(response, {"type": "ERROR", "object": self._status(gone, request)})
+                        await response.write_eof()
+                        return response
+                    for event in [e for e in self._events if e.resource_version > last_sent]:
+                        last_sent = event.resource_version
+                        if self._watch_matches(request, event):
+                            await self._write_event(response, {"type": event.type, "object": event.obj})
+                    remaining = deadline - loop.time()
+                    if remaining <= 0 or self._closing:
+                        break
+                    async with self._changed:
+                        if not any(e.resource_version > last_sent for e in self._events):
+                            await asyncio.wait_for(self._changed.wait(), remaining)
+        finally:
+            self.live_watches -= 1
         if request.params.get("allowWatchBookmarks") in ("true", "1") and request.resource is not None:
             bookmark = {
                 "apiVersion": self._api_version(request.resource),
@@ -608,6 +616,15 @@ class EmulatorThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def wait_for_live_watches(self, count: int, within: float = 10.0) -> None:
+        """Block (a sync test's thread) until `count` watch streams are live: past their initial
+        events, waiting for changes. Polled: the count lives on the emulator's thread."""
+        deadline = time.monotonic() + within
+        while self.emulator.live_watches < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{count} live watch(es) expected, {self.emulator.live_watches} live")
+            time.sleep(0.01)
 
     def call(self, fn: Any, *args: Any) -> Any:
         """Run a sync function on the emulator's loop (e.g. `emulator.compact`)."""

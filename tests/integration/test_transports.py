@@ -31,7 +31,8 @@ from mcp_gateway.protocol import LATEST_STABLE
 from mcp_gateway.samples.conformance_fixture import FIXTURE_NAME, serve_fixture_websocket
 from mcp_gateway.upstream.client import UpstreamClient
 from mcp_gateway.upstream.errors import UpstreamError
-from mcp_gateway.upstream.stdio import MessageStreamClient, StdioUpstreamClient
+from mcp_gateway.upstream.message_stream import MessageStreamClient
+from mcp_gateway.upstream.stdio import StdioUpstreamClient
 from mcp_gateway.upstream.websocket import WebSocketUpstreamClient
 from tests.support.conformance import EVERYTHING_ENTRY, NODE22, require_suite, running_fixture
 

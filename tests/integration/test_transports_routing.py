@@ -17,7 +17,7 @@ from mcp_gateway.config import ServerConfig
 from mcp_gateway.protocol import LATEST_STABLE
 from mcp_gateway.upstream.backoff import Backoff
 from mcp_gateway.upstream.errors import UpstreamError
-from mcp_gateway.upstream.stdio import LinkUser, MessageStreamClient
+from mcp_gateway.upstream.message_stream import LinkUser, MessageStreamClient
 
 JsonObject = dict[str, Any]
 

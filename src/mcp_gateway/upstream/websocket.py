@@ -3,7 +3,7 @@ message per text frame, one MCP session per connection.
 
 Everything above the link (request/response matching, routing of server→client messages,
 reconnect with backoff and re-handshake, the UpstreamClient-shaped surface) is the shared
-`MessageStreamClient` in `stdio.py`; this module only opens the socket.
+`MessageStreamClient` in `message_stream.py`; this module only opens the socket.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from trio_websocket import (
 
 from mcp_gateway.upstream.credentials import upstream_authorization
 from mcp_gateway.upstream.errors import UpstreamError
-from mcp_gateway.upstream.stdio import LinkUser, MessageStreamClient
+from mcp_gateway.upstream.message_stream import LinkUser, MessageStreamClient
 
 SUBPROTOCOL = "mcp"
 _CLOSE_TIMEOUT_SECONDS = 2.0

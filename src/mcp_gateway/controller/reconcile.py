@@ -126,6 +126,8 @@ class Desired:
     servers: tuple[Mapping[str, Any], ...]
     virtual_servers: tuple[Mapping[str, Any], ...]
     statuses: tuple[DesiredStatus, ...]
+    # gateway.auth keys from our extension's spec.oauthProtectedResource; None: it has none.
+    auth: Mapping[str, Any] | None = None
 
     def status_of(self, plural: str, key: ObjectKey) -> DesiredStatus | None:
         return next((s for s in self.statuses if s.plural == plural and s.key == key), None)
@@ -203,7 +205,23 @@ def reconcile(snapshot: Snapshot, *, namespace: str, secret_name: str) -> Desire
     virtual_servers, virtual_statuses = _judge_virtual_servers(snapshot.virtual_servers, snapshot.registrations)
     statuses.extend(virtual_statuses)
     servers.sort(key=lambda s: str(s["name"]))
-    return Desired(tuple(servers), tuple(virtual_servers), tuple(statuses))
+    return Desired(tuple(servers), tuple(virtual_servers), tuple(statuses), _auth_of(ours))
+
+
+def _auth_of(extension: Extension | None) -> dict[str, Any] | None:
+    """Kuadrant's `spec.oauthProtectedResource` as `gateway.auth` keys: what the gateway's RFC
+    9728 metadata document says (resource, authorization servers, scopes). `resourceName` and
+    `bearerMethodsSupported` have no key of ours: the document names the gateway and offers the
+    header method only (docs/kubernetes.md, "Inbound OAuth")."""
+    spec = extension.protected_resource if extension is not None else None
+    if spec is None:
+        return None
+    auth: dict[str, Any] = {"authorization_servers": [str(s) for s in spec.get("authorizationServers") or []]}
+    if spec.get("resource"):
+        auth["resource"] = str(spec["resource"])
+    if spec.get("scopesSupported"):
+        auth["scopes_supported"] = [str(s) for s in spec["scopesSupported"]]
+    return auth
 
 
 def _judge_extensions(
@@ -564,7 +582,22 @@ def render_config(desired: Desired, existing_text: str | None) -> str:
         "servers": [dict(server) for server in desired.servers],
         "virtualServers": [dict(virtual) for virtual in desired.virtual_servers],
     }
+    if desired.auth is not None:
+        document["gateway"] = _with_auth(dict(base.get("gateway") or {}), desired.auth)
     return dump_config(parse_config(yaml.safe_dump(document), source="controller output"))
+
+
+def _with_auth(gateway: dict[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """The base's `gateway:` with the extension's metadata keys in `auth`. Auth is on when the
+    gateway can check tokens itself: the base names the issuer and its key set (Kuadrant's field
+    has neither: there an AuthPolicy checks them) and a resource is known. Otherwise it is left
+    as the base has it, so a config that cannot validate tokens is never written."""
+    auth = {**(gateway.get("auth") or {}), **wanted}
+    resource_known = bool(auth.get("resource") or gateway.get("public_url"))
+    if auth.get("issuer") and auth.get("jwks_url") and resource_known:
+        auth["enabled"] = True
+    gateway["auth"] = auth
+    return gateway
 
 
 def status_patch(current: Mapping[str, Any], desired: DesiredStatus, now: str) -> dict[str, Any] | None:

@@ -180,6 +180,8 @@ class Extension:
     section: str | None
     target_kind: str
     status: Mapping[str, Any]
+    # Kuadrant's spec.oauthProtectedResource (RFC 9728 metadata fields), as given; None if absent.
+    protected_resource: Mapping[str, Any] | None = None
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> Extension:
@@ -187,6 +189,7 @@ class Extension:
         raw_target = _spec(obj).get("targetRef")
         target: Mapping[str, Any] = raw_target if isinstance(raw_target, Mapping) else {}
         status = obj.get("status")
+        protected = _spec(obj).get("oauthProtectedResource")
         return cls(
             key=key,
             generation=int(_meta(obj).get("generation") or 0),
@@ -195,6 +198,7 @@ class Extension:
             section=target.get("sectionName"),
             target_kind=str(target.get("kind") or "Gateway"),
             status=status if isinstance(status, Mapping) else {},
+            protected_resource=protected if isinstance(protected, Mapping) else None,
         )
 
 

@@ -11,13 +11,24 @@ from mcp_gateway.sessions.memory_store import MemorySessionStore
 from mcp_gateway.sessions.redis_store import RedisSessionStore
 from mcp_gateway.sessions.store import LOG_LEVEL, SessionStore, client_of
 from tests.support.redis import running_redis
-from tests.support.stores import STORE_KINDS, session_store
+from tests.support.stores import STORE_KINDS, outlive, session_store, store_clock
 
 
 @pytest.fixture(params=STORE_KINDS)
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
-    async with session_store(request.param) as one:
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def store(store_kind: str) -> AsyncIterator[SessionStore]:
+    async with session_store(store_kind) as one:
         yield one
+
+
+@pytest.fixture
+def clock(store_kind: str) -> trio.testing.MockClock | None:
+    """Requested by the tests that let TTLs run out: see `outlive`."""
+    return store_clock(store_kind)
 
 
 async def test_created_session_exists_until_deleted(store: SessionStore) -> None:
@@ -79,12 +90,11 @@ async def test_delete_backend_without_expected_deletes_any(store: SessionStore) 
     assert await store.backends("s1") == {}
 
 
-async def test_session_expires_after_ttl_with_its_backends(store: SessionStore) -> None:
-    # Real time for both stores (Redis expires on its own clock), kept short.
+async def test_session_expires_after_ttl_with_its_backends(store: SessionStore, clock: object) -> None:
     await store.create("s1", ttl=0.3)
     await store.set_backend("s1", "weather", "b")
     assert await store.exists("s1")
-    await trio.sleep(0.45)
+    await outlive(store, 0.3)
     assert not await store.exists("s1")
     assert await store.get_backend("s1", "weather") is None
     assert not await store.set_backend("s1", "weather", "b2")
@@ -224,44 +234,44 @@ def test_client_of_keeps_only_capabilities_and_client_info_objects() -> None:
 # -- reaping expired sessions: their backend ids handed out exactly once ---------------------
 
 
-async def test_an_expired_session_is_reaped_once_with_its_backends(store: SessionStore) -> None:
+async def test_an_expired_session_is_reaped_once_with_its_backends(store: SessionStore, clock: object) -> None:
     await store.create("s1", ttl=0.3)
     assert await store.set_backend("s1", "weather", "backend-w")
     assert await store.set_backend("s1", "files", "backend-f")
     assert await store.reap_expired() == []  # still alive
-    await trio.sleep(0.4)
+    await outlive(store, 0.3)
     assert await store.reap_expired() == [("s1", {"weather": "backend-w", "files": "backend-f"})]
     assert await store.reap_expired() == []
     assert not await store.exists("s1")
 
 
-async def test_live_and_deleted_sessions_are_never_reaped(store: SessionStore) -> None:
+async def test_live_and_deleted_sessions_are_never_reaped(store: SessionStore, clock: object) -> None:
     await store.create("live", ttl=60)
     await store.set_backend("live", "weather", "b-live")
     await store.create("deleted", ttl=0.2)
     await store.set_backend("deleted", "weather", "b-deleted")
     await store.delete("deleted")  # the broker's DELETE ended its backends itself
     await store.create("expired", ttl=0.2)
-    await trio.sleep(0.3)
+    await outlive(store, 0.2)
     assert await store.reap_expired() == [("expired", {})]
     assert await store.backends("live") == {"weather": "b-live"}
 
 
 async def test_a_session_re_created_before_it_expired_is_not_reaped_early(
-    store: SessionStore,
+    store: SessionStore, clock: object
 ) -> None:
     await store.create("s1", ttl=0.2)
     await store.create("s1", ttl=60)
-    await trio.sleep(0.3)
+    await outlive(store, 0.2)
     assert await store.reap_expired() == []
     assert await store.exists("s1")
 
 
-async def test_reaping_takes_at_most_limit_sessions_a_call(store: SessionStore) -> None:
+async def test_reaping_takes_at_most_limit_sessions_a_call(store: SessionStore, clock: object) -> None:
     for i in range(5):
         await store.create(f"s{i}", ttl=0.3)
         assert await store.set_backend(f"s{i}", "weather", f"b{i}")
-    await trio.sleep(0.4)
+    await outlive(store, 0.3)
     first = await store.reap_expired(limit=3)
     rest = await store.reap_expired(limit=3)
     assert len(first) == 3 and len(rest) == 2
@@ -292,7 +302,7 @@ async def test_redis_past_its_ttl_a_session_is_gone_for_every_read_though_kept_f
         try:
             await store.create("s1", ttl=0.3, client={"clientInfo": {"name": "c"}})
             assert await store.set_backend("s1", "weather", "b")
-            await trio.sleep(0.4)
+            await outlive(store, 0.3)
             # The hash outlives the logical TTL (the reaper's grace), but nobody sees it.
             assert raw.hget("mcpgw:session:s1", "backend:weather") == "b"
             assert raw.pttl("mcpgw:session:s1") > 0
@@ -333,15 +343,21 @@ async def test_redis_delete_removes_the_expiry_entry_too() -> None:
 async def test_redis_a_session_whose_hash_outlived_the_grace_is_still_reaped_once() -> None:
     # No reaper ran for longer than the grace: the backend ids are gone with the hash, but the
     # session's streams still get closed, so it is reported once without backends.
+    import redis as redis_py
+
     async with running_redis() as url:
         store = RedisSessionStore(url, reap_grace=0.05)
+        raw = redis_py.Redis.from_url(url, decode_responses=True)
         try:
             await store.create("s1", ttl=0.1)
             await store.set_backend("s1", "weather", "b")
-            await trio.sleep(0.3)
+            with trio.fail_after(5):  # Redis drops the hash itself, at TTL + grace, on its clock
+                while raw.exists("mcpgw:session:s1"):  # noqa: ASYNC110
+                    await trio.sleep(0.01)
             assert await store.reap_expired() == [("s1", {})]
             assert await store.reap_expired() == []
         finally:
+            raw.close()
             await store.aclose()
 
 
@@ -374,7 +390,7 @@ async def test_two_redis_reapers_never_both_claim_a_session() -> None:
             for i in range(sessions):
                 await writer.create(f"s{i}", ttl=0.5)
                 assert await writer.set_backend(f"s{i}", "weather", f"b{i}")
-            await trio.sleep(0.6)  # past the last one's TTL (Redis' clock: nothing to wait on)
+            await outlive(writer, 0.5)  # past the last one's TTL
             claims: dict[str, list[tuple[str, dict[str, str]]]] = {"first": [], "second": []}
 
             async def reap_all(name: str, store: RedisSessionStore) -> None:

@@ -9,130 +9,42 @@ tools/list) only ever read the last published catalog.
 
 from __future__ import annotations
 
-import enum
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import httpx
 import trio
 
 from mcp_gateway.config import GatewayConfig, ServerConfig, UpstreamRetrySettings, diff_configs
 from mcp_gateway.logs import get_logger
-from mcp_gateway.protocol import LATEST_STABLE
 from mcp_gateway.upstream.backoff import Backoff, worth_logging
 from mcp_gateway.upstream.catalog import (
-    ALL_FEATURES,
-    CLIENT_FEATURES,
-    KINDS,
     TOOLS,
     ListKind,
     Rejected,
     ServerCatalog,
-    Variant,
     accept_items,
-    declared_capabilities,
     offered_kinds,
     validate_initialize,
 )
 from mcp_gateway.upstream.client import JsonObject, UpstreamClient, new_http_client
+from mcp_gateway.upstream.clients import GATEWAY_CLIENT_INFO as GATEWAY_CLIENT_INFO
+from mcp_gateway.upstream.clients import ClientFactory, connected, default_client_factory
 from mcp_gateway.upstream.errors import UpstreamError
 from mcp_gateway.upstream.relist import RelistOutcome, RelistQueue
 
+# Re-exported: the status types lived here before upstream/status.py.
+from mcp_gateway.upstream.status import UpstreamState as UpstreamState
+from mcp_gateway.upstream.status import UpstreamStatus as UpstreamStatus
+from mcp_gateway.upstream.status import VariantsState as VariantsState
+from mcp_gateway.upstream.variants import CapabilityVariants
+
 log = get_logger("mcp_gateway.upstream")
 
-GATEWAY_CLIENT_INFO: Mapping[str, str] = {"name": "mcp-gateway-discovery", "version": "0.1.0"}
-
-
-class UpstreamState(enum.StrEnum):
-    CONNECTING = "connecting"
-    READY = "ready"
-    DEGRADED = "degraded"  # serving its items, but something is partly wrong (see reason)
-    FAILED = "failed"
-    DISABLED = "disabled"
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamStatus:
-    name: str
-    url: str
-    prefix: str
-    state: UpstreamState
-    reason: str | None
-    counts: Mapping[str, int]
-    last_refresh: float | None  # unix time of the last successful listing
-    protocol_version: str | None
-    server_info: Mapping[str, Any] | None
-    consecutive_failures: int
-    rejected: tuple[Rejected, ...] = ()
-    variants_state: str = "off"  # see VariantsState
-    variants_reason: str | None = None
-    variants: tuple[Variant, ...] = ()
-    base_items: Mapping[str, tuple[JsonObject, ...]] = field(default_factory=dict)
-    relists: int = 0  # listings done on request (list_changed, the backstop), all sessions
-    relist_pending: bool = False  # one in flight or queued now
-
-    @property
-    def tool_count(self) -> int:
-        return self.counts.get(TOOLS.kind, 0)
-
-    def to_json(self) -> JsonObject:
-        return {
-            "name": self.name,
-            "url": _public_url(self.url),
-            "prefix": self.prefix,
-            "state": self.state.value,
-            "reason": self.reason,
-            "toolCount": self.tool_count,
-            "counts": dict(self.counts),
-            "lastRefresh": self.last_refresh,
-            "protocolVersion": self.protocol_version,
-            "serverInfo": dict(self.server_info) if self.server_info else None,
-            "consecutiveFailures": self.consecutive_failures,
-            "rejected": [{"item": r.item, "reason": r.reason} for r in self.rejected],
-            "relists": {"done": self.relists, "pending": self.relist_pending},
-            "capabilityVariants": {
-                "state": self.variants_state,
-                "reason": self.variants_reason,
-                "variants": [
-                    {
-                        "requires": sorted(v.requires),
-                        "counts": {kind: len(items) for kind, items in v.items.items()},
-                        "extra": v.extra(self.base_items),
-                    }
-                    for v in self.variants
-                ],
-            },
-        }
-
-
-class VariantsState(enum.StrEnum):
-    """Where an upstream's capability variants stand (docs/upstream.md, "Capability variants")."""
-
-    OFF = "off"  # gateway.capability_variants is false
-    SHARED_LINK = "shared-link"  # stdio/WebSocket: one link declaring every relayed capability
-    PENDING = "pending"  # the base session is not serving yet
-    PROBING = "probing"
-    NONE = "none"  # a session declaring every client feature lists what the base one lists
-    ACTIVE = "active"  # variant sessions are held; their items reach the clients that qualify
-    FAILED = "failed"  # probing or a variant session failed (reason); the base is unaffected
-
-
-def _public_url(url: str) -> str:
-    """The URL without user info or query: either may carry a credential; /status is public."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,11 +58,6 @@ class Timing:
     backoff_base: float | None = None
     backoff_cap: float | None = None
 
-
-# Any client with UpstreamClient's surface: HTTP here, stdio/WebSocket in their own modules.
-# Called as `factory(server, http)` for the base session and, for capability variants of an
-# HTTP upstream, `factory(server, http, capabilities=...)` (the client capabilities to declare).
-ClientFactory = Callable[..., Any]
 
 # The periodic re-list waits between (1 - this) and 1 times `gateway.relist_interval_seconds`.
 BACKSTOP_JITTER = 0.25
@@ -167,65 +74,8 @@ class LinkEvents(Protocol):
         """The link is new (the upstream restarted): its subscriptions are gone upstream."""
 
 
-# A stdio/WebSocket link is one session shared by every client whose calls the broker forwards
-# on it; the broker relays these requests to the calling client (docs/broker.md), so the link
-# announces them. A client that cannot answer one says so itself (or the broker does).
-RELAYED_CLIENT_CAPABILITIES: Mapping[str, Any] = {"sampling": {}, "elicitation": {}, "roots": {}}
-
-
-def default_client_factory(
-    server: ServerConfig,
-    http: httpx.AsyncClient | None,
-    *,
-    capabilities: Mapping[str, Any] | None = None,
-) -> Any:
-    """Streamable HTTP, or the message-stream clients of `stdio.py` and `websocket.py`."""
-    if server.transport in ("stdio", "websocket"):
-        from mcp_gateway.upstream.stdio import StdioUpstreamClient
-        from mcp_gateway.upstream.websocket import WebSocketUpstreamClient
-
-        link_client = (
-            StdioUpstreamClient if server.transport == "stdio" else WebSocketUpstreamClient
-        )
-        return link_client(
-            server,
-            protocol_version=LATEST_STABLE,
-            client_info=GATEWAY_CLIENT_INFO,
-            capabilities=RELAYED_CLIENT_CAPABILITIES,
-        )
-    return UpstreamClient(
-        server,
-        http=http,
-        protocol_version=LATEST_STABLE,
-        client_info=GATEWAY_CLIENT_INFO,
-        capabilities=capabilities,
-    )
-
-
-@asynccontextmanager
-async def _connected(client: Any) -> AsyncIterator[None]:
-    """Open a client for one supervised session, whatever its kind.
-
-    Message-stream clients (stdio, WebSocket) own a link task (`run`) that must live in a
-    nursery; HTTP clients are plain async context managers. Either way the session ends with
-    the block, and the supervisor (not the client) decides when to reconnect.
-    """
-    run = getattr(client, "run", None)
-    if run is None:
-        async with client:
-            yield
-        return
-    async with trio.open_nursery() as nursery:
-        await nursery.start(run)
-        try:
-            yield
-        finally:
-            await client.aclose()
-            nursery.cancel_scope.cancel()
-
-
 @dataclass
-class _Upstream:
+class _Upstream(CapabilityVariants):
     """One supervised upstream: its task, its cancel scope, its published state."""
 
     server: ServerConfig
@@ -381,7 +231,7 @@ class _Upstream:
         self.client = client
         base_listed = trio.Event()
         try:
-            async with _connected(client), trio.open_nursery() as nursery:
+            async with connected(client), trio.open_nursery() as nursery:
                 if self._wants_variants:
                     # Probed side by side with the base handshake, so readiness (which waits
                     # for the first variant decision) costs no extra round trips.
@@ -585,125 +435,6 @@ class _Upstream:
 
     # -- capability variants -----------------------------------------------------------------
     #
-    # Some upstreams offer items only to sessions whose client declared a capability. Once the
-    # base session serves, one more session declaring every client feature is listed: when it
-    # lists what the base lists (the common case) it is closed and nothing more happens until
-    # the next reconnect. Otherwise one session per single feature is held (and the
-    # every-feature one too if some item needs several features at once), each with its own
-    # GET stream, re-listing on its own list_changed. A variant failing never fails the base:
-    # its items are dropped and it is probed again after a backoff (up to poll_interval).
-    # The first round (readiness) includes the first decision, so a client listing right
-    # after /readyz already sees the items its capabilities bring.
-
-    async def _maintain_variants(self, base_listed: trio.Event) -> None:
-        backoff = self._backoff()
-        backoff.cap = max(backoff.cap, self.timing.poll_interval)
-        while True:
-            self.variants_state, self.variants_reason = VariantsState.PROBING, None
-            try:
-                await self._discover_variants(base_listed)
-                return
-            except Exception as exc:
-                reason = self._reason(exc)
-            # A failure the base session shares (the upstream is down) ends it, and this task
-            # with it, before anything is reported here.
-            await base_listed.wait()
-            self._set_variants(VariantsState.FAILED, reason)
-            self.attempted.set()
-            report = log.warning if worth_logging(backoff.attempt + 1) else log.debug
-            report("capability variants failed", server=self.server.name, reason=reason)
-            await trio.sleep(backoff.next_delay())
-
-    async def _discover_variants(self, base_listed: trio.Event) -> None:
-        probe_client = self._variant_client(ALL_FEATURES)
-        async with _connected(probe_client):  # the probe session ends (DELETE) with the block
-            result = await self._initialize(probe_client)
-            probe, _rejected = await self._list(probe_client, offered_kinds(result))
-            await base_listed.wait()
-            if _same_items(probe, self.catalog.items):
-                self._no_variants()  # before the DELETE: it is not on the readiness path
-                return
-        async with trio.open_nursery() as nursery:
-            async with trio.open_nursery() as starting:  # side by side; done once all listed
-                for feature in CLIENT_FEATURES:
-                    starting.start_soon(nursery.start, self._hold_variant, frozenset({feature}))
-            singles = ServerCatalog(self.catalog.items, variants=self.catalog.variants)
-            if not _same_items(probe, singles.for_client(ALL_FEATURES).items):
-                await nursery.start(self._hold_variant, ALL_FEATURES)
-            if not any(v.extra(self.catalog.items) for v in self.catalog.variants):
-                # What the probe saw was the upstream's listing changing between two listings
-                # (a list_changed), not a variant: nothing to hold.
-                nursery.cancel_scope.cancel()
-            else:
-                self.variants_state = VariantsState.ACTIVE
-                self.attempted.set()
-                log.info(
-                    "capability variants",
-                    server=self.server.name,
-                    variants=[sorted(v.requires) for v in self.catalog.variants],
-                )
-        self._no_variants()  # reached only when the held sessions were let go
-
-    def _no_variants(self) -> None:
-        self._set_variants(VariantsState.NONE, None)
-        self.attempted.set()
-        log.info("no capability variants", server=self.server.name)
-
-    def _variant_client(self, features: frozenset[str]) -> Any:
-        capabilities = declared_capabilities(features)
-        return self.client_factory(self.server, self.http, capabilities=capabilities)
-
-    async def _hold_variant(
-        self, features: frozenset[str], *, task_status: trio.TaskStatus[None]
-    ) -> None:
-        client = self._variant_client(features)
-        async with _connected(client):
-            result = await self._initialize(client)
-            kinds = offered_kinds(result)
-
-            async def refresh(client: UpstreamClient, kinds: tuple[ListKind, ...]) -> None:
-                # Invalid items of a variant are dropped; the base listing reports rejections.
-                items, _rejected = await self._list(client, kinds)
-                self._set_variant(features, items)
-
-            await refresh(client, kinds)
-            task_status.started()
-            await self._hold(client, kinds, refresh, None, VARIANT_ANSWERS, base=False)
-
-    def _set_variant(
-        self, features: frozenset[str], items: dict[str, tuple[JsonObject, ...]]
-    ) -> None:
-        if self.variant_items.get(features) == items:
-            return
-        self.variant_items[features] = items
-        self._publish_variants()
-
-    def _set_variants(self, state: VariantsState, reason: str | None) -> None:
-        self.variants_state, self.variants_reason = state, reason
-        self.variant_items = {}
-        self._publish_variants()
-
-    def _publish_variants(self) -> None:
-        # In a fixed order (narrow first, then by feature), whichever session listed first.
-        held = sorted(self.variant_items.items(), key=lambda pair: (len(pair[0]), sorted(pair[0])))
-        variants = tuple(Variant(features, items) for features, items in held)
-        if variants == self.catalog.variants:
-            return
-        self.catalog = ServerCatalog(self.catalog.items, self.catalog.rejected, variants)
-        if self.serving:
-            self.on_change()
-
-
-def _same_items(
-    one: Mapping[str, tuple[JsonObject, ...]], other: Mapping[str, tuple[JsonObject, ...]]
-) -> bool:
-    """The same items of every kind, whatever their order."""
-    for kind in KINDS:
-        mine = {str(item[kind.id_field]): item for item in one.get(kind.kind, ())}
-        theirs = {str(item[kind.id_field]): item for item in other.get(kind.kind, ())}
-        if mine != theirs:
-            return False
-    return True
 
 
 def _first_exception(group: BaseExceptionGroup[BaseException]) -> Exception | None:
@@ -734,16 +465,6 @@ def _first_failure(group: BaseExceptionGroup[BaseException]) -> Exception | None
 # shared by real clients, and an upstream that caches an answer per session (server-everything
 # caches roots) must ask again, during a call, where the broker relays it to the caller.
 BASE_ANSWERS: Mapping[str, JsonObject] = {"ping": {}}
-# A capability-variant session declared roots and elicitation with no user behind it: no
-# roots to share, nothing to fill in (server-everything asks a roots session for its roots
-# 350 ms after initialize, and gets a valid answer).
-VARIANT_ANSWERS: Mapping[str, JsonObject] = {
-    "ping": {},
-    "roots/list": {"roots": []},
-    "elicitation/create": {"action": "decline"},
-}
-
-
 async def _answer_server_request(
     client: UpstreamClient, message: JsonObject, answers: Mapping[str, JsonObject]
 ) -> None:

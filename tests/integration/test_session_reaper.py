@@ -30,6 +30,7 @@ from tests.support.servers import (
     running_broker,
     sample_in_process,
 )
+from tests.support.stores import outlive
 
 pytestmark = pytest.mark.integration
 
@@ -141,7 +142,7 @@ async def test_two_brokers_sharing_redis_end_each_expired_backend_session_exactl
         try:
             first, second = (broker_core(config, store) for store in stores)
             backends = [(await session_with_backend(first, echo))[1] for _ in range(sessions)]
-            await trio.sleep(TTL + 0.1)  # Redis expires on its own clock: nothing to wait on
+            await outlive(stores[0], TTL)  # Redis expires on its own clock: a witness is polled
 
             async with trio.open_nursery() as nursery:
                 for core in (first, second):
@@ -180,7 +181,10 @@ async def test_an_upstream_that_never_answers_delays_only_its_own_deletes() -> N
         sid, echo_backend = await session_with_backend(core, echo)
         assert await store.set_backend(sid, "hung", "hung-backend")
         assert await store.set_backend(sid, "down", "down-backend")
-        await trio.sleep(TTL + 0.1)  # the memory store expires on Trio's clock
+        # The memory store expires on Trio's clock, the real one here (real sockets): ask it.
+        with trio.fail_after(TTL + 5):
+            while await store.exists(sid):  # noqa: ASYNC110 - a deadline, not an event
+                await trio.sleep(0.01)
 
         round_done = trio.Event()
 

@@ -29,9 +29,10 @@ from trio_websocket import (
 from mcp_gateway.config import ServerConfig
 from mcp_gateway.protocol import LATEST_STABLE
 from mcp_gateway.samples.conformance_fixture import FIXTURE_NAME, serve_fixture_websocket
-from mcp_gateway.upstream.client import UpstreamClient
+from mcp_gateway.upstream.client import HttpUpstreamClient
 from mcp_gateway.upstream.errors import UpstreamError
 from mcp_gateway.upstream.message_stream import MessageStreamClient
+from mcp_gateway.upstream.rpc import UpstreamClient
 from mcp_gateway.upstream.stdio import StdioUpstreamClient
 from mcp_gateway.upstream.websocket import WebSocketUpstreamClient
 from tests.support.conformance import EVERYTHING_ENTRY, NODE22, require_suite, running_fixture
@@ -75,12 +76,17 @@ async def check_initialize_list_and_call(client: MessageStreamClient) -> None:
     await client.ping()
 
 
-def test_message_stream_clients_offer_the_http_clients_surface() -> None:
-    surface = {"initialize", "request", "request_raw", "notify", "respond", "ping", "list_all",
-               "listen", "aclose"}
-    assert surface <= {name for name in dir(UpstreamClient) if not name.startswith("_")}
-    for transport_client in (StdioUpstreamClient, WebSocketUpstreamClient):
-        assert surface <= {name for name in dir(transport_client) if not name.startswith("_")}
+def test_every_transport_client_offers_the_upstream_client_protocol() -> None:
+    """mypy checks the signatures (clients.default_client_factory returns each as an
+    UpstreamClient); this checks no member of the protocol is missing at run time."""
+    surface = {name for name in vars(UpstreamClient) if not name.startswith("_")}
+    surface |= set(UpstreamClient.__annotations__)
+    assert {"opened", "initialize", "request", "listen", "aclose", "server", "session_id"} <= surface
+    for transport_client in (HttpUpstreamClient, StdioUpstreamClient, WebSocketUpstreamClient):
+        members = {name for name in dir(transport_client) if not name.startswith("_")}
+        members |= {name for cls in transport_client.__mro__ for name in getattr(cls, "__annotations__", {})}
+        instance_attrs = {"server", "session_id", "protocol_version"}  # set in __init__
+        assert surface - instance_attrs <= members, (transport_client, surface - members)
 
 
 # -- stdio -------------------------------------------------------------------------------------

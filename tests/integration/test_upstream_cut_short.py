@@ -22,7 +22,7 @@ import trio
 
 from mcp_gateway.config import ServerConfig
 from mcp_gateway.upstream.body import send_post
-from mcp_gateway.upstream.client import MAX_QUEUED_MESSAGES, JsonObject, UpstreamClient
+from mcp_gateway.upstream.client import MAX_QUEUED_MESSAGES, HttpUpstreamClient, JsonObject
 from mcp_gateway.upstream.errors import UpstreamError
 
 pytestmark = pytest.mark.integration
@@ -81,7 +81,7 @@ def sse_kept_open(events: bytes) -> Handler:
 
 
 async def request_big(server: ServerConfig) -> None:
-    async with UpstreamClient(server) as client:
+    async with HttpUpstreamClient(server) as client:
         await client.request("tools/call", {"name": "echo", "arguments": {"text": "x" * BIG}})
 
 
@@ -140,7 +140,7 @@ async def test_an_sse_answer_given_up_on_an_error_leaves_nothing_behind(
     async with trio.open_nursery() as nursery:
         server = await serve_raw(nursery, sse_kept_open(events))
         with abandoned_generators() as abandoned:
-            async with UpstreamClient(server) as client:
+            async with HttpUpstreamClient(server) as client:
                 with pytest.raises(UpstreamError, match=error):
                     await client.request("tools/call", {}, slow_client)
         nursery.cancel_scope.cancel()

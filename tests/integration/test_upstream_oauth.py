@@ -22,7 +22,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from structlog.testing import capture_logs
 
 from mcp_gateway.logs import forget_registered_secrets
-from mcp_gateway.upstream.client import UpstreamClient
+from mcp_gateway.upstream.client import HttpUpstreamClient
 from tests.support.issuer import Issuer, bearer_required, running_issuer
 from tests.support.routing import (
     call_body,
@@ -116,7 +116,7 @@ async def test_discovery_uses_the_token_and_a_failing_token_endpoint_is_a_clear_
 async def test_the_upstream_client_replaces_a_refused_token_and_sends_again() -> None:
     async with token_issuer() as issuer, guarded_probe(issuer, "alpha") as (url, guard):
         config = gateway_config([("alpha", url, "a_")], server_keys={"alpha": oauth_keys(issuer)})
-        async with UpstreamClient(config.servers[0]) as client:
+        async with HttpUpstreamClient(config.servers[0]) as client:
             await client.initialize()
             issuer.revoke_all()  # the upstream now refuses the token the client holds
             tools = await client.request("tools/list")

@@ -1,6 +1,6 @@
 """A fake Streamable HTTP upstream at httpx's transport seam, and a Supervisor built on such
 fakes: just enough of the protocol (initialize, tools/list, ping, a GET stream that can push
-list_changed) for the real UpstreamClient and Supervisor to run on it, on Trio's autojump clock."""
+list_changed) for the real HttpUpstreamClient and Supervisor to run on it, on Trio's autojump clock."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import httpx
 import trio
 
 from mcp_gateway.config import GatewayConfig
-from mcp_gateway.upstream import Supervisor, Timing, UpstreamClient
+from mcp_gateway.upstream import HttpUpstreamClient, Supervisor, Timing
 from mcp_gateway.upstream.supervisor import GATEWAY_CLIENT_INFO
 
 TIMING = Timing(
@@ -139,10 +139,10 @@ def config(*names: str, **changes: Any) -> GatewayConfig:
 def supervisor_for(
     cfg: GatewayConfig, upstreams: dict[str, FakeUpstream], timing: Timing = TIMING
 ) -> Supervisor:
-    def factory(server: Any, http: Any, capabilities: Any = None) -> UpstreamClient:
+    def factory(server: Any, http: Any, capabilities: Any = None) -> HttpUpstreamClient:
         fake = upstreams[server.name]
         transport = httpx.MockTransport(fake.handle)
-        return UpstreamClient(
+        return HttpUpstreamClient(
             server,
             http=httpx.AsyncClient(transport=transport),
             client_info=GATEWAY_CLIENT_INFO,

@@ -1,4 +1,4 @@
-"""UpstreamClient against scripted HTTP answers (httpx's MockTransport is the I/O seam)."""
+"""HttpUpstreamClient against scripted HTTP answers (httpx's MockTransport is the I/O seam)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from mcp_gateway.config import ServerConfig
-from mcp_gateway.upstream import UpstreamClient, UpstreamError, open_backend_session
+from mcp_gateway.upstream import HttpUpstreamClient, UpstreamError, open_backend_session
 
 SERVER = ServerConfig(
     name="up", url="http://up.test/mcp", prefix="up_", credential="s3cret", timeoutSeconds=5
@@ -18,8 +18,8 @@ SERVER = ServerConfig(
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def client_with(handler: Handler, **kwargs: Any) -> UpstreamClient:
-    return UpstreamClient(
+def client_with(handler: Handler, **kwargs: Any) -> HttpUpstreamClient:
+    return HttpUpstreamClient(
         SERVER, http=httpx.AsyncClient(transport=httpx.MockTransport(handler)), **kwargs
     )
 
@@ -79,7 +79,7 @@ async def test_the_credential_is_sent_as_the_servers_authorization(credential: s
         return httpx.Response(202)
 
     server = SERVER.model_copy(update={"credential": credential})
-    client = UpstreamClient(server, http=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+    client = HttpUpstreamClient(server, http=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
     await client.notify("notifications/initialized")
     assert seen == [header]
 

@@ -12,7 +12,7 @@ import structlog
 import trio
 
 from mcp_gateway.config import GatewayConfig
-from mcp_gateway.upstream import Supervisor, Timing, UpstreamClient, UpstreamState
+from mcp_gateway.upstream import HttpUpstreamClient, Supervisor, Timing, UpstreamState
 from tests.support.fake_upstream import TIMING, FakeUpstream, config, supervisor_for, tool_names
 
 
@@ -205,11 +205,11 @@ def test_status_shows_no_credential_that_a_url_carries() -> None:
 async def test_a_crashing_client_fails_its_upstream_only(
     upstreams: dict[str, FakeUpstream], autojump_clock: trio.abc.Clock
 ) -> None:
-    def factory(server: Any, http: Any, capabilities: Any = None) -> UpstreamClient:
+    def factory(server: Any, http: Any, capabilities: Any = None) -> HttpUpstreamClient:
         if server.name == "b":
             raise KeyError("a bug in b's client")
         transport = httpx.MockTransport(upstreams[server.name].handle)
-        return UpstreamClient(
+        return HttpUpstreamClient(
             server, http=httpx.AsyncClient(transport=transport), capabilities=capabilities
         )
 

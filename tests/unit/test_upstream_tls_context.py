@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from mcp_gateway.config import ServerConfig
-from mcp_gateway.upstream.client import UpstreamClient, new_http_client, tls_context
+from mcp_gateway.upstream.client import HttpUpstreamClient, new_http_client, tls_context
 
 SERVERS = [
     ServerConfig(name=f"s{i}", url=f"https://s{i}.test/mcp", prefix=f"s{i}_") for i in range(5)
@@ -34,8 +34,8 @@ async def test_clients_for_many_upstreams_build_one_tls_context(
     monkeypatch.setattr(ssl, "create_default_context", counting)
     tls_context.cache_clear()
     clients = [new_http_client(server) for server in SERVERS for _ in range(4)]
-    # UpstreamClient without a client of its own (the router's backend sessions) too.
-    clients += [UpstreamClient(server)._http for server in SERVERS]
+    # HttpUpstreamClient without a client of its own (the router's backend sessions) too.
+    clients += [HttpUpstreamClient(server)._http for server in SERVERS]
     try:
         assert len(built) == 1
     finally:

@@ -46,7 +46,7 @@ from mcp_gateway.logs import bind_request, get_logger
 from mcp_gateway.protocol import ErrorCode
 from mcp_gateway.sessions.openings import BackendOpenings
 from mcp_gateway.sessions.store import SessionStore, SessionStoreUnavailable
-from mcp_gateway.upstream import UpstreamClient, UpstreamError
+from mcp_gateway.upstream import HttpUpstreamClient, UpstreamError
 from mcp_gateway.upstream.relist import LIST_CHANGED_NOTIFICATIONS
 
 log = get_logger("mcp_gateway.broker")
@@ -208,7 +208,7 @@ class BackendStreams:
         opened = _Opened(attached)
         with bind_request(server=server.name):
             while True:
-                client = UpstreamClient(
+                client = HttpUpstreamClient(
                     server,
                     http=self._client(),
                     session_id=backend_id,
@@ -238,7 +238,7 @@ class BackendStreams:
         self,
         session: ClientSession,
         server: ServerConfig,
-        client: UpstreamClient,
+        client: HttpUpstreamClient,
         issued: list[str],
         message: JsonObject,
     ) -> None:
@@ -288,7 +288,7 @@ class _Opened:
             self._attached = None
 
 
-async def _refuse(client: UpstreamClient, request_id: Any) -> None:
+async def _refuse(client: HttpUpstreamClient, request_id: Any) -> None:
     refusal = {
         "jsonrpc": "2.0",
         "id": request_id,

@@ -31,8 +31,8 @@ from mcp_gateway.protocol import ErrorCode, Request, error_response, result_resp
 from mcp_gateway.sessions.openings import BackendOpenings
 from mcp_gateway.sessions.store import LOG_LEVEL, SessionStore
 from mcp_gateway.upstream import (
+    HttpUpstreamClient,
     Supervisor,
-    UpstreamClient,
     UpstreamError,
     open_backend_session,
 )
@@ -167,7 +167,7 @@ class Forwarder:
                 backend = await self._backend_session(session, server.name, http)
             except UpstreamError as exc:
                 return self._upstream_failed(request, server.name, exc)
-            client = UpstreamClient(
+            client = HttpUpstreamClient(
                 server, http=http, session_id=backend, protocol_version=session.protocol_version
             )
             try:
@@ -212,7 +212,7 @@ class Forwarder:
         http = self.supervisor.http_client(server.name)
         try:
             backend = await self._backend_session(session, server.name, http)
-            client = UpstreamClient(
+            client = HttpUpstreamClient(
                 server, http=http, session_id=backend, protocol_version=session.protocol_version
             )
             message = {
@@ -271,14 +271,14 @@ class Forwarder:
                 for client in clients:
                     nursery.start_soon(_tell, client, params)
 
-    async def _backend_clients(self, session: ClientSession) -> list[UpstreamClient]:
+    async def _backend_clients(self, session: ClientSession) -> list[HttpUpstreamClient]:
         """A client on each HTTP backend session this gateway session has (router's or ours)."""
         clients = []
         for name, backend_id in (await self.store.backends(session.sid)).items():
             server = self.config.server(name)
             if server is not None and server.transport == "http":
                 clients.append(
-                    UpstreamClient(
+                    HttpUpstreamClient(
                         server,
                         http=self.supervisor.http_client(name),
                         session_id=backend_id,
@@ -303,7 +303,7 @@ class Forwarder:
             for name, backend_id in backends.items():
                 server = self.config.server(name)
                 if server is not None and server.transport == "http":
-                    client = UpstreamClient(
+                    client = HttpUpstreamClient(
                         server, http=self.supervisor.http_client(name), session_id=backend_id
                     )
                     nursery.start_soon(client.aclose)  # DELETE, shielded, at most 2 s
@@ -362,7 +362,7 @@ class Forwarder:
         if not await self.store.set_backend(session.sid, server_name, backend):
             # The gateway session expired (or was deleted) while this backend session opened:
             # no reaper will ever see it, so end it here.
-            await UpstreamClient(server, http=http, session_id=backend).aclose()
+            await HttpUpstreamClient(server, http=http, session_id=backend).aclose()
             raise UpstreamError(f"{server_name}: the gateway session ended")
         await self.streams.openings.announce(session.sid, server_name, backend)
         return backend
@@ -378,7 +378,7 @@ class Forwarder:
                 for client in clients:
                     nursery.start_soon(self._tell_level, client, level)
 
-    async def _tell_level(self, client: UpstreamClient, level: str) -> None:
+    async def _tell_level(self, client: HttpUpstreamClient, level: str) -> None:
         # Our own request on a session the client's calls also use: an id of a shape no
         # client id collides with in practice.
         request_id = f"mcp-gateway-{next(self._request_ids)}"
@@ -403,7 +403,7 @@ class Forwarder:
         )
 
 
-async def _tell(client: UpstreamClient, params: Any) -> None:
+async def _tell(client: HttpUpstreamClient, params: Any) -> None:
     try:
         await client.notify("notifications/cancelled", params)
     except UpstreamError:

@@ -8,8 +8,9 @@ expired (`SessionStore.reap_expired`: each one exactly once across replicas), cl
 client streams (a listening client learns the session ended and re-initialises on its next 404),
 and sends each backend session the DELETE a client's own DELETE would have caused.
 
-DELETEs are best effort and bounded: each takes at most 2 s (`UpstreamClient.aclose`), they run
-concurrently with a limit per upstream, so a slow or dead upstream delays only its own DELETEs.
+DELETEs are best effort and bounded: each takes at most 2 s (`HttpUpstreamClient.aclose`), they
+run concurrently with a limit per upstream, so a slow or dead upstream delays only its own
+DELETEs.
 Backend session ids are credentials: only counts are logged.
 """
 
@@ -24,7 +25,7 @@ import trio
 from mcp_gateway.config import ServerConfig
 from mcp_gateway.logs import get_logger
 from mcp_gateway.sessions.store import SessionStoreUnavailable
-from mcp_gateway.upstream import UpstreamClient
+from mcp_gateway.upstream import HttpUpstreamClient
 from mcp_gateway.upstream.client import new_http_client
 
 if TYPE_CHECKING:
@@ -107,6 +108,6 @@ async def _end_backend(
     limiter: trio.CapacityLimiter,
 ) -> None:
     async with limiter:
-        client = UpstreamClient(server, http=http, session_id=backend_id)
+        client = HttpUpstreamClient(server, http=http, session_id=backend_id)
         await client.aclose()  # DELETE, shielded, at most 2 s, errors swallowed (best effort)
         core.metrics.expired_backend_deletes.labels(server.name).inc()

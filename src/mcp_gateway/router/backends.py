@@ -27,7 +27,7 @@ from mcp_gateway.router.relay import can_be_asked
 from mcp_gateway.sessions.openings import BackendOpenings
 from mcp_gateway.sessions.store import LOG_LEVEL, SessionStore, SessionStoreUnavailable
 from mcp_gateway.upstream.body import send_post
-from mcp_gateway.upstream.client import UpstreamClient, open_backend_session, tls_context
+from mcp_gateway.upstream.client import HttpUpstreamClient, open_backend_session, tls_context
 from mcp_gateway.upstream.credentials import credential_rejected, upstream_authorization
 from mcp_gateway.upstream.errors import UpstreamError
 
@@ -189,7 +189,7 @@ class BackendSessions:
         # Written only into a live session: a client that deleted its session meanwhile gets 404.
         if not await self._store.set_backend(sid, name, backend_id):
             # Nobody will reap a backend session the store never recorded: end it here.
-            await UpstreamClient(server, http=self._http, session_id=backend_id).aclose()
+            await HttpUpstreamClient(server, http=self._http, session_id=backend_id).aclose()
             raise SessionGone(sid)
         _log.info("backend session created", server=name)
         await self._openings.announce(sid, name, backend_id)

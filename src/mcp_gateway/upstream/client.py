@@ -12,7 +12,7 @@ import functools
 import itertools
 import json
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from typing import Any, Self
 
@@ -30,13 +30,17 @@ from mcp_gateway.upstream.credentials import (
     upstream_authorization,
 )
 from mcp_gateway.upstream.errors import UpstreamError
-from mcp_gateway.upstream.rpc import DEFAULT_CLIENT_INFO, RequestShortcuts, result_of
+from mcp_gateway.upstream.rpc import (
+    DEFAULT_CLIENT_INFO,
+    MessageHandler,
+    RequestShortcuts,
+    result_of,
+)
 
 _log = get_logger("mcp_gateway.upstream")
 
 JsonObject = dict[str, Any]
 # Called with each server→client message (notification or request) seen while waiting.
-MessageHandler = Callable[[JsonObject], Awaitable[None]]
 
 # How long to wait for a server to close a POST's SSE stream once its answer has arrived.
 STREAM_DRAIN_SECONDS = 1.0
@@ -45,7 +49,7 @@ MAX_QUEUED_MESSAGES = 1000
 _ACCEPT_BOTH = "application/json, text/event-stream"
 
 
-class UpstreamClient(RequestShortcuts):
+class HttpUpstreamClient(RequestShortcuts):
     """One logical MCP connection to one upstream; create with `open_client` or use as a context."""
 
     def __init__(
@@ -75,6 +79,13 @@ class UpstreamClient(RequestShortcuts):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+    @asynccontextmanager
+    async def opened(self) -> AsyncIterator[None]:
+        """Open for one session: nothing to start (each exchange is its own request); the
+        session ends (DELETE) with the block."""
+        async with self:
+            yield
 
     # -- handshake ---------------------------------------------------------------------------
 
@@ -365,7 +376,7 @@ async def open_backend_session(
     `log_level`: the client's `logging/setLevel`, applied before the session is used (best
     effort: an upstream that refuses it still serves the call).
     """
-    client = UpstreamClient(
+    client = HttpUpstreamClient(
         server,
         http=http,
         protocol_version=protocol_version,
@@ -386,7 +397,7 @@ async def open_backend_session(
     return client.session_id
 
 
-async def _set_level(client: UpstreamClient, level: str) -> None:
+async def _set_level(client: HttpUpstreamClient, level: str) -> None:
     # The id is ours on a session only we have used so far: no client id can collide with it.
     try:
         await client.request("logging/setLevel", {"level": level}, request_id="mcp-gateway-level")

@@ -3,23 +3,22 @@ transport: Streamable HTTP (`client.py`), stdio (`stdio.py`) or WebSocket (`webs
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
-import trio
 
 from mcp_gateway.config import ServerConfig
 from mcp_gateway.protocol import LATEST_STABLE
-from mcp_gateway.upstream.client import UpstreamClient
+from mcp_gateway.upstream.client import HttpUpstreamClient
+from mcp_gateway.upstream.rpc import UpstreamClient
 
 GATEWAY_CLIENT_INFO: Mapping[str, str] = {"name": "mcp-gateway-discovery", "version": "0.1.0"}
 
-# Any client with UpstreamClient's surface: HTTP here, stdio/WebSocket in their own modules.
+# Makes the client of one session: HTTP here, stdio/WebSocket in their own modules.
 # Called as `factory(server, http)` for the base session and, for capability variants of an
 # HTTP upstream, `factory(server, http, capabilities=...)` (the client capabilities to declare).
-ClientFactory = Callable[..., Any]
+ClientFactory = Callable[..., UpstreamClient]
 
 # A stdio/WebSocket link is one session shared by every client whose calls the broker forwards
 # on it; the broker relays these requests to the calling client (docs/broker.md), so the link
@@ -32,7 +31,7 @@ def default_client_factory(
     http: httpx.AsyncClient | None,
     *,
     capabilities: Mapping[str, Any] | None = None,
-) -> Any:
+) -> UpstreamClient:
     """Streamable HTTP, or the message-stream clients of `stdio.py` and `websocket.py`."""
     if server.transport in ("stdio", "websocket"):
         from mcp_gateway.upstream.stdio import StdioUpstreamClient
@@ -47,7 +46,7 @@ def default_client_factory(
             client_info=GATEWAY_CLIENT_INFO,
             capabilities=RELAYED_CLIENT_CAPABILITIES,
         )
-    return UpstreamClient(
+    return HttpUpstreamClient(
         server,
         http=http,
         protocol_version=LATEST_STABLE,
@@ -56,32 +55,9 @@ def default_client_factory(
     )
 
 
-@asynccontextmanager
-async def connected(client: Any) -> AsyncIterator[None]:
-    """Open a client for one supervised session, whatever its kind.
-
-    Message-stream clients (stdio, WebSocket) own a link task (`run`) that must live in a
-    nursery; HTTP clients are plain async context managers. Either way the session ends with
-    the block, and the supervisor (not the client) decides when to reconnect.
-    """
-    run = getattr(client, "run", None)
-    if run is None:
-        async with client:
-            yield
-        return
-    async with trio.open_nursery() as nursery:
-        await nursery.start(run)
-        try:
-            yield
-        finally:
-            await client.aclose()
-            nursery.cancel_scope.cancel()
-
-
 __all__ = [
     "GATEWAY_CLIENT_INFO",
     "RELAYED_CLIENT_CAPABILITIES",
     "ClientFactory",
-    "connected",
     "default_client_factory",
 ]

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
@@ -47,10 +48,14 @@ from mcp_gateway.protocol import (
 )
 from mcp_gateway.upstream.backoff import Backoff, worth_logging
 from mcp_gateway.upstream.errors import UpstreamError
-from mcp_gateway.upstream.rpc import DEFAULT_CLIENT_INFO, RequestShortcuts, result_of
+from mcp_gateway.upstream.rpc import (
+    DEFAULT_CLIENT_INFO,
+    MessageHandler,
+    RequestShortcuts,
+    result_of,
+)
 
 JsonObject = dict[str, Any]
-MessageHandler = Callable[[JsonObject], Awaitable[None]]
 
 # An upstream's messages (tool results with images, resource blobs) can be far larger than what
 # the gateway accepts from clients; this bounds one message, not a whole exchange.
@@ -219,6 +224,18 @@ class MessageStreamClient(RequestShortcuts):
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+
+    @asynccontextmanager
+    async def opened(self) -> AsyncIterator[None]:
+        """Open for one session: the link task (`run`) in a nursery of its own, connected
+        before the block starts; the session and the link end with the block."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.run)
+            try:
+                yield
+            finally:
+                await self.aclose()
+                nursery.cancel_scope.cancel()
 
     async def wait_connected(self, connects: int = 1) -> None:
         """Wait until the link has come up `connects` times in all and is ready (handshaken);

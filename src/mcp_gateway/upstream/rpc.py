@@ -4,12 +4,17 @@ read a JSON-RPC answer into a result or an `UpstreamError`, and page through a l
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+import trio
 
 from mcp_gateway.config import ServerConfig
 from mcp_gateway.upstream.errors import UpstreamError
 
 JsonObject = dict[str, Any]
+# Takes each server→client message of an exchange (progress, logs, requests to relay).
+MessageHandler = Callable[[JsonObject], Awaitable[None]]
 # Sends one request and returns its result (an UpstreamError otherwise): `client.request`.
 Requester = Callable[[str, Mapping[str, Any] | None], Awaitable[JsonObject]]
 
@@ -68,3 +73,55 @@ class RequestShortcuts:
     async def list_all(self, method: str, key: str) -> list[JsonObject]:
         """Every item of a paginated list method, following nextCursor to the end."""
         return await list_all(self.request, self.server.name, method, key)
+
+
+class UpstreamClient(Protocol):
+    """What every upstream client offers, whatever its transport: Streamable HTTP
+    (`client.HttpUpstreamClient`), stdio (`stdio.StdioUpstreamClient`) and WebSocket
+    (`websocket.WebSocketUpstreamClient`). Every failure is an `UpstreamError`."""
+
+    server: ServerConfig
+    session_id: str | None
+    protocol_version: str | None
+
+    def opened(self) -> AbstractAsyncContextManager[None]:
+        """The client open for one session (and whatever task its link needs); the session
+        ends with the block. The supervisor, not the client, decides when to reconnect."""
+        ...
+
+    async def initialize(self) -> JsonObject: ...
+
+    async def request(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None = None,
+        on_message: MessageHandler | None = None,
+        *,
+        request_id: int | str | None = None,
+    ) -> JsonObject:
+        """Send one request; return its result (an error answer raises, with rpc_code)."""
+        ...
+
+    async def request_raw(
+        self, message: JsonObject, on_message: MessageHandler | None = None
+    ) -> JsonObject:
+        """Send a request as given (id included) and return the whole response message."""
+        ...
+
+    async def notify(self, method: str, params: Mapping[str, Any] | None = None) -> None: ...
+
+    async def respond(self, message: JsonObject) -> None:
+        """Answer a server→client request."""
+        ...
+
+    async def listen(
+        self, on_message: MessageHandler, *, task_status: trio.TaskStatus[None] = ...
+    ) -> None:
+        """Take the session's unsolicited messages until the upstream ends the stream."""
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def list_all(self, method: str, key: str) -> list[JsonObject]: ...
+
+    async def aclose(self, *, end_session: bool = True) -> None: ...

@@ -31,11 +31,12 @@ from mcp_gateway.upstream.catalog import (
     offered_kinds,
     validate_initialize,
 )
-from mcp_gateway.upstream.client import JsonObject, UpstreamClient, new_http_client
+from mcp_gateway.upstream.client import JsonObject, new_http_client
 from mcp_gateway.upstream.clients import GATEWAY_CLIENT_INFO as GATEWAY_CLIENT_INFO
-from mcp_gateway.upstream.clients import ClientFactory, connected, default_client_factory
+from mcp_gateway.upstream.clients import ClientFactory, default_client_factory
 from mcp_gateway.upstream.errors import UpstreamError
 from mcp_gateway.upstream.relist import RelistOutcome, RelistQueue
+from mcp_gateway.upstream.rpc import UpstreamClient
 
 # Re-exported: the status types lived here before upstream/status.py.
 from mcp_gateway.upstream.status import UpstreamState as UpstreamState
@@ -93,7 +94,7 @@ class _Upstream(CapabilityVariants):
     finished: trio.Event = field(default_factory=trio.Event)
     attempted: trio.Event = field(default_factory=trio.Event)  # first connect tried (ok or not)
     http: httpx.AsyncClient | None = None
-    client: Any = None  # the live discovery client (message-stream upstreams forward through it)
+    client: UpstreamClient | None = None  # the live discovery client (message-stream upstreams forward through it)
     variants_enabled: bool = True  # gateway.capability_variants
     link_events: LinkEvents | None = None
     variants_state: VariantsState = VariantsState.PENDING
@@ -231,7 +232,7 @@ class _Upstream(CapabilityVariants):
         self.client = client
         base_listed = trio.Event()
         try:
-            async with connected(client), trio.open_nursery() as nursery:
+            async with client.opened(), trio.open_nursery() as nursery:
                 if self._wants_variants:
                     # Probed side by side with the base handshake, so readiness (which waits
                     # for the first variant decision) costs no extra round trips.
@@ -257,7 +258,7 @@ class _Upstream(CapabilityVariants):
                 raise
             raise failure from None
 
-    async def _initialize(self, client: Any) -> JsonObject:
+    async def _initialize(self, client: UpstreamClient) -> JsonObject:
         with trio.fail_after(self.server.timeout_seconds):
             result: JsonObject = await client.initialize()
         problems = validate_initialize(result)
@@ -616,7 +617,7 @@ class Supervisor:
             return RelistOutcome.UNKNOWN
         return await upstream.relist()
 
-    def stream_client(self, name: str) -> Any:
+    def stream_client(self, name: str) -> UpstreamClient | None:
         """The connected client of a stdio/WebSocket upstream: calls to it share its link."""
         upstream = self._upstreams.get(name)
         if upstream is None or upstream.server.transport == "http" or not upstream.serving:

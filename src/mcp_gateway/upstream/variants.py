@@ -29,8 +29,8 @@ from mcp_gateway.upstream.catalog import (
     declared_capabilities,
     offered_kinds,
 )
-from mcp_gateway.upstream.client import UpstreamClient
-from mcp_gateway.upstream.clients import ClientFactory, connected
+from mcp_gateway.upstream.clients import ClientFactory
+from mcp_gateway.upstream.rpc import UpstreamClient
 from mcp_gateway.upstream.status import VariantsState
 
 JsonObject = dict[str, Any]
@@ -71,7 +71,7 @@ class CapabilityVariants:
     def _reason(self, exc: Exception) -> str:
         raise NotImplementedError
 
-    async def _initialize(self, client: Any) -> JsonObject:
+    async def _initialize(self, client: UpstreamClient) -> JsonObject:
         raise NotImplementedError
 
     async def _list(
@@ -122,7 +122,7 @@ class CapabilityVariants:
 
     async def _discover_variants(self, base_listed: trio.Event) -> None:
         probe_client = self._variant_client(ALL_FEATURES)
-        async with connected(probe_client):  # the probe session ends (DELETE) with the block
+        async with probe_client.opened():  # the probe session ends (DELETE) with the block
             result = await self._initialize(probe_client)
             probe, _rejected = await self._list(probe_client, offered_kinds(result))
             await base_listed.wait()
@@ -155,7 +155,7 @@ class CapabilityVariants:
         self.attempted.set()
         log.info("no capability variants", server=self.server.name)
 
-    def _variant_client(self, features: frozenset[str]) -> Any:
+    def _variant_client(self, features: frozenset[str]) -> UpstreamClient:
         capabilities = declared_capabilities(features)
         return self.client_factory(self.server, self.http, capabilities=capabilities)
 
@@ -163,7 +163,7 @@ class CapabilityVariants:
         self, features: frozenset[str], *, task_status: trio.TaskStatus[None]
     ) -> None:
         client = self._variant_client(features)
-        async with connected(client):
+        async with client.opened():
             result = await self._initialize(client)
             kinds = offered_kinds(result)
 

@@ -27,7 +27,7 @@ from mcp_gateway.broker.aggregate import (
 )
 from mcp_gateway.broker.auth import restrict_to
 from mcp_gateway.broker.client_session import ClientSession
-from mcp_gateway.broker.fanout import Fanout
+from mcp_gateway.broker.fanout import ClientStream, Fanout, ReplayLimits, Resume
 from mcp_gateway.broker.forward import Forwarder
 from mcp_gateway.broker.metrics import BrokerMetrics
 from mcp_gateway.config import GatewayConfig, ServerConfig, VirtualServer
@@ -106,7 +106,7 @@ class BrokerCore:
         self.supervisor = supervisor
         self.tokens = tokens
         self.store = store
-        self.fanout = fanout or Fanout()
+        self.fanout = fanout or Fanout(replay_limits(config))
         self.metrics = metrics or BrokerMetrics()
         self.forwarder = Forwarder(
             config, supervisor, store, self.fanout, self.metrics, relist=self.relist
@@ -135,6 +135,7 @@ class BrokerCore:
     def config(self, config: GatewayConfig) -> None:
         self._config = config
         self.forwarder.config = config
+        self.fanout.limits = replay_limits(config)
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -192,16 +193,40 @@ class BrokerCore:
         await self.forwarder.relay_cancel(notification.params, session)
 
     @contextmanager
-    def client_stream(self, session: ClientSession) -> Iterator[trio.MemoryReceiveChannel[bytes]]:
-        """One client stream (GET /mcp or /mcp/ws) of the session's server messages: its fanout
-        queue, the session's backend streams relayed into it while any of its streams is open,
-        and the open-streams gauge. The queue ends when the session does."""
-        with self.fanout.subscribe(session.sid) as queue, self.forwarder.streams.listening(session):
+    def client_stream(
+        self, session: ClientSession, last_event_id: str | None = None
+    ) -> Iterator[ClientStream]:
+        """One client stream (GET /mcp or /mcp/ws) of the session's server messages: its place in
+        the session's replay log (after `last_event_id` when the log still has it), the session's
+        backend streams relayed into it while any of its streams is open (and a while after),
+        and the open-streams gauge. The stream ends when the session does."""
+        with (
+            self.fanout.subscribe(session.sid, last_event_id) as stream,
+            self.forwarder.streams.listening(session),
+        ):
+            if stream.resume is not Resume.FRESH:
+                self._resumed(session, stream)
             self.metrics.open_streams.inc()
             try:
-                yield queue
+                yield stream
             finally:
                 self.metrics.open_streams.dec()
+
+    def _resumed(self, session: ClientSession, stream: ClientStream) -> None:
+        self.metrics.stream_resumes.labels(stream.resume.value).inc()
+        self.metrics.stream_replayed.inc(stream.backlog)
+        if stream.resume is Resume.GAP:
+            self.metrics.stream_replay_lost.inc(stream.skipped)
+            log.warning(
+                "stream resumed past its replay log: some messages are lost",
+                session=session.sid,
+                replayed=stream.backlog,
+                lost=stream.skipped,
+            )
+        elif stream.resume is Resume.UNKNOWN:
+            log.info("Last-Event-ID not resumable here: a fresh stream", session=session.sid)
+        else:
+            log.info("stream resumed", session=session.sid, replayed=stream.backlog)
 
     async def end_session(self, session: ClientSession) -> None:
         """DELETE: the backend sessions opened for this client end too (best effort, bounded)."""
@@ -539,6 +564,14 @@ class BrokerCore:
         if entry is None or server is None:
             return None
         return server, entry.original_name
+
+
+def replay_limits(config: GatewayConfig) -> ReplayLimits:
+    """What the config keeps of each session's stream for clients that reconnect."""
+    sessions = config.gateway.sessions
+    return ReplayLimits(
+        sessions.replay_events, sessions.replay_bytes, sessions.replay_linger_seconds
+    )
 
 
 def _virtual_names(kind: ListKind, virtual: VirtualServer) -> list[str]:

@@ -37,7 +37,7 @@ from mcp_gateway.protocol import (
     supports_batch,
 )
 from mcp_gateway.protocol import Response as ResponseMessage
-from mcp_gateway.sessions.store import SessionStoreUnavailable, client_of
+from mcp_gateway.sessions.store import client_of
 from mcp_gateway.sessions.tokens import MAX_TOKEN_LENGTH
 
 log = get_logger("mcp_gateway.broker")
@@ -82,13 +82,6 @@ def register(
 
     def refusal(status: int, code: int, message: str, request_id: Any = None) -> Response:
         return Response(error_response(request_id, code, message), status, content_type=JSON)
-
-    def store_unavailable(request_id: Any = None) -> Response:
-        # Redis down or slow: the gateway's own dependency failed, not the request. 503 (retry
-        # later) with the request id, as the router answers a routed call (router/decision.py);
-        # a warning, not a traceback and a 500 (the fault suite's Redis outage found those).
-        log.warning("session store unavailable", path=request.path)
-        return refusal(503, ErrorCode.INTERNAL_ERROR, "Session store unavailable", request_id)
 
     def origin_refused() -> Response | None:
         if origin_allowed(combined_header("origin"), core.config.gateway.allowed_origins):
@@ -146,8 +139,6 @@ def register(
             return await core.session_for(token)
         except SessionProblem as problem:
             return refusal(problem.status, ErrorCode.INVALID_REQUEST, problem.message, request_id)
-        except SessionStoreUnavailable:
-            return store_unavailable(request_id)
 
     def record(method: str, status: int, started: float) -> None:
         # Method names come from clients: only ones we know become label values (bounded series).
@@ -275,11 +266,7 @@ def register(
             record("initialize", 200, started)
             return Response(outcome, 200, content_type=JSON)
         body, version = outcome
-        try:
-            session = await core.open_session(version, client_of(message.params))
-        except SessionStoreUnavailable:
-            record("initialize", 503, started)
-            return store_unavailable(message.id)
+        session = await core.open_session(version, client_of(message.params))
         record("initialize", 200, started)
         return Response(body, 200, content_type=JSON, headers={"mcp-session-id": session.token})
 
@@ -358,21 +345,39 @@ def register(
         if (refused := version_refused()) is not None:
             return refused
 
+        # A reconnecting client names the last event it saw (docs/broker.md, "Resumable streams").
+        # Only this session's own log is looked in; whatever the header holds, the GET stays here.
+        last_event_id = combined_header("last-event-id")
+        with_ids = core.fanout.limits.enabled
+
         async def events() -> AsyncIterator[bytes]:
-            with core.client_stream(session) as queue:
-                yield b": stream open\n\n"
+            with core.client_stream(session, last_event_id) as stream:
+                opening = b": stream open\n\n"
+                if with_ids:
+                    # An id before any message (2025-11-25's "priming"), so a client cut off
+                    # before the first one still resumes from here. Without a data field: SSE
+                    # parsers take the id and dispatch nothing, so a client that reads every
+                    # `data:` line as JSON never sees it (an empty `data:` would break those).
+                    opening += b"id: %b\n\n" % stream.event_id
+                yield opening
                 while True:
-                    # No yield inside the cancel scope: a generator may be suspended there.
-                    data: bytes | None = None
+                    # No yield inside the cancel scope: a generator may be suspended there. A
+                    # cancelled wait moves no cursor: nothing is lost on a keep-alive.
+                    batch: list[tuple[int, bytes]] | None = None
                     with trio.move_on_after(keepalive_seconds):
                         try:
-                            data = await queue.receive()
+                            batch = await stream.receive_batch()
                         except trio.EndOfChannel:
                             return  # the session was deleted
-                    if data is None:
+                    if batch is None:
                         yield b": keep-alive\n\n"
+                    elif with_ids:
+                        yield b"".join(
+                            b"id: %b\nevent: message\ndata: %b\n\n" % (stream.id_of(number), data)
+                            for number, data in batch
+                        )
                     else:
-                        yield b"event: message\ndata: " + data + b"\n\n"
+                        yield b"".join(b"event: message\ndata: " + data + b"\n\n" for _, data in batch)
 
         return _sse_response(events())
 
@@ -392,8 +397,6 @@ def register(
     async def unexpected(error: Exception) -> Response | HTTPException:
         if isinstance(error, HTTPException):
             return error  # Quart's own answers (an unknown path's 404) stay as they are
-        if isinstance(error, SessionStoreUnavailable):  # a lookup after the session check
-            return store_unavailable()
         log.exception("request failed unexpectedly", path=request.path)
         return refusal(500, ErrorCode.INTERNAL_ERROR, "Internal error")
 

@@ -78,7 +78,26 @@ class BrokerMetrics:
         )
         self.notifications_dropped = Counter(
             "mcp_gateway_notifications_dropped",
-            "Notifications dropped because a client's queue was full.",
+            "Notifications a client stream missed: it fell further behind than its session's "
+            "replay log holds.",
+            registry=self.registry,
+        )
+        self.stream_resumes = Counter(
+            "mcp_gateway_stream_resumes",
+            "GET streams opened with Last-Event-ID, by outcome: resumed, gap (older than the "
+            "replay log: what it kept was replayed), unknown (malformed, another session's or a "
+            "log that is gone: a fresh stream).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.stream_replayed = Counter(
+            "mcp_gateway_stream_replayed",
+            "Messages replayed to GET streams that resumed with Last-Event-ID.",
+            registry=self.registry,
+        )
+        self.stream_replay_lost = Counter(
+            "mcp_gateway_stream_replay_lost",
+            "Messages a resuming client had missed that its session's replay log no longer held.",
             registry=self.registry,
         )
         self.config_reloads = Counter(

@@ -224,11 +224,12 @@ class _Bridge:
 
     async def _pump_notifications(self, session: ClientSession) -> None:
         """The session's server notifications (list_changed, resource updates) on this socket,
-        from the same bounded per-stream queue a GET stream has. The queue ends when the session
-        does (DELETE over HTTP, or expiry): then the socket closes too, as a GET stream would,
-        so the client learns now rather than at its next request."""
-        with self.core.client_stream(session) as queue:
-            async for data in queue:
+        read from the session's log as a GET stream reads it (a socket has no ids to resume
+        from). The stream ends when the session does (DELETE over HTTP, or expiry): then the
+        socket closes too, as a GET stream would, so the client learns now rather than at its
+        next request."""
+        with self.core.client_stream(session) as stream:
+            async for data in stream:
                 await self.send(data)
         await websocket.close(SESSION_ENDED, "the MCP session ended; initialize again")
         self._nursery.cancel_scope.cancel()  # the handler ends, and the connection with it

@@ -348,7 +348,9 @@ async def test_a_new_backend_session_is_announced_before_its_call_goes_out() -> 
                 nursery.start_soon(run, service, stream)
                 opening = await announced.receive()
                 heard.append((opening.server, opening.backend_id))
-                await trio.sleep(0.05)
+                # Every task (the asyncio side included: trio-asyncio runs it as a Trio task) is
+                # blocked: nothing more happens until the listener attaches.
+                await trio.testing.wait_all_tasks_blocked()
                 assert len(stream.answers) == 1  # the body (the call) held until it attached
                 opening.attached.set()
     assert heard == [("weather", "backend-1")]

@@ -31,7 +31,7 @@ import httpx
 import trio
 import yaml
 
-from mcp_gateway.config import GatewaySettings, load_config
+from mcp_gateway.config import load_config
 from mcp_gateway.sessions import SessionClaims, SessionTokens
 from mcp_gateway.sessions.tokens import derive_key
 from tests.support.envoy import RunningEnvoy, running_envoy
@@ -97,13 +97,16 @@ class GatewayProcess:
         return records
 
     async def start(self, expected_tools: Sequence[str]) -> None:
+        await self.spawn()
+        await self.wait_ready(expected_tools)
+
+    async def spawn(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = await trio.lowlevel.open_process(
                 [CLI, "serve", "--config", str(self.config_path)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             )
         self.starts += 1
-        await self._wait_ready(expected_tools)
 
     async def stop(self) -> None:
         if self.process is not None:
@@ -111,7 +114,7 @@ class GatewayProcess:
                 await stop_process(self.process)
             self.process = None
 
-    async def _wait_ready(self, expected_tools: Sequence[str]) -> None:
+    async def wait_ready(self, expected_tools: Sequence[str]) -> None:
         process = self.process
         assert process is not None
         async with httpx.AsyncClient(timeout=2) as client:
@@ -221,19 +224,20 @@ async def fault_stack(
             "envoy": {"xds_dir": str(workdir / "xds"), "admin_port": 0},
             **gateway,
         }
-        # The admin listener (/status, /metrics, /healthz, /readyz) gets a free port where the
-        # gateway has one; its default port would collide between stacks.
-        if "admin_listen" in GatewaySettings.model_fields:
-            settings["admin_listen"] = f"127.0.0.1:{free_port()}"
+        # The admin listener (/status, /metrics, /healthz, /readyz): its default port would
+        # collide between stacks.
+        settings["admin_listen"] = f"127.0.0.1:{free_port()}"
         config_path = workdir / "gateway.yaml"
         _write_config(config_path, servers, settings)
         gateway_process = GatewayProcess(config_path, workdir / "gateway.log", broker_port, router_port)
         stack.push_async_callback(gateway_process.stop)
-        await gateway_process.start([server_entry["prefix"] + "add" for server_entry in servers])
+        # Envoy starts while the gateway does (it needs only the ports and the config).
+        await gateway_process.spawn()
         envoy = await stack.enter_async_context(
             running_envoy(load_config(str(config_path)), broker_port=broker_port,
                           router_port=router_port, workdir=workdir)
         )
+        await gateway_process.wait_ready([entry["prefix"] + "add" for entry in servers])
         yield FaultStack(envoy.url, envoy, gateway_process, upstreams, workdir, settings, servers)
 
 
@@ -260,7 +264,11 @@ async def routed_call(
 class Outcome:
     server: str
     started: float
+    ended: float
     ok: bool
+    status: int  # HTTP status; 0: no answer (a transport error or the 10 s bound)
+    code: int | None  # the JSON-RPC error code, when the answer was an error
+    id_ok: bool  # the answer carried the request's id
     detail: str
 
 
@@ -285,21 +293,25 @@ class Load:
         while not self.stop.is_set():
             request_id += 1
             started = trio.current_time()
+            status, answer, detail = 0, None, ""
             try:
                 # Each call is bounded: a hang is a failure, not a stuck test.
                 with trio.fail_after(10):
                     status, answer = await routed_call(
                         client, self.url, session, f"{prefix}add", request_id, a=request_id, b=1
                     )
-                ok = (
-                    status == 200 and answer is not None and answer.get("id") == request_id
-                    and "result" in answer and not answer["result"].get("isError")
-                    and answer["result"]["content"][0]["text"] == str(request_id + 1)
-                )
                 detail = f"HTTP {status} {json.dumps(answer)[:200]}"
             except (httpx.HTTPError, trio.TooSlowError) as error:
-                ok, detail = False, f"{type(error).__name__}: {error}"
-            self.outcomes.append(Outcome(server, started, ok, detail))
+                detail = f"{type(error).__name__}: {error}"
+            result = (answer or {}).get("result") or {}
+            ok = (
+                status == 200 and answer is not None and answer.get("id") == request_id
+                and not result.get("isError") and result.get("content", [{}])[0].get("text") == str(request_id + 1)
+            )
+            error = (answer or {}).get("error")
+            code = error.get("code") if isinstance(error, dict) else None
+            id_ok = answer is not None and answer.get("id") == request_id
+            self.outcomes.append(Outcome(server, started, trio.current_time(), ok, status, code, id_ok, detail))
             if pause:
                 await trio.sleep(pause)  # pacing, not synchronisation: keeps 2 cores breathing
 
@@ -312,18 +324,27 @@ async def load_on(url: str, servers: Mapping[str, str], workers_per_server: int 
     async with httpx.AsyncClient(timeout=10, limits=limits) as client, trio.open_nursery() as nursery:
         for server, prefix in servers.items():
             for _ in range(workers_per_server):
-                nursery.start_soon(load.worker, client, server, prefix, 0.005)
+                nursery.start_soon(load.worker, client, server, prefix, 0.01)
         try:
             yield load
         finally:
             load.stop.set()
 
 
-async def wait_for_calls(load: Load, server: str, count: int, since: float = 0.0, patience: float = 15.0) -> None:
-    """Until `count` successful calls to `server` started at or after `since`."""
-    with trio.fail_after(patience):
-        while len([o for o in load.of(server, since) if o.ok]) < count:  # noqa: ASYNC110
+async def wait_for_calls(
+    load: Load, server: str, count: int, since: float = 0.0, patience: float = 15.0, *, ok: bool = True
+) -> None:
+    """Until `count` calls to `server` started at or after `since` succeeded (or, `ok=False`,
+    failed). Polls the recorded outcomes: the load's tasks write them as calls end."""
+    with trio.move_on_after(patience):
+        while len([o for o in load.of(server, since) if o.ok is ok]) < count:  # noqa: ASYNC110
             await trio.sleep(0.01)
+        return
+    seen = load.of(server, since)
+    raise AssertionError(
+        f"{server}: {count} {'successful' if ok else 'failed'} calls awaited for {patience} s; "
+        f"{len(seen)} calls, last: {[o.detail for o in seen[-3:]]}"
+    )
 
 
 

@@ -75,6 +75,7 @@ class _Listening:
     session: ClientSession
     streams: int = 0
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    closes: int = 0  # how often its streams dropped to none: a lingering stop checks it
 
 
 class BackendStreams:
@@ -125,7 +126,20 @@ class BackendStreams:
             entry.streams -= 1
             # Only this entry: a deleted session's entry is gone already (`stop`).
             if entry.streams == 0 and self._listening.get(session.sid) is entry:
-                self.stop(session.sid)
+                entry.closes += 1
+                limits = self._fanout.limits
+                if limits.enabled and self.nursery is not None:
+                    # What upstreams send while the client reconnects goes into its replay log.
+                    self.nursery.start_soon(self._stop_unless_back, entry, limits.linger_seconds)
+                else:
+                    self.stop(session.sid)
+
+    async def _stop_unless_back(self, entry: _Listening, linger_seconds: float) -> None:
+        closes = entry.closes
+        await trio.sleep(linger_seconds)
+        sid = entry.session.sid
+        if entry.streams == 0 and entry.closes == closes and self._listening.get(sid) is entry:
+            self.stop(sid)
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -247,7 +261,7 @@ class BackendStreams:
             return  # a response on a GET stream answers nothing of ours
         if "id" in message:
             shown = self._client_requests.relay(session.sid, message, client.respond, issued)
-            if not self._publish(session, shown):
+            if not self._publish(session, shown, only_if_listening=True):
                 # Nobody could take it: say so now rather than let the upstream wait.
                 self._client_requests.take(session.sid, {"id": shown["id"]})
                 await _refuse(client, message["id"])
@@ -268,9 +282,11 @@ class BackendStreams:
             message = {**message, "params": params}
         self._publish(session, message)
 
-    def _publish(self, session: ClientSession, message: JsonObject) -> int:
+    def _publish(
+        self, session: ClientSession, message: JsonObject, *, only_if_listening: bool = False
+    ) -> int:
         data = json.dumps(message, separators=(",", ":")).encode()
-        delivered = self._fanout.publish(data, session.sid)
+        delivered = self._fanout.publish(data, session.sid, only_if_listening=only_if_listening)
         self._metrics.notifications_sent.inc(delivered)
         return delivered
 

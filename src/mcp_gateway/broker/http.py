@@ -37,7 +37,7 @@ from mcp_gateway.protocol import (
     supports_batch,
 )
 from mcp_gateway.protocol import Response as ResponseMessage
-from mcp_gateway.sessions.store import client_of
+from mcp_gateway.sessions.store import SessionStoreUnavailable, client_of
 from mcp_gateway.sessions.tokens import MAX_TOKEN_LENGTH
 
 log = get_logger("mcp_gateway.broker")
@@ -82,6 +82,13 @@ def register(
 
     def refusal(status: int, code: int, message: str, request_id: Any = None) -> Response:
         return Response(error_response(request_id, code, message), status, content_type=JSON)
+
+    def store_unavailable(request_id: Any = None) -> Response:
+        # Redis down or slow: the gateway's own dependency failed, not the request. 503 (retry
+        # later) with the request id, as the router answers a routed call (router/decision.py);
+        # a warning, not a traceback and a 500 (the fault suite's Redis outage found those).
+        log.warning("session store unavailable", path=request.path)
+        return refusal(503, ErrorCode.INTERNAL_ERROR, "Session store unavailable", request_id)
 
     def origin_refused() -> Response | None:
         if origin_allowed(combined_header("origin"), core.config.gateway.allowed_origins):
@@ -139,6 +146,8 @@ def register(
             return await core.session_for(token)
         except SessionProblem as problem:
             return refusal(problem.status, ErrorCode.INVALID_REQUEST, problem.message, request_id)
+        except SessionStoreUnavailable:
+            return store_unavailable(request_id)
 
     def record(method: str, status: int, started: float) -> None:
         # Method names come from clients: only ones we know become label values (bounded series).
@@ -266,7 +275,11 @@ def register(
             record("initialize", 200, started)
             return Response(outcome, 200, content_type=JSON)
         body, version = outcome
-        session = await core.open_session(version, client_of(message.params))
+        try:
+            session = await core.open_session(version, client_of(message.params))
+        except SessionStoreUnavailable:
+            record("initialize", 503, started)
+            return store_unavailable(message.id)
         record("initialize", 200, started)
         return Response(body, 200, content_type=JSON, headers={"mcp-session-id": session.token})
 
@@ -397,6 +410,8 @@ def register(
     async def unexpected(error: Exception) -> Response | HTTPException:
         if isinstance(error, HTTPException):
             return error  # Quart's own answers (an unknown path's 404) stay as they are
+        if isinstance(error, SessionStoreUnavailable):  # a lookup after the session check
+            return store_unavailable()
         log.exception("request failed unexpectedly", path=request.path)
         return refusal(500, ErrorCode.INTERNAL_ERROR, "Internal error")
 

@@ -155,6 +155,7 @@ async def test_list_changed_reaches_every_open_get_stream_and_keepalives_flow() 
             sessions = [await _session(http, broker) for _ in range(3)]
             received: list[tuple[int, str]] = []
             all_heard = trio.Event()
+            kept_alive = trio.Event()
 
             async def listen(index: int, session: dict[str, str], *, task_status: Any) -> None:
                 headers = {**session, "accept": "text/event-stream"}
@@ -164,6 +165,8 @@ async def test_list_changed_reaches_every_open_get_stream_and_keepalives_flow() 
                     async for line in response.aiter_lines():
                         if line.startswith(":"):
                             received.append((index, line))
+                            if {i for i, seen in received if seen == ": keep-alive"} == {0, 1, 2}:
+                                kept_alive.set()
                         elif line.startswith("data:"):
                             received.append((index, line[5:].strip()))
                             if sum(1 for _, d in received if "list_changed" in d) == 3:
@@ -172,7 +175,8 @@ async def test_list_changed_reaches_every_open_get_stream_and_keepalives_flow() 
             async with trio.open_nursery() as nursery:
                 for index, session in enumerate(sessions):
                     await nursery.start(listen, index, session)
-                await trio.sleep(0.5)  # idle: keep-alive comments arrive
+                with trio.fail_after(5):  # idle: keep-alive comments arrive on every stream
+                    await kept_alive.wait()
                 call = {
                     "jsonrpc": "2.0",
                     "id": 3,

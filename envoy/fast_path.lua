@@ -362,6 +362,12 @@ function envoy_on_request(handle)
   headers:replace(FAST, "1")
   headers:replace("x-mcp-method", call.method)
   headers:replace("x-mcp-toolname", decision.routed)
+  -- For Envoy's rate limits, after this filter (router/rate_limits.py), as the router's forward()
+  -- sets them: the session (its token was verified when the decision was made), the name as the
+  -- client called it, the id's JSON text (for the 429's body). The routes drop them upstream.
+  headers:replace("x-mcp-session", token)
+  headers:replace("x-mcp-name", call.name)
+  headers:replace("x-mcp-request-id", call.id)
   headers:replace(":authority", decision.authority)
   headers:replace(":path", decision.path)
   if decision.backend ~= "" then
@@ -477,6 +483,12 @@ local function relist_before_telling(handle, server)
   end
 end
 
+-- Envoy's 429 when a rate limit refused the call (router/rate_limits.py): its JSON-RPC error
+-- stands. Only asked of answers that are not the upstream's (an upstream's header proves nothing).
+local function refused_by_rate_limit(headers)
+  return headers:get(":status") == "429" and headers:get("x-mcp-rate-limited") ~= nil
+end
+
 -- Which upstream answered, from the mark its route puts on every answer ("<server> via_upstream").
 local function answering_server(headers)
   local mark = headers:get("x-mcp-upstream")
@@ -511,7 +523,8 @@ function envoy_on_response(handle)
     -- Answered after PENDING later calls of this worker: too late to replay or to name the
     -- session; the backend's session id must not reach the client all the same.
     local id = string.match(mark, "\n([^\n]*)\n%d+$")
-    if headers:get(":status") == "404" or not answering_server(headers) then
+    local ours = answering_server(headers)
+    if headers:get(":status") == "404" or not (ours or refused_by_rate_limit(headers)) then
       unavailable(handle, { id = id, server = "upstream" })
     end
     handle:headers():remove(SESSION)
@@ -524,6 +537,8 @@ function envoy_on_response(handle)
       if not replay(handle, call) then unavailable(handle, call) end
       replayed = true
     end
+  elseif refused_by_rate_limit(headers) then
+    replayed = true  -- nothing to watch: Envoy's own JSON answer
   else
     -- Envoy's own answer (upstream down, refused, reset), not the upstream's.
     unavailable(handle, call)

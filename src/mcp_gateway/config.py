@@ -728,6 +728,50 @@ class AuthSettings(_Ours):
         return self
 
 
+class RateLimit(_Ours):
+    """At most `requests` in any `per_seconds`: a token bucket of `requests` tokens, refilled
+    whole every `per_seconds` (Envoy's local_ratelimit; docs/configuration.md, "Rate limits")."""
+
+    requests: int = Field(ge=1, le=1_000_000_000)
+    # Whole seconds: a refused call's Retry-After says how long to wait, in seconds.
+    per_seconds: int = Field(ge=1, le=86_400)
+
+
+class ToolRateLimit(RateLimit):
+    """A limit on every tool whose exposed (prefixed) name matches `tool`, each tool its own
+    bucket, counted over all sessions."""
+
+    # An exposed name, or a pattern over exposed names: `*` any run, `?` one character.
+    tool: str = Field(min_length=1, max_length=512)
+
+    @field_validator("tool")
+    @classmethod
+    def _check_tool(cls, value: str) -> str:
+        if any(ord(c) < 0x20 or ord(c) > 0x7E for c in value):
+            raise ValueError(f"a tool pattern is printable ASCII, got {value[:64]!r}")
+        if "[" in value or "]" in value:
+            # Envoy matches it as a regex; fnmatch's classes are not worth their corner cases.
+            raise ValueError(f"a tool pattern has only the wildcards * and ?, got {value[:64]!r}")
+        return value
+
+
+class RateLimitSettings(_Ours):
+    """Rate limits Envoy enforces on both the fast and the slow path; none by default. A refused
+    request gets HTTP 429, `Retry-After` and a JSON-RPC error with its id (docs/router.md)."""
+
+    # Every POST of one gateway session (initialize has no session yet).
+    per_session: RateLimit | None = None
+    # tools/call of the tools matching each rule; every matching rule applies.
+    per_tool: list[ToolRateLimit] = Field(default_factory=list, max_length=100)
+    # Buckets Envoy keeps (one per session, one per limited tool); past it the least recently
+    # used is dropped and starts full again when next seen.
+    max_buckets: int = Field(default=65_536, ge=16, le=10_000_000)
+
+    @property
+    def enabled(self) -> bool:
+        return self.per_session is not None or bool(self.per_tool)
+
+
 class GatewaySettings(_Ours):
     broker_listen: str = "127.0.0.1:8081"
     router_listen: str = "127.0.0.1:9002"
@@ -749,6 +793,8 @@ class GatewaySettings(_Ours):
     relist_interval_seconds: float = Field(default=300.0, ge=0, le=86_400)
     # Inbound OAuth 2.1 (docs/auth.md); off by default.
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    # Per session and per tool, enforced by Envoy (docs/configuration.md); none by default.
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
     @model_validator(mode="after")
     def _check_auth_resource(self) -> GatewaySettings:

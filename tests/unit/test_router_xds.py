@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from pathlib import Path
 
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
-from mcp_gateway.config import parse_config
+from mcp_gateway.config import RateLimitSettings, parse_config
+from mcp_gateway.protocol import ErrorCode
 from mcp_gateway.router.fast_path import FastPath, generation
+from mcp_gateway.router.rate_limits import fnmatch_regex, virtual_host_rate_limits
 from mcp_gateway.router.xds import (
     BootstrapParams,
     XdsWriter,
@@ -54,7 +59,7 @@ def test_bootstrap_renders_the_listener_admin_and_filters() -> None:
     # header mutation in front is the last to see an answer: it drops every x-mcp-* header.
     assert names == [
         "envoy.filters.http.header_mutation", "envoy.filters.http.lua", "envoy.filters.http.ext_proc",
-        "envoy.filters.http.router",
+        "envoy.filters.http.local_ratelimit", "envoy.filters.http.router",
     ]
     outgoing = hcm["http_filters"][0]["typed_config"]["mutations"]["response_mutations"]
     assert outgoing == [{"remove_on_match": {"key_matcher": {"prefix": "x-mcp-"}}}]
@@ -144,7 +149,9 @@ def test_with_the_fast_path_each_server_has_a_route_that_skips_the_ext_proc_and_
         {"name": "x-mcp-fast-path", "present_match": True},
     ]
     assert fast_files["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True
-    assert fast_files["request_headers_to_remove"] == ["x-mcp-fast-path"]
+    assert fast_files["request_headers_to_remove"] == [
+        "x-mcp-fast-path", "x-mcp-session", "x-mcp-name", "x-mcp-request-id"
+    ]
     assert fast_files["response_headers_to_add"] == routes[2]["response_headers_to_add"]
     settings = routes[-2]["metadata"]["filter_metadata"]["envoy.filters.http.lua"]["fast"]
     assert settings["generation"] == fast.generation
@@ -193,3 +200,95 @@ async def test_writes_are_atomic_renames_and_a_new_writer_adopts_the_files(tmp_p
         cluster_name("weather"), cluster_name("weather"), "mcp_broker", "mcp_broker", "mcp_broker", "mcp_broker"
     ]
     assert int(cds_after["version_info"]) > int(cds["version_info"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Rate limits (router/rate_limits.py)
+
+RATE_LIMITED = CONFIG.model_copy(update={"gateway": CONFIG.gateway.model_copy(update={
+    "rate_limits": RateLimitSettings.model_validate({
+        "per_session": {"requests": 100, "per_seconds": 1},
+        "per_tool": [
+            {"tool": "w_forecast", "requests": 10, "per_seconds": 60},
+            {"tool": "f_*", "requests": 5, "per_seconds": 2},
+        ],
+        "max_buckets": 1000,
+    })
+})})
+
+
+def test_the_rate_limit_filter_sits_after_both_paths_inert_and_its_429_is_a_json_rpc_error() -> None:
+    hcm = yaml.safe_load(render_bootstrap(BootstrapParams()))["static_resources"]["listeners"][0][
+        "filter_chains"][0]["filters"][0]["typed_config"]
+    names = [f["name"] for f in hcm["http_filters"]]
+    # After the Lua fast path and the ext_proc: both have named the session and the tool by then.
+    assert names.index("envoy.filters.http.local_ratelimit") == names.index("envoy.filters.http.ext_proc") + 1
+    limiter = hcm["http_filters"][names.index("envoy.filters.http.local_ratelimit")]["typed_config"]
+    # No bucket and not enabled here: the limits are the virtual host's, in RDS.
+    assert set(limiter) == {"@type", "stat_prefix"}
+    mappers = [m for m in hcm["local_reply_config"]["mappers"] if "429" in json.dumps(m["filter"])]
+    with_id, without_id = mappers
+    assert with_id["filter"]["and_filter"]["filters"][1] == {
+        "header_filter": {"header": {"name": "x-mcp-request-id", "present_match": True}}
+    }
+    template = with_id["body_format_override"]["text_format_source"]["inline_string"]
+    body = json.loads(template.replace("%REQ(x-mcp-request-id)%", '"id-7"'))
+    assert body == {"jsonrpc": "2.0", "id": "id-7", "error": {"code": ErrorCode.RATE_LIMITED, "message": "Rate limit exceeded"}}
+    assert json.loads(template.replace("%REQ(x-mcp-request-id)%", "7"))["id"] == 7
+    assert without_id["body_format_override"]["json_format"]["id"] is None
+    assert without_id["body_format_override"]["json_format"]["error"]["code"] == ErrorCode.RATE_LIMITED
+
+
+def test_rate_limits_are_one_config_for_the_whole_virtual_host_shared_by_every_route() -> None:
+    config = wanted_routes(RATE_LIMITED)
+    host = config["virtual_hosts"][0]
+    limiter = host["typed_per_filter_config"]["envoy.filters.http.local_ratelimit"]
+    # No route has one of its own: a route's own config would have buckets of its own.
+    assert not [r for r in host["routes"] if "envoy.filters.http.local_ratelimit" in r.get("typed_per_filter_config", {})]
+    assert limiter["filter_enabled"] == limiter["filter_enforced"] == {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}
+    assert limiter["local_rate_limit_per_downstream_connection"] is False  # per session, across connections
+    assert limiter["always_consume_default_token_bucket"] is False
+    assert limiter["max_dynamic_descriptors"] == 1000
+    assert limiter["rate_limits"][0] == {
+        "actions": [{"request_headers": {"header_name": "x-mcp-session", "descriptor_key": "session"}}]
+    }
+    session, forecast, files = limiter["descriptors"]
+    # An empty value: a bucket per distinct session (and per distinct tool of a rule).
+    assert session == {"entries": [{"key": "session", "value": ""}],
+                       "token_bucket": {"max_tokens": 100, "tokens_per_fill": 100, "fill_interval": "1s"}}
+    assert forecast["entries"] == [{"key": "tool_rule", "value": "0"}, {"key": "tool", "value": ""}]
+    assert forecast["token_bucket"] == {"max_tokens": 10, "tokens_per_fill": 10, "fill_interval": "60s"}
+    assert files["entries"][0] == {"key": "tool_rule", "value": "1"}
+    files_rule = limiter["rate_limits"][2]["actions"]
+    assert files_rule[0]["header_value_match"]["headers"] == [
+        {"name": "x-mcp-method", "string_match": {"exact": "tools/call"}},
+        {"name": "x-mcp-name", "string_match": {"safe_regex": {"regex": "f_.*"}}},
+    ]
+    assert files_rule[1] == {"request_headers": {"header_name": "x-mcp-name", "descriptor_key": "tool"}}
+    added = {h["header"]["key"]: h["header"]["value"] for h in limiter["response_headers_to_add"]}
+    # Buckets refill evenly: the longest wait for one token of any limit (10 a minute: 6 s).
+    assert added["retry-after"] == "6"
+    assert added["x-mcp-rate-limited"] == "1"
+    # What the paths tell the limiter reaches neither an upstream nor the broker.
+    for route in host["routes"]:
+        if route["name"].startswith(("to_", "fast_to_")) and route["name"] not in (
+            "to_broker_get", "to_broker_get_ws", "to_broker_delete"
+        ):
+            assert {"x-mcp-session", "x-mcp-name", "x-mcp-request-id"} <= set(route["request_headers_to_remove"]), route["name"]
+
+
+def test_without_rate_limits_the_virtual_host_has_no_limiter_and_limits_never_change_the_generation() -> None:
+    assert "typed_per_filter_config" not in wanted_routes(CONFIG)["virtual_hosts"][0]
+    assert virtual_host_rate_limits(CONFIG.gateway.rate_limits) is None
+    # Envoy applies the limits after routing, on both paths: no decision depends on them.
+    assert generation(RATE_LIMITED) == generation(CONFIG)
+
+
+@given(
+    st.text(alphabet="ab_*?!-.+/$^( ", min_size=1, max_size=8),
+    st.text(alphabet="ab_-.+[]!/$^( ", max_size=8),
+)
+def test_property_a_tool_pattern_matches_in_envoy_what_fnmatch_matches(pattern: str, name: str) -> None:
+    # Envoy's RE2 and Python's re read the subset fnmatch_regex writes alike; Envoy matches the
+    # whole header value, as fullmatch does.
+    assert bool(re.fullmatch(fnmatch_regex(pattern), name)) == fnmatch.fnmatchcase(name, pattern)

@@ -18,6 +18,9 @@ class ErrorCode(enum.IntEnum):
     RESOURCE_NOT_FOUND = -32002
     # MCP 2026-07-28: mirrored request headers missing, malformed or disagreeing with the body.
     HEADER_MISMATCH = -32020
+    # The gateway's: a rate limit refused the request (HTTP 429 with Retry-After; Envoy answers it,
+    # envoy/bootstrap.yaml.tmpl). In JSON-RPC's range for implementation-defined server errors.
+    RATE_LIMITED = -32029
 
 
 class ProtocolError(Exception):

@@ -21,6 +21,7 @@ A client's virtual server (`x-mcp-virtualserver`) narrows the names it may route
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
@@ -60,6 +61,16 @@ SESSION_HEADER: Final = "mcp-session-id"
 SERVER_HEADER: Final = "x-mcp-servername"
 METHOD_HEADER: Final = "x-mcp-method"
 TOOL_HEADER: Final = "x-mcp-toolname"
+# For Envoy's rate limits (router/rate_limits.py), set on every POST the gateway forwards (the
+# Lua fast path sets them too); the routes remove them before any upstream or the broker:
+# the client's gateway token (mcp-session-id carries the backend's by then), the routed name as
+# the client called it (prefixed), and the JSON-RPC id as JSON text (for the 429's body).
+SESSION_KEY_HEADER: Final = "x-mcp-session"
+NAME_HEADER: Final = "x-mcp-name"
+REQUEST_ID_HEADER: Final = "x-mcp-request-id"
+# On Envoy's own 429 when a rate limit refused the request: not the upstream's answer, not a
+# failure to deliver it either; pass it on.
+RATE_LIMITED_HEADER: Final = "x-mcp-rate-limited"
 # Envoy adds this to every answer that came through an upstream's route (router/xds.py) as
 # "<server> <response code details>". The router believes an answer (a 404 above all) is the
 # upstream's only when it reads "<that server> via_upstream": not a misroute, not a local reply.
@@ -201,6 +212,7 @@ class ToBroker:
     """Let Envoy's default route take it to the broker, minus the client's internal headers."""
 
     remove_headers: tuple[str, ...] = ()
+    request_id: RequestId | None = None  # for a rate limit's refusal (service.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +350,7 @@ def route_request(
         if seen.method == CANCELLED_METHOD and seen.kind == "notification":
             return _cancellation(headers, body, table, tokens, removed)
         # initialize, tools/list, ping, notifications, responses, batches: the broker's.
-        return ToBroker(removed)
+        return ToBroker(removed, seen.id if seen.kind == "request" else None)
     return _route_named(headers, body, seen, kind, table, tokens, removed)
 
 
@@ -385,7 +397,7 @@ def _route_completion(
         return _unknown(request_id, "prompt" if prompt else "resource", ref.value)
     upstream, routed = matched
     if upstream.via_broker:
-        return ToBroker(removed)
+        return ToBroker(removed, request_id)
     new_body = body if routed == ref.value else replace_completion_ref(body, ref, routed)
     return _to_upstream(upstream, routed, new_body, seen, token, claims, headers, removed, ref.value)
 
@@ -423,7 +435,7 @@ def _route_named(
         return _unknown(request_id, kind, name)
     upstream, routed_name = matched
     if upstream.via_broker:
-        return ToBroker(removed)
+        return ToBroker(removed, request_id)
     new_body = body if routed_name == name else replace_routing_name(body, seen, routed_name)
     return _to_upstream(upstream, routed_name, new_body, seen, token, claims, headers, removed, name)
 
@@ -521,7 +533,16 @@ def forward(need: NeedsBackend, backend_session_id: str | None) -> ToUpstream:
         ("content-length", str(len(need.body))),
     ]
     if not need.follow_up:
-        set_headers += [(METHOD_HEADER, need.method), (TOOL_HEADER, need.routed_name)]
+        set_headers += [
+            (METHOD_HEADER, need.method),
+            (TOOL_HEADER, need.routed_name),
+            (REQUEST_ID_HEADER, request_id_text(need.request_id)),
+        ]
+        if need.exposed_name:
+            set_headers.append((NAME_HEADER, header_safe(need.exposed_name)))
+    # Follow-ups (a client's answer, a cancellation) count against the session too; their id is
+    # not a request's, so a refusal of one carries id null.
+    set_headers.append((SESSION_KEY_HEADER, need.gateway_session))
     # The virtual server selection is the gateway's business; the upstream serves every name.
     remove = set(need.remove_headers) | ({VIRTUAL_SERVER_HEADER} & need.client_headers)
     # The client's Origin is the gateway's to check (route_request did, as the broker does); the
@@ -548,6 +569,17 @@ def forward(need: NeedsBackend, backend_session_id: str | None) -> ToUpstream:
     return ToUpstream(tuple(set_headers), tuple(sorted(remove)), need.body)
 
 
+def header_safe(name: str) -> str:
+    """A name as a header value: itself when printable ASCII (as the Lua fast path puts it),
+    else its base64 form."""
+    return name if name.isascii() and name.isprintable() else encode_header_value(name)
+
+
+def request_id_text(request_id: RequestId) -> str:
+    """The id as JSON text, ASCII only: what a 429's body carries (envoy/bootstrap.yaml.tmpl)."""
+    return json.dumps(request_id)
+
+
 # ---------------------------------------------------------------------------------------------
 # The way back
 
@@ -572,10 +604,13 @@ class Answer(enum.Enum):
     FROM_UPSTREAM = "from_upstream"  # pass it on, with the gateway's session id
     BACKEND_SESSION_EXPIRED = "backend_session_expired"  # re-initialise and replay once
     NOT_FROM_UPSTREAM = "not_from_upstream"  # misrouted or a local reply: answer with an error
+    RATE_LIMITED = "rate_limited"  # Envoy's 429 with its JSON-RPC error: pass it on
 
 
 def judge_answer(headers: Mapping[str, str], need: NeedsBackend, backend_session_id: str | None) -> Answer:
     if headers.get(UPSTREAM_MARK_HEADER) != f"{need.upstream.server} via_upstream":
+        if headers.get(":status") == "429" and RATE_LIMITED_HEADER in headers:
+            return Answer.RATE_LIMITED
         return Answer.NOT_FROM_UPSTREAM
     raw_status = headers.get(":status", "")
     status = int(raw_status) if raw_status.isdigit() else 0

@@ -49,8 +49,10 @@ from mcp_gateway.router.accesslog import (
 )
 from mcp_gateway.router.backends import BackendSessions, BackendUnavailable, SessionGone
 from mcp_gateway.router.decision import (
+    REQUEST_ID_HEADER,
     ROUTED_METHODS,
     SESSION_HEADER,
+    SESSION_KEY_HEADER,
     Answer,
     Cancels,
     NeedsBackend,
@@ -62,6 +64,7 @@ from mcp_gateway.router.decision import (
     forward,
     judge_answer,
     reply_error,
+    request_id_text,
     rewrite_response_headers,
     route_request,
     session_not_found,
@@ -108,12 +111,18 @@ class Snapshot:
     servers: Mapping[str, ServerConfig]
     fast: FastPath
     auth: AuthGate | None = None  # inbound OAuth (docs/auth.md); None when off
+    # Envoy enforces rate limits (router/rate_limits.py): say which session and id a request to
+    # the broker is, as routed calls always do (decision.forward).
+    rate_limited: bool = False
 
     @classmethod
     def of(cls, config: GatewayConfig, previous: Snapshot | None = None) -> Snapshot:
         servers = {s.name: s for s in config.enabled_servers() if s.transport == "http"}
         gate = AuthGate.of(config, previous.auth if previous is not None else None)
-        return cls(RoutingTable.from_config(config), servers, FastPath.of(config), gate)
+        return cls(
+            RoutingTable.from_config(config), servers, FastPath.of(config), gate,
+            rate_limited=config.gateway.rate_limits.enabled,
+        )
 
 
 class Router:
@@ -269,7 +278,7 @@ class _Exchange:
                         )
                     )
                 )
-            return _BODY_CONTINUE
+            return self._to_broker(decision) if snapshot.rate_limited else _BODY_CONTINUE
         principal = None
         if snapshot.auth is not None:
             # What goes to the broker is checked there; what goes anywhere else, here.
@@ -307,6 +316,22 @@ class _Exchange:
         if await self._fast_path_may_apply(decision, snapshot.fast):
             self._hand_to_fast_path(reply, decision, backend_id, snapshot, principal, credential)
         return reply
+
+    def _to_broker(self, decision: ToBroker) -> pb.ProcessingResponse:
+        """On to the broker, telling Envoy's rate limits the request's session (only a verified
+        one: an unknown token gets no bucket, and the broker answers it 404) and its id."""
+        found: list[tuple[str, str]] = []
+        token = self.headers.get(SESSION_HEADER)
+        if token and self.router.tokens.verify(token) is not None:
+            found.append((SESSION_KEY_HEADER, token))
+        if decision.request_id is not None:
+            found.append((REQUEST_ID_HEADER, request_id_text(decision.request_id)))
+        if not found:
+            return _BODY_CONTINUE
+        mutation = _header_mutation(tuple(found))
+        return pb.ProcessingResponse(
+            request_body=pb.BodyResponse(response=pb.CommonResponse(header_mutation=mutation))
+        )
 
     async def _credential(self, need: NeedsBackend, snapshot: Snapshot) -> Credential | None:
         """The upstream's Authorization for this call: its fixed credential, or its OAuth

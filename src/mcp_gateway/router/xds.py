@@ -25,8 +25,15 @@ import httpx
 import structlog
 import trio
 
-from mcp_gateway.router.decision import SERVER_HEADER, UPSTREAM_MARK_HEADER
+from mcp_gateway.router.decision import (
+    NAME_HEADER,
+    REQUEST_ID_HEADER,
+    SERVER_HEADER,
+    SESSION_KEY_HEADER,
+    UPSTREAM_MARK_HEADER,
+)
 from mcp_gateway.router.fast_path import DECISION_KEY, FAST_HEADER, LUA_FILTER, FastPath
+from mcp_gateway.router.rate_limits import virtual_host_rate_limits
 
 if TYPE_CHECKING:
     from mcp_gateway.config import GatewayConfig, ServerConfig
@@ -185,14 +192,22 @@ NOT_FOUND_ROUTE: Final = {
 
 
 WELL_KNOWN_PREFIX = "/.well-known/oauth-protected-resource"
+# What the fast path and the router tell Envoy's rate limits (router/rate_limits.py): for
+# Envoy's eyes only, gone before the upstream or the broker (the gateway token among them).
+RATE_LIMIT_HEADERS: Final = (SESSION_KEY_HEADER, NAME_HEADER, REQUEST_ID_HEADER)
 
 
 def route_configuration(
-    servers: Iterable[str], fast_path: Mapping[str, Any] | None = None, *, well_known: bool = False
+    servers: Iterable[str],
+    fast_path: Mapping[str, Any] | None = None,
+    *,
+    well_known: bool = False,
+    rate_limits: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The routes. `fast_path`: the POST route's metadata for the Lua fast path
     (`FastPath.route_metadata`); without it the fast path is off and every call takes the
-    ext_proc."""
+    ext_proc. `rate_limits`: the virtual host's local_ratelimit config
+    (`rate_limits.virtual_host_rate_limits`), shared by every route; None: no limits."""
     names = sorted(servers)
     # Calls the Lua fast path routed itself (it set both headers; a client's copies are
     # stripped before routing): straight to the upstream, no ext_proc.
@@ -207,7 +222,7 @@ def route_configuration(
                 ],
             },
             "route": {"cluster": cluster_name(name), "timeout": "0s"},
-            "request_headers_to_remove": [FAST_HEADER],
+            "request_headers_to_remove": [FAST_HEADER, *RATE_LIMIT_HEADERS],
             "response_headers_to_add": _upstream_mark(name),
             "typed_per_filter_config": _EXT_PROC_DISABLED,
         }
@@ -222,6 +237,7 @@ def route_configuration(
             },
             # timeout 0s: a slow tool's SSE stream lives as long as it needs.
             "route": {"cluster": cluster_name(name), "timeout": "0s"},
+            "request_headers_to_remove": list(RATE_LIMIT_HEADERS),
             "response_headers_to_add": _upstream_mark(name),
         }
         for name in names
@@ -261,6 +277,7 @@ def route_configuration(
         "name": "to_broker",
         "match": {"path": MCP_PATH},
         "route": {"cluster": BROKER_CLUSTER, "timeout": "0s"},
+        "request_headers_to_remove": list(RATE_LIMIT_HEADERS),
     }
     if fast_path is not None:
         to_broker["metadata"] = {"filter_metadata": dict(fast_path)}
@@ -271,11 +288,12 @@ def route_configuration(
     # The public listener serves the MCP endpoints and nothing else: /status, /metrics and the
     # probes live on the broker's admin address (gateway.admin_listen), which has no route here.
     routes.append(NOT_FOUND_ROUTE)
-    return {
-        "@type": ROUTE_TYPE,
-        "name": ROUTE_CONFIG_NAME,
-        "virtual_hosts": [{"name": "mcp", "domains": ["*"], "routes": routes}],
-    }
+    host: dict[str, Any] = {"name": "mcp", "domains": ["*"], "routes": routes}
+    if rate_limits is not None:
+        # On the host, not on each route: a route's own config would have buckets of its own, and
+        # one session's calls take several routes.
+        host["typed_per_filter_config"] = dict(rate_limits)
+    return {"@type": ROUTE_TYPE, "name": ROUTE_CONFIG_NAME, "virtual_hosts": [host]}
 
 
 def wanted_routes(config: GatewayConfig) -> dict[str, Any]:
@@ -283,6 +301,7 @@ def wanted_routes(config: GatewayConfig) -> dict[str, Any]:
         routable_servers(config),
         FastPath.of(config).route_metadata(),
         well_known=config.gateway.auth.enabled,
+        rate_limits=virtual_host_rate_limits(config.gateway.rate_limits),
     )
 
 

@@ -79,22 +79,23 @@ class _Log:
         """The number of the newest message (0: none yet)."""
         return self.first + len(self.events) - 1
 
-    def append(self, message: bytes, max_events: int, max_bytes: int) -> None:
+    def trim(self, max_events: int, max_bytes: int) -> None:
+        """Drop the oldest messages past the bounds. The newest always stays, however large: it
+        still has to reach the live streams."""
         events = self.events
-        events.append(message)
-        self.size += len(message)
-        # The newest message always stays, however large: it still has to reach the live streams.
         while len(events) > max_events or (self.size > max_bytes and len(events) > 1):
             self.size -= len(events.popleft())
             self.first += 1
 
     def after(self, cursor: int) -> tuple[int, list[bytes]]:
         """(number of the first message returned, the kept messages after `cursor`)."""
+        events = self.events
         start = max(cursor + 1, self.first)
-        count = self.last - start + 1
+        count = self.first + len(events) - start
+        if count == 1:  # the usual case: a live stream reads the one message just published
+            return start, [events[-1]]
         if count <= 0:
             return start, []
-        events = self.events
         # Indexing a deque is cheap near its ends, and readers almost always want the newest few.
         return start, [events[i] for i in range(-count, 0)]
 
@@ -120,6 +121,11 @@ class ClientStream:
         return self.id_of(self.cursor)
 
     @property
+    def epoch(self) -> bytes:
+        """What the ids of this stream's events start with (`<epoch>-<number>`)."""
+        return self._log.epoch
+
+    @property
     def backlog(self) -> int:
         """Messages kept for this stream that it has not read yet."""
         return max(0, self._log.last - self.cursor)
@@ -140,18 +146,30 @@ class ClientStream:
 
     def pending(self) -> list[tuple[int, bytes]]:
         """The messages after the cursor, numbered, and the cursor moved past them."""
-        start, events = self._log.after(self.cursor)
-        if events:
-            self._skip_to(start)
-            self.cursor = start + len(events) - 1
+        start, events = self.take()
         return [(start + offset, event) for offset, event in enumerate(events)]
 
-    async def receive_batch(self) -> list[tuple[int, bytes]]:
-        """Wait for messages after the cursor; EndOfChannel once the session ended and every
-        message was handed out."""
-        while not (batch := self.pending()):
+    def take(self) -> tuple[int, list[bytes]]:
+        """(number of the first, the messages after the cursor), and the cursor moved past them."""
+        log, cursor = self._log, self.cursor
+        if cursor + 1 == log.first + len(log.events) - 1:  # the usual case: just one, the newest
+            self.cursor = cursor + 1
+            return cursor + 1, [log.events[-1]]
+        start, events = log.after(cursor)
+        if events:
+            if start > cursor + 1:
+                self._skip_to(start)
+            self.cursor = start + len(events) - 1
+        return start, events
+
+    async def receive_batch(self) -> tuple[int, list[bytes]]:
+        """Wait for messages after the cursor: (number of the first, the messages), the cursor
+        moved past them; EndOfChannel once the session ended and every message was handed out."""
+        while True:
+            start, events = self.take()
+            if events:
+                return start, events
             await self._wait()
-        return batch
 
     async def receive(self) -> bytes:
         """The next message, without its number (a reader that wants one at a time)."""
@@ -184,7 +202,7 @@ class ClientStream:
                 batch = await self.receive_batch()
             except trio.EndOfChannel:
                 return
-            for _number, message in batch:
+            for message in batch[1]:
                 yield message
 
 
@@ -258,11 +276,18 @@ class Fanout:
         max_events = limits.events if limits.enabled else MIN_LOG_EVENTS
         max_bytes = limits.bytes if limits.enabled else sys.maxsize
         delivered = 0
+        size = len(message)
         for log in targets:
-            log.append(message, max_events, max_bytes)
-            for stream in log.streams:
+            # `_Log.append`, inlined: this loop runs once per listening session per broadcast.
+            events = log.events
+            events.append(message)
+            log.size += size
+            if len(events) > max_events or log.size > max_bytes:
+                log.trim(max_events, max_bytes)
+            streams = log.streams
+            for stream in streams:
                 stream.wake()
-            delivered += len(log.streams)
+            delivered += len(streams)
         self.delivered += delivered
         return delivered
 

@@ -46,6 +46,8 @@ JSON = "application/json"
 SSE = "text/event-stream"
 DEFAULT_PROTOCOL_VERSION = "2025-03-26"  # what the spec says to assume without the header
 DISCOVER = "server/discover"
+SSE_EVENT = b"event: message\ndata: %b\n\n"
+SSE_EVENT_WITH_ID = b"id: %b-%d\nevent: message\ndata: %b\n\n"  # id: <epoch>-<number>
 # Kuadrant's header selecting a virtual server (`namespace/name`); header names are
 # case-insensitive, the value is matched exactly.
 VIRTUAL_SERVER_HEADER = "x-mcp-virtualserver"
@@ -376,7 +378,7 @@ def register(
                 while True:
                     # No yield inside the cancel scope: a generator may be suspended there. A
                     # cancelled wait moves no cursor: nothing is lost on a keep-alive.
-                    batch: list[tuple[int, bytes]] | None = None
+                    batch: tuple[int, list[bytes]] | None = None
                     with trio.move_on_after(keepalive_seconds):
                         try:
                             batch = await stream.receive_batch()
@@ -385,12 +387,17 @@ def register(
                     if batch is None:
                         yield b": keep-alive\n\n"
                     elif with_ids:
-                        yield b"".join(
-                            b"id: %b\nevent: message\ndata: %b\n\n" % (stream.id_of(number), data)
-                            for number, data in batch
-                        )
+                        first, messages = batch
+                        epoch = stream.epoch
+                        if len(messages) == 1:  # the usual case, without a generator's cost
+                            yield SSE_EVENT_WITH_ID % (epoch, first, messages[0])
+                        else:
+                            yield b"".join(
+                                SSE_EVENT_WITH_ID % (epoch, first + offset, data)
+                                for offset, data in enumerate(messages)
+                            )
                     else:
-                        yield b"".join(b"event: message\ndata: " + data + b"\n\n" for _, data in batch)
+                        yield b"".join(SSE_EVENT % data for data in batch[1])
 
         return _sse_response(events())
 

@@ -301,8 +301,8 @@ class Load:
                         client, self.url, session, f"{prefix}add", request_id, a=request_id, b=1
                     )
                 detail = f"HTTP {status} {json.dumps(answer)[:200]}"
-            except (httpx.HTTPError, trio.TooSlowError) as error:
-                detail = f"{type(error).__name__}: {error}"
+            except (httpx.HTTPError, trio.TooSlowError) as failure:
+                detail = f"{type(failure).__name__}: {failure}"
             result = (answer or {}).get("result") or {}
             ok = (
                 status == 200 and answer is not None and answer.get("id") == request_id

@@ -268,6 +268,24 @@ async def test_foreign_and_malformed_last_event_ids_open_a_normal_fresh_stream(t
         nursery.cancel_scope.cancel()
 
 
+async def test_a_get_naming_an_upstream_and_its_event_id_is_still_the_brokers_stream(tmp_path: Path) -> None:
+    """A Last-Event-ID from a routed call's answer (the upstream's own id), even with a forged
+    routing header, reaches the broker only: Envoy strips client x-mcp-* headers and routes
+    every GET /mcp to the broker, which does not know the id and opens its own fresh stream."""
+    async with resumable_stack(tmp_path) as (stack, http), trio.open_nursery() as nursery:
+        session = await new_session(http, stack)
+        forged = {**session, "x-mcp-servername": "ch", "x-mcp-toolname": "add_tool"}
+        stream = Stream()
+        await nursery.start(stream.run, http, stack.url, forged, "6f1c2a9e-3b7d-4c55-9f0e-1a2b3c4d5e6f_0")
+        assert stream.status == 200
+        assert stream.priming is not None and EVENT_ID.fullmatch(stream.priming)  # the broker's own id
+        await Publisher(stack, http, session).publish()
+        await stream.wait_for(1)
+        assert stream.methods() == [TOOLS_CHANGED]
+        assert await metric(http, stack, 'mcp_gateway_stream_resumes_total{outcome="unknown"}') == 1
+        nursery.cancel_scope.cancel()
+
+
 async def test_the_replay_log_is_bounded_and_says_what_it_lost(tmp_path: Path) -> None:
     # A tools/list_changed is 62 bytes: 3 fit in 200.
     async with resumable_stack(tmp_path, replay_bytes=200) as (stack, http), trio.open_nursery() as nursery:

@@ -202,7 +202,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "check-config":
         if args.file is None:
             parser.error(f"check-config needs a FILE (or ${CONFIG_ENV})")
-        from mcp_gateway.config import check_config_main
+        from mcp_gateway.check_config import check_config_main
 
         return check_config_main(args.file)
     if args.command == "serve":

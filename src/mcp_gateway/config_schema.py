@@ -1,4 +1,4 @@
-"""The config file's JSON Schema (`mcp-gateway schema`), from the pydantic models in config.py.
+"""The config file's JSON Schema (`mcp-gateway schema`), from the pydantic models in config/.
 
 pydantic describes what the models take once the loader has prepared the data; a file may say
 more than that, and the schema must accept every file `check-config` accepts, or an editor would

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from mcp_gateway.check_config import check_config_main
 from mcp_gateway.config import (
     ConfigError,
     GatewayConfig,
     ServerConfig,
-    check_config_main,
     config_warnings,
     diff_configs,
     dump_config,

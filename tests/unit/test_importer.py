@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mcp_gateway.config import check_config_main, is_valid_prefix, parse_config
+from mcp_gateway.check_config import check_config_main
+from mcp_gateway.config import is_valid_prefix, parse_config
 from mcp_gateway.importer import convert, derive_prefixes, render
 
 CLI = Path(sys.executable).with_name("mcp-gateway")

@@ -191,9 +191,10 @@ def running_contextforge(
 # -- our gateway --------------------------------------------------------------------------------
 
 
-def gateway_files(work: Path, upstream_port: int) -> tuple[Path, Path, str]:
-    """Config and Envoy bootstrap for `mcp-gateway serve`: (config, bootstrap, client URL)."""
-    ports = {name: free_port() for name in ("broker", "router", "listen", "admin")}
+def gateway_files(work: Path, upstream_port: int) -> tuple[Path, Path, str, str]:
+    """Config and Envoy bootstrap for `mcp-gateway serve`: (config, bootstrap, client URL, the
+    gateway's /readyz on its admin address)."""
+    ports = {name: free_port() for name in ("broker", "router", "listen", "admin", "gateway_admin")}
     config_text = f"""
 servers:
   - name: echo
@@ -202,6 +203,7 @@ servers:
 gateway:
   broker_listen: 127.0.0.1:{ports['broker']}
   router_listen: 127.0.0.1:{ports['router']}
+  admin_listen: 127.0.0.1:{ports['gateway_admin']}
 """
     config_path = work / "gateway.yaml"
     config_path.write_text(config_text)
@@ -210,7 +212,8 @@ gateway:
     bootstrap.write_text(render_bootstrap(BootstrapParams(
         listen=f"127.0.0.1:{ports['listen']}", admin_port=ports["admin"], broker=f"127.0.0.1:{ports['broker']}",
         router=f"127.0.0.1:{ports['router']}", xds_dir=str(work / "xds"), access_log_path="/dev/null")))
-    return config_path, bootstrap, f"http://127.0.0.1:{ports['listen']}/mcp"
+    return (config_path, bootstrap, f"http://127.0.0.1:{ports['listen']}/mcp",
+            f"http://127.0.0.1:{ports['gateway_admin']}/readyz")
 
 
 # -- measurements -------------------------------------------------------------------------------
@@ -375,7 +378,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-peers-"))
     upstream_port = free_port()
     upstream_url = f"http://127.0.0.1:{upstream_port}/mcp"
-    config_path, gateway_bootstrap, gateway_url = gateway_files(work, upstream_port)
+    config_path, gateway_bootstrap, gateway_url, gateway_ready = gateway_files(work, upstream_port)
     direct_ports = {"listen": free_port(), "admin": free_port()}
     (work / "direct-envoy.yaml").write_text(direct_bootstrap(direct_ports["listen"], direct_ports["admin"], upstream_port))
     envoy_flags = ["--disable-hot-restart", "--log-level", "warning", "--concurrency", "1"]
@@ -392,7 +395,7 @@ def main() -> int:
             work / "envoy-gateway.log"))
         wait_ok(upstream_url)
         wait_ok(f"http://127.0.0.1:{direct_ports['admin']}/ready")
-        wait_ok(gateway_url.replace("/mcp", "/readyz"))
+        wait_ok(gateway_ready)
         targets = [
             Target("direct", upstream_url, "add"),
             Target("envoy", f"http://127.0.0.1:{direct_ports['listen']}/mcp", "add", proxies=[envoy.pid]),

@@ -203,7 +203,7 @@ def main() -> int:
     args = parser.parse_args()
     wrk = ensure_wrk()
     work = Path(tempfile.mkdtemp(prefix="bench-router-"))
-    ports = {name: free_port() for name in ("echo", "broker", "router", "gw", "gw_admin", "direct", "direct_admin")}
+    ports = {name: free_port() for name in ("echo", "broker", "router", "gw", "gw_admin", "direct", "direct_admin", "status")}
     config_text = f"""
 servers:
   - name: echo
@@ -212,6 +212,7 @@ servers:
 gateway:
   broker_listen: 127.0.0.1:{ports['broker']}
   router_listen: 127.0.0.1:{ports['router']}
+  admin_listen: 127.0.0.1:{ports['status']}
 """
     config_path = work / "config.yaml"
     config_path.write_text(config_text)
@@ -229,7 +230,7 @@ gateway:
             child([envoy, "-c", str(work / "gateway-envoy.yaml"), "--reject-unknown-dynamic-fields", *envoy_flags], work / "envoy-gw.log"), \
             child([envoy, "-c", str(work / "direct-envoy.yaml"), *envoy_flags], work / "envoy-direct.log"):
         wait_ok(f"http://127.0.0.1:{ports['echo']}/mcp")
-        wait_ok(f"http://127.0.0.1:{ports['gw']}/readyz")
+        wait_ok(f"http://127.0.0.1:{ports['status']}/readyz")  # the gateway's admin address
         wait_ok(f"http://127.0.0.1:{ports['direct_admin']}/ready")
         direct_url = f"http://127.0.0.1:{ports['direct']}/mcp"
         gateway_url = f"http://127.0.0.1:{ports['gw']}/mcp"

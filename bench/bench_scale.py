@@ -244,7 +244,7 @@ async def part_sessions(base_url: str, upstream: trio.Process, work: Path, resul
         await trio.sleep(3)
         rss_after, envoy_after = rss_kib(stack.gateway.pid), rss_kib(stack.envoy.pid)
         async with httpx.AsyncClient(timeout=10, trust_env=False) as probe:
-            status = (await probe.get(f"{stack.broker}/status")).json()
+            status = (await probe.get(f"{stack.status}/status")).json()
     failed = sum(errors.values()) + (sessions - done)
     results.add(f"sessions: errors of {sessions}", f"{failed}", "0", failed == 0)
     for key, count in sorted(errors.items(), key=lambda kv: -kv[1])[:5]:
@@ -368,7 +368,7 @@ async def part_fanout(work: Path, results: Results, *, streams: int, concurrency
             # Straight to the broker: through Envoy, this GET would queue behind the streams
             # when the broker cluster's circuit breakers are full (stock bootstrap: 1024).
             try:
-                status = (await http.get(f"{stack.broker}/status", timeout=10)).json()
+                status = (await http.get(f"{stack.status}/status", timeout=10)).json()
             except httpx.HTTPError as exc:
                 status = {"openStreams": f"unknown ({type(exc).__name__})"}
             print(f"    {stats.opened} streams open in {open_time:.1f} s "
@@ -424,7 +424,7 @@ async def ready_times(stack: Stack, count: int) -> tuple[float, float]:
     async with httpx.AsyncClient(timeout=5, trust_env=False) as http:
         with trio.fail_after(PART_SECONDS["discover"]):
             while True:
-                upstreams = (await http.get(f"{stack.base}/status")).json()["upstreams"]
+                upstreams = (await http.get(f"{stack.status}/status")).json()["upstreams"]
                 if len(upstreams) == count and all(u["state"] == "ready" for u in upstreams):
                     return readyz, trio.current_time() - stack.spawned_at
                 await trio.sleep(0.01)
@@ -475,7 +475,7 @@ async def part_list(base_url: str, work: Path, results: Results, *, counts: list
             # /readyz can come before every upstream is serving: wait for all of them.
             with trio.fail_after(60):
                 while True:
-                    upstreams = (await http.get(f"{stack.base}/status")).json()["upstreams"]
+                    upstreams = (await http.get(f"{stack.status}/status")).json()["upstreams"]
                     if all(u["state"] == "ready" for u in upstreams):
                         break
                     await trio.sleep(0.05)

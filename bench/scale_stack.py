@@ -129,6 +129,7 @@ class Stack:
     url: str  # http://127.0.0.1:PORT/mcp, through Envoy
     base: str  # http://127.0.0.1:PORT, through Envoy
     broker: str  # http://127.0.0.1:PORT, the broker itself
+    status: str  # http://127.0.0.1:PORT, the gateway's admin address (/status, /readyz)
     admin: str  # Envoy's admin API
     gateway: trio.Process
     envoy: trio.Process
@@ -138,7 +139,8 @@ class Stack:
 
 
 def gateway_config_text(
-    servers: Sequence[tuple[str, str, str]], broker_port: int, router_port: int, *, page_size: int
+    servers: Sequence[tuple[str, str, str]], broker_port: int, router_port: int, *, page_size: int,
+    admin_port: int,
 ) -> str:
     lines = ["servers:"]
     for name, url, prefix in servers:
@@ -149,6 +151,7 @@ def gateway_config_text(
         "gateway:",
         f"  broker_listen: 127.0.0.1:{broker_port}",
         f"  router_listen: 127.0.0.1:{router_port}",
+        f"  admin_listen: 127.0.0.1:{admin_port}",
         f"  page_size: {page_size}",
         "  sessions:",
         "    store: memory",
@@ -194,10 +197,11 @@ async def running_stack(
     wait_ready: bool = True,
 ) -> AsyncIterator[Stack]:
     """Envoy (started and ready first), then `mcp-gateway serve`; with `wait_ready`, yields
-    once /readyz answers 200 through Envoy (else right after spawning the gateway)."""
+    once /readyz answers 200 on the gateway's admin address (else right after spawning the
+    gateway)."""
     workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - before anything runs
-    broker_port, router_port = free_port(), free_port()
-    text = gateway_config_text(servers, broker_port, router_port, page_size=page_size)
+    broker_port, router_port, admin_port = free_port(), free_port(), free_port()
+    text = gateway_config_text(servers, broker_port, router_port, page_size=page_size, admin_port=admin_port)
     config_path = workdir / "config.yaml"
     config_path.write_text(text)
     xds = XdsWriter(workdir / "xds")
@@ -223,7 +227,8 @@ async def running_stack(
         async with child(gateway_argv, workdir / "gateway.log") as gateway:
             stack = Stack(
                 url=f"http://127.0.0.1:{port}/mcp", base=f"http://127.0.0.1:{port}",
-                broker=f"http://127.0.0.1:{broker_port}", admin=admin, gateway=gateway,
+                broker=f"http://127.0.0.1:{broker_port}", status=f"http://127.0.0.1:{admin_port}",
+                admin=admin, gateway=gateway,
                 envoy=envoy, spawned_at=spawned_at, spawned_wall=spawned_wall, workdir=workdir,
             )
             if wait_ready:
@@ -233,7 +238,7 @@ async def running_stack(
 
 
 async def wait_until_ready(stack: Stack, *, patience: float, interval: float = 0.01) -> float:
-    """Poll GET /readyz through Envoy until 200; the time since the gateway was spawned."""
+    """Poll GET /readyz (the admin address) until 200; the time since the gateway was spawned."""
     async with httpx.AsyncClient(timeout=2, trust_env=False) as http:
         with trio.fail_after(patience):
             while True:
@@ -241,7 +246,7 @@ async def wait_until_ready(stack: Stack, *, patience: float, interval: float = 0
                     log = (stack.workdir / "gateway.log").read_text(errors="replace")
                     raise RuntimeError(f"the gateway exited:\n{log[-3000:]}")
                 try:
-                    if (await http.get(f"{stack.base}/readyz")).status_code == 200:
+                    if (await http.get(f"{stack.status}/readyz")).status_code == 200:
                         return trio.current_time() - stack.spawned_at
                 except httpx.HTTPError:
                     pass

@@ -152,7 +152,7 @@ def pieces(wrk: str, work: Path, upstream: int, seconds: int, rounds: int) -> di
 def workers(wrk: str, work: Path, upstream: int, seconds: int, count: int) -> tuple[float, float]:
     """rps and gateway CPU per call with `count` router processes (fast path off, Redis store)."""
     redis_port = free_port()
-    ports = {name: free_port() for name in ("broker", "listen", "admin")}
+    ports = {name: free_port() for name in ("broker", "listen", "admin", "status")}
     routers = [free_port() for _ in range(count)]
     keys = "spike-" + "k" * 32
     base = f"""servers:
@@ -162,6 +162,7 @@ def workers(wrk: str, work: Path, upstream: int, seconds: int, count: int) -> tu
 gateway:
   broker_listen: 127.0.0.1:{ports['broker']}
   router_listen: 127.0.0.1:%d
+  admin_listen: 127.0.0.1:{ports['status']}
   sessions: {{store: redis, redis_url: "redis://127.0.0.1:{redis_port}/0", keys: ["{keys}"]}}
   envoy: {{fast_path: {{enabled: false}}}}
 """
@@ -192,7 +193,7 @@ gateway:
                                            "--reject-unknown-dynamic-fields"], work / f"envoy-{count}.log"))
         wait_ok(f"http://127.0.0.1:{ports['admin']}/ready", process=envoy)
         url = f"http://127.0.0.1:{ports['listen']}/mcp"
-        wait_ok(f"http://127.0.0.1:{ports['broker']}/readyz")
+        wait_ok(f"http://127.0.0.1:{ports['status']}/readyz")
         session = initialize(url)
         assert session, "no gateway session"
         answer = httpx.post(url, json=call("f_echo"), headers={"accept": ACCEPT, "mcp-session-id": session,

@@ -190,11 +190,12 @@ static_resources:
 
 def gateway_files(
     work: Path, fast_port: int, sdk_port: int | None, fast_path: bool = True
-) -> tuple[Path, Path, str, int]:
-    """The gateway's config, its Envoy bootstrap (rendered the standard way), client URL, admin port.
+) -> tuple[Path, Path, str, int, str]:
+    """The gateway's config, its Envoy bootstrap (rendered the standard way), client URL, Envoy's
+    admin port, and the gateway's /readyz (on its own admin address, a free port).
     `fast_path=False`: every call through the ext_proc router, as before Envoy's Lua fast path."""
     work.mkdir(parents=True, exist_ok=True)
-    ports = {name: free_port() for name in ("broker", "router", "listen", "admin")}
+    ports = {name: free_port() for name in ("broker", "router", "listen", "admin", "gateway_admin")}
     servers = f"""
   - name: fast
     url: http://127.0.0.1:{fast_port}/mcp
@@ -208,6 +209,7 @@ def gateway_files(
 gateway:
   broker_listen: 127.0.0.1:{ports['broker']}
   router_listen: 127.0.0.1:{ports['router']}
+  admin_listen: 127.0.0.1:{ports['gateway_admin']}
   envoy:
     fast_path:
       enabled: {"true" if fast_path else "false"}
@@ -219,7 +221,8 @@ gateway:
     bootstrap.write_text(render_bootstrap(BootstrapParams(
         listen=f"127.0.0.1:{ports['listen']}", admin_port=ports["admin"], broker=f"127.0.0.1:{ports['broker']}",
         router=f"127.0.0.1:{ports['router']}", xds_dir=str(work / "xds"), access_log_path="/dev/null")))
-    return config_path, bootstrap, f"http://127.0.0.1:{ports['listen']}/mcp", ports["admin"]
+    return (config_path, bootstrap, f"http://127.0.0.1:{ports['listen']}/mcp", ports["admin"],
+            f"http://127.0.0.1:{ports['gateway_admin']}/readyz")
 
 
 # -- checks and load ----------------------------------------------------------------------------
@@ -486,26 +489,27 @@ def main() -> int:
             url, pid = plain_envoy("native", fast_port, native=True)
             paths.append(Path_("native", url, "fast__echo", envoy=[pid], upstream=[fast.pid]))
         if {"gateway", "sdk-gateway"} & set(selected):
-            config_path, bootstrap, gateway_url, admin = gateway_files(
+            config_path, bootstrap, gateway_url, admin, gateway_ready = gateway_files(
                 work, fast_port, sdk_port if "sdk-gateway" in selected else None)
             gateway = stack.enter_context(child([str(BIN / "mcp-gateway"), "serve", "--config", str(config_path)],
                                                 work / "gateway.log"))
             gateway_envoy = stack.enter_context(child(
                 [envoy, "-c", str(bootstrap), "--reject-unknown-dynamic-fields", *ENVOY_FLAGS], work / "envoy-gateway.log"))
             wait_ok(f"http://127.0.0.1:{admin}/ready", process=gateway_envoy)
-            wait_ok(gateway_url.replace("/mcp", "/readyz"), process=gateway)
+            wait_ok(gateway_ready, process=gateway)
             if "gateway" in selected:
                 paths.append(Path_("gateway", gateway_url, "f_echo", envoy=[gateway_envoy.pid],
                                    python=[gateway.pid], upstream=[fast.pid]))
         if "gateway-ext-proc" in selected:
-            config_path, bootstrap, slow_url, admin = gateway_files(work / "ext-proc", fast_port, None, fast_path=False)
+            config_path, bootstrap, slow_url, admin, slow_ready = gateway_files(
+                work / "ext-proc", fast_port, None, fast_path=False)
             slow_gateway = stack.enter_context(child([str(BIN / "mcp-gateway"), "serve", "--config", str(config_path)],
                                                      work / "gateway-ext-proc.log"))
             slow_envoy = stack.enter_context(child(
                 [envoy, "-c", str(bootstrap), "--reject-unknown-dynamic-fields", *ENVOY_FLAGS],
                 work / "envoy-gateway-ext-proc.log"))
             wait_ok(f"http://127.0.0.1:{admin}/ready", process=slow_envoy)
-            wait_ok(slow_url.replace("/mcp", "/readyz"), process=slow_gateway)
+            wait_ok(slow_ready, process=slow_gateway)
             paths.append(Path_("gateway-ext-proc", slow_url, "f_echo", envoy=[slow_envoy.pid],
                                python=[slow_gateway.pid], upstream=[fast.pid]))
         if "contextforge" in selected:

@@ -326,7 +326,14 @@ function envoy_on_request(handle)
   end
   -- A replay (or a client) asking for the ext_proc: it gets it, and its answer still teaches.
   local forced = headers:get(SLOW) ~= nil
-  if forced then headers:remove(SLOW) end
+  if forced then
+    headers:remove(SLOW)
+    -- Our own replay comes over the internal listener (a client's request never does): the
+    -- access logger of routed calls logs the client's call, not this one (router/call_log.py).
+    if sub(handle:streamInfo():downstreamLocalAddress(), 1, 8) == "envoy://" then
+      handle:streamInfo():dynamicMetadata():set("mcp_gateway", "replay", "1")
+    end
+  end
   local token = headers:get(SESSION)
   local length = tonumber(headers:get("content-length") or "")
   if token == nil or #token > 256 or length == nil or length > context.max_body then return end

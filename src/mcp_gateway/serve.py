@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 import trio
 
 from mcp_gateway.broker.reload import ReloadState
+from mcp_gateway.broker.routed_calls import RoutedCalls
 from mcp_gateway.config import ConfigError, GatewayConfig, SessionSettings, load_config
 from mcp_gateway.logs import get_logger, register_secrets
 from mcp_gateway.sessions import SessionTokens
@@ -101,6 +102,9 @@ async def _serve_with(
         if bus is not None:
             await nursery.start(bus.run, openings)
         reload_channels: list[trio.MemorySendChannel[GatewayConfig]] = []
+        # What Envoy reports of routed calls reaches the router; the broker's /metrics shows it
+        # (broker/routed_calls.py). Only where one process runs both.
+        routed_calls = RoutedCalls()
         # The router first: the broker's /readyz is what says "ready", and a call routed before
         # the router listens would get Envoy's 503.
         if role in ("all", "router"):
@@ -109,7 +113,15 @@ async def _serve_with(
             send, receive = trio.open_memory_channel[GatewayConfig](1)
             reload_channels.append(send)
             await nursery.start(
-                partial(serve_router, openings=openings), config, receive, tokens, store
+                partial(
+                    serve_router,
+                    openings=openings,
+                    routed_calls=routed_calls.record if role == "all" else None,
+                ),
+                config,
+                receive,
+                tokens,
+                store,
             )
         if role in ("all", "broker"):
             from mcp_gateway.broker.service import serve_broker
@@ -125,6 +137,7 @@ async def _serve_with(
                     reload_state=reload_state,
                     openings=openings,
                     relists=relists,
+                    routed_calls=routed_calls,
                     task_status=task_status,
                 )
             )

@@ -22,6 +22,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.message import ServerMessageMetadata
 
+from mcp_gateway.broker.routed_calls import RoutedCalls
 from mcp_gateway.config import GatewayConfig, VirtualServer
 from mcp_gateway.router.service import serve_router
 from mcp_gateway.sessions.openings import BackendOpenings
@@ -147,10 +148,14 @@ async def gateway_stack(
     # As in `mcp-gateway serve`: the backend sessions the router opens are announced to the
     # broker, which holds their GET streams for listening clients.
     openings = BackendOpenings()
-    async with running_broker(config, openings=openings) as broker, trio.open_nursery() as nursery:
+    # As there too: what Envoy reports of routed calls reaches the broker's /metrics.
+    routed_calls = RoutedCalls()
+    async with running_broker(config, openings=openings, routed_calls=routed_calls) as broker, \
+            trio.open_nursery() as nursery:
         send, receive = trio.open_memory_channel[GatewayConfig](1)
         router_port = await nursery.start(
-            partial(serve_router, openings=openings), config, receive, broker.tokens, broker.store
+            partial(serve_router, openings=openings, routed_calls=routed_calls.record),
+            config, receive, broker.tokens, broker.store,
         )
         async with running_envoy(
             config, broker_port=broker.port, router_port=router_port, workdir=workdir

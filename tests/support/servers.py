@@ -28,6 +28,7 @@ from typing import Any
 import trio
 
 from mcp_gateway.broker.reload import ReloadState
+from mcp_gateway.broker.routed_calls import RoutedCalls
 from mcp_gateway.broker.service import serve_broker
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.samples import READY_LINE_PREFIX, serve_sample
@@ -160,6 +161,7 @@ async def running_broker(
     wait_ready: bool = True,
     relists: Relists | None = None,
     openings: BackendOpenings | None = None,
+    routed_calls: RoutedCalls | None = None,
 ) -> AsyncIterator[Broker]:
     """serve_broker on an ephemeral port; waits for the first discovery round unless told not to."""
     send, receive = trio.open_memory_channel[GatewayConfig](1)
@@ -178,6 +180,7 @@ async def running_broker(
                 keepalive_seconds=keepalive_seconds,
                 relists=relists,
                 openings=openings,
+                routed_calls=routed_calls,
                 task_status=task_status,
             )
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from mcp_gateway.broker.routed_calls import BuildInfo
 from mcp_gateway.upstream.supervisor import UpstreamState, UpstreamStatus
 
 __all__ = ["CONTENT_TYPE_LATEST", "BrokerMetrics"]
@@ -13,6 +14,7 @@ __all__ = ["CONTENT_TYPE_LATEST", "BrokerMetrics"]
 class BrokerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(BuildInfo())
         self.requests = Counter(
             "mcp_gateway_broker_requests",
             "MCP requests answered by the broker, by JSON-RPC method and HTTP status.",

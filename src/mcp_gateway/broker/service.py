@@ -20,6 +20,7 @@ from mcp_gateway.broker import http, internal, status, websocket
 from mcp_gateway.broker.core import BrokerCore
 from mcp_gateway.broker.reaper import run_reaper
 from mcp_gateway.broker.reload import ReloadState
+from mcp_gateway.broker.routed_calls import RoutedCalls
 from mcp_gateway.config import GatewayConfig
 from mcp_gateway.logs import get_logger, hypercorn_error_log
 from mcp_gateway.sessions import SessionTokens
@@ -55,6 +56,7 @@ async def serve_broker(
     admin_listen: str | None = None,
     openings: BackendOpenings | None = None,
     relists: Relists | None = None,
+    routed_calls: RoutedCalls | None = None,
     task_status: trio.TaskStatus[BrokerPorts] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the broker until cancelled; `task_status.started(BrokerPorts)` once both its
@@ -66,16 +68,23 @@ async def serve_broker(
 
     `openings`: shared with the router of this process (see `sessions/openings.py`).
     `relists`: bound to this broker's `BrokerCore.relist` while it runs, so the router of this
-    process asks for re-lists in process (upstream/relist.py)."""
+    process asks for re-lists in process (upstream/relist.py).
+    `routed_calls`: fed by the router of this process with what Envoy reports of routed calls
+    (router/call_log.py); shown on this broker's `/metrics`, its names bounded by this broker's
+    upstream lists."""
     reload_state = reload_state or ReloadState()
     supervisor = Supervisor(config, timing=timing or Timing())
     core = BrokerCore(config, supervisor, tokens, store)
+    if routed_calls is not None:
+        core.metrics.registry.register(routed_calls)
     if relists is not None:
         relists.bind(core.relist)
     try:
         async with trio.open_nursery() as nursery:
             core.forwarder.bind(nursery, openings)
             changes = supervisor.changes()  # before the first upstream can change anything
+            if routed_calls is not None:
+                nursery.start_soon(routed_calls.follow, supervisor, supervisor.changes())
             await nursery.start(supervisor.run)
             app = build_app(core, nursery, keepalive_seconds=keepalive_seconds)
             nursery.start_soon(_announce_changes, core, changes)

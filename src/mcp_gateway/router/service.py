@@ -48,6 +48,7 @@ from mcp_gateway.router.accesslog import (
     mark_call,
 )
 from mcp_gateway.router.backends import BackendSessions, BackendUnavailable, SessionGone
+from mcp_gateway.router.call_log import RoutedCallLog
 from mcp_gateway.router.decision import (
     REQUEST_ID_HEADER,
     ROUTED_METHODS,
@@ -725,11 +726,14 @@ async def serve_router(
     store: SessionStore,
     *,
     openings: BackendOpenings | None = None,
+    routed_calls: Callable[[list[str]], None] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ext_proc on `gateway.router_listen` until cancelled; follow config reloads.
 
-    `openings`: shared with the broker of this process (see `sessions/openings.py`)."""
+    `openings`: shared with the broker of this process (see `sessions/openings.py`).
+    `routed_calls`: gets every batch of routed calls Envoy reports, a line each
+    (router/call_log.py); without it the batches are acknowledged and dropped."""
     xds = _xds_writer(config)
     if xds is not None:
         await xds.apply(config)
@@ -743,7 +747,8 @@ async def serve_router(
             async with trio_asyncio.open_loop():
                 host, port = _host_port(config.gateway.router_listen)
                 receiver = AccessLogReceiver(router.marks, _canceller(router, nursery))
-                server = _CoalescingServer([ExternalProcessor(router), receiver])
+                call_log = RoutedCallLog(routed_calls or _drop)
+                server = _CoalescingServer([ExternalProcessor(router), receiver, call_log])
                 await trio_asyncio.aio_as_trio(server.start)(host, port)
                 bound = _bound_port(server)
                 _log.info("router listening", address=f"{host}:{bound}")
@@ -764,6 +769,10 @@ async def serve_router(
 # Cancellations of abandoned calls in flight at once (each one POST to an upstream, bounded by
 # its timeout); past it, an abandoned call is left to finish upstream, and that is logged.
 MAX_CANCELLATIONS = 256
+
+
+def _drop(lines: list[str]) -> None:
+    pass
 
 
 def _canceller(router: Router, nursery: trio.Nursery) -> Callable[[MarkedCall], Awaitable[None]]:

@@ -8,7 +8,7 @@ TOOLS := .tools
 NODE22 := $(TOOLS)/node_modules/node/bin/node
 CONFIG ?= examples/config.yaml
 
-.PHONY: up test unit lint typecheck fuzz bench lock install redis node22 conformance clean
+.PHONY: up test unit lint typecheck fuzz bench lock install redis chromium node22 conformance clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,13 @@ redis:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
+# Headless Chromium for the status page's browser test (tests/integration/test_status_page.py):
+# Debian's chromium.
+chromium:
+	@command -v chromium >/dev/null || test -x /usr/bin/chromium || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
 # Node 22 from the npm registry (the system Node is 20): Inspector and the conformance suite need it.
 node22: $(NODE22)
 $(NODE22): tools/package.json tools/package-lock.json
@@ -40,7 +47,7 @@ $(NODE22): tools/package.json tools/package-lock.json
 up: install node22
 	$(BIN)/mcp-gateway up --config $(CONFIG)
 
-test: install redis node22
+test: install redis chromium node22
 	$(BIN)/pytest -q -p no:cacheprovider
 
 unit: install

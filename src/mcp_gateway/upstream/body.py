@@ -26,10 +26,16 @@ async def send_post(
 
 @asynccontextmanager
 async def stream_post(
-    http: httpx.AsyncClient, url: str, body: bytes, headers: Mapping[str, str]
+    http: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    http_timeout: httpx.Timeout | None = None,
 ) -> AsyncIterator[httpx.Response]:
-    """`http.stream("POST", url, content=body, headers=headers)`."""
-    response = await http.send(_post_request(http, url, body, headers), stream=True)
+    """`http.stream("POST", url, content=body, headers=headers)`; `http_timeout` replaces the
+    client's (a long-lived answer, e.g. a `subscriptions/listen` stream, has no read timeout)."""
+    response = await http.send(_post_request(http, url, body, headers, http_timeout), stream=True)
     try:
         yield response
     finally:
@@ -37,11 +43,18 @@ async def stream_post(
 
 
 def _post_request(
-    http: httpx.AsyncClient, url: str, body: bytes, headers: Mapping[str, str]
+    http: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    http_timeout: httpx.Timeout | None = None,
 ) -> httpx.Request:
     # build_request sets Content-Length and keeps the bytes as `request.content` (what
     # MockTransport handlers read); only the stream httpcore iterates is swapped.
-    request = http.build_request("POST", url, content=body, headers=headers)
+    if http_timeout is None:
+        request = http.build_request("POST", url, content=body, headers=headers)
+    else:
+        request = http.build_request("POST", url, content=body, headers=headers, timeout=http_timeout)
     request.stream = _Body(body)
     return request
 

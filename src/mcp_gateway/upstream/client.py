@@ -4,6 +4,11 @@ Covers what the gateway needs from an upstream: the initialize handshake, reques
 comes as JSON or as an SSE stream (with notifications before the result), notifications, the
 standalone GET stream, paging through list results, and DELETE at the end. Every transport
 failure leaves this module as an `UpstreamError`.
+
+An upstream that refuses initialize, or answers it without a session, is asked `server/discover`
+(MCP 2026-07-28); if it speaks that revision the client switches to its modern mode: `_meta` and
+`Mcp-Method`/`Mcp-Name` on every request, `subscriptions/listen` instead of the GET stream
+(docs/upstream.md, "Modern upstreams").
 """
 
 from __future__ import annotations
@@ -30,6 +35,17 @@ from mcp_gateway.upstream.credentials import (
     upstream_authorization,
 )
 from mcp_gateway.upstream.errors import UpstreamError
+from mcp_gateway.upstream.modern import (
+    ACKNOWLEDGED,
+    DISCOVER_METHOD,
+    LISTEN_METHOD,
+    MODERN_VERSION,
+    discover_result_as_initialize,
+    listen_filter,
+    mirrored_headers,
+    request_meta,
+    with_meta,
+)
 from mcp_gateway.upstream.rpc import (
     DEFAULT_CLIENT_INFO,
     MessageHandler,
@@ -72,7 +88,15 @@ class HttpUpstreamClient(RequestShortcuts):
         self.session_id = session_id
         self.protocol_version: str | None = protocol_version if session_id else None
         self.initialize_result: JsonObject = {}
+        # Learnt by initialize(): the upstream speaks MCP 2026-07-28 (no session; `_meta` and
+        # mirrored headers on every request; subscriptions/listen instead of the GET stream).
+        self.modern = False
         self._ids = itertools.count(1)
+
+    @property
+    def stateless(self) -> bool:
+        """Initialized, and the upstream keeps no session for us (modern, or legacy stateless)."""
+        return self.protocol_version is not None and self.session_id is None
 
     async def __aenter__(self) -> Self:
         return self
@@ -90,7 +114,56 @@ class HttpUpstreamClient(RequestShortcuts):
     # -- handshake ---------------------------------------------------------------------------
 
     async def initialize(self) -> JsonObject:
-        """Run initialize + notifications/initialized; return the server's InitializeResult."""
+        """Run initialize + notifications/initialized; return the server's InitializeResult.
+
+        An upstream that refuses the handshake, or keeps no session, is asked `server/discover`:
+        one that speaks MCP 2026-07-28 is then spoken to in that revision (`self.modern`), and
+        its discover result is returned in the InitializeResult's shape. Preferring the
+        handshake keeps every stateful upstream as it was (a backend session per client, and
+        server→client requests during a call); only upstreams that have no session to offer pay
+        the extra round trip.
+        """
+        try:
+            result = await self._handshake()
+        except UpstreamError as refused:
+            if refused.status is None and refused.rpc_code is None:
+                raise  # not reached, or no answer: no verdict about its revision
+            if refused.status in (401, 403):
+                raise  # our credential, not its revision
+            discovered = await self.discover()
+            if discovered is None:
+                raise
+            return discovered
+        if self.session_id is None:
+            discovered = await self.discover()
+            if discovered is not None:
+                return discovered
+        return result
+
+    async def discover(self) -> JsonObject | None:
+        """`server/discover` at MCP 2026-07-28; on success the client is in modern mode and the
+        result comes back shaped as an InitializeResult. None (mode unchanged) when the
+        upstream does not speak the revision."""
+        previous = self.protocol_version, self.session_id
+        self.protocol_version, self.session_id, self.modern = MODERN_VERSION, None, True
+        try:
+            result = await self.request(DISCOVER_METHOD)
+        except UpstreamError as refused:
+            if refused.status is None and refused.rpc_code is None:
+                self.protocol_version, self.session_id = previous
+                self.modern = False
+                raise
+            result = {}
+        versions = result.get("supportedVersions")
+        if not isinstance(versions, list) or MODERN_VERSION not in versions:
+            self.protocol_version, self.session_id = previous
+            self.modern = False
+            return None
+        shaped = discover_result_as_initialize(result, MODERN_VERSION)
+        self.initialize_result = shaped
+        return shaped
+
+    async def _handshake(self) -> JsonObject:
         params = {
             "protocolVersion": self.requested_version,
             "capabilities": self.capabilities,
@@ -118,7 +191,9 @@ class HttpUpstreamClient(RequestShortcuts):
         """Send one request; return its result, or raise UpstreamError (rpc_code set for errors)."""
         rid = next(self._ids) if request_id is None else request_id
         message: JsonObject = {"jsonrpc": "2.0", "id": rid, "method": method}
-        if params is not None:
+        if self.modern:
+            message["params"] = with_meta(params, self._meta())
+        elif params is not None:
             message["params"] = dict(params)
         answer = await self._post_request(message, on_message)
         return result_of(self.server.name, method, answer)
@@ -127,9 +202,16 @@ class HttpUpstreamClient(RequestShortcuts):
         self, message: JsonObject, on_message: MessageHandler | None = None
     ) -> JsonObject:
         """Send a request as given (id included) and return the whole response message."""
+        if self.modern:
+            params = message.get("params")
+            message = {**message, "params": with_meta(params if isinstance(params, dict) else None, self._meta())}
         return await self._post_request(message, on_message)
 
     async def notify(self, method: str, params: Mapping[str, Any] | None = None) -> None:
+        if self.modern:
+            # MCP 2026-07-28 has no client→server notifications over HTTP (a client cancels by
+            # closing the request's stream); a modern server would only drop them.
+            return
         message: JsonObject = {"jsonrpc": "2.0", "method": method}
         if params is not None:
             message["params"] = dict(params)
@@ -151,7 +233,11 @@ class HttpUpstreamClient(RequestShortcuts):
 
         Calls `task_status.started()` once the upstream accepted the stream; returns when the
         upstream ends it. An upstream without a GET stream answers 405: UpstreamError(status=405).
+        A modern upstream has no GET stream: the same messages come on `subscriptions/listen`.
         """
+        if self.modern:
+            await self._listen_modern(on_message, task_status)
+            return
         authorization = await upstream_authorization(self.server)
         try:
             async with self._http.stream(
@@ -175,6 +261,68 @@ class HttpUpstreamClient(RequestShortcuts):
         except (httpx.HTTPError, httpx_sse.SSEError) as exc:
             raise UpstreamError(f"{self.server.name}: GET stream failed: {_describe(exc)}") from exc
 
+    async def _listen_modern(
+        self, on_message: MessageHandler, task_status: trio.TaskStatus[None]
+    ) -> None:
+        """Hold a `subscriptions/listen` request open (MCP 2026-07-28): its SSE answer opens with
+        `notifications/subscriptions/acknowledged` (then `task_status.started()`), then carries
+        the list changes asked for, each handed to `on_message`, until the upstream ends it."""
+        capabilities = self.initialize_result.get("capabilities")
+        offered = capabilities if isinstance(capabilities, dict) else {}
+        watched = frozenset(
+            f"notifications/{kind}/list_changed"
+            for kind in ("tools", "prompts", "resources")
+            if isinstance(offered.get(kind), dict) and offered[kind].get("listChanged")
+        )
+        rid = f"mcp-gateway-listen-{next(self._ids)}"
+        message: JsonObject = {
+            "jsonrpc": "2.0",
+            "id": rid,
+            "method": LISTEN_METHOD,
+            "params": with_meta({"notifications": listen_filter(watched)}, self._meta()),
+        }
+        acknowledged = False
+
+        async def handle(incoming: JsonObject) -> bool:
+            nonlocal acknowledged
+            if "method" not in incoming and incoming.get("id") == rid:
+                if "error" in incoming:
+                    error = incoming["error"] if isinstance(incoming["error"], dict) else {}
+                    raise UpstreamError(
+                        f"{self.server.name}: {LISTEN_METHOD} refused: {error.get('message', 'error')}",
+                        rpc_code=error.get("code") if isinstance(error.get("code"), int) else None,
+                    )
+                return True  # the upstream closed the subscription
+            if incoming.get("method") == ACKNOWLEDGED and not acknowledged:
+                acknowledged = True
+                task_status.started()
+                return False
+            await on_message(incoming)
+            return False
+
+        # An idle subscription is healthy: no read timeout here; the supervisor pings instead.
+        timeout = httpx.Timeout(self.server.timeout_seconds, read=None)
+        try:
+            async with self._post(message, http_timeout=timeout) as response:
+                content_type = response.headers.get("content-type", "").partition(";")[0].strip()
+                if content_type != "text/event-stream":
+                    raise UpstreamError(
+                        f"{self.server.name}: {LISTEN_METHOD} answered {content_type!r}, not a stream",
+                        status=response.status_code,
+                    )
+                await _relay_events(self.server.name, response, handle)
+        except (httpx.HTTPError, httpx_sse.SSEError) as exc:
+            raise UpstreamError(f"{self.server.name}: {LISTEN_METHOD} failed: {_describe(exc)}") from exc
+        if not acknowledged:
+            raise UpstreamError(f"{self.server.name}: {LISTEN_METHOD} ended unacknowledged")
+
+    async def ping(self) -> None:
+        # MCP 2026-07-28 has no ping; server/discover is the cheapest request it must answer.
+        await self.request(DISCOVER_METHOD if self.modern else "ping")
+
+    def _meta(self) -> JsonObject:
+        return request_meta(MODERN_VERSION, self.capabilities, self.client_info)
+
     async def aclose(self, *, end_session: bool = True) -> None:
         """End the backend session (DELETE, best effort, bounded) and close the HTTP client."""
         with trio.CancelScope(shield=True), trio.move_on_after(2):
@@ -190,8 +338,17 @@ class HttpUpstreamClient(RequestShortcuts):
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _headers(self, authorization: str | None, *, accept: str = _ACCEPT_BOTH) -> dict[str, str]:
+    def _headers(
+        self,
+        authorization: str | None,
+        *,
+        accept: str = _ACCEPT_BOTH,
+        message: JsonObject | None = None,
+    ) -> dict[str, str]:
         headers = {"accept": accept}
+        if self.modern and message is not None and isinstance(message.get("method"), str):
+            params = message.get("params")
+            headers.update(mirrored_headers(message["method"], params if isinstance(params, dict) else None))
         if self.session_id is not None:
             headers["mcp-session-id"] = self.session_id
         if self.protocol_version is not None:
@@ -201,11 +358,11 @@ class HttpUpstreamClient(RequestShortcuts):
         return headers
 
     @asynccontextmanager
-    async def _post(self, message: JsonObject) -> Any:
+    async def _post(self, message: JsonObject, *, http_timeout: httpx.Timeout | None = None) -> Any:
         body = json.dumps(message, separators=(",", ":")).encode()
         try:
             async with AsyncExitStack() as stack:
-                response = await self._send_post(body, stack)
+                response = await self._send_post(body, stack, message, http_timeout)
                 _raise_for_status(
                     self.server.name, str(message.get("method", "response")), response
                 )
@@ -217,16 +374,22 @@ class HttpUpstreamClient(RequestShortcuts):
                 f"{self.server.name}: {message.get('method', 'message')}: {_describe(exc)}"
             ) from exc
 
-    async def _send_post(self, body: bytes, stack: AsyncExitStack) -> httpx.Response:
+    async def _send_post(
+        self,
+        body: bytes,
+        stack: AsyncExitStack,
+        message: JsonObject | None = None,
+        http_timeout: httpx.Timeout | None = None,
+    ) -> httpx.Response:
         """POST `body` with the upstream's credential; an OAuth token the upstream refuses (401)
         is replaced and the POST sent once more (a 401 means the request was not acted on)."""
         for attempt in range(2):
             authorization = await upstream_authorization(self.server)
-            headers = self._headers(authorization)
+            headers = self._headers(authorization, message=message)
             headers["content-type"] = "application/json"
             exchange = AsyncExitStack()
             response = await exchange.enter_async_context(
-                stream_post(self._http, self.server.url, body, headers)
+                stream_post(self._http, self.server.url, body, headers, http_timeout=http_timeout)
             )
             if response.status_code == 401 and attempt == 0 and credential_rejected(self.server, authorization):
                 await exchange.aclose()

@@ -34,6 +34,7 @@ class UpstreamStatus:
     protocol_version: str | None
     server_info: Mapping[str, Any] | None
     consecutive_failures: int
+    stateless: bool = False  # no backend session: calls go without one (docs/upstream.md)
     rejected: tuple[Rejected, ...] = ()
     variants_state: str = "off"  # see VariantsState
     variants_reason: str | None = None
@@ -57,6 +58,7 @@ class UpstreamStatus:
             "counts": dict(self.counts),
             "lastRefresh": self.last_refresh,
             "protocolVersion": self.protocol_version,
+            "stateless": self.stateless,
             "serverInfo": dict(self.server_info) if self.server_info else None,
             "consecutiveFailures": self.consecutive_failures,
             "rejected": [{"item": r.item, "reason": r.reason} for r in self.rejected],

@@ -35,6 +35,7 @@ from mcp_gateway.upstream.client import JsonObject, new_http_client
 from mcp_gateway.upstream.clients import GATEWAY_CLIENT_INFO as GATEWAY_CLIENT_INFO
 from mcp_gateway.upstream.clients import ClientFactory, default_client_factory
 from mcp_gateway.upstream.errors import UpstreamError
+from mcp_gateway.upstream.modern import UpstreamMode, record_mode
 from mcp_gateway.upstream.relist import RelistOutcome, RelistQueue
 from mcp_gateway.upstream.rpc import UpstreamClient
 
@@ -88,6 +89,7 @@ class _Upstream(CapabilityVariants):
     catalog: ServerCatalog = field(default_factory=ServerCatalog)
     last_refresh: float | None = None
     protocol_version: str | None = None
+    stateless: bool = False  # an HTTP upstream that keeps no session for us (learnt at connect)
     server_info: Mapping[str, Any] | None = None
     failures: int = 0
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
@@ -131,6 +133,7 @@ class _Upstream(CapabilityVariants):
             counts={kind: len(items) for kind, items in self.catalog.items.items()},
             last_refresh=self.last_refresh,
             protocol_version=self.protocol_version,
+            stateless=self.stateless,
             server_info=self.server_info,
             consecutive_failures=self.failures,
             rejected=self.catalog.rejected,
@@ -239,6 +242,8 @@ class _Upstream(CapabilityVariants):
                     nursery.start_soon(self._maintain_variants, base_listed)
                 result = await self._initialize(client)
                 self.protocol_version = client.protocol_version
+                if self.server.transport == "http":
+                    self._learnt_mode(client)
                 info = result.get("serverInfo")
                 self.server_info = info if isinstance(info, dict) else None
                 kinds = offered_kinds(result)
@@ -257,6 +262,13 @@ class _Upstream(CapabilityVariants):
             if failure is None:
                 raise
             raise failure from None
+
+    def _learnt_mode(self, client: UpstreamClient) -> None:
+        """Tell the router (upstream/modern.py) whether calls to this upstream need a backend
+        session and which revision it speaks: learnt here, at every connect, so an upstream
+        that changed era on a restart is spoken to the new way from its next call on."""
+        self.stateless = client.session_id is None
+        record_mode(self.server, UpstreamMode(self.server.url, client.protocol_version or "", self.stateless))
 
     async def _initialize(self, client: UpstreamClient) -> JsonObject:
         with trio.fail_after(self.server.timeout_seconds):

@@ -1,0 +1,72 @@
+"""A modern upstream for tests: an official-SDK server (mcp 2.x) in stateless mode. It issues no
+session, answers `server/discover` at MCP 2026-07-28 and tells list changes only on
+`subscriptions/listen` streams."""
+
+from __future__ import annotations
+
+import json
+
+import hypercorn.config
+import hypercorn.trio
+import trio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+
+
+def modern_server(name: str) -> MCPServer:
+    server = MCPServer(name, version="2.0.0")
+
+    @server.tool(description="Add two integers.")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @server.tool(description="Count to `steps`, reporting progress at each step.")
+    async def count(steps: int, ctx: Context) -> str:
+        for step in range(1, steps + 1):
+            await ctx.report_progress(step, steps, f"step {step}")
+        return f"{name} counted to {steps}"
+
+    @server.tool(description="Report what reached the upstream: the mirrored headers and the _meta.")
+    def observe(ctx: Context) -> str:
+        headers = {k.lower(): v for k, v in (ctx.headers or {}).items()}
+        return json.dumps(
+            {
+                "server": name,
+                "session": headers.get("mcp-session-id"),
+                "method": headers.get("mcp-method"),
+                "name": headers.get("mcp-name"),
+                "version": headers.get("mcp-protocol-version"),
+                "servername": headers.get("x-mcp-servername"),
+            }
+        )
+
+    @server.tool(description="Add a tool named `tool` and tell listeners that the list changed.")
+    async def grow(tool: str, ctx: Context) -> str:
+        def added() -> str:
+            return f"{tool} was added"
+
+        server.add_tool(added, name=tool, description="Added at run time.")
+        await ctx.notify_tools_changed()
+        return f"added {tool}"
+
+    return server
+
+
+async def serve_modern(
+    server: MCPServer, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """`server` in the SDK's stateless mode on hypercorn, loopback, port 0
+    (`task_status.started(port)`) until cancelled; DNS-rebinding protection on, as by default."""
+    app = server.streamable_http_app(
+        stateless_http=True,
+        transport_security=TransportSecuritySettings(
+            enable_dns_rebinding_protection=True, allowed_hosts=["127.0.0.1:*"], allowed_origins=[]
+        ),
+    )
+    settings = hypercorn.config.Config()
+    settings.bind = ["127.0.0.1:0"]
+    settings.accesslog = None
+    settings.graceful_timeout = 0.5
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(hypercorn.trio.serve, app, settings)
+        task_status.started(int(urls[0].rsplit(":", 1)[1]))

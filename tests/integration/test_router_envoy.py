@@ -76,7 +76,9 @@ async def test_sdk_client_lists_and_calls_tools_of_two_upstreams_through_envoy(
 
 
 async def _list_and_call(url: str) -> tuple[list[str], dict[str, Any], dict[str, Any], str]:
-    async with Client(url) as client:
+    # The handshake: Envoy routes a session's calls straight to the upstream. A 2026-07-28
+    # client's calls go through the broker for now (tests/integration/test_modern_clients.py).
+    async with Client(url, mode="legacy") as client:
         tools = [t.name for t in (await client.list_tools()).tools]
         alpha = json.loads(text_of(await client.call_tool("a_observe", {})))
         beta = json.loads(text_of(await client.call_tool("b_observe", {})))
@@ -228,7 +230,7 @@ async def test_added_server_is_callable_without_an_envoy_restart(tmp_path: Path)
         )
         await stack.broker.reload(new_config)
         await stack.router_reloads.send(new_config)
-        async with Client(stack.url) as client:
+        async with Client(stack.url, mode="legacy") as client:  # routed by Envoy (see above)
             with trio.fail_after(10):
                 # Broker and router apply the reload independently, each in the background:
                 # ask until both have (the router after Envoy confirmed the new cluster).

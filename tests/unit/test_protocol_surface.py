@@ -44,6 +44,16 @@ EXPECTED_PUBLIC = {
     "CANCELLED_METHOD",
     "cancelled_request_id",
     "origin_allowed",
+    "MODERN_VERSIONS",
+    "PROTOCOL_VERSION_META",
+    "CLIENT_CAPABILITIES_META",
+    "CLIENT_INFO_META",
+    "ModernEnvelope",
+    "is_modern",
+    "modern_http_status",
+    "read_modern_envelope",
+    "unsupported_version",
+    "missing_capability",
 }
 
 PROTOCOL_DIR = pathlib.Path(protocol.__file__).parent

@@ -399,10 +399,13 @@ class BrokerCore:
         *,
         virtual: VirtualServer | None = None,
         allowed: Callable[[str], bool] | None = None,
+        can_ask: bool = True,
     ) -> bytes:
         """Answer one request of a session; `virtual` (the client's virtual server, see
         `virtual_server`) limits what it lists and reaches to that virtual server's items;
-        `allowed` (inbound OAuth, broker/auth.py) cuts the lists to the names a token may use."""
+        `allowed` (inbound OAuth, broker/auth.py) cuts the lists to the names a token may use;
+        `can_ask` False: the client cannot be asked anything during a call (a 2026-07-28
+        exchange), so what an upstream asks is refused to it."""
         method = request.method
         if method == "ping":
             return result_response(request.id, {})
@@ -424,7 +427,7 @@ class BrokerCore:
             ):
                 self._in_flight[key] = scope
                 try:
-                    return await self._forward(request, routed, session, emit, virtual)
+                    return await self._forward(request, routed, session, emit, virtual, can_ask)
                 except Exception:
                     # A bug on this path answers this request, precisely, and nothing else.
                     log.exception("forwarding failed unexpectedly", method=method)
@@ -449,7 +452,7 @@ class BrokerCore:
             await self.forwarder.set_log_level(session, level)
             return result_response(request.id, {})
         if method == "completion/complete":
-            return await self._complete(request, session, emit, virtual)
+            return await self._complete(request, session, emit, virtual, can_ask)
         if method in ("resources/subscribe", "resources/unsubscribe"):
             return await self._subscription(request, session, virtual)
         return error_response(request.id, ErrorCode.METHOD_NOT_FOUND, f"Method not found: {method}")
@@ -472,6 +475,7 @@ class BrokerCore:
         session: ClientSession,
         emit: Emit | None,
         virtual: VirtualServer | None,
+        can_ask: bool = True,
     ) -> bytes:
         """A routed request that reached the broker (no Envoy in front): relay it ourselves."""
         params = request.params or {}
@@ -494,6 +498,7 @@ class BrokerCore:
             server,
             {**params, key: original},
             exposed_uri=(original, name) if kind is RESOURCES else None,
+            can_ask=can_ask,
         )
 
     async def _complete(
@@ -502,6 +507,7 @@ class BrokerCore:
         session: ClientSession,
         emit: Emit | None,
         virtual: VirtualServer | None,
+        can_ask: bool = True,
     ) -> bytes:
         """completion/complete goes to the owner of the prompt or resource its `ref` names."""
         params = request.params or {}
@@ -523,7 +529,9 @@ class BrokerCore:
             return error_response(request.id, code, f"Unknown {field}: {name}")
         server, original = target
         upstream_params = {**params, "ref": {**ref, field: original}}
-        return await self.forwarder.forward(request, session, emit, server, upstream_params)
+        return await self.forwarder.forward(
+            request, session, emit, server, upstream_params, can_ask=can_ask
+        )
 
     async def _subscription(
         self, request: Request, session: ClientSession, virtual: VirtualServer | None

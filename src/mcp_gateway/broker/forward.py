@@ -97,8 +97,12 @@ class Forwarder:
         upstream_params: JsonObject,
         *,
         exposed_uri: tuple[str, str] | None = None,
+        can_ask: bool = True,
     ) -> bytes:
         """Relay `request` to `server` with the params in the upstream's own names.
+
+        `can_ask` False: the client has no way to be asked during the call (a 2026-07-28
+        exchange; its stream carries notifications only), so the upstream's requests are refused.
 
         `exposed_uri` = (upstream's URI, the URI the client used): a read's contents come back
         under the client's URI.
@@ -117,7 +121,7 @@ class Forwarder:
                 notifications as they are, its requests under a gateway id (answered by the
                 client's response, see `answer_client`)."""
                 if "id" in incoming and "method" in incoming:
-                    if emit is None:
+                    if emit is None or not can_ask:
                         # A JSON answer has no stream to ask the client on: refuse, so the
                         # upstream does not wait.
                         await respond(_not_relayed(incoming["id"]))

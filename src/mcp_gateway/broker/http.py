@@ -8,6 +8,7 @@ body with the request's id when it could be read, and the HTTP status the spec n
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -20,6 +21,7 @@ from mcp_gateway.auth import Principal, requested_name
 from mcp_gateway.broker import auth as broker_auth
 from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.core import BrokerCore, SessionProblem, UnknownVirtualServer
+from mcp_gateway.broker.modern import ModernRequests
 from mcp_gateway.config import VirtualServer
 from mcp_gateway.logs import get_logger
 from mcp_gateway.protocol import (
@@ -28,12 +30,17 @@ from mcp_gateway.protocol import (
     ErrorResponse,
     Limits,
     Notification,
+    Peek,
     ProtocolError,
     Request,
+    check_header_body_mismatch,
     error_response,
+    is_modern,
+    modern_http_status,
     origin_allowed,
     parse_message,
     peek,
+    read_modern_envelope,
     supports_batch,
 )
 from mcp_gateway.protocol import Response as ResponseMessage
@@ -46,6 +53,9 @@ JSON = "application/json"
 SSE = "text/event-stream"
 DEFAULT_PROTOCOL_VERSION = "2025-03-26"  # what the spec says to assume without the header
 DISCOVER = "server/discover"
+# The 2026-07-28 headers whose copies must agree with the body; sent twice, which would a peer read?
+ROUTING_HEADERS = ("mcp-protocol-version", "mcp-method", "mcp-name")
+NAME_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 SSE_EVENT = b"event: message\ndata: %b\n\n"
 SSE_EVENT_WITH_ID = b"id: %b-%d\nevent: message\ndata: %b\n\n"  # id: <epoch>-<number>
 # Kuadrant's header selecting a virtual server (`namespace/name`); header names are
@@ -78,6 +88,7 @@ def register(
     """Add the /mcp routes; streamed answers run their upstream call in `nursery`."""
     auth = broker_auth.BrokerAuth(core)
     broker_auth.register(app, auth)
+    modern = ModernRequests(core)
 
     def limits() -> Limits:
         return request_limits(core)
@@ -197,6 +208,8 @@ def register(
             record("refused", principal.status_code, started)
             return principal
         acceptable = accepts(JSON, SSE)
+        if is_modern(request.headers.get("mcp-protocol-version")):
+            return await _modern_post(body, body_limits, principal, acceptable, started)
         token = combined_header("mcp-session-id")
         claims = core.tokens.verify(token) if token and len(token) <= MAX_TOKEN_LENGTH else None
         allow_batch = claims is not None and supports_batch(claims.protocol_version)
@@ -209,18 +222,10 @@ def register(
         first = messages[0] if messages else None
         if isinstance(first, Request) and not isinstance(parsed, list):
             if first.method == DISCOVER:
-                # The 2026-07-28 discovery probe: not served yet. METHOD_NOT_FOUND is what makes
-                # the SDK client fall back to the initialize handshake.
+                # Without a 2026-07-28 MCP-Protocol-Version header (the SDK always sends one):
+                # the same answer; every server must implement server/discover.
                 record(DISCOVER, 200, started)
-                return Response(
-                    error_response(
-                        first.id,
-                        ErrorCode.METHOD_NOT_FOUND,
-                        "server/discover is not supported; use initialize",
-                    ),
-                    200,
-                    content_type=JSON,
-                )
+                return Response(modern.discover(first), 200, content_type=JSON)
             if first.method == "initialize":
                 return await _initialize(first, started)
         request_ids = [m.id for m in messages if isinstance(m, Request)]
@@ -268,6 +273,80 @@ def register(
         record(only.method, 200, started)
         return Response(answer, 200, content_type=JSON)
 
+    def modern_refusal(error: ProtocolError, method: str, started: float) -> Response:
+        status = 413 if error.http_status == 413 else modern_http_status(error.code)
+        record(method, status, started)
+        return Response(error.to_json(), status, content_type=JSON)
+
+    async def _modern_post(
+        body: bytes,
+        body_limits: Limits,
+        principal: Principal | None,
+        acceptable: list[str],
+        started: float,
+    ) -> Response:
+        """A 2026-07-28 POST: no session; the request's `_meta` says who the client is
+        (docs/protocol.md, "Modern requests")."""
+        try:
+            parsed = parse_message(body, body_limits, allow_batch=False)
+        except ProtocolError as error:
+            return modern_refusal(error, "invalid", started)
+        if isinstance(parsed, Notification):
+            # The revision defines no client notifications over HTTP: accepted and dropped.
+            return Response(b"", 202)
+        if not isinstance(parsed, Request):
+            return modern_refusal(
+                ProtocolError(ErrorCode.INVALID_REQUEST, "Body must be a single JSON-RPC request"),
+                "invalid",
+                started,
+            )
+        message = parsed
+        method = message.method
+        for name in ROUTING_HEADERS:
+            if len(request.headers.getlist(name)) > 1:
+                duplicated = ProtocolError(
+                    ErrorCode.HEADER_MISMATCH,
+                    f"Header mismatch: {name} header appears more than once",
+                    id=message.id,
+                )
+                return modern_refusal(duplicated, method, started)
+        params = message.params or {}
+        named = params.get(NAME_PARAM.get(method, ""))
+        seen = Peek("request", method, message.id, named if isinstance(named, str) else None)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        mismatch = check_header_body_mismatch(headers, seen)
+        if mismatch is not None:
+            return modern_refusal(mismatch, method, started)
+        try:
+            envelope = read_modern_envelope(
+                message.params, headers.get("mcp-protocol-version"), message.id
+            )
+        except ProtocolError as error:
+            return modern_refusal(error, method, started)
+        virtual = virtual_or_refusal(message.id)
+        if isinstance(virtual, Response):
+            record("refused", virtual.status_code, started)
+            return virtual
+        if (refused := _out_of_scope(principal, [message])) is not None:
+            record("refused", refused.status_code, started)
+            return refused
+        allowed = broker_auth.allowed_for(auth.gate, principal)
+
+        async def answer(emit: Callable[[bytes], Any] | None) -> bytes:
+            return await modern.handle(message, envelope, emit, virtual=virtual, allowed=allowed)
+
+        try:
+            if SSE in acceptable and (_wants_progress(message) or JSON not in acceptable):
+                # Checked before the stream commits to 200: a -32021 is a 400 like the others.
+                modern.check_capability(message, envelope, virtual)
+                return _streamed_answer(answer, method, started)
+            body_out = await answer(None)
+        except ProtocolError as error:
+            return modern_refusal(error, method, started)
+        status = _modern_answer_status(body_out)
+        record(method, status, started)
+        return Response(body_out, status, content_type=JSON)
+
     async def _initialize(message: Request, started: float) -> Response:
         if isinstance(refused := virtual_or_refusal(message.id), Response):
             record("initialize", refused.status_code, started)
@@ -304,6 +383,15 @@ def register(
         allowed: Callable[[str], bool] | None = None,
     ) -> Response:
         """Answer on an SSE stream: the upstream's notifications (progress) first, then the result."""
+
+        async def answer(emit: Callable[[bytes], Any] | None) -> bytes:
+            return await core.handle(message, session, emit, virtual=virtual, allowed=allowed)
+
+        return _streamed_answer(answer, message.method, started)
+
+    def _streamed_answer(
+        answer: Callable[[Callable[[bytes], Any] | None], Any], method: str, started: float
+    ) -> Response:
         send, receive = trio.open_memory_channel[bytes](32)
         scope = trio.CancelScope()
 
@@ -314,9 +402,7 @@ def register(
                     async def emit(notification: bytes) -> None:
                         await send.send(notification)
 
-                    await send.send(
-                        await core.handle(message, session, emit, virtual=virtual, allowed=allowed)
-                    )
+                    await send.send(await answer(emit))
 
         nursery.start_soon(work)
 
@@ -340,13 +426,23 @@ def register(
                             yield b"event: message\ndata: " + data + b"\n\n"
             finally:
                 scope.cancel()  # the client went away: stop the upstream call it asked for
-                record(message.method, 200, started)
+                record(method, 200, started)
 
         return _sse_response(events())
+
+    def modern_not_allowed() -> Response | None:
+        """2026-07-28 has no GET stream and no session to DELETE: 405, POST is allowed."""
+        if not is_modern(request.headers.get("mcp-protocol-version")):
+            return None
+        response = refusal(405, ErrorCode.INVALID_REQUEST, "Method Not Allowed")
+        response.headers["allow"] = "POST"
+        return response
 
     @app.get("/mcp")
     async def get_mcp() -> Response:
         if (refused := origin_refused()) is not None:
+            return refused
+        if (refused := modern_not_allowed()) is not None:
             return refused
         if isinstance(unauthorized := await auth.check(), Response):
             return unauthorized
@@ -405,6 +501,8 @@ def register(
     async def delete_mcp() -> Response:
         if (refused := origin_refused()) is not None:
             return refused
+        if (refused := modern_not_allowed()) is not None:
+            return refused
         if isinstance(unauthorized := await auth.check(), Response):
             return unauthorized
         session = await session_or_refusal()
@@ -456,6 +554,20 @@ def _peeked_id(body: bytes, limits: Limits) -> Any:
         return peek(body, limits).id
     except ProtocolError:
         return None
+
+
+def _modern_answer_status(answer: bytes) -> int:
+    """A modern answer's HTTP status follows its error code (404 for -32601, 400 for the
+    request's own faults), whoever produced the error; a result is 200."""
+    if b'"error"' not in answer:
+        return 200
+    try:
+        decoded = json.loads(answer)
+    except ValueError:
+        return 200
+    error = decoded.get("error") if isinstance(decoded, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return modern_http_status(code) if isinstance(code, int) else 200
 
 
 def _wants_progress(message: Request) -> bool:

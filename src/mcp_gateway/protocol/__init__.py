@@ -21,6 +21,16 @@ from mcp_gateway.protocol._messages import Notification as Notification
 from mcp_gateway.protocol._messages import Request as Request
 from mcp_gateway.protocol._messages import RequestId as RequestId
 from mcp_gateway.protocol._messages import Response as Response
+from mcp_gateway.protocol._modern import CLIENT_CAPABILITIES_META as CLIENT_CAPABILITIES_META
+from mcp_gateway.protocol._modern import CLIENT_INFO_META as CLIENT_INFO_META
+from mcp_gateway.protocol._modern import MODERN_VERSIONS as MODERN_VERSIONS
+from mcp_gateway.protocol._modern import PROTOCOL_VERSION_META as PROTOCOL_VERSION_META
+from mcp_gateway.protocol._modern import ModernEnvelope as ModernEnvelope
+from mcp_gateway.protocol._modern import is_modern as is_modern
+from mcp_gateway.protocol._modern import missing_capability as missing_capability
+from mcp_gateway.protocol._modern import modern_http_status as modern_http_status
+from mcp_gateway.protocol._modern import read_modern_envelope as read_modern_envelope
+from mcp_gateway.protocol._modern import unsupported_version as unsupported_version
 from mcp_gateway.protocol._names import apply_prefix as apply_prefix
 from mcp_gateway.protocol._names import is_valid_prefix as is_valid_prefix
 from mcp_gateway.protocol._names import is_valid_tool_name as is_valid_tool_name

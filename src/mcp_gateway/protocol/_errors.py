@@ -18,6 +18,12 @@ class ErrorCode(enum.IntEnum):
     RESOURCE_NOT_FOUND = -32002
     # MCP 2026-07-28: mirrored request headers missing, malformed or disagreeing with the body.
     HEADER_MISMATCH = -32020
+    # MCP 2026-07-28: the request needs a client capability its `_meta` did not declare.
+    MISSING_REQUIRED_CLIENT_CAPABILITY = -32021
+    # MCP 2026-07-28: a `_meta` protocol version the server does not serve; `data` names the
+    # supported ones (`{"supported": [...], "requested": ...}`), which auto-negotiating clients
+    # read to retry at a mutual version.
+    UNSUPPORTED_PROTOCOL_VERSION = -32022
     # The gateway's: a rate limit refused the request (HTTP 429 with Retry-After; Envoy answers it,
     # envoy/bootstrap.yaml.tmpl). In JSON-RPC's range for implementation-defined server errors.
     RATE_LIMITED = -32029

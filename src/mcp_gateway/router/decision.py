@@ -40,6 +40,7 @@ from mcp_gateway.protocol import (
     completion_ref,
     encode_header_value,
     error_response,
+    is_modern,
     origin_allowed,
     peek,
     replace_completion_ref,
@@ -354,6 +355,13 @@ def route_request(
     return _route_named(headers, body, seen, kind, table, tokens, removed)
 
 
+def _modern_without_session(headers: Mapping[str, str]) -> bool:
+    """A 2026-07-28 request (no session; version and capabilities in its `_meta`): the broker
+    validates its envelope and forwards it on the backend session modern clients of its
+    capability set share (sessions/modern.py, docs/router.md "Modern clients")."""
+    return SESSION_HEADER not in headers and is_modern(headers.get("mcp-protocol-version"))
+
+
 def _admit(headers: Mapping[str, str], seen: Peek, tokens: SessionTokens) -> Reply | tuple[str, SessionClaims]:
     """A sealed gateway session, before the target is looked at. Returns (token, claims)."""
     assert seen.id is not None
@@ -384,6 +392,8 @@ def _route_completion(
         ref = completion_ref(body)
     except ValueError as error:
         return reply_error(request_id, ErrorCode.INVALID_PARAMS, f"Invalid params: {error}")
+    if _modern_without_session(headers):
+        return ToBroker(removed, request_id)
     admitted = _admit(headers, seen, tokens)
     if isinstance(admitted, Reply):
         return admitted
@@ -423,6 +433,8 @@ def _route_named(
     name = seen.name
     if not isinstance(name, str) or not name:
         return reply_error(request_id, ErrorCode.INVALID_PARAMS, f"params.name is required for {seen.method}")
+    if _modern_without_session(headers):
+        return ToBroker(removed, request_id)
     admitted = _admit(headers, seen, tokens)
     if isinstance(admitted, Reply):
         return admitted

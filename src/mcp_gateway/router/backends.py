@@ -27,9 +27,15 @@ from mcp_gateway.router.relay import can_be_asked
 from mcp_gateway.sessions.openings import BackendOpenings
 from mcp_gateway.sessions.store import LOG_LEVEL, SessionStore, SessionStoreUnavailable
 from mcp_gateway.upstream.body import send_post
-from mcp_gateway.upstream.client import HttpUpstreamClient, open_backend_session, tls_context
+from mcp_gateway.upstream.client import (
+    HttpUpstreamClient,
+    discover_mode,
+    open_backend_session,
+    tls_context,
+)
 from mcp_gateway.upstream.credentials import credential_rejected, upstream_authorization
-from mcp_gateway.upstream.errors import UpstreamError
+from mcp_gateway.upstream.errors import NoSessionIssued, UpstreamError
+from mcp_gateway.upstream.modern import MODERN_VERSION, UpstreamMode, mode_of, request_meta
 
 _log = structlog.get_logger(__name__)
 
@@ -58,6 +64,15 @@ class SessionGone(Exception):
 
 class BackendUnavailable(Exception):
     """The upstream could not give us a session (down, refused, timed out)."""
+
+
+class NoSessionNeeded(Exception):
+    """The upstream keeps no sessions (MCP 2026-07-28, or a stateless server): calls go to it
+    without one. Raised once, when the router learns it on a first call (`mode`)."""
+
+    def __init__(self, mode: UpstreamMode) -> None:
+        super().__init__(mode.protocol_version)
+        self.mode = mode
 
 
 @dataclass
@@ -119,6 +134,23 @@ class BackendSessions:
         answer = self._askable[sid] = can_be_asked(client)
         return answer
 
+    def mode_of(self, need: NeedsBackend) -> UpstreamMode | None:
+        """How the call's upstream is spoken to, as discovery learnt it (upstream/modern.py);
+        None: not learnt (yet), so the call opens a backend session as usual."""
+        server = self._servers().get(need.upstream.server)
+        return mode_of(server) if server is not None else None
+
+    async def modern_meta(self, need: NeedsBackend) -> dict[str, Any]:
+        """The `_meta` envelope a call to a modern upstream carries for its client: the
+        capabilities and clientInfo that client declared at initialize (docs/router.md)."""
+        sid = need.claims.session_id
+        client = self._store.cached_client(sid)
+        if client is None:
+            client = await self._store.client(sid)
+        if client is None:
+            raise SessionGone(sid)
+        return request_meta(MODERN_VERSION, client.get("capabilities") or {}, client.get("clientInfo"))
+
     def known_backend(self, need: NeedsBackend) -> str | None:
         """The mapping, when the store knows it without I/O; else None → backend_for."""
         return self._store.cached_backend(need.claims.session_id, need.upstream.server)
@@ -148,7 +180,7 @@ class BackendSessions:
     async def _fly(self, key: tuple[str, str], need: NeedsBackend, flight: _Flight) -> None:
         try:
             flight.backend_id = await self._initialize(need)
-        except (SessionGone, BackendUnavailable, SessionStoreUnavailable) as error:
+        except (SessionGone, BackendUnavailable, SessionStoreUnavailable, NoSessionNeeded) as error:
             flight.error = error
         except Exception as error:  # fail closed: the caller answers the client
             _log.exception("backend session initialisation failed", server=need.upstream.server)
@@ -184,6 +216,8 @@ class BackendSessions:
                 log_level=client.get(LOG_LEVEL),
             )
         except UpstreamError as error:
+            if isinstance(error, NoSessionIssued) or error.status is not None or error.rpc_code is not None:
+                await self._learn_mode(server)  # it answered: maybe in a revision without sessions
             _log.warning("backend initialize failed", server=name, error=error.message)
             raise BackendUnavailable(error.message) from error
         # Written only into a live session: a client that deleted its session meanwhile gets 404.
@@ -194,6 +228,17 @@ class BackendSessions:
         _log.info("backend session created", server=name)
         await self._openings.announce(sid, name, backend_id)
         return backend_id
+
+    async def _learn_mode(self, server: ServerConfig) -> None:
+        """The upstream gave no session: if it keeps none (a modern or stateless upstream the
+        supervisor has not told us of: the router runs on its own), say so, once."""
+        try:
+            mode = await discover_mode(server, GATEWAY_CLIENT_INFO, http=self._client())
+        except UpstreamError:
+            return
+        if mode.stateless:
+            _log.info("upstream keeps no sessions", server=server.name, protocol_version=mode.protocol_version)
+            raise NoSessionNeeded(mode)
 
     async def forget(self, need: NeedsBackend, stale_backend_id: str) -> None:
         # Compare-and-delete: a concurrent call may already have replaced the stale id.

@@ -47,7 +47,12 @@ from mcp_gateway.router.accesslog import (
     MarkedCall,
     mark_call,
 )
-from mcp_gateway.router.backends import BackendSessions, BackendUnavailable, SessionGone
+from mcp_gateway.router.backends import (
+    BackendSessions,
+    BackendUnavailable,
+    NoSessionNeeded,
+    SessionGone,
+)
 from mcp_gateway.router.call_log import RoutedCallLog
 from mcp_gateway.router.decision import (
     REQUEST_ID_HEADER,
@@ -79,6 +84,7 @@ from mcp_gateway.router.fast_path import (
     FastPath,
     write_decision,
 )
+from mcp_gateway.router.modern_upstreams import to_modern_upstream
 from mcp_gateway.router.relay import EVENT_STREAM, InFlightCalls, SseIdTagger
 from mcp_gateway.router.xds import XdsWriter
 from mcp_gateway.sessions.openings import BackendOpenings
@@ -92,6 +98,7 @@ from mcp_gateway.upstream.credentials import (
     upstream_credential,
 )
 from mcp_gateway.upstream.errors import UpstreamError
+from mcp_gateway.upstream.modern import UpstreamMode, body_with_meta
 
 _log = structlog.get_logger(__name__)
 
@@ -290,17 +297,33 @@ class _Exchange:
         if isinstance(decision, Reply):
             return _immediate(decision)
         backends = self.router.backends
+        # An upstream that keeps no sessions (learnt at discovery) gets the call without one.
+        mode = backends.mode_of(decision)
+        backend_id: str | None = None
         try:
-            backend_id = backends.known_backend(decision)
-            if backend_id is None:
-                backend_id = await trio_asyncio.trio_as_aio(backends.lookup)(decision)
-            if backend_id is None and decision.follow_up:
-                # An answer for a backend session that no longer exists: nobody is waiting.
-                return _immediate(_no_backend_for_answer(decision))
-            if backend_id is None:
-                # A first call initialises a backend session: give Envoy the server's timeout.
-                await self.extend(self._timeout_of(decision))
-                backend_id = await trio_asyncio.trio_as_aio(backends.backend_for)(decision)
+            if mode is None or not mode.stateless:
+                backend_id = backends.known_backend(decision)
+                if backend_id is None:
+                    backend_id = await trio_asyncio.trio_as_aio(backends.lookup)(decision)
+                if backend_id is None and decision.follow_up:
+                    # An answer for a backend session that no longer exists: nobody is waiting.
+                    return _immediate(_no_backend_for_answer(decision))
+                if backend_id is None:
+                    # A first call initialises a backend session: give Envoy the server's timeout.
+                    await self.extend(self._timeout_of(decision))
+                    backend_id = await trio_asyncio.trio_as_aio(backends.backend_for)(decision)
+            if mode is not None and mode.modern and not decision.follow_up:
+                meta = await trio_asyncio.trio_as_aio(backends.modern_meta)(decision)
+                decision = replace(decision, body=body_with_meta(decision.body, meta))
+        except NoSessionNeeded as learnt:
+            # Learnt on this call (the router runs without the supervisor's word): sent again.
+            mode, backend_id = learnt.mode, None
+            if mode.modern and not decision.follow_up:
+                try:
+                    meta = await trio_asyncio.trio_as_aio(backends.modern_meta)(decision)
+                except (SessionGone, SessionStoreUnavailable) as error:
+                    return _immediate(*_failure_reply(error, decision))
+                decision = replace(decision, body=body_with_meta(decision.body, meta))
         except (SessionGone, BackendUnavailable, SessionStoreUnavailable) as error:
             return _immediate(*_failure_reply(error, decision))
         credential = await self._credential(decision, snapshot)
@@ -313,8 +336,11 @@ class _Exchange:
             self.router.in_flight.started(
                 decision.claims.session_id, decision.request_id, decision.upstream.server
             )
-        reply = _to_upstream(forward(decision, backend_id))
-        if await self._fast_path_may_apply(decision, snapshot.fast):
+        mutations = forward(decision, backend_id)
+        if mode is not None and mode.modern:
+            mutations = to_modern_upstream(mutations, decision, mode.protocol_version)
+        reply = _to_upstream(mutations)
+        if await self._fast_path_may_apply(decision, snapshot.fast, mode):
             self._hand_to_fast_path(reply, decision, backend_id, snapshot, principal, credential)
         return reply
 
@@ -364,11 +390,17 @@ class _Exchange:
             return Reply(outcome.status, outcome.body, outcome.headers)
         return outcome
 
-    async def _fast_path_may_apply(self, need: NeedsBackend, fast: FastPath) -> bool:
+    async def _fast_path_may_apply(
+        self, need: NeedsBackend, fast: FastPath, mode: UpstreamMode | None = None
+    ) -> bool:
         """Whether Envoy may apply this decision to the session's next calls by itself: a
         routed call (not a follow-up) of a client that cannot be asked anything (the SSE answers
-        of those carry requests whose ids the router tags, so they always pass through it)."""
+        of those carry requests whose ids the router tags, so they always pass through it), to
+        an upstream of a handshake revision (the Lua filter cannot add a modern call's `_meta`;
+        a stateless one's decision simply has no backend session)."""
         if not fast.enabled or need.follow_up or need.method not in ROUTED_METHODS:
+            return False
+        if mode is not None and mode.modern:
             return False
         if LEARN_HEADER not in self.headers:
             return False  # no Lua filter asked (not our bootstrap, or a body it leaves to us)

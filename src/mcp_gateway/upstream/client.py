@@ -34,15 +34,17 @@ from mcp_gateway.upstream.credentials import (
     credential_rejected,
     upstream_authorization,
 )
-from mcp_gateway.upstream.errors import UpstreamError
+from mcp_gateway.upstream.errors import NoSessionIssued, UpstreamError
 from mcp_gateway.upstream.modern import (
     ACKNOWLEDGED,
     DISCOVER_METHOD,
     LISTEN_METHOD,
     MODERN_VERSION,
+    UpstreamMode,
     discover_result_as_initialize,
     listen_filter,
     mirrored_headers,
+    record_mode,
     request_meta,
     with_meta,
 )
@@ -556,8 +558,30 @@ async def open_backend_session(
     finally:
         await client.aclose(end_session=False)
     if client.session_id is None:
-        raise UpstreamError(f"{server.name}: upstream issued no Mcp-Session-Id (stateless server)")
+        raise NoSessionIssued(f"{server.name}: upstream issued no Mcp-Session-Id (stateless server)")
     return client.session_id
+
+
+async def discover_mode(
+    server: ServerConfig,
+    client_info: Mapping[str, Any] = DEFAULT_CLIENT_INFO,
+    *,
+    http: httpx.AsyncClient | None = None,
+) -> UpstreamMode:
+    """Learn (and record, upstream/modern.py) how `server` is spoken to, as the supervisor does
+    at connect: for a router running without a supervisor, once an upstream gave it no session.
+    A session the handshake opened is ended again."""
+    client = HttpUpstreamClient(server, http=http, client_info=client_info)
+    try:
+        with trio.fail_after(server.timeout_seconds):
+            await client.initialize()
+    except trio.TooSlowError as exc:
+        raise UpstreamError(f"{server.name}: initialize timed out") from exc
+    finally:
+        await client.aclose(end_session=True)
+    mode = UpstreamMode(server.url, client.protocol_version or "", client.session_id is None)
+    record_mode(server, mode)
+    return mode
 
 
 async def _set_level(client: HttpUpstreamClient, level: str) -> None:

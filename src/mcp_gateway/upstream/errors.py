@@ -30,3 +30,7 @@ class UpstreamError(Exception):
     def session_expired(self) -> bool:
         """The upstream no longer knows our session (Streamable HTTP answers 404)."""
         return self.status == 404
+
+
+class NoSessionIssued(UpstreamError):
+    """The upstream answered initialize but issued no `Mcp-Session-Id` (it keeps no sessions)."""

@@ -326,6 +326,12 @@ async def test_two_gateway_instances_split_the_servers_without_status_fights(
         assert await eventually(lambda: servers_in(NS) == ["mcp-test/both", "mcp-test/mine"] or None)
         assert await eventually(lambda: servers_in("team-b") == ["mcp-test/both", "mcp-test/yours"] or None)
         await eventually(_reason(cluster, "both", "ConfigWritten"))
+        # Each controller may write "both"'s status once as it settles, in either order, and
+        # the second write can land after the condition shows: count from two renew periods of
+        # each replica later (a pass takes one debounce), not from the first sight of it.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(renew_periods, k8s, "a", 2)
+            nursery.start_soon(renew_periods, k8s, "b", 2)
         settled = status_patches_of_both()
         # A fight would show at once (each write triggers the other's pass): watch for five of
         # each replica's renew periods.

@@ -199,9 +199,10 @@ async def test_headers_that_are_refused(http: httpx.AsyncClient, broker: Broker)
         await http.post(
             broker.url, json=ping, headers={**session, "mcp-protocol-version": "2099-01-01"}
         )
-        # A version without a handshake is read as a modern request (as the SDK server does):
-        # this one has no _meta envelope (tests/integration/test_modern_clients.py has the rest).
-    ) == (400, 6, -32602)
+        # In a session the request is a handshake-era one whatever its version header: a
+        # version other than the session's is -32600 (session-less modern requests with an
+        # unknown version: tests/integration/test_modern_clients.py).
+    ) == (400, 6, -32600)
     assert (
         await http.post(
             broker.url, content=json.dumps(ping), headers={**session, "content-type": "text/plain"}
@@ -236,19 +237,34 @@ async def test_allowed_origins(http: httpx.AsyncClient, broker: Broker, origin: 
     assert response.status_code == 200
 
 
-async def test_server_discover_is_answered_without_a_session(
+DISCOVER_PROBE = {
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "server/discover",
+    "params": {
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }
+    },
+}
+DISCOVER_HEADERS = {**HEADERS, "mcp-protocol-version": "2026-07-28", "mcp-method": "server/discover"}
+
+
+async def test_server_discover_is_refused_by_default_so_auto_clients_take_the_handshake(
     http: httpx.AsyncClient, broker: Broker
 ) -> None:
-    meta = {
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {},
-    }
-    probe = {"jsonrpc": "2.0", "id": 0, "method": "server/discover", "params": {"_meta": meta}}
-    response = await http.post(
-        broker.url,
-        json=probe,
-        headers={**HEADERS, "mcp-protocol-version": "2026-07-28", "mcp-method": "server/discover"},
-    )
+    modern = await http.post(broker.url, json=DISCOVER_PROBE, headers=DISCOVER_HEADERS)
+    assert modern.status_code == 404  # the revision's status for -32601
+    assert modern.json()["error"]["code"] == -32601 and modern.json()["id"] == 0
+    bare = await http.post(broker.url, json=DISCOVER_PROBE, headers=HEADERS)  # no version header
+    assert bare.status_code == 200 and bare.json()["error"]["code"] == -32601
+
+
+async def test_server_discover_is_answered_without_a_session_when_served(http: httpx.AsyncClient) -> None:
+    config = gateway_config([], serve_discover=True)
+    async with running_broker(config) as broker:
+        response = await http.post(broker.url, json=DISCOVER_PROBE, headers=DISCOVER_HEADERS)
     assert response.status_code == 200
     assert response.json()["result"]["supportedVersions"][0] == "2026-07-28"
     assert "mcp-session-id" not in response.headers

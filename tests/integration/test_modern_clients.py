@@ -54,7 +54,8 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     async with probes("alpha") as urls, trio.open_nursery() as nursery:
         port = await nursery.start(serve_sdk_server, counter_server())
         servers = [("alpha", urls["alpha"], "a_"), ("counter", f"http://127.0.0.1:{port}/mcp", "c_")]
-        async with gateway_stack(servers, tmp_path, page_size=2) as running:
+        # serve_discover: the SDK's auto mode then stays on 2026-07-28 (off by default).
+        async with gateway_stack(servers, tmp_path, page_size=2, serve_discover=True) as running:
             yield running
         nursery.cancel_scope.cancel()
 

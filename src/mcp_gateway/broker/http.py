@@ -208,7 +208,9 @@ def register(
             record("refused", principal.status_code, started)
             return principal
         acceptable = accepts(JSON, SSE)
-        if is_modern(request.headers.get("mcp-protocol-version")):
+        # A request in a session is a handshake-era request whatever its version header says
+        # (modern requests have no sessions): a bad version there is the session's -32600.
+        if is_modern(request.headers.get("mcp-protocol-version")) and "mcp-session-id" not in request.headers:
             return await _modern_post(body, body_limits, principal, acceptable, started)
         token = combined_header("mcp-session-id")
         claims = core.tokens.verify(token) if token and len(token) <= MAX_TOKEN_LENGTH else None
@@ -223,7 +225,10 @@ def register(
         if isinstance(first, Request) and not isinstance(parsed, list):
             if first.method == DISCOVER:
                 # Without a 2026-07-28 MCP-Protocol-Version header (the SDK always sends one):
-                # the same answer; every server must implement server/discover.
+                # the same answer, when the gateway answers discover at all.
+                if not core.config.gateway.serve_discover:
+                    record(DISCOVER, 200, started)
+                    return Response(_discover_not_served(first.id), 200, content_type=JSON)
                 record(DISCOVER, 200, started)
                 return Response(modern.discover(first), 200, content_type=JSON)
             if first.method == "initialize":
@@ -302,6 +307,11 @@ def register(
             )
         message = parsed
         method = message.method
+        if method == DISCOVER and not core.config.gateway.serve_discover:
+            # The SDK's auto-mode probe: -32601 sends it to the initialize handshake, where the
+            # gateway serves everything (gateway.serve_discover says why it is off).
+            refusal = ProtocolError(ErrorCode.METHOD_NOT_FOUND, DISCOVER_NOT_SERVED, id=message.id)
+            return modern_refusal(refusal, method, started)
         for name in ROUTING_HEADERS:
             if len(request.headers.getlist(name)) > 1:
                 duplicated = ProtocolError(
@@ -432,8 +442,8 @@ def register(
 
     def modern_not_allowed() -> Response | None:
         """2026-07-28 has no GET stream and no session to DELETE: 405, POST is allowed."""
-        if not is_modern(request.headers.get("mcp-protocol-version")):
-            return None
+        if not is_modern(request.headers.get("mcp-protocol-version")) or "mcp-session-id" in request.headers:
+            return None  # in a session: the handshake-era GET or DELETE, answered as such
         response = refusal(405, ErrorCode.INVALID_REQUEST, "Method Not Allowed")
         response.headers["allow"] = "POST"
         return response
@@ -554,6 +564,13 @@ def _peeked_id(body: bytes, limits: Limits) -> Any:
         return peek(body, limits).id
     except ProtocolError:
         return None
+
+
+DISCOVER_NOT_SERVED = "server/discover is not served here (gateway.serve_discover); use initialize"
+
+
+def _discover_not_served(request_id: Any) -> bytes:
+    return error_response(request_id, ErrorCode.METHOD_NOT_FOUND, DISCOVER_NOT_SERVED)
 
 
 def _modern_answer_status(answer: bytes) -> int:

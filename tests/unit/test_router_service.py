@@ -35,7 +35,9 @@ from mcp_gateway.router.backends import (
     SessionGone,
 )
 from mcp_gateway.router.decision import NeedsBackend, RoutingTable, route_request
-from mcp_gateway.router.service import ExternalProcessor, Router, cancel_marked_call
+from mcp_gateway.router.exchange import Router
+from mcp_gateway.router.grpc_server import ExternalProcessor
+from mcp_gateway.router.service import cancel_marked_call
 from mcp_gateway.sessions import SessionTokens, derive_key
 from mcp_gateway.sessions.memory_store import MemorySessionStore
 from mcp_gateway.sessions.openings import BackendOpenings

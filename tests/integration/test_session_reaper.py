@@ -93,9 +93,11 @@ def deletes(core: BrokerCore, server: str) -> float:
     return core.metrics.registry.get_sample_value(name, {"server": server}) or 0.0
 
 
-def broker_core(config: GatewayConfig, store: SessionStore) -> BrokerCore:
-    """The broker's core as `serve_broker` builds it (its supervisor runs only where started)."""
-    return BrokerCore(config, Supervisor(config, timing=FAST_TIMING), SessionTokens([TEST_KEY]), store)
+def broker_core(config: GatewayConfig, store: SessionStore, nursery: trio.Nursery) -> BrokerCore:
+    """The broker's core as `serve_broker` builds it, in `nursery` (its supervisor runs only
+    where started)."""
+    supervisor = Supervisor(config, timing=FAST_TIMING)
+    return BrokerCore(config, supervisor, SessionTokens([TEST_KEY]), store, nursery=nursery)
 
 
 async def test_the_reaper_ends_an_expired_sessions_backend_session_upstream_and_its_streams() -> None:
@@ -103,7 +105,7 @@ async def test_the_reaper_ends_an_expired_sessions_backend_session_upstream_and_
     async with sample_in_process("echo") as url, trio.open_nursery() as nursery:
         config = reaping_config([("echo", url, "echo_")])
         echo = server_of(config, "echo")
-        core = broker_core(config, store)
+        core = broker_core(config, store, nursery)
         await nursery.start(core.supervisor.run)  # the pooled HTTP client the reaper uses
         expiring, expiring_backend = await session_with_backend(core, echo)
         live = "a-session-of-an-hour"
@@ -140,13 +142,14 @@ async def test_two_brokers_sharing_redis_end_each_expired_backend_session_exactl
         echo = server_of(config, "echo")
         stores = [RedisSessionStore(redis_url), RedisSessionStore(redis_url)]
         try:
-            first, second = (broker_core(config, store) for store in stores)
-            backends = [(await session_with_backend(first, echo))[1] for _ in range(sessions)]
-            await outlive(stores[0], TTL)  # Redis expires on its own clock: a witness is polled
+            async with trio.open_nursery() as background:
+                first, second = (broker_core(config, store, background) for store in stores)
+                backends = [(await session_with_backend(first, echo))[1] for _ in range(sessions)]
+                await outlive(stores[0], TTL)  # Redis expires on its own clock: a witness is polled
 
-            async with trio.open_nursery() as nursery:
-                for core in (first, second):
-                    nursery.start_soon(reap_once, core)
+                async with trio.open_nursery() as nursery:
+                    for core in (first, second):
+                        nursery.start_soon(reap_once, core)
 
             for backend in backends:
                 assert await backend_status(echo, backend) == 404
@@ -177,7 +180,7 @@ async def test_an_upstream_that_never_answers_delays_only_its_own_deletes() -> N
             ]
         )
         echo = server_of(config, "echo")
-        core = broker_core(config, store)
+        core = broker_core(config, store, nursery)
         sid, echo_backend = await session_with_backend(core, echo)
         assert await store.set_backend(sid, "hung", "hung-backend")
         assert await store.set_backend(sid, "down", "down-backend")
@@ -208,8 +211,8 @@ async def test_a_store_that_cannot_be_reached_skips_a_round_and_the_reaper_goes_
     unreachable = RedisSessionStore(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
     config = reaping_config([("echo", "http://127.0.0.1:9/mcp", "echo_")], interval=0.05)
     try:
-        core = broker_core(config, unreachable)
         async with trio.open_nursery() as nursery:
+            core = broker_core(config, unreachable, nursery)
             with capture_logs() as logs:
                 await nursery.start(run_reaper, core)
                 skipped = 0

@@ -87,7 +87,12 @@ class BackendStreams:
         client_requests: ClientRequests,
         server_of: Callable[[str], ServerConfig | None],
         request_relist: Callable[[str], None],
+        *,
+        nursery: trio.Nursery,
+        openings: BackendOpenings | None = None,
     ) -> None:
+        """`nursery`: the broker's, where the relays of listening sessions run; `openings`:
+        shared with the router of this process (a private one otherwise)."""
         self._store = store
         self._fanout = fanout
         self._metrics = metrics
@@ -100,25 +105,17 @@ class BackendStreams:
         self._listening: dict[str, _Listening] = {}
         self.held_streams = 0  # backend GET streams open or opening now
         metrics.backend_streams.set_function(lambda: self.held_streams)
-        self.openings = BackendOpenings()  # replaced by the one shared with the router (`bind`)
-        self.nursery: trio.Nursery | None = None  # the broker's; set by `bind`
-
-    def bind(self, nursery: trio.Nursery, openings: BackendOpenings | None) -> None:
+        self.openings = openings if openings is not None else BackendOpenings()
         self.nursery = nursery
-        if openings is not None:
-            self.openings = openings
 
     @contextmanager
     def listening(self, session: ClientSession) -> Iterator[None]:
         """Hold the session's backend streams while this client stream is open (reentrant: the
         first of a session's streams starts the relays, the last one stops them)."""
         entry = self._listening.get(session.sid)
-        if entry is None and self.nursery is not None:
+        if entry is None:
             entry = self._listening[session.sid] = _Listening(session)
             self.nursery.start_soon(self._watch, entry)
-        if entry is None:
-            yield
-            return
         entry.streams += 1
         try:
             yield
@@ -128,7 +125,7 @@ class BackendStreams:
             if entry.streams == 0 and self._listening.get(session.sid) is entry:
                 entry.closes += 1
                 limits = self._fanout.limits
-                if limits.enabled and self.nursery is not None:
+                if limits.enabled:
                     # What upstreams send while the client reconnects goes into its replay log.
                     self.nursery.start_soon(self._stop_unless_back, entry, limits.linger_seconds)
                 else:

@@ -44,6 +44,7 @@ from mcp_gateway.protocol import (
 )
 from mcp_gateway.protocol import Notification as NotificationMessage
 from mcp_gateway.sessions import SessionTokens
+from mcp_gateway.sessions.openings import BackendOpenings
 from mcp_gateway.sessions.store import SessionStore, SessionStoreUnavailable
 from mcp_gateway.upstream import (
     KINDS,
@@ -99,9 +100,13 @@ class BrokerCore:
         tokens: SessionTokens,
         store: SessionStore,
         *,
+        nursery: trio.Nursery,
+        openings: BackendOpenings | None = None,
         fanout: Fanout | None = None,
         metrics: BrokerMetrics | None = None,
     ) -> None:
+        """`nursery`: the broker's, where background relays run (it outlives every request);
+        `openings`: shared with the router of this process."""
         self._config = config
         self.supervisor = supervisor
         self.tokens = tokens
@@ -109,7 +114,8 @@ class BrokerCore:
         self.fanout = fanout or Fanout(replay_limits(config))
         self.metrics = metrics or BrokerMetrics()
         self.forwarder = Forwarder(
-            config, supervisor, store, self.fanout, self.metrics, relist=self.relist
+            config, supervisor, store, self.fanout, self.metrics, relist=self.relist,
+            nursery=nursery, openings=openings,
         )
         self.federation = Federation()  # what a client declaring no client features sees
         # Federations for clients that declared features some upstream's variants ask for,

@@ -58,7 +58,11 @@ class Forwarder:
         metrics: BrokerMetrics,
         *,
         relist: Callable[[str], Awaitable[RelistOutcome]] | None = None,
+        nursery: trio.Nursery,
+        openings: BackendOpenings | None = None,
     ) -> None:
+        """`nursery`: the broker's, for background relays; `openings`: shared with the router
+        of this process (see `sessions/openings.py`)."""
         self.config = config  # replaced on reload, with the broker's
         self.supervisor = supervisor
         self.store = store
@@ -77,16 +81,14 @@ class Forwarder:
             self.client_requests,
             lambda name: self.config.server(name),
             supervisor.request_relist,
+            nursery=nursery,
+            openings=openings,
         )
         # Subscriptions to stdio/WebSocket upstreams, whose one link all clients share.
         self.links = LinkSubscriptions(
             fanout, metrics, lambda name: self.config.server(name), supervisor.stream_client
         )
         supervisor.link_events = self.links
-
-    def bind(self, nursery: trio.Nursery, openings: BackendOpenings | None = None) -> None:
-        """Run background relays in the broker's nursery; share `openings` with the router."""
-        self.streams.bind(nursery, openings)
 
     async def forward(
         self,

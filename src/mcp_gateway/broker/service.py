@@ -74,14 +74,15 @@ async def serve_broker(
     upstream lists."""
     reload_state = reload_state or ReloadState()
     supervisor = Supervisor(config, timing=timing or Timing())
-    core = BrokerCore(config, supervisor, tokens, store)
-    if routed_calls is not None:
-        core.metrics.registry.register(routed_calls)
-    if relists is not None:
-        relists.bind(core.relist)
+    core: BrokerCore | None = None
     try:
         async with trio.open_nursery() as nursery:
-            core.forwarder.bind(nursery, openings)
+            # Built inside its nursery: everything it starts in the background lives there.
+            core = BrokerCore(config, supervisor, tokens, store, nursery=nursery, openings=openings)
+            if routed_calls is not None:
+                core.metrics.registry.register(routed_calls)
+            if relists is not None:
+                relists.bind(core.relist)
             changes = supervisor.changes()  # before the first upstream can change anything
             if routed_calls is not None:
                 nursery.start_soon(routed_calls.follow, supervisor, supervisor.changes())
@@ -102,8 +103,9 @@ async def serve_broker(
     finally:
         if relists is not None:
             relists.bind(None)  # asked from now on, it goes over HTTP (and finds nobody)
-        with trio.CancelScope(shield=True), trio.move_on_after(2):
-            await core.forwarder.streams.aclose()
+        if core is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await core.forwarder.streams.aclose()
 
 
 def _port_of(url: str) -> int:

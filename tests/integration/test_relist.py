@@ -300,10 +300,10 @@ async def test_a_client_cannot_reach_internal_relist_through_envoy(tmp_path: Pat
         assert (await relist(http, stack.broker, "ch")).status_code == 200
 
 
-async def test_relists_asks_in_process_when_bound_and_over_http_otherwise() -> None:
+async def test_relists_asks_in_process_while_a_broker_serves_it_and_over_http_otherwise() -> None:
     async with changing_upstream() as upstream:
         config = gateway_config([("ch", upstream.url, "ch_")])
-        in_process = Relists("127.0.0.1:1")  # nothing listens there: only the binding can answer
+        in_process = Relists("127.0.0.1:1")  # nothing listens there: only the broker in process can answer
         async with (
             running_broker(config, relists=in_process) as broker,
             httpx.AsyncClient(timeout=20) as http,
@@ -318,5 +318,5 @@ async def test_relists_asks_in_process_when_bound_and_over_http_otherwise() -> N
             assert await over_http.relist("ch") is RelistOutcome.RELISTED
             assert "ch_two" in await list_tools(http, broker.url, session)
             assert await over_http.relist("nope") is RelistOutcome.UNKNOWN
-        # The broker stopped: the handle is unbound again and finds nobody.
+        # The broker stopped: it no longer serves the handle, which finds nobody over HTTP.
         assert await in_process.relist("ch") is RelistOutcome.UNAVAILABLE

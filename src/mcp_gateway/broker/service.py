@@ -8,6 +8,7 @@ graceful timeout for open streams.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,33 +77,34 @@ async def serve_broker(
     supervisor = Supervisor(config, timing=timing or Timing())
     core: BrokerCore | None = None
     try:
-        async with trio.open_nursery() as nursery:
-            # Built inside its nursery: everything it starts in the background lives there.
-            core = BrokerCore(config, supervisor, tokens, store, nursery=nursery, openings=openings)
-            if routed_calls is not None:
-                core.metrics.registry.register(routed_calls)
-            if relists is not None:
-                relists.bind(core.relist)
-            changes = supervisor.changes()  # before the first upstream can change anything
-            if routed_calls is not None:
-                nursery.start_soon(routed_calls.follow, supervisor, supervisor.changes())
-            await nursery.start(supervisor.run)
-            app = build_app(core, nursery, keepalive_seconds=keepalive_seconds)
-            nursery.start_soon(_announce_changes, core, changes)
-            nursery.start_soon(_apply_reloads, core, reloads, reload_state)
-            # Expired sessions end their backend sessions upstream too (docs/sessions.md).
-            nursery.start_soon(run_reaper, core)
-            urls = await nursery.start(_serve_http, app, listen or config.gateway.broker_listen)
-            admin_urls = await nursery.start(
-                _serve_http, build_admin_app(core, reload_state), admin_listen or config.gateway.admin_listen
-            )
-            log.info(
-                "broker listening", url=f"{urls[0]}/mcp", admin=admin_urls[0], upstreams=len(config.servers)
-            )
-            task_status.started(BrokerPorts(mcp=_port_of(urls[0]), admin=_port_of(admin_urls[0])))
+        # The in-process re-list is served while the nursery runs, and no longer (ExitStack
+        # outside the nursery: it unwinds after every task of the broker has ended).
+        with ExitStack() as serving:
+            async with trio.open_nursery() as nursery:
+                # Built inside its nursery: everything it starts in the background lives there.
+                core = BrokerCore(config, supervisor, tokens, store, nursery=nursery, openings=openings)
+                if routed_calls is not None:
+                    core.metrics.registry.register(routed_calls)
+                if relists is not None:
+                    serving.enter_context(relists.served_by(core.relist))
+                changes = supervisor.changes()  # before the first upstream can change anything
+                if routed_calls is not None:
+                    nursery.start_soon(routed_calls.follow, supervisor, supervisor.changes())
+                await nursery.start(supervisor.run)
+                app = build_app(core, nursery, keepalive_seconds=keepalive_seconds)
+                nursery.start_soon(_announce_changes, core, changes)
+                nursery.start_soon(_apply_reloads, core, reloads, reload_state)
+                # Expired sessions end their backend sessions upstream too (docs/sessions.md).
+                nursery.start_soon(run_reaper, core)
+                urls = await nursery.start(_serve_http, app, listen or config.gateway.broker_listen)
+                admin_urls = await nursery.start(
+                    _serve_http, build_admin_app(core, reload_state), admin_listen or config.gateway.admin_listen
+                )
+                log.info(
+                    "broker listening", url=f"{urls[0]}/mcp", admin=admin_urls[0], upstreams=len(config.servers)
+                )
+                task_status.started(BrokerPorts(mcp=_port_of(urls[0]), admin=_port_of(admin_urls[0])))
     finally:
-        if relists is not None:
-            relists.bind(None)  # asked from now on, it goes over HTTP (and finds nobody)
         if core is not None:
             with trio.CancelScope(shield=True), trio.move_on_after(2):
                 await core.forwarder.streams.aclose()

@@ -16,7 +16,8 @@ listing is queued joins that listing.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Final, NoReturn
 
 import httpx
@@ -111,9 +112,9 @@ class Relists:
     """How the rest of the gateway asks for a re-list of one upstream, with or without a broker
     in this process.
 
-    `mcp-gateway serve` makes one and hands it to `serve_broker`, which binds it to its
-    `BrokerCore.relist`: then `relist(name)` runs in this process. Unbound (a router-only
-    process), it POSTs to the broker's internal endpoint at `broker_listen` instead, which
+    `mcp-gateway serve` makes one and hands it to `serve_broker`, which serves it in process
+    (`with relists.served_by(core.relist)`) while it runs: then `relist(name)` runs in this
+    process. Otherwise (a router-only process, or after the broker stopped) it POSTs to the broker's internal endpoint at `broker_listen` instead, which
     answers once the re-list is done. Either way it returns when a listing of that upstream that
     started after the call has finished and the broker's lists show it (or the bound passed).
     """
@@ -125,8 +126,15 @@ class Relists:
         self._endpoint = f"http://{host}:{port}{RELIST_PATH}"
         self._local: LocalRelist | None = None
 
-    def bind(self, local: LocalRelist | None) -> None:
+    @contextmanager
+    def served_by(self, local: LocalRelist) -> Iterator[None]:
+        """Answer `relist` in process with `local` for the duration of the block (the broker's
+        lifetime), over HTTP before and after it."""
         self._local = local
+        try:
+            yield
+        finally:
+            self._local = None
 
     async def relist(self, server: str) -> RelistOutcome:
         """Bounded by the server's `timeoutSeconds` (the broker's bound, in process or not); a

@@ -45,6 +45,7 @@ class ConditionalServer:
 
     def __init__(self, *, conditional: bool = True) -> None:
         self.initialized: list[dict[str, Any]] = []
+        self.pings = 0  # pings answered: how a test knows that ping intervals went by
         self.roots_only = {"roots_only"}  # tool names offered only to roots clients
         self.sessions: dict[str, Any] = {}  # by Mcp-Session-Id, to announce changes to all
         self.server = MCPServer("conditional")
@@ -66,6 +67,8 @@ class ConditionalServer:
     async def _offer_by_capability(self, ctx: Any, call_next: Any) -> Any:
         if ctx.method == "initialize":
             self.initialized.append(dict((ctx.params or {}).get("capabilities") or {}))
+        elif ctx.method == "ping":
+            self.pings += 1
         session_id = getattr(ctx.request, "headers", {}).get("mcp-session-id")
         if session_id:
             self.sessions[session_id] = ctx.session
@@ -191,7 +194,12 @@ async def test_an_upstream_without_conditional_items_costs_one_short_session() -
         variants = await wait_for_variants(broker.admin, "plain")
         assert variants == {"state": "none", "reason": None, "variants": []}
         assert await tool_names(broker.url, roots=True) == {"p_everyone"}
-        await trio.sleep(1.5)  # three FAST_TIMING ping intervals: nothing more is opened
+        # Three more pings answered: three of the supervisor's ping intervals went by, in which
+        # nothing more was opened.
+        pings = upstream.pings
+        with trio.fail_after(10):
+            while upstream.pings < pings + 3:  # noqa: ASYNC110 - the upstream's count is the signal
+                await trio.sleep(0.02)
         discovery = list(upstream.initialized)
     # The base session (no capabilities) and one probe declaring every client feature, which
     # listed the same and was closed; nothing else (listing opens no backend session).

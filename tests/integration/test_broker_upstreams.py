@@ -333,6 +333,11 @@ async def test_a_clients_cancellation_reaches_the_upstream_running_its_call() ->
                 answer = await call("fx_test_cancelled_operations", {}, 99)
                 return list(json.loads(answer["result"]["content"][0]["text"]))
 
+            async def running(label: str) -> bool:
+                """The upstream has started the slow operation `label` (its own word for it)."""
+                answer = await call("fx_test_started_operations", {}, 98)
+                return label in json.loads(answer["result"]["content"][0]["text"])
+
             async def cancel(rid: int) -> None:
                 note = {
                     "jsonrpc": "2.0",
@@ -349,7 +354,7 @@ async def test_a_clients_cancellation_reaches_the_upstream_running_its_call() ->
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(slow_call)
-                await trio.sleep(0.5)
+                await _wait_for(lambda: running("fallback"), within=3)
                 started = trio.current_time()
                 await cancel(41)
             assert trio.current_time() - started < 3
@@ -389,7 +394,7 @@ async def test_a_clients_cancellation_reaches_the_upstream_running_its_call() ->
                         await http.post(fixture, json=routed, headers=on_upstream)
 
                 nursery.start_soon(routed_call)
-                await trio.sleep(0.5)
+                await _wait_for(lambda: running("routed"), within=3)
                 await cancel(77)
 
                 async def routed_cancelled() -> bool:
@@ -443,15 +448,19 @@ async def test_resource_updates_reach_only_the_subscribing_client() -> None:
             assert result["result"]["content"][0]["text"] == "notified 1 subscriber(s)"
             with trio.fail_after(2):
                 await got_update.wait()
-            await trio.sleep(0.3)
-            assert heard["subscriber"] == [
-                {
-                    "jsonrpc": "2.0",
-                    "method": "notifications/resources/updated",
-                    "params": {"uri": uri},
-                }
-            ]
-            assert heard["bystander"] == []
+            # The positive signal that the first update is over for the bystander too: it
+            # subscribes now, and the second update is the first thing its stream carries (its
+            # stream is ordered, so a wrongly delivered first update would come before it).
+            answer = await http.post(broker.url, json={**subscribe, "id": 7}, headers=bystander)
+            assert answer.json() == {"jsonrpc": "2.0", "id": 7, "result": {}}
+            result = (await http.post(broker.url, json={**update, "id": 8}, headers=bystander)).json()
+            assert result["result"]["content"][0]["text"] == "notified 2 subscriber(s)"
+            with trio.fail_after(2):
+                while not (heard["bystander"] and len(heard["subscriber"]) == 2):  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            updated = {"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": uri}}
+            assert heard["subscriber"] == [updated, updated]
+            assert heard["bystander"] == [updated]
             nursery.cancel_scope.cancel()
 
 

@@ -111,6 +111,7 @@ class _FixtureState:
         )
         self.subscribers: dict[str, weakref.WeakSet[Connection]] = {}
         self.watched_version = 0
+        self.started_operations: list[str] = []
         self.cancelled_operations: list[str] = []
         self.completed_operations: list[str] = []
 
@@ -447,6 +448,7 @@ def _add_observation_tools(server: MCPServer, state: _FixtureState) -> None:
 
     @server.tool(description="Runs until cancelled (at most `seconds`); records the outcome")
     async def test_slow_operation(label: str, seconds: float = 30.0) -> types.CallToolResult:
+        state.started_operations.append(label)
         try:
             await anyio.sleep(seconds)
         except anyio.get_cancelled_exc_class():
@@ -454,6 +456,10 @@ def _add_observation_tools(server: MCPServer, state: _FixtureState) -> None:
             raise
         state.completed_operations.append(label)
         return _text(f"{label} completed")
+
+    @server.tool(description="Lists the labels of slow operations that have started")
+    def test_started_operations() -> types.CallToolResult:
+        return _text(json.dumps(state.started_operations))
 
     @server.tool(description="Lists the labels of slow operations that were cancelled")
     def test_cancelled_operations() -> types.CallToolResult:

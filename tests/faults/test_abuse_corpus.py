@@ -271,17 +271,20 @@ CASES: list[Hostile] = [
     Hostile("dot-segments-to-admin", 404, None, NO_ID, raw=_raw("POST /mcp/../status HTTP/1.1", PING_1)),
     Hostile("chunked-with-pipelined-forgery", 200, None, 1, answers=2, raw=_raw("POST /mcp HTTP/1.1", None, b"transfer-encoding: chunked\r\n", close=False) + (
         b"28\r\n" + PING_1 + b"\r\n0\r\n\r\n" + _raw("POST /mcp HTTP/1.1", PING_1.replace(b":1,", b":2,"), b"x-mcp-servername: beta\r\n")), result=True),
-    # Broken framing: Envoy's codec refuses it and the request never reaches the gateway. Envoy
-    # would answer 400 (431, 426) first, but its ext_proc filter swallows local replies made on
-    # a codec error (envoyproxy/envoy#29440): the connection is closed without an answer (0).
-    Hostile("content-length-and-chunked", 0, None, NO_ID, raw=_raw("POST /mcp HTTP/1.1", None, b"content-length: 4\r\ntransfer-encoding: chunked\r\n") + b"5\r\n{\"a\":\r\n0\r\n\r\n"),
-    Hostile("two-content-lengths", 0, None, NO_ID, raw=_raw("POST /mcp HTTP/1.1", PING_1, b"content-length: 2\r\n")),
+    # Broken framing: Envoy's codec refuses it and the request never reaches the gateway; Envoy
+    # answers itself (plain text: the request's id was never read). The ext_proc filter is off
+    # until a route turns it on, so it is not in the chain of a request refused before routing
+    # (with it on, it swallowed these replies: envoyproxy/envoy#29440). An error in a chunked
+    # body comes after routing, with the filter on: that connection still closes unanswered (0).
+    Hostile("content-length-and-chunked", 400, None, NO_ID, raw=_raw("POST /mcp HTTP/1.1", None, b"content-length: 4\r\ntransfer-encoding: chunked\r\n") + b"5\r\n{\"a\":\r\n0\r\n\r\n"),
+    Hostile("two-content-lengths", 400, None, NO_ID, raw=_raw("POST /mcp HTTP/1.1", PING_1, b"content-length: 2\r\n")),
     Hostile("bad-chunk-size", 0, None, NO_ID, raw=_raw("POST /mcp HTTP/1.1", None, b"transfer-encoding: chunked\r\n") + b"zz\r\n{}\r\n0\r\n\r\n"),
-    Hostile("unknown-transfer-coding", 0, None, NO_ID, raw=_raw("POST /mcp HTTP/1.1", None, b"transfer-encoding: xchunked\r\n") + PING_1),
-    Hostile("space-before-colon", 0, None, NO_ID, raw=_raw("POST /mcp HTTP/1.1", PING_1, b"x-mcp-servername : beta\r\n")),
-    Hostile("nul-in-session-header", 0, None, NO_ID, raw=_raw("POST /mcp HTTP/1.1", PING_1, b"x-note: a\x00b\r\n")),
-    Hostile("http-1.0", 0, None, NO_ID, raw=_raw("POST /mcp HTTP/1.0", PING_1)),
-    Hostile("header-over-envoy-limit", 0, None, NO_ID, raw=_raw("POST /mcp HTTP/1.1", PING_1, b"x-padding: " + b"p" * (80 * 1024) + b"\r\n")),
+    # RFC 9112, 6.1: a transfer coding the server does not understand is a 501.
+    Hostile("unknown-transfer-coding", 501, None, NO_ID, raw=_raw("POST /mcp HTTP/1.1", None, b"transfer-encoding: xchunked\r\n") + PING_1),
+    Hostile("space-before-colon", 400, None, NO_ID, raw=_raw("POST /mcp HTTP/1.1", PING_1, b"x-mcp-servername : beta\r\n")),
+    Hostile("nul-in-session-header", 400, None, NO_ID, raw=_raw("POST /mcp HTTP/1.1", PING_1, b"x-note: a\x00b\r\n")),
+    Hostile("http-1.0", 426, None, NO_ID, raw=_raw("POST /mcp HTTP/1.0", PING_1)),
+    Hostile("header-over-envoy-limit", 431, None, NO_ID, raw=_raw("POST /mcp HTTP/1.1", PING_1, b"x-padding: " + b"p" * (80 * 1024) + b"\r\n")),
     # --- the fast path: a session whose a_add is routed by Envoy's Lua filter
     Hostile("fast-duplicate-name", 400, -32700, session="fast", body=b'{"jsonrpc":"2.0","id":101,"method":"tools/call","params":{"name":"a_add","name":"a_add","arguments":{"a":1,"b":2}}}'),
     Hostile("fast-unexpected-member", 400, -32600, 102, session="fast", body=b'{"jsonrpc":"2.0","id":102,"method":"tools/call","params":{"name":"a_add","arguments":{"a":1,"b":2}},"x":1}'),
@@ -396,7 +399,9 @@ async def test_hostile_request_gets_its_precise_answer(corpus: Corpus, case: Hos
     assert len(answers) == case.answers, f"{case.name}: {len(answers)} answers, expected {case.answers}"
     for status, body, headers in answers:
         shown = body[:300]
-        assert status < 500, f"{case.name}: a 5xx ({status}) {shown!r}"
+        # The one 5xx allowed is the one HTTP itself prescribes (RFC 9112: 501 for an unknown
+        # transfer coding), and only where the table names it.
+        assert status < 500 or status == case.status == 501, f"{case.name}: a 5xx ({status}) {shown!r}"
         assert status == case.status, f"{case.name}: HTTP {status}, expected {case.status}: {shown!r}"
         if case.id is NO_ID and case.code is None:
             continue
@@ -445,6 +450,6 @@ async def test_after_the_corpus_the_gateway_still_serves_normal_calls(corpus: Co
     slowest = max(answered, key=answered.__getitem__) if answered else "none"
     figure("abuse-corpus", (
         f"{len(ANSWER_SECONDS)} of {len(CASES)} hostile requests sent through Envoy, each its precise "
-        f"answer, 0 5xx, 0 hangs; slowest answer {answered.get(slowest, 0) * 1000:.0f} ms ({slowest}); "
+        f"answer, no 5xx but the 501 RFC 9112 prescribes, 0 hangs; slowest answer {answered.get(slowest, 0) * 1000:.0f} ms ({slowest}); "
         f"{sum(1 for c in CASES if c.status == 0)} with broken HTTP framing closed by Envoy unanswered; "
         f"afterwards a routed call answered in {normal_ms:.0f} ms and the fast path still held"))

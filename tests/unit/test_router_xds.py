@@ -123,7 +123,12 @@ def test_routes_match_the_servername_header_then_default_to_the_broker() -> None
     ]
     assert [r["match"]["path"] for r in routes[2:6]] == ["/mcp", "/mcp/ws", "/mcp", "/mcp"]
     assert routes[2]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True
-    assert "typed_per_filter_config" not in routes[5]
+    # The ext_proc is off in the listener (so Envoy's replies to broken framing reach the client)
+    # and turned on by the routes that need it: the POST route and each server's slow route.
+    for enabled in (routes[0], routes[1], routes[5]):
+        on = enabled["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
+        assert on["@type"].endswith("envoy.config.route.v3.FilterConfig") and not on.get("disabled")
+        assert on["config"]["@type"].endswith("ExtProcPerRoute")
     assert routes[0]["match"]["headers"] == [{"name": "x-mcp-servername", "string_match": {"exact": "files"}}]
     assert all(r["route"]["timeout"] == "0s" for r in routes[:-1])
     # Everything else (/status, /metrics, /healthz...) is Envoy's own 404: no ext_proc, no broker.

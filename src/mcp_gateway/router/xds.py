@@ -170,6 +170,14 @@ def _upstream_mark(name: str) -> list[dict[str, Any]]:
 
 
 _EXT_PROC_DISABLED: Final = {EXT_PROC_FILTER: {"@type": EXT_PROC_PER_ROUTE_TYPE, "disabled": True}}
+# The ext_proc filter is off in the listener (envoy/bootstrap.yaml.tmpl) and on only where a
+# route says so: the routes whose requests or answers the router must see.
+_EXT_PROC_ENABLED: Final = {
+    EXT_PROC_FILTER: {
+        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+        "config": {"@type": EXT_PROC_PER_ROUTE_TYPE, "overrides": {}},  # the listener's settings
+    }
+}
 
 MCP_PATH: Final = "/mcp"
 WEBSOCKET_PATH: Final = "/mcp/ws"
@@ -239,6 +247,8 @@ def route_configuration(
             "route": {"cluster": cluster_name(name), "timeout": "0s"},
             "request_headers_to_remove": list(RATE_LIMIT_HEADERS),
             "response_headers_to_add": _upstream_mark(name),
+            # The router sees the answer's headers (backend session swap, 404 replay).
+            "typed_per_filter_config": _EXT_PROC_ENABLED,
         }
         for name in names
     ]
@@ -278,6 +288,8 @@ def route_configuration(
         "match": {"path": MCP_PATH},
         "route": {"cluster": BROKER_CLUSTER, "timeout": "0s"},
         "request_headers_to_remove": list(RATE_LIMIT_HEADERS),
+        # Every POST is the router's to decide (the Lua fast path takes its calls elsewhere).
+        "typed_per_filter_config": _EXT_PROC_ENABLED,
     }
     if fast_path is not None:
         to_broker["metadata"] = {"filter_metadata": dict(fast_path)}

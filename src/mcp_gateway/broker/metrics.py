@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -15,96 +17,27 @@ class BrokerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(BuildInfo())
-        self.requests = Counter(
-            "mcp_gateway_broker_requests",
-            "MCP requests answered by the broker, by JSON-RPC method and HTTP status.",
-            ["method", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "mcp_gateway_broker_request_seconds",
-            "Time to answer an MCP request (to the first byte for streams).",
-            ["method"],
-            registry=self.registry,
-        )
-        self.upstream_state = Gauge(
-            "mcp_gateway_upstream_state",
-            "1 for the current state of each upstream, 0 for the others.",
-            ["server", "state"],
-            registry=self.registry,
-        )
-        self.upstream_items = Gauge(
-            "mcp_gateway_upstream_items",
-            "Items an upstream offers, by kind.",
-            ["server", "kind"],
-            registry=self.registry,
-        )
-        self.federated_tools = Gauge(
-            "mcp_gateway_tools", "Tools in the federated tools/list.", registry=self.registry
-        )
-        self.sessions_created = Counter(
-            "mcp_gateway_sessions_created",
-            "Gateway sessions issued at initialize.",
-            registry=self.registry,
-        )
-        self.sessions_deleted = Counter(
-            "mcp_gateway_sessions_deleted",
-            "Gateway sessions ended by DELETE.",
-            registry=self.registry,
-        )
-        self.sessions_expired = Counter(
-            "mcp_gateway_sessions_expired",
-            "Expired gateway sessions this broker reaped (their backend sessions ended upstream).",
-            registry=self.registry,
-        )
-        self.expired_backend_deletes = Counter(
-            "mcp_gateway_expired_backend_deletes",
-            "DELETEs sent upstream for the backend sessions of expired gateway sessions (best "
-            "effort, bounded: an upstream that does not answer keeps its session until its own "
-            "timeout).",
-            ["server"],
-            registry=self.registry,
-        )
-        self.open_streams = Gauge(
-            "mcp_gateway_open_streams", "Open GET SSE streams.", registry=self.registry
-        )
-        self.backend_streams = Gauge(
-            "mcp_gateway_backend_streams",
-            "Backend sessions' own GET streams the broker holds for listening clients.",
-            registry=self.registry,
-        )
-        self.notifications_sent = Counter(
-            "mcp_gateway_notifications_sent",
-            "Notifications queued to client GET streams.",
-            registry=self.registry,
-        )
-        self.notifications_dropped = Counter(
-            "mcp_gateway_notifications_dropped",
-            "Notifications a client stream missed: it fell further behind than its session's "
-            "replay log holds.",
-            registry=self.registry,
-        )
-        self.stream_resumes = Counter(
-            "mcp_gateway_stream_resumes",
-            "GET streams opened with Last-Event-ID, by outcome: resumed, gap (older than the "
-            "replay log: what it kept was replayed), unknown (malformed, another session's or a "
-            "log that is gone: a fresh stream).",
-            ["outcome"],
-            registry=self.registry,
-        )
-        self.stream_replayed = Counter(
-            "mcp_gateway_stream_replayed",
-            "Messages replayed to GET streams that resumed with Last-Event-ID.",
-            registry=self.registry,
-        )
-        self.stream_replay_lost = Counter(
-            "mcp_gateway_stream_replay_lost",
-            "Messages a resuming client had missed that its session's replay log no longer held.",
-            registry=self.registry,
-        )
-        self.config_reloads = Counter(
-            "mcp_gateway_config_reloads", "Config reloads applied.", registry=self.registry
-        )
+        # One line a metric: name, help, labels (in this broker's registry).
+        counter = partial(Counter, registry=self.registry)
+        gauge = partial(Gauge, registry=self.registry)
+        histogram = partial(Histogram, registry=self.registry)
+        self.requests = counter("mcp_gateway_broker_requests", "MCP requests answered by the broker, by JSON-RPC method and HTTP status.", ["method", "status"])
+        self.latency = histogram("mcp_gateway_broker_request_seconds", "Time to answer an MCP request (to the first byte for streams).", ["method"])
+        self.upstream_state = gauge("mcp_gateway_upstream_state", "1 for the current state of each upstream, 0 for the others.", ["server", "state"])
+        self.upstream_items = gauge("mcp_gateway_upstream_items", "Items an upstream offers, by kind.", ["server", "kind"])
+        self.federated_tools = gauge("mcp_gateway_tools", "Tools in the federated tools/list.")
+        self.sessions_created = counter("mcp_gateway_sessions_created", "Gateway sessions issued at initialize.")
+        self.sessions_deleted = counter("mcp_gateway_sessions_deleted", "Gateway sessions ended by DELETE.")
+        self.sessions_expired = counter("mcp_gateway_sessions_expired", "Expired gateway sessions this broker reaped (their backend sessions ended upstream).")
+        self.expired_backend_deletes = counter("mcp_gateway_expired_backend_deletes", "DELETEs sent upstream for the backend sessions of expired gateway sessions (best effort, bounded: an upstream that does not answer keeps its session until its own timeout).", ["server"])
+        self.open_streams = gauge("mcp_gateway_open_streams", "Open GET SSE streams.")
+        self.backend_streams = gauge("mcp_gateway_backend_streams", "Backend sessions' own GET streams the broker holds for listening clients.")
+        self.notifications_sent = counter("mcp_gateway_notifications_sent", "Notifications queued to client GET streams.")
+        self.notifications_dropped = counter("mcp_gateway_notifications_dropped", "Notifications a client stream missed: it fell further behind than its session's replay log holds.")
+        self.stream_resumes = counter("mcp_gateway_stream_resumes", "GET streams opened with Last-Event-ID, by outcome: resumed, gap (older than the replay log: what it kept was replayed), unknown (malformed, another session's or a log that is gone: a fresh stream).", ["outcome"])
+        self.stream_replayed = counter("mcp_gateway_stream_replayed", "Messages replayed to GET streams that resumed with Last-Event-ID.")
+        self.stream_replay_lost = counter("mcp_gateway_stream_replay_lost", "Messages a resuming client had missed that its session's replay log no longer held.")
+        self.config_reloads = counter("mcp_gateway_config_reloads", "Config reloads applied.")
 
     def observe_upstreams(self, statuses: list[UpstreamStatus]) -> None:
         self.upstream_state.clear()

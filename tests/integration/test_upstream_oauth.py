@@ -14,11 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import hypercorn.config
-import hypercorn.trio
 import pytest
 import trio
-from mcp.server.transport_security import TransportSecuritySettings
 from structlog.testing import capture_logs
 
 from mcp_gateway.logs import forget_registered_secrets
@@ -29,6 +26,8 @@ from tests.support.routing import (
     gateway_stack,
     initialize_raw,
     probe_server,
+    sdk_app,
+    serve_asgi,
     session_headers,
     sse_result,
 )
@@ -54,19 +53,10 @@ def _secret_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @asynccontextmanager
 async def guarded_probe(issuer: Issuer, name: str) -> AsyncIterator[tuple[str, Any]]:
     """A probe upstream that needs the issuer's bearer token for RESOURCE; yields (url, guard)."""
-    app = probe_server(name).streamable_http_app(
-        transport_security=TransportSecuritySettings(
-            enable_dns_rebinding_protection=True, allowed_hosts=["127.0.0.1:*"], allowed_origins=[]
-        )
-    )
-    guard = bearer_required(app, issuer, RESOURCE)
-    settings = hypercorn.config.Config()
-    settings.bind = ["127.0.0.1:0"]
-    settings.accesslog = None
-    settings.graceful_timeout = 0.5
+    guard = bearer_required(sdk_app(probe_server(name)), issuer, RESOURCE)
     async with trio.open_nursery() as nursery:
-        urls = await nursery.start(hypercorn.trio.serve, guard, settings)
-        yield urls[0].replace("0.0.0.0", "127.0.0.1") + "/mcp", guard
+        port = await nursery.start(serve_asgi, guard)
+        yield f"http://127.0.0.1:{port}/mcp", guard
         nursery.cancel_scope.cancel()
 
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 
-import hypercorn.config
-import hypercorn.trio
 import trio
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.transport_security import TransportSecuritySettings
+
+from tests.support.routing import sdk_app, serve_asgi
 
 
 def modern_server(name: str) -> MCPServer:
@@ -56,17 +55,5 @@ async def serve_modern(
     server: MCPServer, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """`server` in the SDK's stateless mode on hypercorn, loopback, port 0
-    (`task_status.started(port)`) until cancelled; DNS-rebinding protection on, as by default."""
-    app = server.streamable_http_app(
-        stateless_http=True,
-        transport_security=TransportSecuritySettings(
-            enable_dns_rebinding_protection=True, allowed_hosts=["127.0.0.1:*"], allowed_origins=[]
-        ),
-    )
-    settings = hypercorn.config.Config()
-    settings.bind = ["127.0.0.1:0"]
-    settings.accesslog = None
-    settings.graceful_timeout = 0.5
-    async with trio.open_nursery() as nursery:
-        urls = await nursery.start(hypercorn.trio.serve, app, settings)
-        task_status.started(int(urls[0].rsplit(":", 1)[1]))
+    (`task_status.started(port)`) until cancelled."""
+    await serve_asgi(sdk_app(server, stateless=True), task_status=task_status)

@@ -98,16 +98,27 @@ async def serve_probe(name: str, *, task_status: trio.TaskStatus[int] = trio.TAS
     await serve_sdk_server(probe_server(name), task_status=task_status)
 
 
+def sdk_app(server: MCPServer, *, stateless: bool = False) -> Any:
+    """An official-SDK server's Streamable HTTP app (`stateless`: the SDK's stateless mode);
+    DNS-rebinding protection on for loopback hosts, as the SDK has it by default."""
+    return server.streamable_http_app(
+        stateless_http=stateless,
+        transport_security=TransportSecuritySettings(
+            enable_dns_rebinding_protection=True, allowed_hosts=["127.0.0.1:*"], allowed_origins=[]
+        ),
+    )
+
+
 async def serve_sdk_server(
     server: MCPServer, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """An official-SDK server on hypercorn, loopback, port 0 (`task_status.started(port)`) until
-    cancelled; DNS-rebinding protection on for loopback hosts, as the SDK has it by default."""
-    app = server.streamable_http_app(
-        transport_security=TransportSecuritySettings(
-            enable_dns_rebinding_protection=True, allowed_hosts=["127.0.0.1:*"], allowed_origins=[]
-        )
-    )
+    cancelled."""
+    await serve_asgi(sdk_app(server), task_status=task_status)
+
+
+async def serve_asgi(app: Any, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """An ASGI app on hypercorn, loopback, port 0 (`task_status.started(port)`) until cancelled."""
     settings = hypercorn.config.Config()
     settings.bind = ["127.0.0.1:0"]
     settings.accesslog = None

@@ -146,7 +146,7 @@ class ModernRequests:
         answer = await core.handle(
             upstream_request, session, emit, virtual=virtual, allowed=allowed, can_ask=False
         )
-        return with_result_type(answer)
+        return with_result_type(answer, cacheable=method == "resources/read")
 
     def check_capability(
         self, request: Request, envelope: ModernEnvelope, virtual: VirtualServer | None
@@ -185,17 +185,25 @@ def with_cache_hints(answer: bytes, ttl_ms: int, scope: CacheScope) -> bytes:
     return answer[:-2] + tail
 
 
-def with_result_type(answer: bytes) -> bytes:
+def with_result_type(answer: bytes, *, cacheable: bool = False) -> bytes:
     """A legacy upstream's result as a modern client reads it: 2026-07-28 results carry
-    `resultType` (the SDK client requires it); a result without one is a complete one."""
+    `resultType` (the SDK client requires it); a result without one is a complete one. A
+    `cacheable` result (resources/read) must also carry ttlMs and cacheScope: a legacy
+    upstream gives none, so immediately stale and private (the SDK server's own defaults)."""
     try:
         message = json.loads(answer)
     except ValueError:
         return answer
     result = message.get("result") if isinstance(message, dict) else None
-    if not isinstance(result, dict) or "resultType" in result:
+    if not isinstance(result, dict):
         return answer
-    result["resultType"] = "complete"
+    added: dict[str, Any] = {"resultType": "complete"}
+    if cacheable:
+        added |= {"ttlMs": 0, "cacheScope": "private"}
+    missing = {key: value for key, value in added.items() if key not in result}
+    if not missing:
+        return answer
+    result.update(missing)
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
 
 

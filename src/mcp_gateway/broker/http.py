@@ -21,6 +21,7 @@ from mcp_gateway.auth import Principal, requested_name
 from mcp_gateway.broker import auth as broker_auth
 from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.core import BrokerCore, SessionProblem, UnknownVirtualServer
+from mcp_gateway.broker.listen import LISTEN, ListenStreams
 from mcp_gateway.broker.modern import ModernRequests
 from mcp_gateway.config import VirtualServer
 from mcp_gateway.logs import get_logger
@@ -29,6 +30,7 @@ from mcp_gateway.protocol import (
     ErrorCode,
     ErrorResponse,
     Limits,
+    ModernEnvelope,
     Notification,
     Peek,
     ProtocolError,
@@ -74,6 +76,7 @@ KNOWN_METHODS = frozenset(
         "resources/read",
         "logging/setLevel",
         DISCOVER,
+        LISTEN,
         "batch",
         "invalid",
         "session",
@@ -89,6 +92,7 @@ def register(
     auth = broker_auth.BrokerAuth(core)
     broker_auth.register(app, auth)
     modern = ModernRequests(core)
+    listens = ListenStreams(core, nursery)
 
     def limits() -> Limits:
         return request_limits(core)
@@ -341,6 +345,8 @@ def register(
             record("refused", refused.status_code, started)
             return refused
         allowed = broker_auth.allowed_for(auth.gate, principal)
+        if method == LISTEN:
+            return _listen(message, envelope, virtual, allowed, acceptable, started)
 
         async def answer(emit: Callable[[bytes], Any] | None) -> bytes:
             return await modern.handle(message, envelope, emit, virtual=virtual, allowed=allowed)
@@ -356,6 +362,28 @@ def register(
         status = _modern_answer_status(body_out)
         record(method, status, started)
         return Response(body_out, status, content_type=JSON)
+
+    def _listen(
+        message: Request,
+        envelope: ModernEnvelope,
+        virtual: VirtualServer | None,
+        allowed: Callable[[str], bool] | None,
+        acceptable: list[str],
+        started: float,
+    ) -> Response:
+        """`subscriptions/listen`: its answer is the client's notification stream (listen.py)."""
+        try:
+            if SSE not in acceptable:
+                raise ProtocolError(
+                    ErrorCode.INVALID_REQUEST, f"{LISTEN} answers with {SSE}: accept it", id=message.id
+                )
+            events = listens.open(
+                message, envelope, virtual=virtual, allowed=allowed, keepalive_seconds=keepalive_seconds
+            )
+        except ProtocolError as error:
+            return modern_refusal(error, LISTEN, started)
+        record(LISTEN, 200, started)
+        return _sse_response(events)
 
     async def _initialize(message: Request, started: float) -> Response:
         if isinstance(refused := virtual_or_refusal(message.id), Response):

@@ -17,7 +17,7 @@ import functools
 import itertools
 import json
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from typing import Any, Self
 
@@ -42,6 +42,7 @@ from mcp_gateway.upstream.modern import (
     MODERN_VERSION,
     UpstreamMode,
     discover_result_as_initialize,
+    honoured_resources,
     listen_filter,
     mirrored_headers,
     record_mode,
@@ -238,7 +239,14 @@ class HttpUpstreamClient(RequestShortcuts):
         A modern upstream has no GET stream: the same messages come on `subscriptions/listen`.
         """
         if self.modern:
-            await self._listen_modern(on_message, task_status)
+            capabilities = self.initialize_result.get("capabilities")
+            offered = capabilities if isinstance(capabilities, dict) else {}
+            watched = frozenset(
+                f"notifications/{kind}/list_changed"
+                for kind in ("tools", "prompts", "resources")
+                if isinstance(offered.get(kind), dict) and offered[kind].get("listChanged")
+            )
+            await self._listen_modern(listen_filter(watched), on_message, lambda _: task_status.started())
             return
         authorization = await upstream_authorization(self.server)
         try:
@@ -263,25 +271,37 @@ class HttpUpstreamClient(RequestShortcuts):
         except (httpx.HTTPError, httpx_sse.SSEError) as exc:
             raise UpstreamError(f"{self.server.name}: GET stream failed: {_describe(exc)}") from exc
 
+    async def listen_resources(
+        self,
+        uris: Sequence[str],
+        on_message: MessageHandler,
+        *,
+        task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """A modern upstream's `notifications/resources/updated` for `uris`, on a
+        `subscriptions/listen` of their own: `task_status.started(honoured URIs)` once
+        acknowledged, then each message to `on_message` until the upstream ends it."""
+        await self._listen_modern(
+            listen_filter(frozenset(), uris),
+            on_message,
+            lambda ack: task_status.started(honoured_resources(ack)),
+        )
+
     async def _listen_modern(
-        self, on_message: MessageHandler, task_status: trio.TaskStatus[None]
+        self,
+        notifications: JsonObject,
+        on_message: MessageHandler,
+        acknowledged_by: Callable[[JsonObject], None],
     ) -> None:
         """Hold a `subscriptions/listen` request open (MCP 2026-07-28): its SSE answer opens with
-        `notifications/subscriptions/acknowledged` (then `task_status.started()`), then carries
-        the list changes asked for, each handed to `on_message`, until the upstream ends it."""
-        capabilities = self.initialize_result.get("capabilities")
-        offered = capabilities if isinstance(capabilities, dict) else {}
-        watched = frozenset(
-            f"notifications/{kind}/list_changed"
-            for kind in ("tools", "prompts", "resources")
-            if isinstance(offered.get(kind), dict) and offered[kind].get("listChanged")
-        )
+        `notifications/subscriptions/acknowledged` (handed to `acknowledged_by`), then carries
+        what `notifications` asked for, each handed to `on_message`, until the upstream ends it."""
         rid = f"mcp-gateway-listen-{next(self._ids)}"
         message: JsonObject = {
             "jsonrpc": "2.0",
             "id": rid,
             "method": LISTEN_METHOD,
-            "params": with_meta({"notifications": listen_filter(watched)}, self._meta()),
+            "params": with_meta({"notifications": notifications}, self._meta()),
         }
         acknowledged = False
 
@@ -297,7 +317,7 @@ class HttpUpstreamClient(RequestShortcuts):
                 return True  # the upstream closed the subscription
             if incoming.get("method") == ACKNOWLEDGED and not acknowledged:
                 acknowledged = True
-                task_status.started()
+                acknowledged_by(incoming)
                 return False
             await on_message(incoming)
             return False
@@ -560,6 +580,20 @@ async def open_backend_session(
     if client.session_id is None:
         raise NoSessionIssued(f"{server.name}: upstream issued no Mcp-Session-Id (stateless server)")
     return client.session_id
+
+
+def modern_client(
+    server: ServerConfig,
+    client_info: Mapping[str, Any],
+    capabilities: Mapping[str, Any],
+    *,
+    http: httpx.AsyncClient | None = None,
+) -> HttpUpstreamClient:
+    """A client in modern mode for an upstream discovery found speaking MCP 2026-07-28
+    (`mode_of`), without asking it `server/discover` again."""
+    client = HttpUpstreamClient(server, http=http, client_info=client_info, capabilities=capabilities)
+    client.protocol_version, client.modern = MODERN_VERSION, True
+    return client
 
 
 async def discover_mode(

@@ -12,7 +12,7 @@ itself, with the same `discover_mode`, when it runs without a supervisor). docs/
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -29,6 +29,7 @@ SERVER_INFO_META: Final = "io.modelcontextprotocol/serverInfo"
 DISCOVER_METHOD: Final = "server/discover"
 LISTEN_METHOD: Final = "subscriptions/listen"
 ACKNOWLEDGED: Final = "notifications/subscriptions/acknowledged"
+RESOURCE_SUBSCRIPTIONS: Final = "resourceSubscriptions"
 METHOD_HEADER: Final = "mcp-method"
 NAME_HEADER: Final = "mcp-name"
 # The methods whose routing name the revision mirrors in Mcp-Name, and where the body has it.
@@ -123,9 +124,22 @@ def body_with_meta(body: bytes, meta: Mapping[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def listen_filter(watched: frozenset[str]) -> dict[str, bool]:
-    """The `notifications` filter of a `subscriptions/listen` for these list_changed methods."""
-    return {LISTEN_FILTERS[m]: True for m in sorted(watched) if m in LISTEN_FILTERS}
+def listen_filter(watched: frozenset[str], resources: Sequence[str] = ()) -> dict[str, Any]:
+    """The `notifications` filter of a `subscriptions/listen` for these list_changed methods,
+    and `notifications/resources/updated` of the resource URIs `resources`."""
+    notifications: dict[str, Any] = {LISTEN_FILTERS[m]: True for m in sorted(watched) if m in LISTEN_FILTERS}
+    if resources:
+        notifications[RESOURCE_SUBSCRIPTIONS] = list(resources)
+    return notifications
+
+
+def honoured_resources(acknowledged: Mapping[str, Any]) -> list[str]:
+    """The resource URIs an upstream's `notifications/subscriptions/acknowledged` honours (an
+    upstream that omits one will never tell its updates: the revision's honoured subset)."""
+    params = acknowledged.get("params")
+    notifications = params.get("notifications") if isinstance(params, dict) else None
+    uris = notifications.get(RESOURCE_SUBSCRIPTIONS) if isinstance(notifications, dict) else None
+    return [uri for uri in uris if isinstance(uri, str)] if isinstance(uris, list) else []
 
 
 def discover_result_as_initialize(result: Mapping[str, Any], version: str) -> dict[str, Any]:
@@ -154,6 +168,7 @@ __all__ = [
     "body_with_meta",
     "discover_result_as_initialize",
     "forget_mode",
+    "honoured_resources",
     "listen_filter",
     "mirrored_headers",
     "mode_of",

@@ -20,6 +20,7 @@ from mcp_gateway.config import ConfigError, GatewayConfig, SessionSettings, load
 from mcp_gateway.logs import get_logger, register_secrets
 from mcp_gateway.sessions import SessionTokens
 from mcp_gateway.sessions.openings import BackendOpenings
+from mcp_gateway.sessions.request_state import RequestStateSeal
 from mcp_gateway.sessions.store import SessionStore, open_store, session_keys
 from mcp_gateway.upstream.relist import Relists
 
@@ -43,7 +44,11 @@ async def serve(
     register_secrets(config.secrets())  # before anything can log an error that echoes one
     # Broker and router share one token key set and one store: the broker issues the session the
     # router later verifies and maps to backend sessions.
-    tokens = SessionTokens(session_keys(config.gateway.sessions))
+    keys = session_keys(config.gateway.sessions)  # once: without configured keys, a random one
+    tokens = SessionTokens(keys)
+    # The requestState clients hold between rounds of a 2026-07-28 call, sealed under the same
+    # keys (sessions/request_state.py): the broker mints and opens it, and the router may too.
+    request_state = RequestStateSeal(keys, ttl_seconds=config.gateway.sessions.request_state_ttl_seconds)
     store: SessionStore = open_store(config.gateway.sessions)
     reload_state = ReloadState(path=config_path)
     # New backend sessions the router opens are announced to the broker's listeners through
@@ -68,6 +73,7 @@ async def serve(
             relists,
             bus,
             task_status,
+            request_state,
         )
     finally:
         # Redis connections close after both services have stopped using them.
@@ -97,6 +103,7 @@ async def _serve_with(
     relists: Relists,
     bus: RedisOpeningsBus | None,
     task_status: trio.TaskStatus[None],
+    request_state: RequestStateSeal,
 ) -> None:
     async with trio.open_nursery() as nursery:
         if bus is not None:
@@ -138,6 +145,7 @@ async def _serve_with(
                     openings=openings,
                     relists=relists,
                     routed_calls=routed_calls,
+                    request_state=request_state,
                     task_status=task_status,
                 )
             )

@@ -197,6 +197,7 @@ async def test_modern_calls_share_the_gateway_held_backend_session(stack: Stack)
             assert answer.status_code == 200, answer.text
             assert "mcp-session-id" not in answer.headers
             hashes.append(json.loads(answer.json()["result"]["content"][0]["text"])["session_hash"])
-    # Clients share one backend session per capability set that changes what an upstream serves;
-    # no upstream here has capability variants, so declaring sampling changes nothing.
-    assert hashes[0] is not None and hashes[0] == hashes[1] == hashes[2]
+    # Clients share one backend session per declared feature set: it declares what a legacy
+    # upstream may ask during a call (broker/input_required.py), so sampling gets its own.
+    assert hashes[0] is not None and hashes[0] == hashes[1]
+    assert hashes[2] is not None and hashes[2] != hashes[0]

@@ -8,6 +8,7 @@ Answers are JSON-RPC response bodies (bytes); anything the upstream streams befo
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,7 +29,7 @@ from mcp_gateway.broker.aggregate import (
 from mcp_gateway.broker.auth import restrict_to
 from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.fanout import ClientStream, Fanout, ReplayLimits, Resume
-from mcp_gateway.broker.forward import Forwarder
+from mcp_gateway.broker.forward import Asker, Forwarder
 from mcp_gateway.broker.metrics import BrokerMetrics
 from mcp_gateway.config import GatewayConfig, ServerConfig, VirtualServer
 from mcp_gateway.logs import bind_request, get_logger
@@ -45,6 +46,7 @@ from mcp_gateway.protocol import (
 from mcp_gateway.protocol import Notification as NotificationMessage
 from mcp_gateway.sessions import SessionTokens
 from mcp_gateway.sessions.openings import BackendOpenings
+from mcp_gateway.sessions.request_state import RequestStateSeal
 from mcp_gateway.sessions.store import SessionStore, SessionStoreUnavailable
 from mcp_gateway.upstream import (
     KINDS,
@@ -104,10 +106,16 @@ class BrokerCore:
         openings: BackendOpenings | None = None,
         fanout: Fanout | None = None,
         metrics: BrokerMetrics | None = None,
+        request_state: RequestStateSeal | None = None,
     ) -> None:
         """`nursery`: the broker's, where background relays run (it outlives every request);
-        `openings`: shared with the router of this process."""
+        `openings`: shared with the router of this process; `request_state`: seals 2026-07-28
+        clients' requestState (serve.py's, from the session keys; else a key of our own)."""
         self._config = config
+        self.nursery = nursery
+        self.request_state = request_state or RequestStateSeal(
+            [secrets.token_bytes(32)], ttl_seconds=config.gateway.sessions.request_state_ttl_seconds
+        )
         self.supervisor = supervisor
         self.tokens = tokens
         self.store = store
@@ -405,13 +413,14 @@ class BrokerCore:
         *,
         virtual: VirtualServer | None = None,
         allowed: Callable[[str], bool] | None = None,
-        can_ask: bool = True,
+        can_ask: bool | Asker = True,
     ) -> bytes:
         """Answer one request of a session; `virtual` (the client's virtual server, see
         `virtual_server`) limits what it lists and reaches to that virtual server's items;
         `allowed` (inbound OAuth, broker/auth.py) cuts the lists to the names a token may use;
         `can_ask` False: the client cannot be asked anything during a call (a 2026-07-28
-        exchange), so what an upstream asks is refused to it."""
+        exchange), so what an upstream asks is refused to it; an `Asker`: what the upstream asks
+        goes to it (broker/input_required.py holds the call for the client's retry)."""
         method = request.method
         if method == "ping":
             return result_response(request.id, {})
@@ -481,7 +490,7 @@ class BrokerCore:
         session: ClientSession,
         emit: Emit | None,
         virtual: VirtualServer | None,
-        can_ask: bool = True,
+        can_ask: bool | Asker = True,
     ) -> bytes:
         """A routed request that reached the broker (no Envoy in front): relay it ourselves."""
         params = request.params or {}
@@ -513,7 +522,7 @@ class BrokerCore:
         session: ClientSession,
         emit: Emit | None,
         virtual: VirtualServer | None,
-        can_ask: bool = True,
+        can_ask: bool | Asker = True,
     ) -> bytes:
         """completion/complete goes to the owner of the prompt or resource its `ref` names."""
         params = request.params or {}

@@ -25,6 +25,7 @@ from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.fanout import Fanout
 from mcp_gateway.broker.link_subscriptions import LinkSubscriptions
 from mcp_gateway.broker.metrics import BrokerMetrics
+from mcp_gateway.broker.stateless_upstreams import StatelessUpstreams
 from mcp_gateway.config import GatewayConfig, ServerConfig
 from mcp_gateway.logs import get_logger
 from mcp_gateway.protocol import ErrorCode, Request, error_response, result_response
@@ -36,12 +37,15 @@ from mcp_gateway.upstream import (
     UpstreamError,
     open_backend_session,
 )
+from mcp_gateway.upstream.modern import mode_of
 from mcp_gateway.upstream.relist import LIST_CHANGED_NOTIFICATIONS, RelistOutcome
 
 log = get_logger("mcp_gateway.broker")
 
 Emit = Callable[[bytes], Awaitable[None]]
 JsonObject = dict[str, Any]
+# Takes an upstream's mid-call request (and how to answer it) in place of the client's stream.
+Asker = Callable[[JsonObject, Answer], Awaitable[None]]
 CANCEL_RELAY_SECONDS = 2.0
 # A list_changed in a forwarded call's answer waits for the re-list at most this share of the
 # time the call has left.
@@ -89,6 +93,7 @@ class Forwarder:
             fanout, metrics, lambda name: self.config.server(name), supervisor.stream_client
         )
         supervisor.link_events = self.links
+        self.stateless = StatelessUpstreams(store, supervisor.http_client)
 
     async def forward(
         self,
@@ -99,12 +104,13 @@ class Forwarder:
         upstream_params: JsonObject,
         *,
         exposed_uri: tuple[str, str] | None = None,
-        can_ask: bool = True,
+        can_ask: bool | Asker = True,
     ) -> bytes:
         """Relay `request` to `server` with the params in the upstream's own names.
 
         `can_ask` False: the client has no way to be asked during the call (a 2026-07-28
-        exchange; its stream carries notifications only), so the upstream's requests are refused.
+        exchange; its stream carries notifications only), so the upstream's requests are refused;
+        an `Asker`: they go to it (broker/input_required.py, a modern client's held call).
 
         `exposed_uri` = (upstream's URI, the URI the client used): a read's contents come back
         under the client's URI.
@@ -123,6 +129,9 @@ class Forwarder:
                 notifications as they are, its requests under a gateway id (answered by the
                 client's response, see `answer_client`)."""
                 if "id" in incoming and "method" in incoming:
+                    if callable(can_ask):
+                        await can_ask(incoming, respond)  # held for a modern client's retry
+                        return
                     if emit is None or not can_ask:
                         # A JSON answer has no stream to ask the client on: refuse, so the
                         # upstream does not wait.
@@ -138,6 +147,15 @@ class Forwarder:
                 if emit is not None and "method" in incoming:
                     await emit(json.dumps(incoming, separators=(",", ":")).encode())
 
+            mode = mode_of(server) if server.transport == "http" else None
+            if mode is not None and mode.stateless:
+                # No backend session; a legacy client has the gateway drive an upstream's
+                # InputRequiredResult rounds for it (broker/stateless_upstreams.py).
+                answer = await self.stateless.forward(session, server, mode, message, relay, drive=can_ask is True)
+                answer["id"] = request.id
+                if exposed_uri is not None:
+                    _expose_contents(answer.get("result"), *exposed_uri)
+                return json.dumps(answer, separators=(",", ":")).encode()
             return await self._forward_with(request, session, server, message, relay, exposed_uri)
 
     async def _relisted(self, server: ServerConfig) -> None:

@@ -348,13 +348,15 @@ def register(
         if method == LISTEN:
             return _listen(message, envelope, virtual, allowed, acceptable, started)
 
+        subject = principal.subject if principal is not None else ""  # binds a requestState
+
         async def answer(emit: Callable[[bytes], Any] | None) -> bytes:
-            return await modern.handle(message, envelope, emit, virtual=virtual, allowed=allowed)
+            return await modern.handle(message, envelope, emit, virtual=virtual, allowed=allowed, principal=subject)
 
         try:
             if SSE in acceptable and (_wants_progress(message) or JSON not in acceptable):
                 # Checked before the stream commits to 200: a -32021 is a 400 like the others.
-                modern.check_capability(message, envelope, virtual)
+                modern.check_capability(message, envelope, virtual, subject)
                 return _streamed_answer(answer, method, started)
             body_out = await answer(None)
         except ProtocolError as error:

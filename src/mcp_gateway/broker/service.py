@@ -26,6 +26,7 @@ from mcp_gateway.config import GatewayConfig
 from mcp_gateway.logs import get_logger, hypercorn_error_log
 from mcp_gateway.sessions import SessionTokens
 from mcp_gateway.sessions.openings import BackendOpenings
+from mcp_gateway.sessions.request_state import RequestStateSeal
 from mcp_gateway.sessions.store import SessionStore
 from mcp_gateway.upstream import Supervisor, Timing
 from mcp_gateway.upstream.relist import Relists
@@ -58,6 +59,7 @@ async def serve_broker(
     openings: BackendOpenings | None = None,
     relists: Relists | None = None,
     routed_calls: RoutedCalls | None = None,
+    request_state: RequestStateSeal | None = None,
     task_status: trio.TaskStatus[BrokerPorts] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the broker until cancelled; `task_status.started(BrokerPorts)` once both its
@@ -72,7 +74,9 @@ async def serve_broker(
     process asks for re-lists in process (upstream/relist.py).
     `routed_calls`: fed by the router of this process with what Envoy reports of routed calls
     (router/call_log.py); shown on this broker's `/metrics`, its names bounded by this broker's
-    upstream lists."""
+    upstream lists.
+    `request_state`: seals the requestState 2026-07-28 clients hold between rounds (built by
+    serve.py from the session keys; without it, a key of this process's own)."""
     reload_state = reload_state or ReloadState()
     supervisor = Supervisor(config, timing=timing or Timing())
     core: BrokerCore | None = None
@@ -82,7 +86,9 @@ async def serve_broker(
         with ExitStack() as serving:
             async with trio.open_nursery() as nursery:
                 # Built inside its nursery: everything it starts in the background lives there.
-                core = BrokerCore(config, supervisor, tokens, store, nursery=nursery, openings=openings)
+                core = BrokerCore(
+                    config, supervisor, tokens, store, nursery=nursery, openings=openings, request_state=request_state
+                )
                 if routed_calls is not None:
                     core.metrics.registry.register(routed_calls)
                 if relists is not None:

@@ -49,6 +49,10 @@ class SessionSettings(_Ours):
     replay_events: int = Field(default=128, ge=0, le=100_000)
     replay_bytes: int = Field(default=65_536, ge=0, le=64 * 1024 * 1024)
     replay_linger_seconds: float = Field(default=30.0, ge=0, le=3600)
+    # How long a requestState the gateway hands a 2026-07-28 client stays valid (sealed under the
+    # session keys), and how long the broker holds a legacy upstream's call waiting for the
+    # client's retry (docs/broker.md, "Multi-round-trip results").
+    request_state_ttl_seconds: int = Field(default=600, ge=1, le=86_400)
 
     @field_validator("redis_url")
     @classmethod

@@ -34,7 +34,7 @@ from mcp_gateway.upstream.credentials import (
     credential_rejected,
     upstream_authorization,
 )
-from mcp_gateway.upstream.errors import NoSessionIssued, UpstreamError
+from mcp_gateway.upstream.errors import NoSessionIssued, UpstreamError, raise_rpc_error
 from mcp_gateway.upstream.modern import (
     ACKNOWLEDGED,
     DISCOVER_METHOD,
@@ -385,6 +385,8 @@ class HttpUpstreamClient(RequestShortcuts):
         try:
             async with AsyncExitStack() as stack:
                 response = await self._send_post(body, stack, message, http_timeout)
+                if self.modern and 400 <= response.status_code < 500:
+                    await raise_rpc_error(self.server.name, str(message.get("method", "response")), response)
                 _raise_for_status(
                     self.server.name, str(message.get("method", "response")), response
                 )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+import httpx
 
 
 class UpstreamError(Exception):
@@ -34,3 +37,21 @@ class UpstreamError(Exception):
 
 class NoSessionIssued(UpstreamError):
     """The upstream answered initialize but issued no `Mcp-Session-Id` (it keeps no sessions)."""
+
+
+async def raise_rpc_error(name: str, what: str, response: httpx.Response) -> None:
+    """A modern upstream refuses a request with a 4xx carrying its JSON-RPC error (e.g. -32021
+    for a client capability the request did not declare): raised with that error's code, so it
+    reaches the client as the upstream's answer rather than as an unavailable upstream."""
+    if response.headers.get("content-type", "").partition(";")[0].strip() != "application/json":
+        return
+    try:
+        decoded = json.loads(await response.aread())
+    except ValueError:
+        return
+    error = decoded.get("error") if isinstance(decoded, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("code"), int) and not isinstance(error["code"], bool):
+        text = error.get("message") if isinstance(error.get("message"), str) else f"HTTP {response.status_code}"
+        raise UpstreamError(
+            f"{name}: {what}: {text}", status=response.status_code, rpc_code=error["code"], rpc_data=error.get("data")
+        )

@@ -64,7 +64,7 @@ bench: install redis
 	$(BIN)/python -m bench
 
 conformance: install node22
-	$(BIN)/pytest -q tests/e2e/test_conformance.py
+	$(BIN)/pytest -q tests/e2e/test_conformance.py tests/e2e/test_conformance_modern.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .hypothesis

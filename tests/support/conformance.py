@@ -1,7 +1,8 @@
 """Run the pinned MCP conformance suite (server mode) and read what it found.
 
 The suite is `@modelcontextprotocol/conformance` 0.1.16 under `.tools/` (installed by
-`make node22`), run with the Node 22 from the same place (the system Node 20 cannot import it).
+`make node22`), run with the Node 22 from the same place (the system Node 20 cannot import it);
+the 2026-07-28 scenarios come from a 0.2.0 alpha installed beside it as `conformance-next`.
 Results are read from the per-scenario `checks.json` files the suite writes with `-o`, and
 cross-checked against the `Total: X passed, Y failed` line it prints: a check passes when its
 status is SUCCESS and fails when it is FAILURE (INFO and WARNING count as neither, as in the
@@ -76,6 +77,55 @@ PENDING_SERVER_SCENARIOS: tuple[str, ...] = ("json-schema-2020-12", "server-sse-
 # SEP-1330 elicitation scenarios five each; multiple-streams and DNS rebinding two each).
 ACTIVE_SERVER_CHECKS = 40
 
+# The 2026-07-28 ("modern") scenarios: 0.1.16 has none, the 0.2.0 alphas do. tools/package.json
+# installs one next to 0.1.16 under the npm alias `conformance-next`, so the active run above stays
+# on the release it was measured with.
+NEXT_SUITE_PACKAGE = TOOLS / "conformance-next"
+NEXT_SUITE_CLI = NEXT_SUITE_PACKAGE / "dist" / "index.js"
+NEXT_SUITE_VERSION = "0.2.0-alpha.12"
+MODERN_REVISION = "2026-07-28"
+# The server scenarios the 2026-07-28 requirement set scores (`list --server --requirements
+# 2026-07-28`): they alone decide the suite's exit code.
+MODERN_SCORED_SCENARIOS: tuple[str, ...] = (
+    "server-stateless",
+    "completion-complete",
+    "tools-list",
+    "tools-call-simple-text",
+    "tools-call-image",
+    "tools-call-audio",
+    "tools-call-embedded-resource",
+    "tools-call-mixed-content",
+    "tools-call-error",
+    "tools-call-with-progress",
+    "server-sse-multiple-streams",
+    "resources-list",
+    "resources-read-text",
+    "resources-read-binary",
+    "resources-templates-read",
+    "sep-2164-resource-not-found",
+    "prompts-list",
+    "prompts-get-simple",
+    "prompts-get-with-args",
+    "prompts-get-embedded-resource",
+    "prompts-get-with-image",
+    "dns-rebinding-protection",
+    "caching",
+    "input-required-result-basic-elicitation",
+    "input-required-result-basic-sampling",
+    "input-required-result-basic-list-roots",
+    "input-required-result-request-state",
+    "input-required-result-multiple-input-requests",
+    "input-required-result-multi-round",
+    "input-required-result-missing-input-response",
+    "input-required-result-non-tool-request",
+    "input-required-result-result-type",
+    "input-required-result-unsupported-methods",
+    "input-required-result-tampered-state",
+    "input-required-result-capability-check",
+    "input-required-result-ignore-extra-params",
+    "input-required-result-validate-input",
+)
+
 _RESULT_DIR = re.compile(r"^server-(?P<scenario>.+)-\d{4}-\d{2}-\d{2}T[\d-]+Z$")
 _TOTAL_LINE = re.compile(r"^Total: (\d+) passed, (\d+) failed$", re.MULTILINE)
 _SUITE_TIMEOUT_SECONDS = 120
@@ -144,6 +194,17 @@ class SuiteRun:
             if check.status == "FAILURE"
         ]
 
+    def flagged_checks(self) -> set[str]:
+        """`<scenario>:<check-id>` (the baseline's entry format) of every check an
+        `--expected-failures` baseline must list: conformance-next holds a WARNING (a SHOULD
+        not met) to the baseline like a FAILURE."""
+        return {
+            f"{name}:{check.id}"
+            for name, result in self.scenarios.items()
+            for check in result.checks
+            if check.status in ("FAILURE", "WARNING")
+        }
+
     def warnings(self) -> list[str]:
         return [
             f"{name}/{check.id}: {check.error_message or check.description}"
@@ -153,21 +214,38 @@ class SuiteRun:
         ]
 
 
-def require_suite() -> None:
+def require_suite(package: Path = SUITE_PACKAGE, version: str = SUITE_VERSION) -> None:
     """Fail loudly (never skip) when the pinned suite or Node 22 is missing."""
-    if not NODE22.exists() or not SUITE_CLI.exists():
+    if not NODE22.exists() or not (package / "dist" / "index.js").exists():
         raise RuntimeError(f"conformance suite or Node 22 missing under {TOOLS}: run `make node22`")
-    version = json.loads((SUITE_PACKAGE / "package.json").read_text())["version"]
-    if version != SUITE_VERSION:
-        raise RuntimeError(f"conformance suite {version} installed, {SUITE_VERSION} pinned")
+    installed = json.loads((package / "package.json").read_text())["version"]
+    if installed != version:
+        raise RuntimeError(f"conformance suite {installed} installed, {version} pinned")
 
 
 async def run_suite(url: str, *, suite: str = "active", scenario: str | None = None) -> SuiteRun:
     """Run the suite (or one scenario) against `url` and parse every scenario's checks."""
     require_suite()
     selection = ["--scenario", scenario] if scenario else ["--suite", suite]
+    return await _run_cli(SUITE_CLI, url, selection)
+
+
+async def run_requirements(
+    url: str, revision: str = MODERN_REVISION, *, expected_failures: Path | None = None
+) -> SuiteRun:
+    """Run exactly what `revision` requires (conformance-next's `--requirements`), at that
+    revision's wire; with `expected_failures`, a baseline of `<scenario>:<check-id>` entries the
+    suite holds the run to (an unexpected failure or a stale entry is a non-zero exit)."""
+    require_suite(NEXT_SUITE_PACKAGE, NEXT_SUITE_VERSION)
+    selection = ["--requirements", revision]
+    if expected_failures is not None:
+        selection += ["--expected-failures", str(expected_failures)]
+    return await _run_cli(NEXT_SUITE_CLI, url, selection)
+
+
+async def _run_cli(cli: Path, url: str, selection: list[str]) -> SuiteRun:
     with tempfile.TemporaryDirectory(prefix="mcpgw-conformance-") as out_dir:
-        command = [str(NODE22), str(SUITE_CLI), "server", "--url", url, *selection, "-o", out_dir]
+        command = [str(NODE22), str(cli), "server", "--url", url, *selection, "-o", out_dir]
         with trio.fail_after(_SUITE_TIMEOUT_SECONDS):
             completed = await trio.run_process(
                 command,

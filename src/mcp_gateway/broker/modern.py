@@ -22,7 +22,6 @@ from typing import Any, Literal
 from mcp_gateway import __version__
 from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.core import LIST_METHODS, ROUTED_METHODS, BrokerCore, Emit
-from mcp_gateway.broker.input_required import InputRequired
 from mcp_gateway.config import VirtualServer
 from mcp_gateway.protocol import (
     CLIENT_CAPABILITIES_META,
@@ -55,6 +54,7 @@ DISCOVER_VERSIONS = list(MODERN_VERSIONS) + [v for v in reversed(SUPPORTED_VERSI
 _ENVELOPE_KEYS = (PROTOCOL_VERSION_META, CLIENT_CAPABILITIES_META, CLIENT_INFO_META)
 _CAPABILITY_OF = {ROOTS: "roots", SAMPLING: "sampling", ELICITATION_FORM: "elicitation", ELICITATION_URL: "elicitation"}
 CacheScope = Literal["public", "private"]
+SERVER_INFO_META = "io.modelcontextprotocol/serverInfo"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +87,6 @@ def cache_hints(sources: Iterable[CacheHint], *, per_principal: bool) -> tuple[i
 class ModernRequests:
     def __init__(self, core: BrokerCore) -> None:
         self.core = core
-        self.input_required = InputRequired(core)
 
     def discover(self, request: Request) -> bytes:
         core = self.core
@@ -98,11 +97,15 @@ class ModernRequests:
         # Whatever upstreams serve, the gateway answers these (empty lists at worst).
         capabilities.setdefault("tools", {})
         ttl, scope = cache_hints(self._upstream_hints(), per_principal=False)
+        server_info = {"name": "mcp-gateway", "version": __version__}
         result = {
             "resultType": "complete",
             "supportedVersions": DISCOVER_VERSIONS,
             "capabilities": capabilities,
-            "serverInfo": {"name": "mcp-gateway", "version": __version__},
+            # Where 2026-07-28 servers say who they are (spec #3002, the SDK's stamp); the body
+            # field stays for clients written before it moved.
+            "_meta": {SERVER_INFO_META: server_info},
+            "serverInfo": server_info,
             "instructions": "One MCP endpoint for many servers: each server's tools carry its prefix.",
             "ttlMs": ttl,
             "cacheScope": scope,
@@ -121,11 +124,9 @@ class ModernRequests:
         *,
         virtual: VirtualServer | None,
         allowed: Callable[[str], bool] | None,
-        principal: str = "",
     ) -> bytes:
         """Answer one modern request (its envelope already validated). Raises ProtocolError for
-        -32021 and for a requestState that does not open for this request and `principal` (the
-        caller's subject under inbound auth); answers anything else as a JSON-RPC body."""
+        -32021; answers anything else as a JSON-RPC body."""
         core = self.core
         method = request.method
         features = client_features(envelope.client_capabilities)
@@ -142,31 +143,22 @@ class ModernRequests:
         routed = ROUTED_METHODS.get(method)
         if routed is None and method != "completion/complete":
             return error_response(request.id, ErrorCode.METHOD_NOT_FOUND, f"Method not found: {method}")
-        self.check_capability(request, envelope, virtual, principal)
-        # One shared session per declared feature set: what changes an upstream's lists, and
-        # what a legacy upstream may ask during a call (its backend session declares it).
+        self.check_capability(request, envelope, virtual)
+        features &= core._relevant
         session = await self.shared_session(features)
         upstream_request = Request(request.id, method, _without_envelope(request.params))
-        if routed is not None:
-            # What an upstream asks mid-call becomes an InputRequiredResult (input_required.py).
-            answer = await self.input_required.call(
-                upstream_request, session, emit, virtual=virtual, allowed=allowed, features=features, principal=principal
-            )
-        else:
-            answer = await core.handle(upstream_request, session, emit, virtual=virtual, allowed=allowed, can_ask=False)
+        # A 2026-07-28 exchange has no back channel: what the upstream asks mid-call is refused.
+        answer = await core.handle(
+            upstream_request, session, emit, virtual=virtual, allowed=allowed, can_ask=False
+        )
         return with_result_type(answer, cacheable=method == "resources/read")
 
     def check_capability(
-        self, request: Request, envelope: ModernEnvelope, virtual: VirtualServer | None, principal: str = ""
+        self, request: Request, envelope: ModernEnvelope, virtual: VirtualServer | None
     ) -> None:
         """-32021 for a tool or prompt that exists only for clients declaring a capability
         this request did not (an upstream's capability variant): it is not unknown, the
-        client can have it by declaring that capability. -32602 for a requestState that does
-        not open for this request (checked here too, before an SSE answer commits to 200)."""
-        state_binding = self.input_required.binding(
-            request, virtual, client_features(envelope.client_capabilities), principal
-        )
-        self.input_required.opened(request, state_binding)
+        client can have it by declaring that capability."""
         kind = ROUTED_METHODS.get(request.method)
         if kind is None or kind.id_field == "uri":
             return

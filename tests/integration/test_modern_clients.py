@@ -18,7 +18,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import Context, MCPServer
 
 from mcp_gateway.protocol import encode_header_value
-from tests.support.routing import Stack, gateway_stack, probes, serve_sdk_server
+from tests.support.routing import Stack, gateway_stack, probes, serve_sdk_server, sse_result
 
 pytestmark = [
     pytest.mark.integration,
@@ -131,7 +131,8 @@ async def test_a_base64_mcp_name_is_decoded_and_routed(stack: Stack) -> None:
     async with httpx.AsyncClient(timeout=10) as http:
         answer = await http.post(stack.url, json=body, headers=headers)
     assert answer.status_code == 200, answer.text
-    assert answer.json()["result"]["structuredContent"] == {"result": 2}
+    # Routed straight to the upstream (router/modern_clients.py): its JSON or SSE answer.
+    assert sse_result(answer)["result"]["structuredContent"] == {"result": 2}
     assert encode_header_value("a_add") == "a_add"  # plain names travel plain
 
 
@@ -196,7 +197,7 @@ async def test_modern_calls_share_the_gateway_held_backend_session(stack: Stack)
             answer = await http.post(stack.url, json=body, headers=modern_headers("tools/call", "a_observe"))
             assert answer.status_code == 200, answer.text
             assert "mcp-session-id" not in answer.headers
-            hashes.append(json.loads(answer.json()["result"]["content"][0]["text"])["session_hash"])
+            hashes.append(json.loads(sse_result(answer)["result"]["content"][0]["text"])["session_hash"])
     # Clients share one backend session per declared feature set: it declares what a legacy
     # upstream may ask during a call (broker/input_required.py), so sampling gets its own.
     assert hashes[0] is not None and hashes[0] == hashes[1]

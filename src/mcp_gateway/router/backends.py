@@ -24,9 +24,11 @@ import trio
 from mcp_gateway.config import ServerConfig
 from mcp_gateway.router.decision import SESSION_HEADER, NeedsBackend
 from mcp_gateway.router.relay import can_be_asked
+from mcp_gateway.sessions.modern import ensure_shared_session
 from mcp_gateway.sessions.openings import BackendOpenings
 from mcp_gateway.sessions.store import LOG_LEVEL, SessionStore, SessionStoreUnavailable
 from mcp_gateway.upstream.body import send_post
+from mcp_gateway.upstream.catalog import NO_FEATURES, declared_capabilities
 from mcp_gateway.upstream.client import (
     HttpUpstreamClient,
     discover_mode,
@@ -150,6 +152,11 @@ class BackendSessions:
         if client is None:
             raise SessionGone(sid)
         return request_meta(MODERN_VERSION, client.get("capabilities") or {}, client.get("clientInfo"))
+
+    async def ensure_modern_session(self, ttl: float) -> None:
+        """The gateway-held session modern clients declaring no feature share (created when
+        missing, as the broker does: sessions/modern.py); its backend sessions open lazily."""
+        await ensure_shared_session(self._store, NO_FEATURES, declared_capabilities(NO_FEATURES), ttl)
 
     def known_backend(self, need: NeedsBackend) -> str | None:
         """The mapping, when the store knows it without I/O; else None → backend_for."""

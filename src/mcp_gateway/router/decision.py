@@ -244,6 +244,9 @@ class NeedsBackend:
     follow_up: bool = False
     # The name (or URI) as the client knows it, prefix and all: what inbound OAuth rules match.
     exposed_name: str = ""
+    # A 2026-07-28 client's call (router/modern_clients.py): no gateway session; `claims` name
+    # the gateway-held session modern clients share with legacy upstreams.
+    modern: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +329,17 @@ def _unknown(request_id: RequestId, kind: str, name: str) -> Reply:
     -32602 Invalid params; an unknown resource is -32002 Resource not found."""
     code = ErrorCode.RESOURCE_NOT_FOUND if kind == "resource" else ErrorCode.INVALID_PARAMS
     return reply_error(request_id, code, f"Unknown {kind}: {name}")
+
+
+# The same answers for router/modern_clients.py.
+def outside_virtual_server(
+    headers: Mapping[str, str], request_id: RequestId, kind: str, name: str, table: RoutingTable
+) -> Reply | None:
+    return _outside_virtual_server(headers, request_id, kind, name, table)
+
+
+def unknown_name(request_id: RequestId, kind: str, name: str) -> Reply:
+    return _unknown(request_id, kind, name)
 
 
 def route_request(

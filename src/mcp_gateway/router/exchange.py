@@ -64,6 +64,9 @@ from mcp_gateway.router.decision import (
     store_unavailable,
     upstream_unavailable,
 )
+from mcp_gateway.router.decision import (
+    Decision as RoutingDecision,
+)
 from mcp_gateway.router.ext_proc_messages import (
     BODY_CONTINUE,
     CONTINUE,
@@ -81,9 +84,17 @@ from mcp_gateway.router.fast_path import (
     FastPath,
     write_decision,
 )
+from mcp_gateway.router.modern_clients import (
+    Rewrite,
+    is_modern_request,
+    missing_input_capability,
+    route_modern,
+)
+from mcp_gateway.router.modern_exchange import ModernCalls, modern_failure, rewrite_whole
 from mcp_gateway.router.modern_upstreams import to_modern_upstream
 from mcp_gateway.router.relay import EVENT_STREAM, InFlightCalls, SseIdTagger
-from mcp_gateway.sessions.store import SessionStoreUnavailable
+from mcp_gateway.sessions.request_state import RequestStateSeal
+from mcp_gateway.sessions.store import SessionStoreUnavailable, session_keys
 from mcp_gateway.sessions.tokens import SessionTokens
 from mcp_gateway.upstream.credentials import (
     Credential,
@@ -110,6 +121,7 @@ class Snapshot:
     # Envoy enforces rate limits (router/rate_limits.py): say which session and id a request to
     # the broker is, as routed calls always do (decision.forward).
     rate_limited: bool = False
+    capability_variants: bool = True  # gateway.capability_variants (router/modern_exchange.py)
 
     @classmethod
     def of(cls, config: GatewayConfig, previous: Snapshot | None = None) -> Snapshot:
@@ -118,6 +130,7 @@ class Snapshot:
         return cls(
             RoutingTable.from_config(config), servers, FastPath.of(config), gate,
             rate_limited=config.gateway.rate_limits.enabled,
+            capability_variants=config.gateway.capability_variants,
         )
 
 
@@ -125,9 +138,16 @@ class Router:
     """What the servicer needs: the current snapshot, the tokens, the backend sessions."""
 
     def __init__(
-        self, config: GatewayConfig, tokens: SessionTokens, backends: BackendSessions
+        self,
+        config: GatewayConfig,
+        tokens: SessionTokens,
+        backends: BackendSessions,
+        request_states: RequestStateSeal | None = None,
     ) -> None:
         self.snapshot = Snapshot.of(config)
+        # Seals an upstream's requestState for a modern client (router/modern_exchange.py); the
+        # broker opens it on the retry, so serve.py hands both the same one.
+        self.request_states = request_states or RequestStateSeal(session_keys(config.gateway.sessions))
         self.tokens = tokens
         self.backends = backends
         self.in_flight = InFlightCalls()  # what a client's notifications/cancelled is routed by
@@ -144,10 +164,10 @@ class Router:
 # The servicer
 
 
-class Exchange:
+class Exchange(ModernCalls):
     """One HTTP request's ext_proc conversation."""
 
-    __slots__ = ("answer_began", "backend_id", "extend", "headers", "need", "router", "tagger")
+    __slots__ = ("answer_began", "backend_id", "extend", "headers", "need", "rewrite", "router", "tagger")
 
     def __init__(self, router: Router, extend: Callable[[float], Awaitable[None]]) -> None:
         self.router = router
@@ -161,12 +181,14 @@ class Exchange:
         # Set once the routed call's answer has begun (its headers passed us): from then on
         # Envoy ending our stream is no sign of the client leaving before the answer.
         self.answer_began = False
+        # Set for a call whose answer's messages are rewritten (router/modern_clients.py).
+        self.rewrite: Rewrite | None = None
 
     async def abandoned(self) -> None:
         """Envoy ended our stream before the routed call's answer began: its client left
         while the answer was pending (a JSON answer, or an SSE one whose headers had not come)."""
         need, backend_id = self.need, self.backend_id
-        if need is None or need.follow_up or backend_id is None or self.answer_began:
+        if need is None or need.follow_up or need.modern or backend_id is None or self.answer_began:
             return
         self.router.in_flight.finished(need.claims.session_id, need.request_id)
         await trio_asyncio.trio_as_aio(self.router.backends.cancel_abandoned)(need, backend_id)
@@ -191,7 +213,10 @@ class Exchange:
 
     async def _decide(self, body: bytes, *, phase: str) -> pb.ProcessingResponse:
         snapshot = self.router.snapshot
-        decision = route_request(self.headers, body, snapshot.table, self.router.tokens)
+        if is_modern_request(self.headers):
+            decision: RoutingDecision = route_modern(self.headers, body, snapshot.table)
+        else:
+            decision = route_request(self.headers, body, snapshot.table, self.router.tokens)
         if isinstance(decision, Cancels):
             decision = self._cancellation_target(decision, snapshot)
         if isinstance(decision, ToBroker):
@@ -213,6 +238,8 @@ class Exchange:
             principal = checked
         if isinstance(decision, Reply):
             return immediate(decision)
+        if decision.modern:
+            return await self._decide_modern(decision, snapshot, principal)
         backends = self.router.backends
         # An upstream that keeps no sessions (learnt at discovery) gets the call without one.
         mode = backends.mode_of(decision)
@@ -255,6 +282,14 @@ class Exchange:
             )
         mutations = forward(decision, backend_id)
         if mode is not None and mode.modern:
+            if not decision.follow_up:
+                # An InputRequiredResult needs a client that can be asked: the broker asks such
+                # a client (server→client requests); for any other it becomes an error.
+                if await self._askable(decision.claims.session_id):
+                    self.router.in_flight.finished(decision.claims.session_id, decision.request_id)
+                    self.need = None
+                    return self._to_broker(ToBroker(decision.remove_headers, decision.request_id))
+                self.rewrite = missing_input_capability(lambda capability: False)
             mutations = to_modern_upstream(mutations, decision, mode.protocol_version)
         reply = to_upstream(mutations)
         if await self._fast_path_may_apply(decision, snapshot.fast, mode):
@@ -391,7 +426,11 @@ class Exchange:
         if answer is Answer.FROM_UPSTREAM and headers.get(":status") == "401" and self._credential_refused(need):
             # The upstream's 401 is about the gateway's token, not the client's: a JSON-RPC
             # error, the session kept; the next call carries a new token.
-            return immediate(*_failure_reply(BackendUnavailable(), need))
+            failed = BackendUnavailable()
+            return immediate(modern_failure(failed, need)) if need.modern else immediate(*_failure_reply(failed, need))
+        if need.modern:
+            answered = self._modern_response(answer, need, headers, backend_id)
+            return answered if answered is not None else await self._replay(need, backend_id or "")
         if answer is Answer.BACKEND_SESSION_EXPIRED and need.follow_up:
             # The session that asked is gone with the upstream's restart; a new one never asked.
             return immediate(_no_backend_for_answer(need))
@@ -432,7 +471,11 @@ class Exchange:
             mark = self.router.marks.seal(call)
             if mark is not None:
                 mark_call(reply.dynamic_metadata, mark)
-        if await self._may_carry_server_requests(need, headers):
+        if self.rewrite is not None and answer is Answer.FROM_UPSTREAM:
+            # A modern upstream's answer to a legacy client: an input_required result becomes
+            # an error (router/modern_clients.py).
+            self._modern_answer(reply, need, headers.get("content-type", ""))
+        elif await self._may_carry_server_requests(need, headers):
             # Only here does the body pass through Python: JSON answers and clients that
             # cannot be asked anything stay on Envoy's untouched stream (body mode NONE).
             self.tagger = SseIdTagger(need.upstream.server)
@@ -448,7 +491,10 @@ class Exchange:
     ) -> bool:
         if need.follow_up or not headers.get("content-type", "").startswith(EVENT_STREAM):
             return False
-        backends, sid = self.router.backends, need.claims.session_id
+        return await self._askable(need.claims.session_id)
+
+    async def _askable(self, sid: str) -> bool:
+        backends = self.router.backends
         askable = backends.askable_nowait(sid)
         if askable is None:
             askable = await trio_asyncio.trio_as_aio(backends.askable)(sid)
@@ -467,14 +513,17 @@ class Exchange:
         )
 
     async def _replay(self, need: NeedsBackend, stale: str) -> pb.ProcessingResponse:
-        session_header = ((SESSION_HEADER, need.gateway_session),)
+        session_header = () if need.modern else ((SESSION_HEADER, need.gateway_session),)
         # Re-initialise and the whole call again: twice the server's timeout at most.
         await self.extend(2 * self._timeout_of(need))
         try:
             replayed = await trio_asyncio.trio_as_aio(self.router.backends.replay)(need, stale)
         except (SessionGone, BackendUnavailable, SessionStoreUnavailable) as error:
-            return immediate(*_failure_reply(error, need))
-        reply = Reply(replayed.status, replayed.body, (("content-type", replayed.content_type),))
+            return immediate(modern_failure(error, need)) if need.modern else immediate(*_failure_reply(error, need))
+        body = replayed.body
+        if self.rewrite is not None:
+            body = rewrite_whole(self.rewrite, need.upstream.server, body, replayed.content_type)
+        reply = Reply(replayed.status, body, (("content-type", replayed.content_type),))
         # Envoy's Lua fast path never sees this answer (a local reply in the response phase skips
         # the filters before the ext_proc), so it keeps nothing of the stale decision it was
         # handed with the request; the session's next call is the router's again.

@@ -30,6 +30,7 @@ from mcp_gateway.router.exchange import Router
 from mcp_gateway.router.grpc_server import CoalescingServer, ExternalProcessor, bound_port
 from mcp_gateway.router.xds import XdsWriter
 from mcp_gateway.sessions.openings import BackendOpenings
+from mcp_gateway.sessions.request_state import RequestStateSeal
 from mcp_gateway.sessions.store import SessionStore, SessionStoreUnavailable
 from mcp_gateway.sessions.tokens import SessionClaims, SessionTokens
 from mcp_gateway.spawn import BoundedTasks
@@ -62,13 +63,16 @@ async def serve_router(
     *,
     openings: BackendOpenings | None = None,
     routed_calls: Callable[[list[str]], None] | None = None,
+    request_states: RequestStateSeal | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ext_proc on `gateway.router_listen` until cancelled; follow config reloads.
 
     `openings`: shared with the broker of this process (see `sessions/openings.py`).
     `routed_calls`: gets every batch of routed calls Envoy reports, a line each
-    (router/call_log.py); without it the batches are acknowledged and dropped."""
+    (router/call_log.py); without it the batches are acknowledged and dropped.
+    `request_states`: seals an upstream's requestState for a modern client; the broker opens it
+    on the retry, so serve.py hands both the same one (without it: one from the session keys)."""
     xds = _xds_writer(config)
     if xds is not None:
         await xds.apply(config)
@@ -76,7 +80,7 @@ async def serve_router(
         backends = BackendSessions(
             store, nursery, lambda: router.snapshot.servers, openings=openings
         )
-        router = Router(config, tokens, backends)
+        router = Router(config, tokens, backends, request_states)
         nursery.start_soon(_follow_reloads, reloads, router, xds)
         try:
             async with trio_asyncio.open_loop():

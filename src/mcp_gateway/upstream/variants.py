@@ -48,6 +48,16 @@ VARIANT_ANSWERS: Mapping[str, JsonObject] = {
 }
 
 
+# Upstreams whose capability variants are settled and add nothing, by server name, in this
+# process: the router (in the same process) routes a 2026-07-28 client's call to them itself,
+# since no name of theirs exists only for clients declaring more (the broker's -32021).
+_settled_without_variants: set[str] = set()
+
+
+def settled_without_variants(server: str) -> bool:
+    return server in _settled_without_variants
+
+
 class CapabilityVariants:
     # Provided by the supervised upstream.
     server: ServerConfig
@@ -105,6 +115,7 @@ class CapabilityVariants:
         backoff = self._backoff()
         backoff.cap = max(backoff.cap, self.timing.poll_interval)
         while True:
+            _settled_without_variants.discard(self.server.name)
             self.variants_state, self.variants_reason = VariantsState.PROBING, None
             try:
                 await self._discover_variants(base_listed)
@@ -152,6 +163,7 @@ class CapabilityVariants:
 
     def _no_variants(self) -> None:
         self._set_variants(VariantsState.NONE, None)
+        _settled_without_variants.add(self.server.name)
         self.attempted.set()
         log.info("no capability variants", server=self.server.name)
 

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from mcp_gateway import __version__
 from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.core import LIST_METHODS, ROUTED_METHODS, BrokerCore, Emit
+from mcp_gateway.broker.input_required import InputRequired
 from mcp_gateway.config import VirtualServer
 from mcp_gateway.protocol import (
     CLIENT_CAPABILITIES_META,
@@ -87,6 +88,7 @@ def cache_hints(sources: Iterable[CacheHint], *, per_principal: bool) -> tuple[i
 class ModernRequests:
     def __init__(self, core: BrokerCore) -> None:
         self.core = core
+        self.input_required = InputRequired(core)
 
     def discover(self, request: Request) -> bytes:
         core = self.core
@@ -124,9 +126,11 @@ class ModernRequests:
         *,
         virtual: VirtualServer | None,
         allowed: Callable[[str], bool] | None,
+        principal: str = "",
     ) -> bytes:
         """Answer one modern request (its envelope already validated). Raises ProtocolError for
-        -32021; answers anything else as a JSON-RPC body."""
+        -32021 and for a requestState that does not open for this request and `principal` (the
+        caller's subject under inbound auth); answers anything else as a JSON-RPC body."""
         core = self.core
         method = request.method
         features = client_features(envelope.client_capabilities)
@@ -143,22 +147,31 @@ class ModernRequests:
         routed = ROUTED_METHODS.get(method)
         if routed is None and method != "completion/complete":
             return error_response(request.id, ErrorCode.METHOD_NOT_FOUND, f"Method not found: {method}")
-        self.check_capability(request, envelope, virtual)
-        features &= core._relevant
+        self.check_capability(request, envelope, virtual, principal)
+        # One shared session per declared feature set: what changes an upstream's lists, and
+        # what a legacy upstream may ask during a call (its backend session declares it).
         session = await self.shared_session(features)
         upstream_request = Request(request.id, method, _without_envelope(request.params))
-        # A 2026-07-28 exchange has no back channel: what the upstream asks mid-call is refused.
-        answer = await core.handle(
-            upstream_request, session, emit, virtual=virtual, allowed=allowed, can_ask=False
-        )
+        if routed is not None:
+            # What an upstream asks mid-call becomes an InputRequiredResult (input_required.py).
+            answer = await self.input_required.call(
+                upstream_request, session, emit, virtual=virtual, allowed=allowed, features=features, principal=principal
+            )
+        else:
+            answer = await core.handle(upstream_request, session, emit, virtual=virtual, allowed=allowed, can_ask=False)
         return with_result_type(answer, cacheable=method == "resources/read")
 
     def check_capability(
-        self, request: Request, envelope: ModernEnvelope, virtual: VirtualServer | None
+        self, request: Request, envelope: ModernEnvelope, virtual: VirtualServer | None, principal: str = ""
     ) -> None:
         """-32021 for a tool or prompt that exists only for clients declaring a capability
         this request did not (an upstream's capability variant): it is not unknown, the
-        client can have it by declaring that capability."""
+        client can have it by declaring that capability. -32602 for a requestState that does
+        not open for this request (checked here too, before an SSE answer commits to 200)."""
+        state_binding = self.input_required.binding(
+            request, virtual, client_features(envelope.client_capabilities), principal
+        )
+        self.input_required.opened(request, state_binding)
         kind = ROUTED_METHODS.get(request.method)
         if kind is None or kind.id_field == "uri":
             return

@@ -200,7 +200,7 @@ async def test_list_changes_come_after_the_acknowledgement_and_only_those_asked_
             nursery.cancel_scope.cancel()
 
 
-async def test_malformed_filters_are_refused_with_the_request_id(tmp_path: Path) -> None:
+async def test_malformed_filters_and_json_only_clients_are_refused_with_the_request_id(tmp_path: Path) -> None:
     async with fleet(tmp_path) as running, httpx.AsyncClient(timeout=20) as http:
         for request_id, notifications in [
             ("no-filter", None),
@@ -217,6 +217,13 @@ async def test_malformed_filters_are_refused_with_the_request_id(tmp_path: Path)
             error = answer.json()
             assert error["id"] == request_id
             assert error["error"]["code"] == -32602
+        # The answer is a stream: a client that takes only JSON is told so.
+        json_only = {**LISTEN_HEADERS, "accept": "application/json"}
+        body = listen_body("json-only", {"toolsListChanged": True})
+        answer = await http.post(running.stack.url, json=body, headers=json_only)
+        assert answer.status_code == 400
+        assert answer.json()["id"] == "json-only"
+        assert answer.json()["error"]["code"] == -32600
 
 
 async def test_resource_updates_from_each_kind_of_upstream_reach_only_their_subscriber(

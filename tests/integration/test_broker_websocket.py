@@ -278,3 +278,34 @@ async def test_the_upgrades_virtual_server_holds_for_the_socket_and_an_unknown_o
                 assert [t["name"] for t in listed["result"]["tools"]] == ["echo_echo"]
                 hidden = await client.request(2, "tools/call", {"name": "echo_add", "arguments": {"a": 1, "b": 2}})
                 assert hidden["error"] == {"code": -32602, "message": "Unknown tool: echo_add"}
+
+
+@pytest.mark.parametrize("serve_discover", [True, False])
+async def test_server_discover_on_the_socket_follows_serve_discover(serve_discover: bool) -> None:
+    async with sample_in_process("echo") as echo:
+        config = GatewayConfig.model_validate(
+            {
+                "servers": [{"name": "echo", "url": echo, "prefix": "echo_"}],
+                "gateway": {
+                    "broker_listen": "127.0.0.1:0",
+                    "admin_listen": "127.0.0.1:0",
+                    "serve_discover": serve_discover,
+                },
+            }
+        )
+        async with running_broker(config) as broker, peer(broker) as client:
+            answer = await client.request("d", "server/discover", {})
+            if serve_discover:
+                # As on POST /mcp: 2026-07-28 first, the handshake revisions after it.
+                result = answer["result"]
+                assert result["supportedVersions"][0] == "2026-07-28"
+                assert "2025-11-25" in result["supportedVersions"]
+                assert "tools" in result["capabilities"]
+                assert result["serverInfo"]["name"] == "mcp-gateway"
+                assert result["resultType"] == "complete"
+            else:
+                assert answer["error"]["code"] == -32601
+                assert "gateway.serve_discover" in answer["error"]["message"]
+            # Either way the socket still takes the handshake.
+            init = await client.request("init", "initialize", INIT["params"])
+            assert init["result"]["protocolVersion"] == "2025-11-25"

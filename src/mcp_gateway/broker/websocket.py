@@ -15,6 +15,8 @@ closes (nobody else holds its token). A socket may instead attach to a session o
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 from quart import Quart, Response, websocket
 
@@ -22,7 +24,8 @@ from mcp_gateway.auth import Principal
 from mcp_gateway.broker.auth import BrokerAuth, allowed_for
 from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.core import BrokerCore, SessionProblem, UnknownVirtualServer
-from mcp_gateway.broker.http import VIRTUAL_SERVER_HEADER, request_limits
+from mcp_gateway.broker.http import DISCOVER_NOT_SERVED, VIRTUAL_SERVER_HEADER, request_limits
+from mcp_gateway.broker.modern import ModernRequests
 from mcp_gateway.config import VirtualServer
 from mcp_gateway.logs import get_logger
 from mcp_gateway.protocol import (
@@ -54,6 +57,7 @@ SESSION_ENDED = 4404
 
 def register(app: Quart, core: BrokerCore) -> None:
     auth = BrokerAuth(core)
+    discover = ModernRequests(core).discover  # the answer POST /mcp gives, when it gives one
 
     @app.websocket(PATH)
     async def mcp_ws() -> Response | None:
@@ -74,7 +78,9 @@ def register(app: Quart, core: BrokerCore) -> None:
             )
             return Response(body, 400, content_type="application/json")
         await websocket.accept(subprotocol=SUBPROTOCOL)
-        await _Bridge(core, attached=refused, virtual=virtual, auth=auth, principal=principal).run()
+        await _Bridge(
+            core, attached=refused, virtual=virtual, auth=auth, principal=principal, discover=discover
+        ).run()
         return None
 
 
@@ -111,8 +117,10 @@ class _Bridge:
         virtual: VirtualServer | None,
         auth: BrokerAuth | None = None,
         principal: Principal | None = None,
+        discover: Callable[[Request], bytes] | None = None,
     ) -> None:
         self.core = core
+        self.discover = discover  # server/discover's answer (as on POST /mcp)
         self.auth = auth
         self.principal = principal  # verified at the upgrade; its expiry still applies
         self.virtual = virtual  # selected on the upgrade request, for the socket's lifetime
@@ -158,11 +166,14 @@ class _Bridge:
             await self.send(await self._initialize(message))
             return
         if isinstance(message, Request) and message.method == DISCOVER:
-            # As over HTTP: the SDK's 2026-07-28 probe falls back to initialize on -32601.
-            answer = error_response(
-                message.id, ErrorCode.METHOD_NOT_FOUND, "server/discover is not supported"
-            )
-            await self.send(answer)
+            # As on POST /mcp: answered with gateway.serve_discover; else -32601, on which the
+            # SDK's 2026-07-28 probe falls back to initialize.
+            if self.core.config.gateway.serve_discover and self.discover is not None:
+                await self.send(self.discover(message))
+            else:
+                await self.send(
+                    error_response(message.id, ErrorCode.METHOD_NOT_FOUND, DISCOVER_NOT_SERVED)
+                )
             return
         session = await self._live_session(message)
         if session is None:

@@ -88,18 +88,21 @@ CONNECTIONS = 16
 CF_VARIANT = "no-auth"  # its best configuration in bench_peers: stateful sessions, no JWT to verify
 ENVOY_FLAGS = ["--disable-hot-restart", "--log-level", "warning", "--concurrency", "1"]
 
-MAIN = ("envoy", "native", "gateway", "gateway-ext-proc", "contextforge")
+MAIN = ("envoy", "native", "gateway", "gateway-modern", "gateway-ext-proc", "contextforge")
+MODERN = "2026-07-28"  # a modern client: no session, the _meta envelope, Mcp-Method/Mcp-Name
 SDK = ("sdk-envoy", "sdk-gateway")
 LABELS = {
     "envoy": "Envoy → upstream (router filter only)",
     "native": "Envoy native mcp + mcp_router",
     "gateway": "Envoy + mcp-gateway (router + broker)",
+    "gateway-modern": "Envoy + mcp-gateway, a 2026-07-28 client (no session)",
     "gateway-ext-proc": "Envoy + mcp-gateway, fast path off (ext_proc on every call)",
     "contextforge": f"ContextForge 1.0.7 ({CF_VARIANT}, stateful)",
     "sdk-envoy": "Envoy → SDK echo",
     "sdk-gateway": "Envoy + mcp-gateway → SDK echo",
 }
 SHORT = {"envoy": "Envoy direct", "native": "Envoy mcp_router", "gateway": "mcp-gateway",
+         "gateway-modern": "gateway, modern client",
          "gateway-ext-proc": "ext_proc only",
          "contextforge": "ContextForge", "sdk-envoy": "Envoy → SDK", "sdk-gateway": "gateway → SDK"}
 
@@ -119,6 +122,11 @@ class Path_:
     runs: list[WrkResult] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=lambda: {"python": 0.0, "envoy": 0.0, "upstream": 0.0})
     bad_checks: list[str] = field(default_factory=list)
+    modern: bool = False  # calls as a 2026-07-28 client: no initialize, the _meta envelope
+
+    @property
+    def protocol(self) -> str:
+        return MODERN if self.modern else PROTOCOL
 
     def best(self) -> WrkResult:
         return max(self.runs, key=lambda run: run.rps)
@@ -228,9 +236,15 @@ gateway:
 # -- checks and load ----------------------------------------------------------------------------
 
 
-def call_body(tool: str, request_id: int = 1) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
-            "params": {"name": tool, "arguments": {"text": TEXT}}}
+def call_body(tool: str, request_id: int = 1, *, modern: bool = False) -> dict[str, Any]:
+    params: dict[str, Any] = {"name": tool, "arguments": {"text": TEXT}}
+    if modern:
+        params["_meta"] = {
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "bench-throughput", "version": "1"},
+        }
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
 
 
 _check_ids = iter(range(10**9, 2 * 10**9))  # never an id the load used on the same session
@@ -238,11 +252,12 @@ _check_ids = iter(range(10**9, 2 * 10**9))  # never an id the load used on the s
 
 def check_call(path: Path_, session: str | None) -> str | None:
     """One tools/call with httpx: None if the answer is the tool's real result, else what it was."""
-    headers = {"accept": ACCEPT, "mcp-protocol-version": PROTOCOL, **path.headers}
+    headers = {"accept": ACCEPT, "mcp-protocol-version": path.protocol, **path.headers}
     if session:
         headers["mcp-session-id"] = session
     try:
-        response = httpx.post(path.url, json=call_body(path.tool, next(_check_ids)), headers=headers, timeout=30)
+        body = call_body(path.tool, next(_check_ids), modern=path.modern)
+        response = httpx.post(path.url, json=body, headers=headers, timeout=30)
         message = rpc_result(response)
         result = message.get("result") or {}
         content = result.get("content") or [{}]
@@ -255,7 +270,7 @@ def check_call(path: Path_, session: str | None) -> str | None:
 
 def prepare(path: Path_, sessions: int) -> None:
     """Open the path's sessions through it and check that a call answers the real result."""
-    for _ in range(sessions):
+    for _ in range(0 if path.modern else sessions):
         session = initialize(path.url, path.headers, client_name=f"bench-throughput-{path.key}")
         if session:
             path.sessions.append(session)
@@ -268,8 +283,8 @@ def prepare(path: Path_, sessions: int) -> None:
 def measure(wrk: str, work: Path, paths: Sequence[Path_], seconds: int, repeats: int, warmup: int,
             connections: int = CONNECTIONS) -> None:
     def script(p: Path_, run: int) -> Path:  # ids of run N start at N * 10^8: none is used twice
-        return wrk_script(work / f"{p.key}-{run}.lua", call_body(p.tool),
-                          {"Accept": ACCEPT, "Mcp-Protocol-Version": PROTOCOL, **p.headers}, p.sessions,
+        return wrk_script(work / f"{p.key}-{run}.lua", call_body(p.tool, modern=p.modern),
+                          {"Accept": ACCEPT, "Mcp-Protocol-Version": p.protocol, **p.headers}, p.sessions,
                           first_id=run * 10**8 + 1)
 
     for p in paths:
@@ -334,6 +349,10 @@ def ratios(by_key: dict[str, Path_]) -> list[str]:
         cpu = f"{mine / theirs:.1f}x theirs" if mine >= theirs else f"1/{theirs / mine:.0f} of theirs"
         lines.append(f"- gateway / {name}: **{rps:.2f}x** the rps; proxy CPU per call "
                      f"{mine:.3f} ms (gateway process + its Envoy) vs {theirs:.3f} ms ({cpu})")
+    modern = by_key.get("gateway-modern")
+    if gateway is not None and modern is not None:
+        lines.append(f"- Python CPU per routed call, same gateway and upstream: legacy client "
+                     f"{_ms(gateway.cpu_ms('python'))} ms, 2026-07-28 client {_ms(modern.cpu_ms('python'))} ms")
     return lines
 
 
@@ -488,7 +507,7 @@ def main() -> int:
         if "native" in selected:
             url, pid = plain_envoy("native", fast_port, native=True)
             paths.append(Path_("native", url, "fast__echo", envoy=[pid], upstream=[fast.pid]))
-        if {"gateway", "sdk-gateway"} & set(selected):
+        if {"gateway", "gateway-modern", "sdk-gateway"} & set(selected):
             config_path, bootstrap, gateway_url, admin, gateway_ready = gateway_files(
                 work, fast_port, sdk_port if "sdk-gateway" in selected else None)
             gateway = stack.enter_context(child([str(BIN / "mcp-gateway"), "serve", "--config", str(config_path)],
@@ -500,6 +519,10 @@ def main() -> int:
             if "gateway" in selected:
                 paths.append(Path_("gateway", gateway_url, "f_echo", envoy=[gateway_envoy.pid],
                                    python=[gateway.pid], upstream=[fast.pid]))
+            if "gateway-modern" in selected:  # the same gateway and upstream, a modern client
+                paths.append(Path_("gateway-modern", gateway_url, "f_echo", envoy=[gateway_envoy.pid],
+                                   python=[gateway.pid], upstream=[fast.pid], modern=True,
+                                   headers={"Mcp-Method": "tools/call", "Mcp-Name": "f_echo"}))
         if "gateway-ext-proc" in selected:
             config_path, bootstrap, slow_url, admin, slow_ready = gateway_files(
                 work / "ext-proc", fast_port, None, fast_path=False)

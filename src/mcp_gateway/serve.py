@@ -124,6 +124,7 @@ async def _serve_with(
                     serve_router,
                     openings=openings,
                     routed_calls=routed_calls.record if role == "all" else None,
+                    request_states=request_state,
                 ),
                 config,
                 receive,

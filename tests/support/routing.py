@@ -165,7 +165,12 @@ async def gateway_stack(
             trio.open_nursery() as nursery:
         send, receive = trio.open_memory_channel[GatewayConfig](1)
         router_port = await nursery.start(
-            partial(serve_router, openings=openings, routed_calls=routed_calls.record),
+            partial(
+                serve_router,
+                openings=openings,
+                routed_calls=routed_calls.record,
+                request_states=broker.request_state,
+            ),
             config, receive, broker.tokens, broker.store,
         )
         async with running_envoy(

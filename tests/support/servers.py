@@ -35,6 +35,7 @@ from mcp_gateway.samples import READY_LINE_PREFIX, serve_sample
 from mcp_gateway.sessions import SessionTokens
 from mcp_gateway.sessions.memory_store import MemorySessionStore
 from mcp_gateway.sessions.openings import BackendOpenings
+from mcp_gateway.sessions.request_state import RequestStateSeal
 from mcp_gateway.sessions.store import SessionStore
 from mcp_gateway.upstream import Timing
 from mcp_gateway.upstream.relist import Relists
@@ -134,6 +135,9 @@ class Broker:
     tokens: SessionTokens
     store: SessionStore
     reload_state: ReloadState
+    # Sealed requestStates: the router of a test stack seals with this one too, as serve.py
+    # hands one seal (from the session keys) to both.
+    request_state: RequestStateSeal
 
     @property
     def base(self) -> str:
@@ -166,6 +170,7 @@ async def running_broker(
     """serve_broker on an ephemeral port; waits for the first discovery round unless told not to."""
     send, receive = trio.open_memory_channel[GatewayConfig](1)
     tokens = SessionTokens([TEST_KEY])
+    request_state = RequestStateSeal([TEST_KEY])
     store = MemorySessionStore()
     reload_state = ReloadState()
     async with trio.open_nursery() as nursery:
@@ -181,10 +186,11 @@ async def running_broker(
                 relists=relists,
                 openings=openings,
                 routed_calls=routed_calls,
+                request_state=request_state,
                 task_status=task_status,
             )
         )
-        broker = Broker(ports.mcp, ports.admin, send, tokens, store, reload_state)
+        broker = Broker(ports.mcp, ports.admin, send, tokens, store, reload_state, request_state)
         if wait_ready:
             await wait_until_ready(broker)
         yield broker

@@ -237,6 +237,53 @@ async def test_through_envoy_a_roots_client_lists_the_roots_only_tool(tmp_path: 
         assert not result.is_error
 
 
+def modern_call(name: str, capabilities: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    body = {
+        "jsonrpc": "2.0",
+        "id": "call-1",
+        "method": "tools/call",
+        "params": {
+            "name": name,
+            "arguments": {},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": capabilities,
+                "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+            },
+        },
+    }
+    headers = {
+        "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": "2026-07-28",
+        "mcp-method": "tools/call",
+        "mcp-name": name,
+    }
+    return body, headers
+
+
+async def test_through_envoy_a_2026_client_missing_the_capability_gets_32021(tmp_path: Path) -> None:
+    """The revision's answer to a call that needs a capability the request did not declare:
+    400 and -32021 naming it (a ClientCapabilities object), not "unknown tool"; declaring it,
+    the same call is served."""
+    async with (
+        conditional_upstream() as (url, _upstream),
+        running_gateway([{"name": "cond", "url": url, "prefix": "cond_"}], tmp_path) as gw,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        await wait_for_variants(gw.admin_url, "cond")
+        body, headers = modern_call("cond_roots_only", {})
+        refused = await http.post(gw.url, json=body, headers=headers)
+        assert refused.status_code == 400, refused.text
+        error = refused.json()
+        assert error["id"] == "call-1"
+        assert error["error"]["code"] == -32021
+        assert error["error"]["data"] == {"requiredCapabilities": {"roots": {}}}
+
+        async with Client(gw.url, mode="2026-07-28", list_roots_callback=no_roots) as client:
+            result = await client.call_tool("cond_roots_only", {})
+        assert not result.is_error and result.content[0].text == "hello, roots client"  # type: ignore[union-attr]
+
+
 async def test_through_envoy_server_everything_offers_get_roots_list_to_roots_clients(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:

@@ -111,5 +111,6 @@ def missing_capability(capability: str, request_id: RequestId | None) -> Protoco
         ErrorCode.MISSING_REQUIRED_CLIENT_CAPABILITY,
         f"Missing required client capability: {capability}",
         id=request_id,
-        data={"requiredCapabilities": [capability]},
+        # A ClientCapabilities object, as the revision defines the error data (and SDKs parse it).
+        data={"requiredCapabilities": {capability: {}}},
     )

@@ -73,9 +73,20 @@ CAPABILITY_OF_INPUT: Final[Mapping[str, str]] = {
 GATEWAY_ID_MARK: Final = "mcpgw-modern:"
 
 
+# The broker's endpoint for clients that stay on the handshake revisions (broker/stateful.py):
+# a 2026-07-28 request there is the broker's to refuse, never routed as one.
+STATEFUL_PATH: Final = "/mcp/stateful"
+
+
 def is_modern_request(headers: Mapping[str, str]) -> bool:
-    """A 2026-07-28 request: no session, a revision without handshake in its version header."""
-    return SESSION_HEADER not in headers and is_modern(headers.get("mcp-protocol-version"))
+    """A 2026-07-28 request: no session, a revision without handshake in its version header,
+    not on /mcp/stateful (Envoy sends those to the broker past us; a deployment that puts every
+    request through the ext_proc still must not route them)."""
+    return (
+        SESSION_HEADER not in headers
+        and is_modern(headers.get("mcp-protocol-version"))
+        and headers.get(":path", "").partition("?")[0] != STATEFUL_PATH
+    )
 
 
 def modern_reply(body: bytes, code: int) -> Reply:
@@ -259,7 +270,7 @@ def missing_input_capability(declared: Callable[[str], bool]) -> Rewrite:
             "error": {
                 "code": int(ErrorCode.MISSING_REQUIRED_CLIENT_CAPABILITY),
                 "message": f"Missing required client capability: {', '.join(missing)}",
-                "data": {"requiredCapabilities": missing},
+                "data": {"requiredCapabilities": {capability: {} for capability in missing}},
             },
         }
 

@@ -114,12 +114,13 @@ def test_routes_match_the_servername_header_then_default_to_the_broker() -> None
     config = route_configuration(["weather", "files"])
     routes = config["virtual_hosts"][0]["routes"]
     assert [r["route"]["cluster"] for r in routes[:-1]] == [
-        cluster_name("files"), cluster_name("weather"), "mcp_broker", "mcp_broker", "mcp_broker", "mcp_broker"
+        cluster_name("files"), cluster_name("weather"), *["mcp_broker"] * 6
     ]
     # GET (SSE stream, WebSocket upgrade) and DELETE skip the ext_proc round trip; POSTs to the
     # broker do not. Only the MCP paths reach the broker.
     assert [r["name"] for r in routes[2:]] == [
-        "to_broker_get", "to_broker_get_ws", "to_broker_delete", "to_broker", "not_found"
+        "to_broker_get", "to_broker_get_ws", "to_broker_delete", "to_broker",
+        "to_broker_stateful", "to_broker_stateful_direct", "not_found",
     ]
     assert [r["match"]["path"] for r in routes[2:6]] == ["/mcp", "/mcp/ws", "/mcp", "/mcp"]
     assert routes[2]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True
@@ -139,13 +140,35 @@ def test_routes_match_the_servername_header_then_default_to_the_broker() -> None
     assert mark == {"key": "x-mcp-upstream", "value": "files %RESPONSE_CODE_DETAILS%"}
 
 
+def test_mcp_stateful_posts_in_a_session_take_the_ext_proc_and_everything_else_goes_straight_to_the_broker() -> None:
+    routes = {r["name"]: r for r in route_configuration(["files"], FastPath.of(CONFIG).route_metadata())["virtual_hosts"][0]["routes"]}
+    in_session, direct = routes["to_broker_stateful"], routes["to_broker_stateful_direct"]
+    assert in_session["match"] == {
+        "path": "/mcp/stateful",
+        "headers": [
+            {"name": ":method", "string_match": {"exact": "POST"}},
+            {"name": "mcp-session-id", "present_match": True},
+        ],
+    }
+    assert not in_session["typed_per_filter_config"]["envoy.filters.http.ext_proc"].get("disabled")
+    # No fast-path metadata: the Lua filter leaves these to the ext_proc.
+    assert "metadata" not in in_session
+    # Initialize, the 2026-07-28 requests the broker refuses there, GET and DELETE.
+    assert direct["match"] == {"path": "/mcp/stateful"}
+    assert direct["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True
+    for route in (in_session, direct):
+        assert route["route"] == {"cluster": "mcp_broker", "timeout": "0s"}
+        assert route["request_headers_to_remove"] == ["x-mcp-session", "x-mcp-name", "x-mcp-request-id"]
+
+
 def test_with_the_fast_path_each_server_has_a_route_that_skips_the_ext_proc_and_the_post_route_carries_the_generation() -> None:
     fast = FastPath.of(CONFIG)
     config = route_configuration(["weather", "files"], fast.route_metadata())
     routes = config["virtual_hosts"][0]["routes"]
     assert [r["name"] for r in routes] == [
         "fast_to_files", "fast_to_weather", "to_files", "to_weather", "to_broker_get", "to_broker_get_ws",
-        "to_broker_delete", f"to_broker@{fast.generation}", "not_found",
+        "to_broker_delete", f"to_broker@{fast.generation}", "to_broker_stateful", "to_broker_stateful_direct",
+        "not_found",
     ]
     fast_files = routes[0]
     # Only a call the Lua filter routed itself: both headers (a client's x-mcp-* never gets here).
@@ -158,7 +181,7 @@ def test_with_the_fast_path_each_server_has_a_route_that_skips_the_ext_proc_and_
         "x-mcp-fast-path", "x-mcp-session", "x-mcp-name", "x-mcp-request-id"
     ]
     assert fast_files["response_headers_to_add"] == routes[2]["response_headers_to_add"]
-    settings = routes[-2]["metadata"]["filter_metadata"]["envoy.filters.http.lua"]["fast"]
+    settings = routes[-4]["metadata"]["filter_metadata"]["envoy.filters.http.lua"]["fast"]
     assert settings["generation"] == fast.generation
     assert settings["max_body"] == min(CONFIG.gateway.envoy.fast_path.max_body_bytes, CONFIG.gateway.limits.max_body_bytes)
 
@@ -202,7 +225,7 @@ async def test_writes_are_atomic_renames_and_a_new_writer_adopts_the_files(tmp_p
     assert {c["name"] for c in cds_after["resources"]} == {cluster_name("weather")}
     routes = rds_after["resources"][0]["virtual_hosts"][0]["routes"]
     assert [r["route"]["cluster"] for r in routes[:-1]] == [
-        cluster_name("weather"), cluster_name("weather"), "mcp_broker", "mcp_broker", "mcp_broker", "mcp_broker"
+        cluster_name("weather"), cluster_name("weather"), *["mcp_broker"] * 6
     ]
     assert int(cds_after["version_info"]) > int(cds["version_info"])
 

@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from mcp_gateway.auth import Principal, requested_name
 from mcp_gateway.broker import auth as broker_auth
+from mcp_gateway.broker import stateful
 from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.core import BrokerCore, SessionProblem, UnknownVirtualServer
 from mcp_gateway.broker.listen import LISTEN, ListenStreams
@@ -173,6 +174,7 @@ def register(
         core.metrics.latency.labels(label).observe(time.perf_counter() - started)
 
     @app.post("/mcp")
+    @app.post(stateful.PATH)
     async def post_mcp() -> Response:
         started = time.perf_counter()
         response = await _post(started)
@@ -215,6 +217,8 @@ def register(
         # A request in a session is a handshake-era request whatever its version header says
         # (modern requests have no sessions): a bad version there is the session's -32600.
         if is_modern(request.headers.get("mcp-protocol-version")) and "mcp-session-id" not in request.headers:
+            if request.path == stateful.PATH:
+                return stateful.modern_refused(body, body_limits, record, started)
             return await _modern_post(body, body_limits, principal, acceptable, started)
         token = combined_header("mcp-session-id")
         claims = core.tokens.verify(token) if token and len(token) <= MAX_TOKEN_LENGTH else None
@@ -230,13 +234,13 @@ def register(
             if first.method == DISCOVER:
                 # Without a 2026-07-28 MCP-Protocol-Version header (the SDK always sends one):
                 # the same answer, when the gateway answers discover at all.
-                if not core.config.gateway.serve_discover:
+                if not core.config.gateway.serve_discover or request.path == stateful.PATH:
                     record(DISCOVER, 200, started)
                     return Response(_discover_not_served(first.id), 200, content_type=JSON)
                 record(DISCOVER, 200, started)
                 return Response(modern.discover(first), 200, content_type=JSON)
             if first.method == "initialize":
-                return await _initialize(first, started)
+                return await _initialize(stateful.negotiated_down(first), started)
         request_ids = [m.id for m in messages if isinstance(m, Request)]
         first_id = request_ids[0] if len(request_ids) == 1 else None
         session = await session_or_refusal(first_id)
@@ -479,6 +483,7 @@ def register(
         return response
 
     @app.get("/mcp")
+    @app.get(stateful.PATH)
     async def get_mcp() -> Response:
         if (refused := origin_refused()) is not None:
             return refused
@@ -538,6 +543,7 @@ def register(
         return _sse_response(events())
 
     @app.delete("/mcp")
+    @app.delete(stateful.PATH)
     async def delete_mcp() -> Response:
         if (refused := origin_refused()) is not None:
             return refused
@@ -561,6 +567,7 @@ def register(
         return refusal(500, ErrorCode.INTERNAL_ERROR, "Internal error")
 
     @app.route("/mcp", methods=["PUT", "PATCH"])
+    @app.route(stateful.PATH, methods=["PUT", "PATCH"])
     async def other_mcp() -> Response:
         response = refusal(405, ErrorCode.INVALID_REQUEST, "Method Not Allowed")
         response.headers["allow"] = "GET, POST, DELETE"

@@ -33,6 +33,7 @@ from mcp_gateway.router.decision import (
     UPSTREAM_MARK_HEADER,
 )
 from mcp_gateway.router.fast_path import DECISION_KEY, FAST_HEADER, LUA_FILTER, FastPath
+from mcp_gateway.router.modern_clients import STATEFUL_PATH
 from mcp_gateway.router.rate_limits import virtual_host_rate_limits
 
 if TYPE_CHECKING:
@@ -297,6 +298,7 @@ def route_configuration(
         # carries the generation, so a new config is seen on its first request.
         to_broker["name"] = f"to_broker@{fast_path[LUA_FILTER][DECISION_KEY]['generation']}"
     routes.append(to_broker)
+    routes += _stateful_routes()
     # The public listener serves the MCP endpoints and nothing else: /status, /metrics and the
     # probes live on the broker's admin address (gateway.admin_listen), which has no route here.
     routes.append(NOT_FOUND_ROUTE)
@@ -306,6 +308,29 @@ def route_configuration(
         # one session's calls take several routes.
         host["typed_per_filter_config"] = dict(rate_limits)
     return {"@type": ROUTE_TYPE, "name": ROUTE_CONFIG_NAME, "virtual_hosts": [host]}
+
+
+def _stateful_routes() -> list[dict[str, Any]]:
+    """/mcp/stateful: a POST in a session as POST /mcp (the ext_proc routes its calls; no Lua
+    fast path, which keeps to /mcp); anything else (initialize, the 2026-07-28 requests the
+    broker refuses there, GET, DELETE) has nothing for the router to route, and goes straight to
+    the broker, which checks Origin and tokens itself (as it does behind the GET route)."""
+    in_session = [
+        {"name": ":method", "string_match": {"exact": "POST"}},
+        {"name": "mcp-session-id", "present_match": True},
+    ]
+    return [
+        {
+            "name": f"to_broker_stateful{suffix}",
+            "match": {"path": STATEFUL_PATH, "headers": headers} if headers else {"path": STATEFUL_PATH},
+            "route": {"cluster": BROKER_CLUSTER, "timeout": "0s"},
+            "request_headers_to_remove": list(RATE_LIMIT_HEADERS),
+            "typed_per_filter_config": ext_proc,
+        }
+        for suffix, headers, ext_proc in (
+            ("", in_session, _EXT_PROC_ENABLED), ("_direct", [], _EXT_PROC_DISABLED)
+        )
+    ]
 
 
 def wanted_routes(config: GatewayConfig) -> dict[str, Any]:

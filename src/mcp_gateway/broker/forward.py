@@ -25,6 +25,7 @@ from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.fanout import Fanout
 from mcp_gateway.broker.link_subscriptions import LinkSubscriptions
 from mcp_gateway.broker.metrics import BrokerMetrics
+from mcp_gateway.broker.modern_subscriptions import ModernSubscriptions
 from mcp_gateway.broker.stateless_upstreams import StatelessUpstreams
 from mcp_gateway.config import GatewayConfig, ServerConfig
 from mcp_gateway.logs import get_logger
@@ -94,6 +95,8 @@ class Forwarder:
         )
         supervisor.link_events = self.links
         self.stateless = StatelessUpstreams(store, supervisor.http_client)
+        # A legacy client's subscriptions to modern upstreams: a subscriptions/listen each.
+        self.modern_subscriptions = ModernSubscriptions(store, fanout, metrics, supervisor, nursery=nursery)
 
     async def forward(
         self,
@@ -233,6 +236,9 @@ class Forwarder:
         its `notifications/resources/updated` reach this client's GET streams only."""
         if server.transport != "http":
             return await self._link_subscription(request, session, server, original)
+        mode = mode_of(server)
+        if mode is not None and mode.modern:
+            return await self._modern_subscription(request, session, server, original)
         http = self.supervisor.http_client(server.name)
         try:
             backend = await self._backend_session(session, server.name, http)
@@ -259,6 +265,19 @@ class Forwarder:
         # while the client listens.
         answer["id"] = request.id
         return json.dumps(answer, separators=(",", ":")).encode()
+
+    async def _modern_subscription(
+        self, request: Request, session: ClientSession, server: ServerConfig, original: str
+    ) -> bytes:
+        """No backend session, no resources/subscribe: a subscriptions/listen of this
+        session's own for the URI (broker/modern_subscriptions.py)."""
+        if request.method == "resources/subscribe":
+            error = await self.modern_subscriptions.subscribe(session.sid, server, original)
+            if error is not None:
+                return error_response(request.id, error["code"], error["message"])
+        else:
+            self.modern_subscriptions.unsubscribe(session.sid, server, original)
+        return result_response(request.id, {})
 
     async def _link_subscription(
         self, request: Request, session: ClientSession, server: ServerConfig, original: str
@@ -316,6 +335,7 @@ class Forwarder:
         backend streams now, and its stdio/WebSocket subscriptions (the last subscriber out
         unsubscribes the link; bounded, the session is gone either way)."""
         self.streams.stop(sid)
+        self.modern_subscriptions.forget(sid)
         with trio.move_on_after(CANCEL_RELAY_SECONDS):
             await self.links.forget(sid)
 

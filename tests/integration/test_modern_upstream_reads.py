@@ -60,6 +60,15 @@ def reading_server(name: str) -> MCPServer:
         await ctx.notify_resource_updated(f"notes://{topic}")
         return f"touched {topic}"
 
+    @server.tool(description="Log one message at each of debug, info and warning.")
+    async def chatty(ctx: Context) -> str:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MCPDeprecationWarning)  # logging is, in 2026-07-28
+            await ctx.debug(f"{name} debug")
+            await ctx.info(f"{name} info")
+            await ctx.warning(f"{name} warning")
+        return "said"
+
     @server.prompt(description="Greet someone; says how it was asked.")
     def greet(who: str, ctx: Context) -> str:
         return f"hello {who} " + seen_by(name, ctx, _meta(ctx))
@@ -182,3 +191,45 @@ async def test_a_legacy_clients_subscription_to_a_modern_upstreams_resource_hear
                 await client.unsubscribe_resource(uri)
     # Under the URI the client subscribed to, not the upstream's.
     assert updated == [uri]
+
+
+async def test_a_legacy_clients_log_level_reaches_a_modern_upstream_on_each_request(stack: Stack) -> None:
+    """The revision has no logging/setLevel and a modern upstream logs nothing to a request
+    without `io.modelcontextprotocol/logLevel`: a legacy client's level rides on each request,
+    on the router's path (through Envoy) and on the broker's (over the socket)."""
+    heard: list[tuple[str, Any]] = []
+
+    async def on_log(params: Any) -> None:
+        heard.append((params.level, params.data))
+
+    with trio.fail_after(30):
+        async with Client(streamable_http_client(stack.url), mode="legacy", logging_callback=on_log) as client:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", MCPDeprecationWarning)
+                await client.set_logging_level("info")
+            said = await client.call_tool("new_chatty", {})
+    assert said.content[0].text == "said"  # type: ignore[union-attr]
+    # Logs of a call come on its own stream, before its result.
+    assert heard == [("info", "modern info"), ("warning", "modern warning")]
+
+    url = stack.url.replace("http://", "ws://") + "/ws"
+    async with open_websocket_url(url, subprotocols=["mcp"]) as socket:
+        frames: list[dict[str, Any]] = []
+
+        async def request(rid: Any, method: str, params: dict[str, Any]) -> dict[str, Any]:
+            await socket.send_message(json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}))
+            with trio.fail_after(15):
+                while True:
+                    message: dict[str, Any] = json.loads(await socket.get_message())
+                    if message.get("id") == rid and "method" not in message:
+                        return message
+                    frames.append(message)
+
+        info = {"name": "ws", "version": "1"}
+        await request("init", "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": info})
+        await socket.send_message(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        await request(1, "logging/setLevel", {"level": "warning"})
+        called = await request(2, "tools/call", {"name": "new_chatty", "arguments": {}})
+    assert called["result"]["content"][0]["text"] == "said"
+    logged = [(f["params"]["level"], f["params"]["data"]) for f in frames if f.get("method") == "notifications/message"]
+    assert logged == [("warning", "modern warning")]

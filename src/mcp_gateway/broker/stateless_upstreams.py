@@ -32,9 +32,9 @@ from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.config import ServerConfig
 from mcp_gateway.logs import get_logger
 from mcp_gateway.protocol import ErrorCode
-from mcp_gateway.sessions.store import SessionStore
+from mcp_gateway.sessions.store import LOG_LEVEL, SessionStore
 from mcp_gateway.upstream import HttpUpstreamClient, UpstreamError
-from mcp_gateway.upstream.modern import MODERN_VERSION, UpstreamMode
+from mcp_gateway.upstream.modern import LOG_LEVEL_META, MODERN_VERSION, UpstreamMode, with_meta
 
 log = get_logger("mcp_gateway.broker")
 
@@ -94,6 +94,11 @@ class StatelessUpstreams:
         upstream that failed or took longer than its `timeoutSeconds`, all rounds included)."""
         call_id = message.get("id")
         client = await self._client(session, server, mode)
+        level = (await self.store.client(session.sid) or {}).get(LOG_LEVEL) if client.modern else None
+        if isinstance(level, str):
+            # A legacy client's logging/setLevel: a modern upstream takes it on each request.
+            params = message.get("params")
+            message = {**message, "params": with_meta(params if isinstance(params, dict) else None, {LOG_LEVEL_META: level})}
 
         async def on_message(incoming: JsonObject) -> None:
             await relay(client.respond, incoming)

@@ -151,7 +151,9 @@ class BackendSessions:
             client = await self._store.client(sid)
         if client is None:
             raise SessionGone(sid)
-        return request_meta(MODERN_VERSION, client.get("capabilities") or {}, client.get("clientInfo"))
+        return request_meta(
+            MODERN_VERSION, client.get("capabilities") or {}, client.get("clientInfo"), client.get(LOG_LEVEL)
+        )
 
     async def ensure_modern_session(self, ttl: float) -> None:
         """The gateway-held session modern clients declaring no feature share (created when

@@ -26,6 +26,8 @@ PROTOCOL_VERSION_META: Final = "io.modelcontextprotocol/protocolVersion"
 CLIENT_CAPABILITIES_META: Final = "io.modelcontextprotocol/clientCapabilities"
 CLIENT_INFO_META: Final = "io.modelcontextprotocol/clientInfo"
 SERVER_INFO_META: Final = "io.modelcontextprotocol/serverInfo"
+# The revision's per-request opt-in to log messages (absent: the upstream sends none).
+LOG_LEVEL_META: Final = "io.modelcontextprotocol/logLevel"
 DISCOVER_METHOD: Final = "server/discover"
 LISTEN_METHOD: Final = "subscriptions/listen"
 ACKNOWLEDGED: Final = "notifications/subscriptions/acknowledged"
@@ -82,15 +84,22 @@ def forget_mode(server: ServerConfig) -> None:
 
 
 def request_meta(
-    protocol_version: str, capabilities: Mapping[str, Any], client_info: Mapping[str, Any] | None
+    protocol_version: str,
+    capabilities: Mapping[str, Any],
+    client_info: Mapping[str, Any] | None,
+    log_level: str | None = None,
 ) -> dict[str, Any]:
-    """The per-request `_meta` envelope keys of a modern request."""
+    """The per-request `_meta` envelope keys of a modern request; `log_level`: what a
+    handshake-era client asked for with logging/setLevel (the revision has no such method: the
+    level rides on each request, and without it the upstream logs nothing to us)."""
     meta: dict[str, Any] = {
         PROTOCOL_VERSION_META: protocol_version,
         CLIENT_CAPABILITIES_META: dict(capabilities),
     }
     if client_info:
         meta[CLIENT_INFO_META] = dict(client_info)
+    if log_level:
+        meta[LOG_LEVEL_META] = log_level
     return meta
 
 
@@ -162,6 +171,7 @@ __all__ = [
     "ACKNOWLEDGED",
     "DISCOVER_METHOD",
     "LISTEN_METHOD",
+    "LOG_LEVEL_META",
     "MODERN_VERSION",
     "MODERN_VERSIONS",
     "UpstreamMode",

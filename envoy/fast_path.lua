@@ -93,9 +93,10 @@ local function skip_number(s, i)
   return j
 end
 
--- `visit(s, key, at, limits, into)`, when given, reads each member's value itself (returning
--- the index after it, or FAIL): how read_call looks at the members it cares about in the same
--- single pass (a top-level function, not a closure: LuaJIT compiles no closure creation).
+-- `visit(s, key, at, limits, into, key_at)`, when given, reads each member's value itself
+-- (returning the index after it, or FAIL; `key_at` is where the member's key begins): how
+-- read_call looks at the members it cares about in the same single pass (a top-level function,
+-- not a closure: LuaJIT compiles no closure creation).
 local function skip_object(s, i, depth, limits, visit, into)
   if depth > limits.max_depth then return FAIL end
   local seen = {}
@@ -108,10 +109,11 @@ local function skip_object(s, i, depth, limits, visit, into)
     local key = sub(s, j + 1, k - 2)
     if seen[key] then return FAIL end
     seen[key] = true
+    local key_at = j
     j = skip_ws(s, k)
     if byte(s, j) ~= 58 then return FAIL end
     if visit then
-      j = visit(s, key, skip_ws(s, j + 1), limits, into)
+      j = visit(s, key, skip_ws(s, j + 1), limits, into, key_at)
     else
       j = skip_value(s, skip_ws(s, j + 1), depth, limits)
     end
@@ -163,8 +165,36 @@ end
 local ROUTED = { ["tools/call"] = true, ["prompts/get"] = true }
 local REQUEST_MEMBERS = { jsonrpc = true, id = true, method = true, params = true }
 
+-- The 2026-07-28 envelope in params._meta (protocol/_modern.py): where read_call keeps each
+-- value's raw JSON text (a modern call's decision key), and what a legacy upstream does not get.
+local ENVELOPE = {
+  ["io.modelcontextprotocol/protocolVersion"] = "meta_version",
+  ["io.modelcontextprotocol/clientCapabilities"] = "meta_caps",
+  ["io.modelcontextprotocol/clientInfo"] = "meta_info",
+}
+
+-- A member of params._meta: each one's span kept (a legacy upstream gets _meta without the
+-- envelope), the envelope's values' text too.
+local function meta_member(s, key, at, limits, call, key_at)
+  local e = skip_value(s, at, 3, limits)
+  if e == FAIL then return FAIL end
+  local slot = ENVELOPE[key]
+  if slot then call[slot] = sub(s, at, e - 1) end
+  local members = call.meta_members
+  members[#members + 1] = { key_at, e - 1, slot ~= nil }
+  return e
+end
+
 -- A member of params: `name` must be a plain, non-empty string; its span is what gets rewritten.
+-- A multi-round-trip retry (requestState, inputResponses) is always the router's (the broker's).
 local function params_member(s, key, at, limits, call)
+  if key == "requestState" or key == "inputResponses" then return FAIL end
+  if key == "_meta" and byte(s, at) == 123 then
+    call.meta_members = {}
+    local e = skip_object(s, at, 3, limits, meta_member, call)
+    if e ~= FAIL then call.meta_first, call.meta_last = at, e - 1 end
+    return e
+  end
   local e = skip_value(s, at, 2, limits)
   if key == "name" and e ~= FAIL then
     local backslash = find(s, "\\", at, true)
@@ -195,7 +225,7 @@ local function message_member(s, key, at, limits, call)
     local c = byte(raw, 1)
     if c ~= 34 and find(raw, ".", 1, true) then return FAIL end
     if c ~= 34 and c ~= 45 and (c < 48 or c > 57) then return FAIL end
-    call.id = raw
+    call.id, call.id_first, call.id_last = raw, at, e - 1
   end
   return e
 end
@@ -218,12 +248,17 @@ end
 
 local sessions = {}      -- gateway token → { [decision key] = decision }
 local session_count = 0
+-- 2026-07-28 ("modern") clients have no session: their decisions are held under this
+-- pseudo-token, which no gateway token can be (a header value has no "\n"), at most
+-- MAX_SESSIONS of them (then they start over, like the sessions).
+local MODERN = "\n"
+local modern_count = 0
 local generation = nil   -- the router config the decisions were made under
 local settings = nil     -- the POST route's settings (limits), read when its name changes
 local settings_route = nil
 
 local function forget_all()
-  sessions, session_count = {}, 0
+  sessions, session_count, modern_count = {}, 0, 0
 end
 
 local function now_ms(handle)
@@ -277,6 +312,14 @@ local function remember(token, key, decision, max_sessions)
     sessions[token] = held
     session_count = session_count + 1
   end
+  if token == MODERN and held[key] == nil then
+    if modern_count >= max_sessions then
+      held = {}
+      sessions[token] = held
+      modern_count = 0
+    end
+    modern_count = modern_count + 1
+  end
   held[key] = decision
 end
 
@@ -284,7 +327,57 @@ local function forget_session(token)
   if sessions[token] ~= nil then
     sessions[token] = nil
     session_count = session_count - 1
+    if token == MODERN then modern_count = 0 end
   end
+end
+
+-- What else a modern call's decision read (router/modern_clients.py route_modern): the version
+-- header, the mirrored method and name exactly as sent (plain or base64: only the pair the
+-- router accepted matches; any other pair, a mismatch included, is the router's to answer), and
+-- the envelope's values as raw JSON text (each a complete JSON value, so the "\n"-joined key
+-- is unambiguous). The declared features are in the capabilities' text: the router hands over
+-- decisions only for calls declaring none of roots, sampling, elicitation.
+local function present(value)
+  return value and ("=" .. value) or "-"
+end
+
+local function modern_key(base, headers, call)
+  return base .. "\n" .. present(headers:get("mcp-protocol-version")) .. "\n" .. present(headers:get("mcp-method"))
+    .. "\n" .. present(headers:get("mcp-name")) .. "\n" .. present(call.meta_version) .. "\n"
+    .. present(call.meta_caps) .. "\n" .. present(call.meta_info)
+end
+
+-- `text` with the spans { first, last, replacement } replaced (they do not overlap; an insertion
+-- is { at, at - 1, text }).
+local function splice(text, edits)
+  for i = 2, #edits do  -- at most three: an insertion sort
+    local edit, j = edits[i], i - 1
+    while j >= 1 and edits[j][1] > edit[1] do
+      edits[j + 1] = edits[j]
+      j = j - 1
+    end
+    edits[j + 1] = edit
+  end
+  local out, at = {}, 1
+  for i = 1, #edits do
+    local edit = edits[i]
+    out[#out + 1] = sub(text, at, edit[1] - 1)
+    out[#out + 1] = edit[3]
+    at = edit[2] + 1
+  end
+  out[#out + 1] = sub(text, at)
+  return table.concat(out)
+end
+
+-- params._meta without the envelope (router/modern_clients.py for_legacy_upstream): what a
+-- legacy upstream gets on the gateway's shared session. An empty `_meta` stays `{}`.
+local function meta_without_envelope(text, call)
+  local kept, members = {}, call.meta_members
+  for i = 1, #members do
+    local member = members[i]
+    if not member[3] then kept[#kept + 1] = sub(text, member[1], member[2]) end
+  end
+  return "{" .. table.concat(kept, ",") .. "}"
 end
 
 -- ---------------------------------------------------------------------------------------------
@@ -299,6 +392,70 @@ local calls = 0
 local SESSION, FAST, LEARN = "mcp-session-id", "x-mcp-fast-path", "x-mcp-fast-path-learn"
 local SLOW = "mcp-gateway-slow-path"  -- set on the script's own replays: always the ext_proc's
 local META = "mcp_gateway_fast"
+-- The script's own request to have an upstream's requestState sealed (a modern upstream's
+-- input_required answer): the router answers it (router/modern_exchange.py) when it carries
+-- SEAL_TO_ROUTER, which only this script sets, and only on its own internal listener.
+local SEAL, SEAL_TO_ROUTER = "mcp-gateway-seal", "x-mcp-seal"
+
+-- A modern call the router decided before (router/modern_exchange.py hands the decision over):
+-- to a modern upstream as the client sent it (its envelope passes), the prefix stripped in the
+-- body and in Mcp-Name, at the upstream's revision; to a legacy upstream on the gateway's shared
+-- backend session, under an id of the gateway's (several clients share that session and their
+-- ids may collide there), without the envelope in _meta, at the session's revision. The answer
+-- gets the client's id back, or its requestState sealed (envoy_on_response).
+local function apply_modern(handle, headers, body, text, call, decision, virtual, origin, authorization)
+  calls = calls + 1
+  local number = calls
+  local edits = { { call.name_first, call.name_last, decision.routed } }
+  local gateway_id = nil
+  if decision.kind == "legacy" then
+    -- Unique per call on every worker: the nonce is the router's, made for this worker's copy
+    -- of the decision alone; the number counts this worker's calls.
+    gateway_id = '"mcpgw-fast:' .. decision.nonce .. ":" .. number .. '"'
+    edits[2] = { call.id_first, call.id_last, gateway_id }
+    if call.meta_first then edits[3] = { call.meta_first, call.meta_last, meta_without_envelope(text, call) } end
+  end
+  body:setBytes(splice(text, edits))
+  local mirrored_method, mirrored_name = headers:get("mcp-method"), headers:get("mcp-name")
+  local entry = {
+    number = number, kind = decision.kind, server = decision.server, id = call.id,
+    gateway_id = gateway_id, binding = decision.binding, body = text,
+    path = headers:get(":path"), authority = headers:get(":authority"),
+    virtual = virtual or "", origin = origin or "", timeout = decision.timeout,
+    authorization = authorization or "", version = headers:get("mcp-protocol-version") or "",
+    mirrored_method = mirrored_method, mirrored_name = mirrored_name,
+  }
+  headers:replace("x-mcp-servername", decision.server)
+  headers:replace(FAST, "1")
+  headers:replace("x-mcp-method", call.method)
+  headers:replace("x-mcp-toolname", decision.routed)
+  -- Rate limits as on the router's modern calls: by name, with the id for a 429's body; no
+  -- session (a modern client has none).
+  headers:replace("x-mcp-name", call.name)
+  headers:replace("x-mcp-request-id", call.id)
+  headers:replace(":authority", decision.authority)
+  headers:replace(":path", decision.path)
+  headers:replace("mcp-protocol-version", decision.version)
+  if decision.backend ~= "" then headers:replace(SESSION, decision.backend) end
+  if decision.authorization ~= "" then
+    headers:replace("authorization", decision.authorization)
+  else
+    headers:remove("authorization")
+  end
+  if virtual then headers:remove("x-mcp-virtualserver") end
+  if origin then headers:remove("origin") end
+  if decision.kind == "modern" then
+    headers:replace("mcp-method", call.method)
+    headers:replace("mcp-name", decision.name_header)
+  elseif mirrored_name then
+    headers:replace("mcp-name", decision.name_header)
+  end
+  handle:clearRouteCache()
+  pending[number % PENDING] = entry
+  -- Not the `call` mark of a session's fast call: nothing cancels a modern call upstream when
+  -- its client leaves (as on the router's path); this finds the entry above, and the id.
+  handle:streamInfo():dynamicMetadata():set(META, "modern", number .. "\n" .. call.id)
+end
 
 function envoy_on_request(handle)
   local headers = handle:headers()
@@ -310,6 +467,14 @@ function envoy_on_request(handle)
     return
   end
   if method ~= "POST" then return end
+  local seal = headers:get(SEAL)
+  if seal ~= nil then
+    headers:remove(SEAL)
+    if sub(handle:streamInfo():downstreamLocalAddress(), 1, 8) == "envoy://" then
+      headers:replace(SEAL_TO_ROUTER, seal)
+    end
+    return
+  end
   -- The route's name carries the generation (router/xds.py): its metadata, a table built
   -- anew on every read, is read only when the name changes.
   local route = handle:streamInfo():routeName()
@@ -335,8 +500,10 @@ function envoy_on_request(handle)
     end
   end
   local token = headers:get(SESSION)
+  local modern = token == nil  -- a 2026-07-28 client, or a request the router refuses
+  if modern then token = MODERN end
   local length = tonumber(headers:get("content-length") or "")
-  if token == nil or #token > 256 or length == nil or length > context.max_body then return end
+  if #token > 256 or length == nil or length > context.max_body then return end
   local body = handle:body()
   if body == nil then return end
   local text = body:getBytes(0, body:length())
@@ -345,13 +512,14 @@ function envoy_on_request(handle)
   headers = handle:headers()  -- the wrapper taken before body() does not outlive the wait
   -- 2026-07-28 mirrors method and name in headers: only an exact, plain match stays here.
   local mirrored_method, mirrored_name = headers:get("mcp-method"), headers:get("mcp-name")
-  if (mirrored_method and mirrored_method ~= call.method) or (mirrored_name and mirrored_name ~= call.name) then
+  if not modern and ((mirrored_method and mirrored_method ~= call.method) or (mirrored_name and mirrored_name ~= call.name)) then
     return
   end
   local virtual, origin = headers:get("x-mcp-virtualserver"), headers:get("origin")
   local authorization = headers:get("authorization")
   if authorization and #authorization > MAX_AUTHORIZATION then return end
   local key = decision_key(call.method, call.name, virtual, origin, authorization)
+  if modern then key = modern_key(key, headers, call) end
   local now = now_ms(handle)
   local decision = (not forced) and lookup(token, key, now) or nil
   local metadata = handle:streamInfo():dynamicMetadata()
@@ -363,6 +531,7 @@ function envoy_on_request(handle)
     headers:replace(LEARN, "1")
     return
   end
+  if modern then return apply_modern(handle, headers, body, text, call, decision, virtual, origin, authorization) end
   local client_path, client_authority = headers:get(":path"), headers:get(":authority")
   body:setBytes(sub(text, 1, call.name_first - 1) .. decision.routed .. sub(text, call.name_last + 1))
   headers:replace("x-mcp-servername", decision.server)
@@ -425,8 +594,11 @@ local function replay(handle, call)
   local headers = {
     [":method"] = "POST", [":path"] = call.path, [":authority"] = call.authority,
     ["content-type"] = "application/json", ["accept"] = "application/json, text/event-stream",
-    [SESSION] = call.token, [SLOW] = "1",
+    [SLOW] = "1",
   }
+  if call.token then headers[SESSION] = call.token end  -- a modern call has none
+  if call.mirrored_method then headers["mcp-method"] = call.mirrored_method end
+  if call.mirrored_name then headers["mcp-name"] = call.mirrored_name end
   if call.version ~= "" then headers["mcp-protocol-version"] = call.version end
   if call.virtual ~= "" then headers["x-mcp-virtualserver"] = call.virtual end
   if call.origin ~= "" then headers["origin"] = call.origin end
@@ -453,7 +625,8 @@ local function learn(handle, miss)
   local routed = handle:streamInfo():dynamicMetadata():get("mcp_gateway")
   local fill = routed and routed.fast
   if type(fill) ~= "table" then return end
-  if fill.generation == miss.gen and miss.gen == generation then
+  -- A decision for a modern call (it has a kind) is kept only for one, and the other way round.
+  if fill.generation == miss.gen and miss.gen == generation and (miss.token == MODERN) == (fill.kind ~= nil) then
     fill.expires = expiry(now_ms(handle), fill.ttl_ms, fill.not_after)
     fill.renew_at = fill.expires - fill.ttl_ms / 5
     remember(miss.token, miss.key, fill, MAX_SESSIONS)
@@ -471,6 +644,13 @@ local RELIST_TIMEOUT_MS = 30000  -- the broker bounds its own wait by the server
 -- The chunk that tells the change is held until the broker has re-listed that upstream
 -- (broker/internal.py, POST /internal/relist): a client listing the moment it reads the
 -- notification sees the new list. Every other chunk passes as it comes.
+local function relist(handle, server)
+  handle:httpCall("mcp_broker", {
+    [":method"] = "POST", [":path"] = "/internal/relist?server=" .. server,
+    [":authority"] = "mcp_broker", ["x-mcp-internal"] = "relist",
+  }, "", { timeout_ms = RELIST_TIMEOUT_MS, send_xff = false })
+end
+
 local function relist_before_telling(handle, server)
   local tail = ""
   for chunk in handle:bodyChunks() do
@@ -478,10 +658,7 @@ local function relist_before_telling(handle, server)
     if size > 0 then
       local text = tail .. chunk:getBytes(0, size)
       if find(text, CHANGED, 1, true) then
-        handle:httpCall("mcp_broker", {
-          [":method"] = "POST", [":path"] = "/internal/relist?server=" .. server,
-          [":authority"] = "mcp_broker", ["x-mcp-internal"] = "relist",
-        }, "", { timeout_ms = RELIST_TIMEOUT_MS, send_xff = false })
+        relist(handle, server)
         tail = ""
       else
         tail = sub(text, -(#CHANGED - 1))  -- the word may straddle two chunks
@@ -508,6 +685,259 @@ local function watch_if_streaming(handle, headers, server)
   end
 end
 
+-- ---------------------------------------------------------------------------------------------
+-- A modern fast call's answer, rewritten as the router's ModernAnswer does (router/modern_clients.py)
+
+-- Reading an upstream's answer loosely (any bytes in strings, any escape): the index after the
+-- JSON value at i, or nil when the value does not end within `s`.
+local function loose_skip(s, i)
+  local c = byte(s, i)
+  if c == nil then return nil end
+  if c == 34 then
+    local j = i + 1
+    while true do
+      c = byte(s, j)
+      if c == nil then return nil end
+      if c == 92 then j = j + 2 elseif c == 34 then return j + 1 else j = j + 1 end
+    end
+  end
+  if c == 123 or c == 91 then
+    local depth, j = 0, i
+    while true do
+      c = byte(s, j)
+      if c == nil then return nil end
+      if c == 34 then
+        j = loose_skip(s, j)
+        if j == nil then return nil end
+      else
+        if c == 123 or c == 91 then
+          depth = depth + 1
+        elseif c == 125 or c == 93 then
+          depth = depth - 1
+          if depth == 0 then return j + 1 end
+        end
+        j = j + 1
+      end
+    end
+  end
+  local j = i
+  while true do
+    c = byte(s, j)
+    if c == nil or c == 44 or c == 125 or c == 93 or c == 58 or c == 32 or c == 10 or c == 13 or c == 9 then return j end
+    j = j + 1
+  end
+end
+
+-- The members of the object at i, loosely: { key, first, last } each (the value's span), or nil.
+local function loose_members(s, i)
+  local members = {}
+  local j = skip_ws(s, i + 1)
+  if byte(s, j) == 125 then return members end
+  while true do
+    if byte(s, j) ~= 34 then return nil end
+    local k = loose_skip(s, j)
+    if k == nil then return nil end
+    local key = sub(s, j + 1, k - 2)
+    j = skip_ws(s, k)
+    if byte(s, j) ~= 58 then return nil end
+    local v = skip_ws(s, j + 1)
+    local e = loose_skip(s, v)
+    if e == nil or e == v then return nil end
+    members[#members + 1] = { key, v, e - 1 }
+    j = skip_ws(s, e)
+    local c = byte(s, j)
+    if c == 125 then return members end
+    if c ~= 44 then return nil end
+    j = skip_ws(s, j + 1)
+  end
+end
+
+-- A legacy upstream's JSON-RPC message as the modern client reads it (legacy_answer): its own
+-- id for the gateway's, and `resultType: "complete"` on a result without one. nil: not the
+-- answer to this call (another message of the stream), left as it is.
+local function restore_id(payload, gateway_id, client_id)
+  local i = skip_ws(payload, 1)
+  if byte(payload, i) ~= 123 then return nil end
+  local members = loose_members(payload, i)
+  if members == nil then return nil end
+  local edits, matched = {}, false
+  for n = 1, #members do
+    local key, first, last = members[n][1], members[n][2], members[n][3]
+    if key == "id" and sub(payload, first, last) == gateway_id then
+      matched = true
+      edits[#edits + 1] = { first, last, client_id }
+    elseif key == "result" and byte(payload, first) == 123 then
+      local inner = loose_members(payload, first)
+      local typed = inner == nil
+      for m = 1, inner and #inner or 0 do
+        if inner[m][1] == "resultType" then typed = true end
+      end
+      if not typed then
+        edits[#edits + 1] = { first + 1, first, #inner == 0 and '"resultType":"complete"' or '"resultType":"complete",' }
+      end
+    end
+  end
+  if not matched then return nil end
+  return splice(payload, edits)
+end
+
+-- One SSE event with the message in its data restored (several data lines are one message:
+-- joined, and written back as one line; a newline between JSON tokens is only whitespace).
+local function restore_in_event(event, call)
+  local out, payload, data_at, at, n = {}, {}, nil, 1, #event
+  while at <= n do
+    local s, e = find(event, "\r?\n", at)
+    local line_end, next_at = (s or n + 1) - 1, (e or n) + 1
+    if sub(event, at, at + 4) == "data:" then
+      local value = sub(event, at + 5, line_end)
+      if byte(value, 1) == 32 then value = sub(value, 2) end
+      payload[#payload + 1] = value
+      if data_at == nil then
+        out[#out + 1] = ""
+        data_at = #out
+        out[#out + 1] = sub(event, line_end + 1, next_at - 1)
+      end
+    else
+      out[#out + 1] = sub(event, at, next_at - 1)
+    end
+    at = next_at
+  end
+  if data_at == nil then return event end
+  local restored = restore_id(table.concat(payload, "\n"), call.gateway_id, call.id)
+  if restored == nil then return event end
+  if #payload > 1 then restored = (string.gsub(restored, "[\r\n]", " ")) end
+  out[data_at] = "data: " .. restored
+  return table.concat(out)
+end
+
+-- Where the last complete SSE event of `text` ends (0: none yet).
+local function events_end(text)
+  local last, at = 0, 1
+  while true do
+    local _, e = find(text, "\r?\n\r?\n", at)
+    if e == nil then return last end
+    last, at = e, e + 1
+  end
+end
+
+local function restore_in_events(unit, call)
+  local out, at, n = {}, 1, #unit
+  while at <= n do
+    local _, e = find(unit, "\r?\n\r?\n", at)
+    local last = e or n
+    local event = sub(unit, at, last)
+    if find(event, call.gateway_id, 1, true) then event = restore_in_event(event, call) end
+    out[#out + 1] = event
+    at = last + 1
+  end
+  return table.concat(out)
+end
+
+-- Whether `text` holds a whole JSON value (and only whitespace after it).
+local function json_complete(text)
+  local last = #text
+  local c = byte(text, last)
+  while c == 32 or c == 10 or c == 13 or c == 9 do
+    last = last - 1
+    c = byte(text, last)
+  end
+  if c ~= 125 and c ~= 93 then return false end  -- cheap: most chunks end inside the value
+  local e = loose_skip(text, skip_ws(text, 1))
+  return e ~= nil and e == last + 1
+end
+
+local SEAL_TIMEOUT_MS = 10000
+
+-- A modern upstream's answer that may carry an input_required result: its requestState sealed
+-- by the router (sealed_input_required), over this Envoy's internal listener. The router's
+-- reader decides, so any escape in the text (an escaped key or value) goes there too. If it
+-- cannot, the client gets the router's error for the call, never the upstream's raw state.
+local function sealed(handle, call, unit, sse)
+  local answer, text = handle:httpCall("mcp_gateway_self", {
+    [":method"] = "POST", [":path"] = call.path, [":authority"] = call.authority,
+    ["content-type"] = sse and "text/event-stream" or "application/json", [SEAL] = call.binding,
+  }, unit, { timeout_ms = SEAL_TIMEOUT_MS, send_xff = false })
+  if answer ~= nil and answer[":status"] == "200" and text ~= nil then return text end
+  local error = format('{"jsonrpc":"2.0","id":%s,"error":{"code":-32603,"message":"Upstream \'%s\' is unavailable"}}',
+    call.id, call.server)
+  return sse and ("event: message\ndata: " .. error .. "\n\n") or error
+end
+
+local function transform(handle, call, unit, sse)
+  if call.kind == "legacy" then
+    if not find(unit, call.gateway_id, 1, true) then return unit end
+    if sse then return restore_in_events(unit, call) end
+    return restore_id(unit, call.gateway_id, call.id) or unit
+  end
+  if call.binding ~= nil and (find(unit, "input_required", 1, true) or find(unit, "\\u", 1, true)) then
+    return sealed(handle, call, unit, sse)
+  end
+  return unit
+end
+
+-- The answer unit by unit, streamed: an SSE answer's events as each completes (the incomplete
+-- tail held back: a client drops an event the stream ends inside anyway), so progress arrives
+-- as the upstream sends it; a JSON answer once whole (its content-length, or its value closed).
+-- A list change told in an event is re-listed before that event passes, as for other calls.
+local function rewrite_answer(handle, call, sse, expected)
+  local held, seen = "", 0
+  for chunk in handle:bodyChunks() do
+    local size = chunk:length()
+    if size > 0 then
+      local text = held .. chunk:getBytes(0, size)
+      seen = seen + size
+      local upto
+      if sse then
+        upto = events_end(text)
+      elseif expected then
+        upto = seen >= expected and #text or 0
+      else
+        upto = json_complete(text) and #text or 0
+      end
+      held = sub(text, upto + 1)
+      if upto == 0 then
+        chunk:setBytes("")
+      else
+        local unit = sub(text, 1, upto)
+        if sse and find(unit, CHANGED, 1, true) then relist(handle, call.server) end
+        chunk:setBytes(transform(handle, call, unit, sse))
+      end
+    end
+  end
+end
+
+local function modern_answer(handle, mark)
+  local number = tonumber(string.match(mark, "^(%d+)\n"))
+  local slot = number % PENDING
+  local call = pending[slot]
+  if call ~= nil and call.number == number then pending[slot] = nil else call = nil end
+  local headers = handle:headers()
+  if call == nil or headers:get("x-mcp-upstream") ~= call.server .. " via_upstream" then
+    -- Envoy's own answer (upstream down, refused), or one after PENDING later calls of this
+    -- worker: never the upstream's answer unrewritten.
+    if not refused_by_rate_limit(headers) then
+      unavailable(handle, call or { id = string.match(mark, "\n(.*)$"), server = "upstream" })
+    end
+    handle:headers():remove(SESSION)
+    return
+  end
+  if headers:get(":status") == "404" and call.kind == "legacy" then
+    -- The shared backend session is gone upstream (a restart, the reaper): every modern
+    -- decision holds it. The call again through the router, which opens a new one.
+    forget_session(MODERN)
+    if not replay(handle, call) then unavailable(handle, call) end
+    handle:headers():remove(SESSION)
+    return
+  end
+  headers:remove(SESSION)  -- the shared backend session's id never reaches a client
+  local content_type = headers:get("content-type") or ""
+  local sse = find(content_type, "text/event-stream", 1, true) ~= nil
+  if not sse and not find(content_type, "json", 1, true) then return end  -- no message in it
+  local expected = tonumber(headers:get("content-length") or "")
+  headers:remove("content-length")  -- the rewritten answer's is not the upstream's
+  rewrite_answer(handle, call, sse, expected)
+end
+
 function envoy_on_response(handle)
   local info = handle:streamInfo():dynamicMetadata()
   local ours = info:get("mcp_gateway")
@@ -517,6 +947,7 @@ function envoy_on_response(handle)
     -- Not a fast call: the broker's answer, or a call the router routed. The router names the
     -- upstream of an SSE answer in the metadata (its x-mcp-* headers are gone by now): watched too.
     local mine = info:get(META)
+    if mine and mine.modern then return modern_answer(handle, mine.modern) end
     if mine and mine.miss then learn(handle, mine.miss) end
     local headers = handle:headers()
     watch_if_streaming(handle, headers, answering_server(headers) or (ours and ours.server))

@@ -80,6 +80,7 @@ from mcp_gateway.router.ext_proc_messages import (
 from mcp_gateway.router.fast_path import (
     ANSWERING_KEY,
     LEARN_HEADER,
+    SEAL_HEADER,
     Decision,
     FastPath,
     write_decision,
@@ -212,6 +213,9 @@ class Exchange(ModernCalls):
         return await self._decide(message.body, phase="request_body")
 
     async def _decide(self, body: bytes, *, phase: str) -> pb.ProcessingResponse:
+        seal = self.headers.get(SEAL_HEADER)
+        if seal is not None:  # Envoy's Lua filter, about a modern fast call's answer
+            return self._seal_answer(seal, body)
         snapshot = self.router.snapshot
         if is_modern_request(self.headers):
             decision: RoutingDecision = route_modern(self.headers, body, snapshot.table)

@@ -16,11 +16,17 @@ things keep the two sides in step:
   still reaches its upstreams; the worker that saw the DELETE forgets it at once.
 * the **limits**: the Lua validator refuses (to the slow path) everything the router's strict
   reader might refuse, so the fast path is never laxer than the slow one.
+
+A 2026-07-28 ("modern") client's call has no session: its decision (`Decision.kind` set) is
+kept under everything the router's ladder read (docs/router.md, "Modern clients on the fast
+path"); one to a modern upstream carries the sealed `RequestBinding` the Lua filter hands back
+to have an `input_required` answer's requestState sealed (`seal_binding`, `open_binding`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -28,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 from google.protobuf import struct_pb2
 
 from mcp_gateway.router.decision import RoutingTable
+from mcp_gateway.sessions.request_state import RequestBinding
 
 if TYPE_CHECKING:
     from mcp_gateway.config import GatewayConfig
@@ -47,6 +54,12 @@ FAST_HEADER: Final = "x-mcp-fast-path"
 # Like every x-mcp-* header, a client's copy is stripped before it reaches the filter chain, and
 # the router removes it before the upstream.
 LEARN_HEADER: Final = "x-mcp-fast-path-learn"
+# Set by the Lua filter, on its own internal listener only, on its request to have a modern
+# upstream's answer sealed (the value: the decision's sealed binding). Like every x-mcp-*
+# header, a client's copy is gone before any filter runs.
+SEAL_HEADER: Final = "x-mcp-seal"
+# What the binding's MAC key is derived for (SessionTokens.derived_key).
+BINDING_KEY_PURPOSE: Final = b"fast path request-state bindings"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +156,13 @@ class Decision:
     replay_timeout_ms: int
     # Epoch ms past which Envoy must not use it (the bearer token's `exp`); 0: no such bound.
     not_after_ms: int = 0
+    # A modern client's call: "modern" (to a modern upstream) or "legacy" (to a legacy one, on
+    # the shared backend session); "" for a session's call.
+    kind: str = ""
+    version: str = ""  # the upstream's MCP-Protocol-Version
+    name_header: str = ""  # Mcp-Name for the upstream (the routed name, base64 when needed)
+    binding: str = ""  # to a modern upstream: the sealed RequestBinding (seal_binding)
+    nonce: str = ""  # to a legacy upstream: makes the gateway's ids of this copy unique
 
 
 def write_decision(metadata: struct_pb2.Struct, namespace: str, decision: Decision, gen: str) -> None:
@@ -159,3 +179,45 @@ def write_decision(metadata: struct_pb2.Struct, namespace: str, decision: Decisi
     fields["ttl_ms"].number_value = decision.lifetime_ms
     fields["timeout"].number_value = decision.replay_timeout_ms
     fields["not_after"].number_value = decision.not_after_ms
+    if decision.kind:
+        fields["kind"].string_value = decision.kind
+        fields["version"].string_value = decision.version
+        fields["name_header"].string_value = decision.name_header
+        if decision.binding:
+            fields["binding"].string_value = decision.binding
+        if decision.nonce:
+            fields["nonce"].string_value = decision.nonce
+
+
+def lifetime_within(lifetime_ms: int, expiries: list[float], now: float) -> tuple[int, int]:
+    """A decision's lifetime and `not_after_ms`, bounded by absolute expiries (a bearer token's
+    `exp`, an upstream access token's use-until): Envoy never applies it past the first."""
+    if not expiries:
+        return lifetime_ms, 0
+    first = min(expiries)
+    return min(lifetime_ms, int((first - now) * 1000)), int(first * 1000)
+
+
+def seal_binding(key: bytes, binding: RequestBinding) -> str:
+    """The binding as a header value (ASCII), with its MAC: the router seals an answer only for a
+    binding it made itself."""
+    payload = json.dumps([binding.server, binding.method, binding.name, binding.principal])
+    return f"{_mac(key, payload)}.{payload}"
+
+
+def open_binding(key: bytes, text: str) -> RequestBinding | None:
+    """The binding `seal_binding` made, or None for anything else."""
+    mac, _, payload = text.partition(".")
+    if not hmac.compare_digest(mac, _mac(key, payload)):
+        return None
+    try:
+        parts = json.loads(payload)
+    except ValueError:
+        return None
+    if not (isinstance(parts, list) and len(parts) == 4 and all(isinstance(p, str) for p in parts)):
+        return None
+    return RequestBinding(parts[0], parts[1], parts[2], parts[3])
+
+
+def _mac(key: bytes, payload: str) -> str:
+    return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()

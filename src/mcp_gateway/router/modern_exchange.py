@@ -12,10 +12,15 @@ to bottom for the handshake clients. docs/router.md, "Modern clients".
   `MCP-Protocol-Version`; the answer gets the client's id back and `resultType`.
 - An upstream whose capability variants are not known to add nothing: the broker's (a name
   may exist only for clients declaring more, which is -32021 there).
+- Envoy's Lua fast path applies the decision to the next calls with the same inputs itself
+  (`_hand_modern_to_fast_path`); it asks here, over its internal listener, to have a modern
+  upstream's `input_required` answer to such a call sealed (`_seal_answer`).
 """
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -24,8 +29,11 @@ import trio_asyncio
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from mcp_gateway.auth import Principal
+from mcp_gateway.protocol import encode_header_value
+from mcp_gateway.router.accesslog import METADATA_NAMESPACE
 from mcp_gateway.router.backends import BackendUnavailable, NoSessionNeeded, SessionGone
 from mcp_gateway.router.decision import (
+    ROUTED_METHODS,
     SESSION_HEADER,
     SESSION_KEY_HEADER,
     Answer,
@@ -44,6 +52,15 @@ from mcp_gateway.router.ext_proc_messages import (
     immediate,
     to_upstream,
 )
+from mcp_gateway.router.fast_path import (
+    BINDING_KEY_PURPOSE,
+    LEARN_HEADER,
+    Decision,
+    lifetime_within,
+    open_binding,
+    seal_binding,
+    write_decision,
+)
 from mcp_gateway.router.modern_clients import (
     ModernAnswer,
     Rewrite,
@@ -58,6 +75,7 @@ from mcp_gateway.sessions.modern import BACKEND_PROTOCOL_VERSION
 from mcp_gateway.sessions.request_state import RequestBinding
 from mcp_gateway.sessions.store import SessionStoreUnavailable
 from mcp_gateway.upstream.credentials import Credential
+from mcp_gateway.upstream.modern import UpstreamMode
 from mcp_gateway.upstream.variants import settled_without_variants
 
 if TYPE_CHECKING:
@@ -68,6 +86,7 @@ if TYPE_CHECKING:
 class ModernCalls:
     # Provided by exchange.Exchange.
     router: Router
+    headers: dict[str, str]
     need: NeedsBackend | None
     backend_id: str | None
     rewrite: Rewrite | None
@@ -120,7 +139,71 @@ class ModernCalls:
             version = mode.protocol_version if mode is not None else BACKEND_PROTOCOL_VERSION
             mutations = _with_version(forward(need, backend_id), version)
         self.need, self.backend_id = need, backend_id
-        return to_upstream(_without_session_key(mutations))
+        reply = to_upstream(_without_session_key(mutations))
+        if snapshot.fast.enabled and LEARN_HEADER in self.headers and need.method in ROUTED_METHODS:
+            self._hand_modern_to_fast_path(reply, need, backend_id, snapshot, principal, credential, mode)
+        return reply
+
+    def _hand_modern_to_fast_path(
+        self,
+        reply: pb.ProcessingResponse,
+        need: NeedsBackend,
+        backend_id: str | None,
+        snapshot: Snapshot,
+        principal: Principal | None,
+        credential: Credential,
+        mode: UpstreamMode | None,
+    ) -> None:
+        """The decision for Envoy's Lua filter to apply to the next calls with the same inputs
+        (it asked: LEARN_HEADER): the values set on this call, and what its answer needs."""
+        now = time.time()
+        expiries = [principal.expires_at] if principal is not None else []
+        if credential.use_until is not None:
+            expiries.append(credential.use_until)
+        lifetime, not_after_ms = lifetime_within(snapshot.fast.ttl_ms, expiries, now)
+        if lifetime <= 0:
+            return
+        upstream = need.upstream
+        modern = mode is not None and mode.modern
+        binding = ""
+        if modern:
+            subject = principal.subject if principal is not None else ""
+            key = self.router.tokens.derived_key(BINDING_KEY_PURPOSE)
+            binding = seal_binding(key, RequestBinding(upstream.server, need.method, need.exposed_name, subject))
+        decision = Decision(
+            server=upstream.server,
+            routed_name=need.routed_name,
+            backend_id=backend_id or "",
+            authority=upstream.authority,
+            path=upstream.path,
+            authorization=upstream.authorization or "",
+            mark="",  # no cancellation upstream when a modern client leaves (as on this path)
+            lifetime_ms=lifetime,
+            replay_timeout_ms=int(2 * self._timeout_of(need) * 1000),
+            not_after_ms=not_after_ms,
+            kind="modern" if modern else "legacy",
+            version=mode.protocol_version if mode is not None else BACKEND_PROTOCOL_VERSION,
+            name_header=encode_header_value(need.routed_name),
+            binding=binding,
+            # The gateway's ids on the shared session are "mcpgw-fast:<nonce>:<n>", n counting
+            # the calls of the one Envoy worker that learns this decision.
+            nonce="" if modern else os.urandom(12).hex(),
+        )
+        write_decision(reply.dynamic_metadata, METADATA_NAMESPACE, decision, snapshot.fast.generation)
+
+    def _seal_answer(self, binding_text: str, body: bytes) -> pb.ProcessingResponse:
+        """Envoy's Lua filter's request (its internal listener only: SEAL_HEADER) to seal a
+        modern upstream's answer to a fast call: every `input_required` result's requestState
+        replaced, as on the router's own calls; the rest of the answer as it came."""
+        binding = open_binding(self.router.tokens.derived_key(BINDING_KEY_PURPOSE), binding_text)
+        if binding is None:
+            return immediate(Reply(403, b""))
+        seal = self.router.request_states.seal
+        content_type = self.headers.get("content-type", "")
+        sealed = rewrite_whole(
+            sealed_input_required(lambda state: seal(binding, state)), binding.server, body, content_type
+        )
+        return immediate(Reply(200, sealed, (("content-type", content_type),)))
 
     async def _credential(self, need: NeedsBackend, snapshot: Snapshot) -> Credential | None:
         raise NotImplementedError

@@ -179,7 +179,7 @@ local function meta_member(s, key, at, limits, call, key_at)
   local e = skip_value(s, at, 3, limits)
   if e == FAIL then return FAIL end
   local slot = ENVELOPE[key]
-  if slot then call[slot] = sub(s, at, e - 1) end
+  if slot then call[slot] = sub(s, at, e - 1) else call.meta_extra = true end
   local members = call.meta_members
   members[#members + 1] = { key_at, e - 1, slot ~= nil }
   return e
@@ -531,7 +531,12 @@ function envoy_on_request(handle)
     headers:replace(LEARN, "1")
     return
   end
-  if modern then return apply_modern(handle, headers, body, text, call, decision, virtual, origin, authorization) end
+  if modern then
+    -- A modern upstream's answer is held whole here (its requestState may need sealing): a call
+    -- that asked for messages before its result (a progressToken, a logLevel) is the router's.
+    if decision.kind == "modern" and call.meta_extra then return end
+    return apply_modern(handle, headers, body, text, call, decision, virtual, origin, authorization)
+  end
   local client_path, client_authority = headers:get(":path"), headers:get(":authority")
   body:setBytes(sub(text, 1, call.name_first - 1) .. decision.routed .. sub(text, call.name_last + 1))
   headers:replace("x-mcp-servername", decision.server)
@@ -863,24 +868,21 @@ local function sealed(handle, call, unit, sse)
   return sse and ("event: message\ndata: " .. error .. "\n\n") or error
 end
 
-local function transform(handle, call, unit, sse)
-  if call.kind == "legacy" then
-    if not find(unit, call.gateway_id, 1, true) then return unit end
-    if sse then return restore_in_events(unit, call) end
-    return restore_id(unit, call.gateway_id, call.id) or unit
-  end
-  if call.binding ~= nil and (find(unit, "input_required", 1, true) or find(unit, "\\u", 1, true)) then
-    return sealed(handle, call, unit, sse)
-  end
-  return unit
+local function restored(call, unit, sse)
+  if not find(unit, call.gateway_id, 1, true) then return unit end
+  if sse then return restore_in_events(unit, call) end
+  return restore_id(unit, call.gateway_id, call.id) or unit
 end
 
--- The answer unit by unit, streamed: an SSE answer's events as each completes (the incomplete
--- tail held back: a client drops an event the stream ends inside anyway), so progress arrives
--- as the upstream sends it; a JSON answer once whole (its content-length, or its value closed).
--- A list change told in an event is re-listed before that event passes, as for other calls.
-local function rewrite_answer(handle, call, sse, expected)
-  local held, seen = "", 0
+-- A legacy upstream's answer unit by unit, streamed: an SSE answer's events as each completes
+-- (the incomplete tail held back: a client drops an event the stream ends inside anyway), so
+-- progress arrives as the upstream sends it; a JSON answer once whole (its content-length, or
+-- its value closed). A list change told in an event is re-listed before that event passes, as
+-- for other calls; but whatever arrives while the script waits for the broker passes unseen,
+-- unrestored. So an event telling a change is held back until the call's own answer, and
+-- passes with it, the broker asked then (only the stream's end can come after that).
+local function restore_answer(handle, call, sse, expected)
+  local held, seen, told, answered = "", 0, "", false
   for chunk in handle:bodyChunks() do
     local size = chunk:length()
     if size > 0 then
@@ -899,8 +901,16 @@ local function rewrite_answer(handle, call, sse, expected)
         chunk:setBytes("")
       else
         local unit = sub(text, 1, upto)
-        if sse and find(unit, CHANGED, 1, true) then relist(handle, call.server) end
-        chunk:setBytes(transform(handle, call, unit, sse))
+        local changed = sse and find(unit, CHANGED, 1, true) ~= nil
+        answered = answered or find(unit, call.gateway_id, 1, true) ~= nil
+        if changed and not answered then
+          told = told .. unit
+          chunk:setBytes("")
+        else
+          chunk:setBytes(told .. restored(call, unit, sse))
+          if changed or told ~= "" then relist(handle, call.server) end
+          told = ""
+        end
       end
     end
   end
@@ -933,9 +943,21 @@ local function modern_answer(handle, mark)
   local content_type = headers:get("content-type") or ""
   local sse = find(content_type, "text/event-stream", 1, true) ~= nil
   if not sse and not find(content_type, "json", 1, true) then return end  -- no message in it
-  local expected = tonumber(headers:get("content-length") or "")
-  headers:remove("content-length")  -- the rewritten answer's is not the upstream's
-  rewrite_answer(handle, call, sse, expected)
+  if call.kind == "legacy" then
+    local expected = tonumber(headers:get("content-length") or "")
+    headers:remove("content-length")  -- the rewritten answer's is not the upstream's
+    return restore_answer(handle, call, sse, expected)
+  end
+  -- A modern upstream's: held whole (the call asked for nothing before its result), and sealed
+  -- by the router when it may carry an input_required result, before any of it passes.
+  local body = handle:body()
+  if body == nil then return end
+  local text = body:getBytes(0, body:length())
+  if find(text, "input_required", 1, true) or find(text, "\\u", 1, true) then
+    text = sealed(handle, call, text, sse)
+    handle:body():setBytes(text)
+    handle:headers():replace("content-length", tostring(#text))
+  end
 end
 
 function envoy_on_response(handle)

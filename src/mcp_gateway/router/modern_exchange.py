@@ -53,6 +53,7 @@ from mcp_gateway.router.ext_proc_messages import (
     to_upstream,
 )
 from mcp_gateway.router.fast_path import (
+    ANSWERING_KEY,
     BINDING_KEY_PURPOSE,
     LEARN_HEADER,
     Decision,
@@ -224,7 +225,13 @@ class ModernCalls:
             )
         )
         if answer is Answer.FROM_UPSTREAM:
-            self._modern_answer(reply, need, headers.get("content-type", ""))
+            content_type = headers.get("content-type", "")
+            if content_type.startswith(EVENT_STREAM):
+                # Envoy's Lua filter re-lists a change told inside it, as on legacy clients' calls.
+                reply.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.fields[
+                    ANSWERING_KEY
+                ].string_value = need.upstream.server
+            self._modern_answer(reply, need, content_type)
         return reply
 
     def _modern_answer(self, reply: pb.ProcessingResponse, need: NeedsBackend, content_type: str) -> None:

@@ -252,6 +252,10 @@ local session_count = 0
 -- pseudo-token, which no gateway token can be (a header value has no "\n"), at most
 -- MAX_SESSIONS of them (then they start over, like the sessions).
 local MODERN = "\n"
+-- The revisions that open with initialize (protocol/_modern.py HANDSHAKE_VERSIONS).
+local HANDSHAKE_VERSIONS = {
+  ["2024-11-05"] = true, ["2025-03-26"] = true, ["2025-06-18"] = true, ["2025-11-25"] = true,
+}
 local modern_count = 0
 local generation = nil   -- the router config the decisions were made under
 local settings = nil     -- the POST route's settings (limits), read when its name changes
@@ -515,6 +519,10 @@ function envoy_on_request(handle)
   if not modern and ((mirrored_method and mirrored_method ~= call.method) or (mirrored_name and mirrored_name ~= call.name)) then
     return
   end
+  -- A session names its handshake revision or none; any other version header is the router's
+  -- to refuse (protocol/_modern.py session_version_refusal), never the upstream's to read.
+  local version = headers:get("mcp-protocol-version")
+  if not modern and version ~= nil and not HANDSHAKE_VERSIONS[version] then return end
   local virtual, origin = headers:get("x-mcp-virtualserver"), headers:get("origin")
   local authorization = headers:get("authorization")
   if authorization and #authorization > MAX_AUTHORIZATION then return end

@@ -50,6 +50,7 @@ EXPECTED_PUBLIC = {
     "CLIENT_INFO_META",
     "ModernEnvelope",
     "is_modern",
+    "session_version_refusal",
     "modern_http_status",
     "read_modern_envelope",
     "unsupported_version",

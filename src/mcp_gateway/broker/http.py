@@ -27,7 +27,6 @@ from mcp_gateway.broker.modern import ModernRequests
 from mcp_gateway.config import VirtualServer
 from mcp_gateway.logs import get_logger
 from mcp_gateway.protocol import (
-    SUPPORTED_VERSIONS,
     ErrorCode,
     ErrorResponse,
     Limits,
@@ -44,6 +43,7 @@ from mcp_gateway.protocol import (
     parse_message,
     peek,
     read_modern_envelope,
+    session_version_refusal,
     supports_batch,
 )
 from mcp_gateway.protocol import Response as ResponseMessage
@@ -114,15 +114,9 @@ def register(
         return refusal(403, ErrorCode.INVALID_REQUEST, "Forbidden: Origin not allowed")
 
     def version_refused(request_id: Any = None) -> Response | None:
-        header = request.headers.get("mcp-protocol-version")
-        if header is None or header in SUPPORTED_VERSIONS:
-            return None
-        return refusal(
-            400,
-            ErrorCode.INVALID_REQUEST,
-            f"Bad Request: unsupported MCP-Protocol-Version {header[:40]!r}",
-            request_id,
-        )
+        # Reached only by handshake-era requests (modern ones branch off before).
+        reason = session_version_refusal(request.headers.get("mcp-protocol-version"))
+        return None if reason is None else refusal(400, ErrorCode.INVALID_REQUEST, reason, request_id)
 
     async def read_body(limit: int) -> bytes | None:
         declared = request.headers.get("content-length")

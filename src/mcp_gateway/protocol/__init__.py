@@ -30,6 +30,7 @@ from mcp_gateway.protocol._modern import is_modern as is_modern
 from mcp_gateway.protocol._modern import missing_capability as missing_capability
 from mcp_gateway.protocol._modern import modern_http_status as modern_http_status
 from mcp_gateway.protocol._modern import read_modern_envelope as read_modern_envelope
+from mcp_gateway.protocol._modern import session_version_refusal as session_version_refusal
 from mcp_gateway.protocol._modern import unsupported_version as unsupported_version
 from mcp_gateway.protocol._names import apply_prefix as apply_prefix
 from mcp_gateway.protocol._names import is_valid_prefix as is_valid_prefix

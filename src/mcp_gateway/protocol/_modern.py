@@ -58,6 +58,20 @@ def is_modern(protocol_version_header: str | None) -> bool:
     return protocol_version_header is not None and protocol_version_header not in HANDSHAKE_VERSIONS
 
 
+def session_version_refusal(protocol_version_header: str | None) -> str | None:
+    """Why a request carrying a session may not have this `MCP-Protocol-Version` header (the
+    message of a 400/-32600), or None when it may. A session belongs to a handshake revision:
+    absent (2025-03-26 clients send none) or one of those is fine; a revision without a
+    handshake has no sessions, and anything else is not a revision we serve. Router and broker
+    answer alike, so a routed call and a broker-served one in the same session agree."""
+    header = protocol_version_header
+    if header is None or header in HANDSHAKE_VERSIONS:
+        return None
+    if header in MODERN_VERSIONS:
+        return f"Bad Request: MCP-Protocol-Version {header!r} has no sessions; a request in a session names its handshake revision"
+    return f"Bad Request: unsupported MCP-Protocol-Version {header[:40]!r}"
+
+
 def modern_http_status(code: int) -> int:
     """The HTTP status of a modern answer carrying JSON-RPC error `code` (200 if not listed)."""
     return _MODERN_STATUS.get(code, 200)

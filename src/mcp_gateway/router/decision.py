@@ -46,6 +46,7 @@ from mcp_gateway.protocol import (
     replace_completion_ref,
     replace_id,
     replace_routing_name,
+    session_version_refusal,
     strip_prefix,
 )
 from mcp_gateway.router.relay import ID_MARK, original_of
@@ -440,6 +441,13 @@ def _route_named(
     if not origin_allowed(headers.get("origin"), table.allowed_origins):
         # A routed call never meets the broker's Origin check: the same rule applies here.
         return reply_error(request_id, ErrorCode.INVALID_REQUEST, "Forbidden: Origin not allowed", status=403)
+    if SESSION_HEADER in headers:
+        # The broker's rule for a request in a session, first as there: the upstream never gets
+        # a version header the session did not negotiate (an SDK server reads 2026-07-28 as a
+        # modern request and refuses it for its missing envelope).
+        wrong_version = session_version_refusal(headers.get("mcp-protocol-version"))
+        if wrong_version is not None:
+            return reply_error(request_id, ErrorCode.INVALID_REQUEST, wrong_version, status=400)
     mismatch = check_header_body_mismatch(headers, seen)
     if mismatch is not None:
         # 2026-07-28 mirrors method and name in headers; a disagreement could steer a proxy.

@@ -296,10 +296,10 @@ async def test_server_discover_on_the_socket_follows_serve_discover(serve_discov
         async with running_broker(config) as broker, peer(broker) as client:
             answer = await client.request("d", "server/discover", {})
             if serve_discover:
-                # As on POST /mcp: 2026-07-28 first, the handshake revisions after it.
+                # As on POST /mcp, but only the handshake revisions: the socket serves sessions.
                 result = answer["result"]
-                assert result["supportedVersions"][0] == "2026-07-28"
-                assert "2025-11-25" in result["supportedVersions"]
+                assert result["supportedVersions"][0] == "2025-11-25"
+                assert "2026-07-28" not in result["supportedVersions"]
                 assert "tools" in result["capabilities"]
                 assert result["serverInfo"]["name"] == "mcp-gateway"
                 assert result["resultType"] == "complete"

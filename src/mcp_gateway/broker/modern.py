@@ -51,7 +51,8 @@ from mcp_gateway.upstream.catalog import (
 
 DISCOVER = "server/discover"
 # Modern first (what a modern client picks), then the revisions served through initialize.
-DISCOVER_VERSIONS = list(MODERN_VERSIONS) + [v for v in reversed(SUPPORTED_VERSIONS) if v not in MODERN_VERSIONS]
+HANDSHAKE_DISCOVER_VERSIONS = [v for v in reversed(SUPPORTED_VERSIONS) if v not in MODERN_VERSIONS]
+DISCOVER_VERSIONS = list(MODERN_VERSIONS) + HANDSHAKE_DISCOVER_VERSIONS
 _ENVELOPE_KEYS = (PROTOCOL_VERSION_META, CLIENT_CAPABILITIES_META, CLIENT_INFO_META)
 _CAPABILITY_OF = {ROOTS: "roots", SAMPLING: "sampling", ELICITATION_FORM: "elicitation", ELICITATION_URL: "elicitation"}
 CacheScope = Literal["public", "private"]
@@ -90,7 +91,9 @@ class ModernRequests:
         self.core = core
         self.input_required = InputRequired(core)
 
-    def discover(self, request: Request) -> bytes:
+    def discover(self, request: Request, *, versions: list[str] = DISCOVER_VERSIONS) -> bytes:
+        """`versions`: what this endpoint serves (/mcp/ws serves sessions only, so only the
+        handshake revisions: a client there initializes)."""
         core = self.core
         capabilities: dict[str, Any] = {"completions": {}}
         for kind in KINDS:
@@ -102,7 +105,7 @@ class ModernRequests:
         server_info = {"name": "mcp-gateway", "version": __version__}
         result = {
             "resultType": "complete",
-            "supportedVersions": DISCOVER_VERSIONS,
+            "supportedVersions": versions,
             "capabilities": capabilities,
             # Where 2026-07-28 servers say who they are (spec #3002, the SDK's stamp); the body
             # field stays for clients written before it moved.

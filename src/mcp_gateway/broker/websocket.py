@@ -16,6 +16,7 @@ closes (nobody else holds its token). A socket may instead attach to a session o
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import trio
 from quart import Quart, Response, websocket
@@ -25,7 +26,7 @@ from mcp_gateway.broker.auth import BrokerAuth, allowed_for
 from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.core import BrokerCore, SessionProblem, UnknownVirtualServer
 from mcp_gateway.broker.http import DISCOVER_NOT_SERVED, VIRTUAL_SERVER_HEADER, request_limits
-from mcp_gateway.broker.modern import ModernRequests
+from mcp_gateway.broker.modern import HANDSHAKE_DISCOVER_VERSIONS, ModernRequests
 from mcp_gateway.config import VirtualServer
 from mcp_gateway.logs import get_logger
 from mcp_gateway.protocol import (
@@ -57,7 +58,9 @@ SESSION_ENDED = 4404
 
 def register(app: Quart, core: BrokerCore) -> None:
     auth = BrokerAuth(core)
-    discover = ModernRequests(core).discover  # the answer POST /mcp gives, when it gives one
+    # The answer POST /mcp gives, when it gives one, but naming only the handshake revisions:
+    # the socket serves sessions, so a client that discovers here must initialize.
+    discover = partial(ModernRequests(core).discover, versions=HANDSHAKE_DISCOVER_VERSIONS)
 
     @app.websocket(PATH)
     async def mcp_ws() -> Response | None:

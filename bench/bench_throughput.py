@@ -312,6 +312,15 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _us(value_ms: float | None) -> str:
+    return "-" if value_ms is None else f"{value_ms * 1000:.1f}"
+
+
+def _per_second(path: Path_) -> str:
+    seconds = sum(run.seconds for run in path.runs)
+    return f"{path.cpu['python'] * 1000 / seconds:.1f}" if seconds else "-"
+
+
 def table(paths: Sequence[Path_], reference: Path_ | None) -> list[str]:
     lines = [
         "| path | rps | x Envoy-direct | p50 ms | p50 added | p99 ms | Python CPU ms/call | Envoy CPU ms/call "
@@ -352,7 +361,10 @@ def ratios(by_key: dict[str, Path_]) -> list[str]:
     modern = by_key.get("gateway-modern")
     if gateway is not None and modern is not None:
         lines.append(f"- Python CPU per routed call, same gateway and upstream: legacy client "
-                     f"{_ms(gateway.cpu_ms('python'))} ms, 2026-07-28 client {_ms(modern.cpu_ms('python'))} ms")
+                     f"{_us(gateway.cpu_ms('python'))} µs, 2026-07-28 client {_us(modern.cpu_ms('python'))} µs; "
+                     f"Python CPU per second of load (what stays when no call passes through Python: "
+                     f"the renewals, the batched access log, the gateway's own timers): legacy "
+                     f"{_per_second(gateway)} ms/s, 2026-07-28 {_per_second(modern)} ms/s")
     return lines
 
 

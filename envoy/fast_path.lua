@@ -457,8 +457,9 @@ local function apply_modern(handle, headers, body, text, call, decision, virtual
   handle:clearRouteCache()
   pending[number % PENDING] = entry
   -- Not the `call` mark of a session's fast call: nothing cancels a modern call upstream when
-  -- its client leaves (as on the router's path); this finds the entry above, and the id.
-  handle:streamInfo():dynamicMetadata():set(META, "modern", number .. "\n" .. call.id)
+  -- its client leaves (as on the router's path); this finds the entry above, and the id. In the
+  -- namespace the answer reads first: one metadata read (a table built anew) per answer.
+  handle:streamInfo():dynamicMetadata():set("mcp_gateway", "modern", number .. "\n" .. call.id)
 end
 
 function envoy_on_request(handle)
@@ -971,13 +972,13 @@ end
 function envoy_on_response(handle)
   local info = handle:streamInfo():dynamicMetadata()
   local ours = info:get("mcp_gateway")
+  if ours and ours.modern then return modern_answer(handle, ours.modern) end
   local mark = ours and ours.call
   local number = type(mark) == "string" and byte(mark, 1) == 126 and tonumber(string.match(mark, "\n(%d+)$"))
   if not number then
     -- Not a fast call: the broker's answer, or a call the router routed. The router names the
     -- upstream of an SSE answer in the metadata (its x-mcp-* headers are gone by now): watched too.
     local mine = info:get(META)
-    if mine and mine.modern then return modern_answer(handle, mine.modern) end
     if mine and mine.miss then learn(handle, mine.miss) end
     local headers = handle:headers()
     watch_if_streaming(handle, headers, answering_server(headers) or (ours and ours.server))

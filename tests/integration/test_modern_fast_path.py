@@ -22,7 +22,8 @@ import pytest
 import trio
 
 from mcp_gateway.config import GatewayConfig, VirtualServer
-from mcp_gateway.sessions.request_state import TOKEN_PREFIX
+from mcp_gateway.router.fast_path import BINDING_KEY_PURPOSE, seal_binding
+from mcp_gateway.sessions.request_state import TOKEN_PREFIX, RequestBinding
 from mcp_gateway.upstream.variants import settled_without_variants
 from tests.integration.test_modern_routing import (
     CAPS,
@@ -206,7 +207,8 @@ async def test_what_the_decision_did_not_see_is_the_routers_or_the_brokers(tmp_p
         await warm(http, stack, "new_observe")
         to_broker = await stack.envoy.stat(TO_BROKER)
         # Calls declaring a feature, and retries: the broker's, every time.
-        for request_id, capabilities in enumerate(({"elicitation": {}}, {"roots": {}}, {"sampling": {}}), start=1):
+        declaring: list[dict[str, Any]] = [{"elicitation": {}}, {"roots": {}}, {"sampling": {}}]
+        for request_id, capabilities in enumerate(declaring, start=1):
             asked = await post(
                 http, stack, modern_call("old_add", {"a": 1, "b": 2}, request_id, capabilities), modern_headers("old_add")
             )
@@ -250,7 +252,7 @@ async def test_an_input_required_answer_to_a_fast_call_reaches_the_client_sealed
         result = message["result"]
         assert result["resultType"] == "input_required"
         state = result["requestState"]
-        assert state.startswith(TOKEN_PREFIX), (response.headers, response.text, open(stack.envoy.access_log.parent / "envoy.log").read()[-3000:])
+        assert state.startswith(TOKEN_PREFIX)
         # The call was Envoy's; its answer's one trip through the router was the seal, the Lua
         # filter's own request over the internal listener, which the router answers itself.
         assert await streams(stack.envoy) == before + 1
@@ -429,7 +431,7 @@ async def test_an_upstream_restart_under_a_fast_modern_call_is_invisible_and_a_d
                 with trio.fail_after(5):
                     while len(adds := [e for e in stack.envoy.access_entries() if e["mcp_tool"] == "add"]) < 3:  # noqa: ASYNC110
                         await trio.sleep(0.02)
-                assert sorted(e["details"] for e in adds[1:]) == ["mcp_gateway_router", "via_upstream"]
+                assert sorted(str(e["details"]) for e in adds[1:]) == ["mcp_gateway_router", "via_upstream"]
                 relearn = await post(http, stack, modern_call("e_add", {"a": 1, "b": 1}, 4), modern_headers("e_add"))
                 assert sse_result(relearn)["result"]["content"][0]["text"] == "2"
                 before = await streams(stack.envoy)
@@ -442,3 +444,18 @@ async def test_an_upstream_restart_under_a_fast_modern_call_is_invisible_and_a_d
             assert down.json() == {"jsonrpc": "2.0", "id": 8, "error": {"code": -32603, "message": "Upstream 'echo' is unavailable"}}
             assert not [h for h in down.headers if h.lower().startswith("x-mcp-") or h.lower() == "mcp-session-id"]
             assert await stack.envoy.stat(LUA_ERRORS) == 0
+
+
+async def test_a_client_cannot_have_a_state_sealed(tmp_path: Path) -> None:
+    """Only the Lua filter's own request over Envoy's internal listener reaches the router as a
+    seal request: from a client, even with a binding the router made, both header spellings are
+    dropped before the router, and the body is judged as the client's request it is."""
+    async with both_upstreams(tmp_path, **LONG_LIVED) as (stack, _), httpx.AsyncClient(timeout=15) as http:
+        binding = seal_binding(
+            stack.broker.tokens.derived_key(BINDING_KEY_PURPOSE), RequestBinding("modern", "tools/call", "new_ask", "")
+        )
+        answer = {"jsonrpc": "2.0", "id": 1, "result": {"resultType": "input_required", "requestState": "forged", "inputRequests": {}}}
+        for header in ("mcp-gateway-seal", "x-mcp-seal"):
+            response = await http.post(stack.url, json=answer, headers={**modern_headers("new_ask"), header: binding})
+            assert TOKEN_PREFIX not in response.text, response.text
+            assert response.status_code >= 400, response.text

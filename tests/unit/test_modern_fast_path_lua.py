@@ -34,12 +34,12 @@ ENVELOPE = {
 }
 
 
-def body(request_id: Any = 7, name: str = "p_add", **meta: Any) -> bytes:
+def body(request_id: Any = 7, name: str = "p_add", envelope: dict[str, Any] | None = None, **meta: Any) -> bytes:
     message = {
         "jsonrpc": "2.0",
         "id": request_id,
         "method": "tools/call",
-        "params": {"name": name, "arguments": {"a": 1}, "_meta": {**ENVELOPE, **meta}},
+        "params": {"name": name, "arguments": {"a": 1}, "_meta": {**ENVELOPE, **(envelope or {}), **meta}},
     }
     return json.dumps(message).encode()
 
@@ -74,7 +74,7 @@ def test_the_envelope_is_read_as_raw_json_text_and_anything_else_in_meta_is_noti
     assert call[b"meta_info"] == b'{"name": "t", "version": "1"}'
     assert call[b"meta_extra"] is None
     assert read(body(progressToken="p"))[b"meta_extra"] is True
-    assert read(body(**{"io.modelcontextprotocol/logLevel": "info"}))[b"meta_extra"] is True
+    assert read(body(envelope={"io.modelcontextprotocol/logLevel": "info"}))[b"meta_extra"] is True
 
 
 @pytest.mark.parametrize("retry", [{"requestState": "mgw1.x"}, {"inputResponses": {}}])
@@ -125,9 +125,9 @@ def test_the_key_holds_every_input_the_routers_ladder_read() -> None:
         key({k: v for k, v in headers.items() if k != "mcp-name"}, body()),
         key({**headers, "mcp-method": "prompts/get"}, body()),
         key({**headers, "mcp-protocol-version": "2099-01-01"}, body()),
-        key(headers, body(**{"io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}})),
-        key(headers, body(**{"io.modelcontextprotocol/clientInfo": {"name": "u", "version": "1"}})),
-        key(headers, body(**{"io.modelcontextprotocol/protocolVersion": "2099-01-01"})),
+        key(headers, body(envelope={"io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}})),
+        key(headers, body(envelope={"io.modelcontextprotocol/clientInfo": {"name": "u", "version": "1"}})),
+        key(headers, body(envelope={"io.modelcontextprotocol/protocolVersion": "2099-01-01"})),
     ]
     message = json.loads(body())
     del message["params"]["_meta"]["io.modelcontextprotocol/clientInfo"]

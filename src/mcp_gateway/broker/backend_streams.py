@@ -138,6 +138,11 @@ class BackendStreams:
         if entry.streams == 0 and entry.closes == closes and self._listening.get(sid) is entry:
             self.stop(sid)
 
+    def http_client(self) -> httpx.AsyncClient:
+        """The client held streams use (no connection limit, see STREAM_KEEPALIVE_CONNECTIONS);
+        a held call's own backend stream uses it too (broker/held_sessions.py)."""
+        return self._client()
+
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
             self._http = httpx.AsyncClient(

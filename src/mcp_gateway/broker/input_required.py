@@ -18,7 +18,9 @@ A modern client's routed call reaches one of two kinds of upstream:
   upstream asked and a sealed `kind="continuation"` state naming the held call; the retry's
   `inputResponses` answer the upstream's pending requests and the call goes on: its final
   result, or another `InputRequiredResult` if the upstream asks again. Progress goes to
-  whichever HTTP response of the call is current. Held calls are bounded in number
+  whichever HTTP response of the call is current. An HTTP upstream gets the held call on a
+  backend session of its own, whose GET stream is the call's too (held_sessions.py: an
+  upstream may ask there, and keeps per session what one client told it). Held calls are bounded in number
   (`MAX_HELD`) and time (`request_state_ttl_seconds`, and the upstream's `timeoutSeconds` as
   for any forwarded call); one that expires is cancelled, which cancels its upstream request.
   A retry must reach the process that holds the call: elsewhere it is -32602 (docs/broker.md).
@@ -40,6 +42,7 @@ from mcp_gateway.broker.client_requests import Answer
 from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.core import ROUTED_METHODS, BrokerCore, Emit
 from mcp_gateway.broker.forward import Asker
+from mcp_gateway.broker.held_sessions import held_call_session
 from mcp_gateway.broker.stateless_upstreams import INPUT_CAPABILITY, INPUT_REQUIRED
 from mcp_gateway.config import VirtualServer
 from mcp_gateway.logs import get_logger
@@ -53,6 +56,7 @@ from mcp_gateway.protocol import (
     result_response,
 )
 from mcp_gateway.sessions.request_state import OpenedState, RequestBinding
+from mcp_gateway.sessions.store import SessionStoreUnavailable
 from mcp_gateway.upstream import UpstreamError
 from mcp_gateway.upstream.catalog import ELICITATION_FORM, ELICITATION_URL, ROOTS, SAMPLING
 from mcp_gateway.upstream.modern import mode_of
@@ -278,7 +282,15 @@ class InputRequired:
         held = self._hold(binding, progress_token(request.params))
 
         async def run(ask: Asker) -> bytes:
-            return await core.handle(upstream_request, session, held.emit, virtual=virtual, allowed=allowed, can_ask=ask)
+            if server is None or server.transport != "http":
+                # A stdio/WebSocket link has no sessions: its requests come on the call's link.
+                return await core.handle(upstream_request, session, held.emit, virtual=virtual, allowed=allowed, can_ask=ask)
+            # A session of the call's own, whose GET stream is the call's (held_sessions.py).
+            try:
+                async with held_call_session(core, features, ask, held.emit) as own:
+                    return await core.handle(upstream_request, own, held.emit, virtual=virtual, allowed=allowed, can_ask=ask)
+            except SessionStoreUnavailable:
+                return error_response(request.id, ErrorCode.INTERNAL_ERROR, "session store unavailable")
 
         core.nursery.start_soon(self._run, held, run)
         return await held.outcome(emit, request)

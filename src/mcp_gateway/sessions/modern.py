@@ -9,7 +9,11 @@ a legacy client's gateway session, and live in the same store under a key no tok
 What lives in such a backend session is only what every client of that feature set would
 establish identically: the initialize (the gateway's clientInfo, the declared features). Nothing
 a client sets for itself (a log level, resource subscriptions, a GET stream) is ever put there:
-modern clients have no method that would (docs/router.md, "Modern clients").
+modern clients have no method that would (docs/router.md, "Modern clients"). One exception to
+the sharing: a call the broker holds for a client's InputRequiredResult rounds (a legacy HTTP
+upstream that may ask it something) runs on a session of its own (`held_call_session_id`,
+broker/held_sessions.py), since what such an upstream asks on the session's own stream names no
+call, and what it keeps per session (a client's roots) belongs to that client.
 
 Whether a routed call needs a backend session at all is decided by `needs_backend_session`,
 the one place an upstream that is itself modern (no initialize) is to be recognised.
@@ -32,6 +36,12 @@ def shared_session_id(features: frozenset[str]) -> str:
     """The store key of the session modern clients declaring `features` share. Real session
     ids are 32 hex characters sealed in a token, so this one can never be presented by a client."""
     return SHARED_PREFIX + ("+".join(sorted(features)) or "none")
+
+
+def held_call_session_id(key: str) -> str:
+    """The store key of a held call's own session (broker/held_sessions.py): under the same
+    prefix, so no client can present it either; `key` is the held call's random key."""
+    return SHARED_PREFIX + "call." + key
 
 
 def is_shared_session(sid: str) -> bool:

@@ -135,11 +135,16 @@ async def test_a_roots_client_lists_and_calls_the_roots_only_tool_through_the_br
         assert [block.text for block in result.content if isinstance(block, types.TextContent)] == [
             "hello, roots client"
         ]
-        # A client that did not declare roots cannot reach it through the broker either: for
-        # it the tool does not exist (the same answer as an unknown tool).
-        async with Client(broker.url) as client:
+        # A client that did not declare roots cannot reach it through the broker either. In a
+        # session the tool does not exist for it (the same answer as an unknown tool); a
+        # 2026-07-28 client (the default mode) is told which capability it lacks (-32021).
+        async with Client(broker.url, mode="legacy") as client:
             with pytest.raises(MCPError, match="Unknown tool: cond_roots_only"):
                 await client.call_tool("cond_roots_only", {})
+        async with Client(broker.url) as client:
+            with pytest.raises(MCPError) as refused:
+                await client.call_tool("cond_roots_only", {})
+        assert refused.value.error.code == -32021
 
 
 async def test_a_new_roots_only_tool_is_announced_and_listed_to_roots_clients_only() -> None:
@@ -154,8 +159,9 @@ async def test_a_new_roots_only_tool_is_announced_and_listed_to_roots_clients_on
             if isinstance(message, types.ToolListChangedNotification):
                 changed.set()
 
+        # A session's GET stream carries the announcement (a 2026-07-28 client would listen).
         async with Client(
-            broker.url, list_roots_callback=no_roots, message_handler=on_message
+            broker.url, mode="legacy", list_roots_callback=no_roots, message_handler=on_message
         ) as client:
             before = {t.name for t in (await client.list_tools()).tools}
             await upstream.add_roots_only_tool("late")

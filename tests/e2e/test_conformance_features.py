@@ -154,7 +154,8 @@ async def test_completion_of_a_prompt_argument(everything: str) -> None:
 async def test_resource_subscription_delivers_updates(everything: str) -> None:
     received = Received()
     uri = "demo://resource/dynamic/text/1"
-    async with Client(everything, message_handler=received.on_message) as client:
+    # resources/subscribe is a session's (a 2026-07-28 client listens: test_modern_listen.py).
+    async with Client(everything, mode="legacy", message_handler=received.on_message) as client:
         await client.subscribe_resource(uri)
         # server-everything then notifies every subscribed URI of this session (every 5 s).
         await client.call_tool("toggle-subscriber-updates", {})
@@ -225,6 +226,8 @@ async def test_roots_request_reaches_the_client(everything: str) -> None:
     async def roots(context: Any) -> types.ListRootsResult:
         return types.ListRootsResult(roots=[types.Root(uri=ROOT_URI, name="e2e project")])
 
+    # The default mode: through the gateway a 2026-07-28 round (InputRequiredResult), directly
+    # a request mid-call in a session.
     async with Client(everything, list_roots_callback=roots) as client:
         tools = {tool.name for tool in (await client.list_tools()).tools}
         result = await client.call_tool("get-roots-list", {})
@@ -251,7 +254,8 @@ async def test_progress_notifications_reach_the_caller(everything: str) -> None:
 
 async def test_log_notifications_reach_the_client_that_set_a_level(everything: str) -> None:
     received = Received()
-    async with Client(everything, logging_callback=received.on_log) as client:
+    # logging/setLevel is a session's: 2026-07-28 removed it.
+    async with Client(everything, mode="legacy", logging_callback=received.on_log) as client:
         await client.set_logging_level("debug")
         # server-everything then logs at a random level (all pass at debug) right away and every
         # 5 s, on the session's own stream, until toggled off.
@@ -262,7 +266,8 @@ async def test_log_notifications_reach_the_client_that_set_a_level(everything: s
 
 
 async def test_a_cancelled_call_is_cancelled_on_the_upstream(fixture_server: str) -> None:
-    async with Client(fixture_server) as client:
+    # notifications/cancelled in a session (a 2026-07-28 client cancels by closing its request).
+    async with Client(fixture_server, mode="legacy") as client:
         with trio.move_on_after(0.5) as scope:
             await client.call_tool("test_slow_operation", {"label": "e2e-cancel", "seconds": 30})
         assert scope.cancelled_caught

@@ -206,8 +206,9 @@ async def _read_head(stream: trio.SocketStream) -> bytes:
 
 
 async def _still_works(gateway: RunningGateway) -> None:
-    """The upstream link survives a client leaving: the next client's call is answered."""
-    async with Client(gateway.url) as client:
+    """The upstream link survives a client leaving: the next client's call is answered (in a
+    session: what this file checks is how a session's routed calls are logged and cancelled)."""
+    async with Client(gateway.url, mode="legacy") as client:
         with trio.fail_after(10):
             answer = await client.call_tool("probe_quick", {})
     assert not answer.is_error

@@ -35,7 +35,8 @@ async def _told_and_listed(url: str) -> list[tuple[str, bool]]:
             changed.set()
 
     seen: list[tuple[str, bool]] = []
-    async with Client(url, message_handler=on_message) as client:
+    # A session's GET stream and routed answers carry the change (a 2026-07-28 client listens).
+    async with Client(url, mode="legacy", message_handler=on_message) as client:
         for round_ in (1, 2):  # round 2: the same tools again, now on Envoy's fast path
             for tool in ("ch_add_tool", "ch_add_tool_in_answer"):
                 name = f"{tool.removeprefix('ch_')}_{round_}"

@@ -181,6 +181,15 @@ async def test_a_modern_client_in_each_mode_gets_everything_from_both_kinds_of_u
                 assert notified == "notified 1 subscriber(s)"
                 with trio.fail_after(10):
                     assert await subscription.__anext__() == ResourceUpdated(LEGACY_URI)
+            # The stream ended: the backend session it held at the legacy upstream ends with it
+            # (asynchronously: the broker notices the client left, then DELETEs it).
+            with trio.fail_after(10):
+                # Another process's count: polling under a deadline is the only way to read it.
+                while True:
+                    notified = await call_upstream(fleet.urls["fx"], "test_update_watched_resource", {})
+                    if notified == "notified 0 subscriber(s)":
+                        break
+                    await trio.sleep(0.05)
 
 
 async def test_a_legacy_client_gets_the_same_from_both_kinds_of_upstream(fleet: Fleet) -> None:

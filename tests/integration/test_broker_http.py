@@ -251,20 +251,22 @@ DISCOVER_PROBE = {
 DISCOVER_HEADERS = {**HEADERS, "mcp-protocol-version": "2026-07-28", "mcp-method": "server/discover"}
 
 
-async def test_server_discover_is_refused_by_default_so_auto_clients_take_the_handshake(
-    http: httpx.AsyncClient, broker: Broker
+async def test_server_discover_is_refused_when_not_served_so_auto_clients_take_the_handshake(
+    http: httpx.AsyncClient,
 ) -> None:
-    modern = await http.post(broker.url, json=DISCOVER_PROBE, headers=DISCOVER_HEADERS)
+    config = gateway_config([], serve_discover=False)
+    async with running_broker(config) as broker:
+        modern = await http.post(broker.url, json=DISCOVER_PROBE, headers=DISCOVER_HEADERS)
+        bare = await http.post(broker.url, json=DISCOVER_PROBE, headers=HEADERS)  # no version header
     assert modern.status_code == 404  # the revision's status for -32601
     assert modern.json()["error"]["code"] == -32601 and modern.json()["id"] == 0
-    bare = await http.post(broker.url, json=DISCOVER_PROBE, headers=HEADERS)  # no version header
     assert bare.status_code == 200 and bare.json()["error"]["code"] == -32601
 
 
-async def test_server_discover_is_answered_without_a_session_when_served(http: httpx.AsyncClient) -> None:
-    config = gateway_config([], serve_discover=True)
-    async with running_broker(config) as broker:
-        response = await http.post(broker.url, json=DISCOVER_PROBE, headers=DISCOVER_HEADERS)
+async def test_server_discover_is_answered_without_a_session_by_default(
+    http: httpx.AsyncClient, broker: Broker
+) -> None:
+    response = await http.post(broker.url, json=DISCOVER_PROBE, headers=DISCOVER_HEADERS)
     assert response.status_code == 200
     assert response.json()["result"]["supportedVersions"][0] == "2026-07-28"
     assert "mcp-session-id" not in response.headers

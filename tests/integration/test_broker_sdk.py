@@ -1,8 +1,9 @@
 """The official MCP SDK client against the broker, federating two real sample servers.
 
 Every scenario runs on both of the SDK's anyio backends (trio in this test's own run, asyncio in
-a worker thread) and in both connect modes: the default (`server/discover` probe, then fallback
-to initialize) and the legacy initialize handshake.
+a worker thread) and in both connect modes: the default (`server/discover`, answered: the client
+stays on 2026-07-28 and hears changes on subscriptions/listen) and the legacy initialize
+handshake (changes on the session's GET stream).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 import trio
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import ToolsListChanged
 
 from tests.support.servers import Broker, gateway_config, running_broker, sample_in_process
 
@@ -35,6 +37,7 @@ pytestmark = [
 
 BACKENDS = ("trio", "asyncio")
 MODES = ("auto", "legacy")
+MODERN = "2026-07-28"
 
 
 @dataclass
@@ -72,11 +75,19 @@ async def _scenario(url: str, mode: str, new_tool: str) -> Observed:
         seen.counted_at = time.monotonic()
         seen.counted = counted.content[0].text  # type: ignore[union-attr]
 
-        started = time.monotonic()
         seen.protocol_version = client.protocol_version
-        await client.call_tool("dyn_add_tool", {"name": new_tool})
-        with anyio.fail_after(5):
-            await list_changed.wait()
+        if client.protocol_version == MODERN:
+            # 2026-07-28 has no GET stream: a client hears changes on a listen stream it opens.
+            async with client.listen(tools_list_changed=True) as subscription:
+                started = time.monotonic()
+                await client.call_tool("dyn_add_tool", {"name": new_tool})
+                with anyio.fail_after(5):
+                    assert await subscription.__anext__() == ToolsListChanged()
+        else:
+            started = time.monotonic()
+            await client.call_tool("dyn_add_tool", {"name": new_tool})
+            with anyio.fail_after(5):
+                await list_changed.wait()
         seen.list_changed_after = time.monotonic() - started
         seen.tool_names_after_change = [
             t.name for t in (await client.list_tools(cache_mode="bypass")).tools
@@ -121,10 +132,9 @@ async def test_sdk_client_sees_the_prefixed_union_calls_tools_and_hears_list_cha
     assert [p[0] for p in seen.progress] == [1.0, 2.0, 3.0]
     assert all(p[2] <= seen.counted_at for p in seen.progress)
     assert seen.counted == "counted to 3"
-    # gateway.serve_discover is off by default: the auto mode's server/discover probe gets
-    # -32601 and the client takes the initialize handshake, where it gets everything.
-    assert seen.protocol_version == "2025-11-25"
-    # The upstream changed its tools: the client's GET stream hears it within 1 s ...
+    # The default mode discovers the gateway and stays on 2026-07-28; legacy takes the handshake.
+    assert seen.protocol_version == (MODERN if mode == "auto" else "2025-11-25")
+    # The upstream changed its tools: the client's listen or GET stream hears it within 1 s ...
     assert seen.list_changed_after is not None and seen.list_changed_after < 1.0
     # ... and the next tools/list shows the change, callable at once.
     assert f"dyn_{new_tool}" in seen.tool_names_after_change

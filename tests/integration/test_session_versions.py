@@ -38,20 +38,23 @@ def in_session(sid: str, version: str | None) -> dict[str, str]:
 async def test_a_version_the_session_cannot_have_is_refused_by_router_and_broker_alike(
     tmp_path: Path, version: str, reason: str
 ) -> None:
-    async with probes("alpha") as urls, gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path) as stack:
-        async with httpx.AsyncClient(timeout=10) as http:
-            sid = await initialize_raw(http, stack.url)
-            # Twice: the first call is the router's, the second Envoy's fast path would serve.
-            for _ in range(2):
-                served = await http.post(stack.url, json=CALL, headers=in_session(sid, "2025-11-25"))
-                assert served.status_code == 200, served.text
-                for body in (CALL, LIST):
-                    refused = await http.post(stack.url, json=body, headers=in_session(sid, version))
-                    assert refused.status_code == 400, refused.text
-                    error: dict[str, Any] = refused.json()
-                    assert error["id"] == body["id"]
-                    assert error["error"]["code"] == -32600
-                    assert reason in error["error"]["message"]
-            # No header at all is a 2025-03-26 client's way, and served.
-            served = await http.post(stack.url, json=CALL, headers=in_session(sid, None))
+    async with (
+        probes("alpha") as urls,
+        gateway_stack([("alpha", urls["alpha"], "a_")], tmp_path) as stack,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        sid = await initialize_raw(http, stack.url)
+        # Twice: the first call is the router's, the second Envoy's fast path would serve.
+        for _ in range(2):
+            served = await http.post(stack.url, json=CALL, headers=in_session(sid, "2025-11-25"))
             assert served.status_code == 200, served.text
+            for body in (CALL, LIST):
+                refused = await http.post(stack.url, json=body, headers=in_session(sid, version))
+                assert refused.status_code == 400, refused.text
+                error: dict[str, Any] = refused.json()
+                assert error["id"] == body["id"]
+                assert error["error"]["code"] == -32600
+                assert reason in error["error"]["message"]
+        # No header at all is a 2025-03-26 client's way, and served.
+        served = await http.post(stack.url, json=CALL, headers=in_session(sid, None))
+        assert served.status_code == 200, served.text

@@ -267,19 +267,23 @@ servers:
     assert isinstance(route_request(headers(), call("other_x"), table, TOKENS), Reply)
 
 
-def test_mirrored_headers_must_match_the_body_and_are_rewritten_without_the_prefix() -> None:
-    modern = headers(mcp_protocol_version="2026-07-28", mcp_method="tools/call", mcp_name="dyn_add")
-    need = route_request(modern, call("dyn_add"), TABLE, TOKENS)
-    assert isinstance(need, NeedsBackend)
-    assert dict(forward(need, "b").set_headers)["mcp-name"] == "add"
-    lying = headers(mcp_protocol_version="2026-07-28", mcp_method="tools/call", mcp_name="slow_sleep")
-    reply = route_request(lying, call("dyn_add", request_id=12), TABLE, TOKENS)
-    assert isinstance(reply, Reply) and reply.status == 400
-    assert error_of(reply)[:2] == (12, ErrorCode.HEADER_MISMATCH)
-    # Without mirrored headers (older revisions) nothing extra is set.
-    plain = route_request(headers(), call("dyn_add"), TABLE, TOKENS)
-    assert isinstance(plain, NeedsBackend)
-    assert "mcp-name" not in dict(forward(plain, "b").set_headers)
+def test_a_session_request_naming_a_revision_without_sessions_is_refused_before_anything_else() -> None:
+    """2026-07-28 has no sessions: a request carrying one and that version header is the
+    session's -32600 (as the broker answers), before its mirrored headers are even read; such
+    calls are routed as modern ones only without a session (router/modern_clients.py)."""
+    for lying_name in ("dyn_add", "slow_sleep"):
+        modern = headers(mcp_protocol_version="2026-07-28", mcp_method="tools/call", mcp_name=lying_name)
+        reply = route_request(modern, call("dyn_add", request_id=12), TABLE, TOKENS)
+        assert isinstance(reply, Reply) and reply.status == 400
+        assert error_of(reply)[:2] == (12, ErrorCode.INVALID_REQUEST)
+    unknown = route_request(headers(mcp_protocol_version="2099-01-01"), call("dyn_add", request_id=13), TABLE, TOKENS)
+    assert isinstance(unknown, Reply) and unknown.status == 400
+    assert error_of(unknown)[:2] == (13, ErrorCode.INVALID_REQUEST)
+    # A handshake revision, or none (2025-03-26 clients send none), is routed; nothing mirrored.
+    for version in ({}, {"mcp_protocol_version": "2025-11-25"}):
+        plain = route_request(headers(**version), call("dyn_add"), TABLE, TOKENS)
+        assert isinstance(plain, NeedsBackend)
+        assert "mcp-name" not in dict(forward(plain, "b").set_headers)
 
 
 def test_malformed_bodies_get_precise_errors_never_5xx() -> None:

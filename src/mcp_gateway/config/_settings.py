@@ -271,11 +271,11 @@ class GatewaySettings(_Ours):
     # a change where the gateway hears it (docs/upstream.md, "Re-listing"); 0 turns it off.
     relist_interval_seconds: float = Field(default=300.0, ge=0, le=86_400)
     # Answer `server/discover`, so 2026-07-28 clients in auto mode (the SDK's default) stay on
-    # that revision. Off by default: served statelessly they would not yet get list_changed
-    # (subscriptions/listen) nor the upstreams' sampling, elicitation and roots requests
-    # (multi-round-trip results); with -32601 they fall back to the initialize handshake, where
-    # they get everything. Clients pinned to 2026-07-28 are served either way.
-    serve_discover: bool = False
+    # that revision, served statelessly: list changes on subscriptions/listen, the upstreams'
+    # sampling, elicitation and roots requests as multi-round-trip results. Off, the probe gets
+    # -32601 and such clients fall back to the initialize handshake (as on /mcp/stateful, which
+    # never answers it). Clients pinned to 2026-07-28 are served either way.
+    serve_discover: bool = True
     # Inbound OAuth 2.1 (docs/auth.md); off by default.
     auth: AuthSettings = Field(default_factory=AuthSettings)
     # Per session and per tool, enforced by Envoy (docs/configuration.md); none by default.

@@ -17,14 +17,18 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from mcp_gateway.config import ServerConfig
-from mcp_gateway.protocol import encode_header_value
+from mcp_gateway.protocol import (
+    CLIENT_CAPABILITIES_META,
+    CLIENT_INFO_META,
+    PROTOCOL_VERSION_META,
+    encode_header_value,
+)
+from mcp_gateway.protocol import MODERN_VERSIONS as SERVED_MODERN_VERSIONS
 
-MODERN_VERSION: Final = "2026-07-28"
-# Modern revisions we speak to an upstream, newest first (what `server/discover` proposes).
-MODERN_VERSIONS: Final[tuple[str, ...]] = (MODERN_VERSION,)
-PROTOCOL_VERSION_META: Final = "io.modelcontextprotocol/protocolVersion"
-CLIENT_CAPABILITIES_META: Final = "io.modelcontextprotocol/clientCapabilities"
-CLIENT_INFO_META: Final = "io.modelcontextprotocol/clientInfo"
+# Modern revisions we speak to an upstream (the ones we serve clients), newest first: what
+# `server/discover` proposes.
+MODERN_VERSIONS: Final[tuple[str, ...]] = tuple(reversed(SERVED_MODERN_VERSIONS))
+MODERN_VERSION: Final = MODERN_VERSIONS[0]
 SERVER_INFO_META: Final = "io.modelcontextprotocol/serverInfo"
 # The revision's per-request opt-in to log messages (absent: the upstream sends none).
 LOG_LEVEL_META: Final = "io.modelcontextprotocol/logLevel"

@@ -108,6 +108,12 @@ def register(
         log.warning("session store unavailable", path=request.path)
         return refusal(503, ErrorCode.INTERNAL_ERROR, "Session store unavailable", request_id)
 
+    def is_modern_request() -> bool:
+        """A 2026-07-28 request: a version header without a handshake, and no session. A
+        request in a session is a handshake-era one whatever its version header says (modern
+        requests have no sessions): a bad version there is the session's -32600."""
+        return is_modern(request.headers.get("mcp-protocol-version")) and "mcp-session-id" not in request.headers
+
     def origin_refused() -> Response | None:
         if origin_allowed(combined_header("origin"), core.config.gateway.allowed_origins):
             return None
@@ -208,9 +214,7 @@ def register(
             record("refused", principal.status_code, started)
             return principal
         acceptable = accepts(JSON, SSE)
-        # A request in a session is a handshake-era request whatever its version header says
-        # (modern requests have no sessions): a bad version there is the session's -32600.
-        if is_modern(request.headers.get("mcp-protocol-version")) and "mcp-session-id" not in request.headers:
+        if is_modern_request():
             if request.path == stateful.PATH:
                 return stateful.modern_refused(body, body_limits, record, started)
             return await _modern_post(body, body_limits, principal, acceptable, started)
@@ -470,7 +474,7 @@ def register(
 
     def modern_not_allowed() -> Response | None:
         """2026-07-28 has no GET stream and no session to DELETE: 405, POST is allowed."""
-        if not is_modern(request.headers.get("mcp-protocol-version")) or "mcp-session-id" in request.headers:
+        if not is_modern_request():
             return None  # in a session: the handshake-era GET or DELETE, answered as such
         response = refusal(405, ErrorCode.INVALID_REQUEST, "Method Not Allowed")
         response.headers["allow"] = "POST"

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from mcp.server.transport_security import TransportSecuritySettings
 
 from mcp_gateway.config import GatewayConfig, VirtualServer
 from mcp_gateway.router.fast_path import BINDING_KEY_PURPOSE, seal_binding
@@ -43,6 +44,7 @@ from tests.support.routing import (
     SDK_CLIENT_WARNINGS,
     Stack,
     gateway_stack,
+    serve_asgi,
     serve_sdk_server,
     sse_result,
 )
@@ -324,8 +326,8 @@ async def test_decisions_expire_and_a_reload_drops_them(tmp_path: Path) -> None:
         assert await streams(stack.envoy) == expired + 1
 
         # A reload (a new generation): Envoy drops what it learnt under the old one.
-        await stack.router_reloads.send(with_fast_path_ttl(stack, 30))
         reloads = await stack.envoy.stat("http.mcp.rds.mcp_routes.config_reload")
+        await stack.router_reloads.send(with_fast_path_ttl(stack, 30))
         with trio.fail_after(10):
             while await stack.envoy.stat("http.mcp.rds.mcp_routes.config_reload") == reloads:  # noqa: ASYNC110
                 await trio.sleep(0.02)
@@ -459,3 +461,40 @@ async def test_a_client_cannot_have_a_state_sealed(tmp_path: Path) -> None:
             response = await http.post(stack.url, json=answer, headers={**modern_headers("new_ask"), header: binding})
             assert TOKEN_PREFIX not in response.text, response.text
             assert response.status_code >= 400, response.text
+
+
+async def test_a_legacy_upstreams_json_answers_small_and_large_get_the_clients_id_back(tmp_path: Path) -> None:
+    """A JSON answer is restored whole: read at once when small (its content-length), streamed
+    through when larger (here 200 KB, over what the filter reads at once)."""
+    server = modern_server("legacy")
+
+    @server.tool(description="A long text.")
+    def big(size: int) -> str:
+        return "x" * size
+
+    app = server.streamable_http_app(
+        json_response=True,
+        transport_security=TransportSecuritySettings(
+            enable_dns_rebinding_protection=True, allowed_hosts=["127.0.0.1:*"], allowed_origins=[]
+        ),
+    )
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_asgi, app)
+        async with gateway_stack([("legacy", f"http://127.0.0.1:{port}/mcp", "old_")], tmp_path, **LONG_LIVED) as stack, \
+                httpx.AsyncClient(timeout=15) as http:
+            for name in ("old_add", "old_big"):
+                first = await post(http, stack, modern_call(name, {"a": 1, "b": 1, "size": 1}), modern_headers(name))
+                assert first.status_code == 200, first.text
+            before = await streams(stack.envoy)
+            small = await post(http, stack, modern_call("old_add", {"a": 2, "b": 2}, "small"), modern_headers("old_add"))
+            large = await post(http, stack, modern_call("old_big", {"size": 200_000}, 9), modern_headers("old_big"))
+            assert await streams(stack.envoy) == before
+            for answer, request_id in ((small, "small"), (large, 9)):
+                assert answer.status_code == 200, answer.text
+                assert answer.headers["content-type"].startswith("application/json")
+                message = answer.json()
+                assert message["id"] == request_id and message["result"]["resultType"] == "complete"
+                assert "mcp-session-id" not in answer.headers
+            assert small.json()["result"]["content"][0]["text"] == "4"
+            assert large.json()["result"]["content"][0]["text"] == "x" * 200_000
+        nursery.cancel_scope.cancel()

@@ -11,6 +11,7 @@ involved: Envoy's request count on the broker's cluster."""
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -20,6 +21,8 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from mcp.client.client import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.server.transport_security import TransportSecuritySettings
 
 from mcp_gateway.config import GatewayConfig, VirtualServer
@@ -498,3 +501,32 @@ async def test_a_legacy_upstreams_json_answers_small_and_large_get_the_clients_i
             assert small.json()["result"]["content"][0]["text"] == "4"
             assert large.json()["result"]["content"][0]["text"] == "x" * 200_000
         nursery.cancel_scope.cancel()
+
+
+async def test_the_official_sdk_client_reads_fast_answers_of_both_kinds_of_upstream(tmp_path: Path) -> None:
+    """The SDK's own 2026-07-28 client, calling each tool again and again: the calls after the
+    first are Envoy's, and the client reads their answers (its id, `resultType`, progress from
+    the legacy upstream as it comes) as it reads the router's."""
+    progress: list[float] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    async with both_upstreams(tmp_path, **LONG_LIVED) as (stack, _):
+        with trio.fail_after(30):
+            async with Client(streamable_http_client(stack.url), mode=MODERN) as client:
+                for name in ("old_add", "new_add"):
+                    await client.call_tool(name, {"a": 0, "b": 0})
+                await client.call_tool("old_count", {"steps": 1}, progress_callback=on_progress)
+                before = await streams(stack.envoy)
+                sums = [
+                    (await client.call_tool(name, {"a": a, "b": 1})).structured_content
+                    for a in range(3)
+                    for name in ("old_add", "new_add")
+                ]
+                counted = await client.call_tool("old_count", {"steps": 3}, progress_callback=on_progress)
+                assert await streams(stack.envoy) == before, "a call went through the ext_proc"
+    gc.collect()  # the SDK client's warnings surface here, not in another test
+    assert sums == [{"result": a + 1} for a in range(3) for _ in range(2)]
+    assert counted.content[0].text == "legacy counted to 3"  # type: ignore[union-attr]
+    assert progress == [1.0, 1.0, 2.0, 3.0]

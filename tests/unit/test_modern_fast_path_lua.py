@@ -196,3 +196,19 @@ def test_only_a_binding_the_router_sealed_opens() -> None:
     mac, payload = sealed.split(".", 1)
     assert open_binding(b"k" * 32, f"{mac}.{payload.replace('new_ask', 'new_add')}") is None
     assert open_binding(b"k" * 32, "garbage") is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"p_add","arguments":{"s":"é"}}}'.encode(),
+        '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"p_ädd"}}'.encode(),
+        '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"p_add"}}\u00a0'.encode(),
+        '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"p_add"},\u00a0"x":1}'.encode(),
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"p_add","\xff":1}}',
+    ],
+)
+def test_a_non_ascii_byte_anywhere_leaves_the_call_to_the_router(raw: bytes) -> None:
+    # The same body in ASCII is one the filter routes; any non-ASCII byte, in a string or out.
+    assert read(b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"p_add","arguments":{"s":"e"}}}')
+    assert read(raw) is None

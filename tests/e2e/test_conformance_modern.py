@@ -1,7 +1,11 @@
 """The official MCP conformance suite's 2026-07-28 requirement set (conformance-next, a 0.2.0
 alpha: 0.1.16 has no 2026-07-28 scenarios) through Envoy + the gateway, with the conformance
-fixture federated under an empty prefix and `gateway.serve_discover` on (the scenarios speak
-2026-07-28 only: without discover there is nothing to find).
+fixture federated under an empty prefix, the modern (stateless) fixture beside it under
+`MODERN_PREFIX`, and `gateway.serve_discover` on (the scenarios speak 2026-07-28 only: without
+discover there is nothing to find). The suite's multi-round-trip scenarios so run through both
+of the gateway's paths: a legacy upstream's mid-call requests held as InputRequiredResult
+rounds (sampling, roots, request state, tampered state, capabilities), and a modern upstream's
+InputRequiredResult relayed with its state sealed (samples/conformance_2026.py says which).
 
 What fails is listed, check by check with the reason, in conformance_2026_07_28_baseline.yaml,
 and the suite itself holds the run to it (`--expected-failures`: exit 1 on a new failure or on
@@ -16,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mcp_gateway.samples.conformance_2026 import MODERN_PREFIX
 from tests.support.conformance import (
     MODERN_SCORED_SCENARIOS,
     run_requirements,
@@ -28,10 +33,10 @@ pytestmark = pytest.mark.integration
 BASELINE = Path(__file__).with_name("conformance_2026_07_28_baseline.yaml")
 # As README.md records them: the scored scenarios that pass (of 37), their checks passed and
 # failed, and the checks of every scenario run (the unscored pending and extension ones too).
-SCORED_PASSING = 26
-SCORED_CHECKS = (95, 13)
-CHECKS_PASSED = 128
-CHECKS_FAILED = 50
+SCORED_PASSING = 37
+SCORED_CHECKS = (118, 0)
+CHECKS_PASSED = 160
+CHECKS_FAILED = 32
 
 
 def baseline() -> tuple[set[str], set[str]]:
@@ -41,8 +46,9 @@ def baseline() -> tuple[set[str], set[str]]:
 
 
 async def test_the_2026_07_28_requirements_through_envoy_and_the_gateway(tmp_path: Path) -> None:
-    async with running_fixture() as fixture_url, running_gateway(
-        [{"name": "conformance", "prefix": "", "url": fixture_url}], tmp_path, serve_discover=True
+    servers = [{"name": "conformance", "prefix": ""}, {"name": "conformance-2026", "prefix": MODERN_PREFIX}]
+    async with running_fixture() as fixture_url, running_fixture(modern=True) as modern_url, running_gateway(
+        [{**servers[0], "url": fixture_url}, {**servers[1], "url": modern_url}], tmp_path, serve_discover=True
     ) as gateway:
         run = await run_requirements(gateway.url, expected_failures=BASELINE)
 

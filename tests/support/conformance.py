@@ -283,9 +283,10 @@ def _read_results(out_dir: Path) -> dict[str, ScenarioResult]:
 
 
 @asynccontextmanager
-async def running_fixture(transport: str = "http") -> AsyncIterator[str]:
+async def running_fixture(transport: str = "http", *, modern: bool = False) -> AsyncIterator[str]:
     """Start our conformance fixture server as its own process; yield its URL
-    (`http://…/mcp`, or `ws://…/mcp` for transport "websocket").
+    (`http://…/mcp`, or `ws://…/mcp` for transport "websocket"). `modern`: the stateless
+    2026-07-28 fixture of samples/conformance_2026.py instead (http only).
 
     It picks a free port itself and prints the URL as its only stdout line, so there is no
     probe-then-bind race. Its log (stderr) goes to a temporary file, shown if it fails to start.
@@ -300,6 +301,7 @@ async def running_fixture(transport: str = "http") -> AsyncIterator[str]:
                 "0",
                 "--transport",
                 transport,
+                *(["--modern"] if modern else []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import io
 import itertools
 import json
@@ -48,6 +49,8 @@ from mcp.types import JSONRPCMessage
 from pydantic import ValidationError
 from starlette.types import ASGIApp
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+from mcp_gateway.samples.conformance_2026 import add_to_fixture, build_modern_fixture
 
 FIXTURE_NAME = "mcp-gateway-conformance-fixture"
 WATCHED_RESOURCE = "test://watched-resource"
@@ -178,6 +181,7 @@ def build_fixture() -> MCPServer:
     _add_prompts(server)
     _add_resources(server, state)
     _add_handshake_era_handlers(server, state)
+    add_to_fixture(server)  # what the 2026-07-28 scenarios add (conformance_2026.py)
     return server
 
 
@@ -570,8 +574,11 @@ def _add_handshake_era_handlers(server: MCPServer, state: _FixtureState) -> None
     )
 
 
-def fixture_app(server: MCPServer | None = None, *, host: str = "127.0.0.1") -> ASGIApp:
-    """The fixture's Streamable HTTP ASGI app at `/mcp`, with Host/Origin checks for loopback.
+def fixture_app(
+    server: MCPServer | None = None, *, host: str = "127.0.0.1", stateless: bool = False
+) -> ASGIApp:
+    """The fixture's Streamable HTTP ASGI app at `/mcp`, with Host/Origin checks for loopback
+    (`stateless`: the SDK's stateless mode, no sessions, as the modern fixture is served).
 
     When Envoy routes a call here under a configured `hostname`, it writes that name into
     :authority; list such names (comma separated, `name:*` for any port) in the same environment
@@ -593,6 +600,7 @@ def fixture_app(server: MCPServer | None = None, *, host: str = "127.0.0.1") -> 
     )
     return server.streamable_http_app(
         host=host,
+        stateless_http=stateless,
         transport_security=security,
         event_store=MemoryEventStore(),
         retry_interval=SSE_RETRY_MS,
@@ -603,15 +611,21 @@ async def serve_fixture(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
+    modern: bool = False,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the fixture on Trio until cancelled; `task_status.started(bound_port)`."""
+    """Serve the fixture (`modern`: the modern one, stateless) on Trio until cancelled;
+    `task_status.started(bound_port)`."""
     config = HypercornConfig()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 1.0
-    app = fixture_app(host=host)
+    app = (
+        fixture_app(build_modern_fixture(), host=host, stateless=True)
+        if modern
+        else fixture_app(host=host)
+    )
     async with trio.open_nursery() as nursery:
         # hypercorn reports the URLs it bound once it is listening.
         bound: list[str] = await nursery.start(hypercorn_serve, app, config)
@@ -685,8 +699,11 @@ async def _bridge(lowlevel: Any, connection: WebSocketConnection) -> None:
         nursery.cancel_scope.cancel()
 
 
-def run_fixture(host: str = "127.0.0.1", port: int = 0, transport: str = "http") -> int:
-    """Blocking entry point (the `python -m` form and `sample-server conformance`).
+def run_fixture(
+    host: str = "127.0.0.1", port: int = 0, transport: str = "http", *, modern: bool = False
+) -> int:
+    """Blocking entry point (the `python -m` form and `sample-server conformance`); `modern`
+    serves the modern fixture of conformance_2026.py (stateless, http only) instead.
 
     `http` (Streamable HTTP at /mcp) and `websocket` print `... listening on URL` as their only
     stdout line once bound, and stop on SIGINT or SIGTERM. `stdio` speaks MCP on stdin/stdout
@@ -696,7 +713,7 @@ def run_fixture(host: str = "127.0.0.1", port: int = 0, transport: str = "http")
         build_fixture().run("stdio")
         return 0
     service, url = (
-        (serve_fixture, "http://{host}:{port}/mcp")
+        (functools.partial(serve_fixture, modern=modern), "http://{host}:{port}/mcp")
         if transport == "http"
         else (serve_fixture_websocket, "ws://{host}:{port}/mcp")
     )
@@ -720,8 +737,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
     parser.add_argument("--transport", choices=("http", "stdio", "websocket"), default="http")
+    parser.add_argument("--modern", action="store_true", help="the stateless 2026-07-28 fixture")
     args = parser.parse_args(argv)
-    return run_fixture(args.host, args.port, args.transport)
+    return run_fixture(args.host, args.port, args.transport, modern=args.modern)
 
 
 if __name__ == "__main__":

@@ -427,6 +427,7 @@ local function apply_modern(handle, headers, body, text, call, decision, virtual
   local mirrored_method, mirrored_name = headers:get("mcp-method"), headers:get("mcp-name")
   local entry = {
     number = number, kind = decision.kind, server = decision.server, id = call.id,
+    on_session = decision.backend ~= "",
     gateway_id = gateway_id, binding = decision.binding, body = text,
     path = headers:get(":path"), authority = headers:get(":authority"),
     virtual = virtual or "", origin = origin or "", timeout = decision.timeout,
@@ -948,7 +949,7 @@ local function modern_answer(handle, mark)
     handle:headers():remove(SESSION)
     return
   end
-  if headers:get(":status") == "404" and call.kind == "legacy" then
+  if headers:get(":status") == "404" and call.on_session then
     -- The shared backend session is gone upstream (a restart, the reaper): every modern
     -- decision holds it. The call again through the router, which opens a new one.
     forget_session(MODERN)

@@ -63,7 +63,8 @@ def test_the_capability_each_input_request_needs() -> None:
 
 
 async def test_a_held_call_asks_takes_the_answer_and_delivers_the_result() -> None:
-    held = HeldCall("key", "sealed-token", first_progress_token=None)
+    tokens = iter(["sealed-token-1", "sealed-token-2"])
+    held = HeldCall("key", lambda: next(tokens), first_progress_token=None)
     delivered: list[dict[str, Any]] = []
 
     async def upstream_answer(message: dict[str, Any]) -> None:
@@ -79,7 +80,7 @@ async def test_a_held_call_asks_takes_the_answer_and_delivers_the_result() -> No
         round_one = json.loads(await held.outcome(None, first))
     assert round_one["id"] == 1
     result = round_one["result"]
-    assert result["resultType"] == "input_required" and result["requestState"] == "sealed-token"
+    assert result["resultType"] == "input_required" and result["requestState"] == "sealed-token-1"
     (key, request), = result["inputRequests"].items()
     assert request == ELICIT
 
@@ -101,7 +102,8 @@ async def test_a_held_call_asks_takes_the_answer_and_delivers_the_result() -> No
 
 
 async def test_a_held_call_that_ended_unanswered_is_expired_and_ping_is_answered() -> None:
-    held = HeldCall("key", "sealed-token", first_progress_token=None)
+    tokens = iter(["sealed-token-1", "sealed-token-2"])
+    held = HeldCall("key", lambda: next(tokens), first_progress_token=None)
     answers: list[dict[str, Any]] = []
 
     async def upstream_answer(message: dict[str, Any]) -> None:
@@ -115,3 +117,26 @@ async def test_a_held_call_that_ended_unanswered_is_expired_and_ping_is_answered
     with pytest.raises(ProtocolError) as refused:
         await held.outcome(None, Request(3, "tools/call", {"name": "l_greet"}))
     assert refused.value.code == -32602 and refused.value.id == 3 and refused.value.http_status == 400
+
+
+async def test_each_round_of_a_held_call_gets_a_state_of_its_own() -> None:
+    """A legacy upstream that asks twice: the client's second round carries a new requestState
+    (a fresh seal, as a server gives a new state per round), naming the same held call."""
+    tokens = iter(["sealed-token-1", "sealed-token-2"])
+    held = HeldCall("key", lambda: next(tokens), first_progress_token=None)
+
+    async def upstream_answer(message: dict[str, Any]) -> None:
+        await held.ask({"jsonrpc": "2.0", "id": 43, **ELICIT}, ignore)
+
+    async def ignore(message: dict[str, Any]) -> None:
+        del message
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(held.ask, {"jsonrpc": "2.0", "id": 42, **ELICIT}, upstream_answer)
+        first = json.loads(await held.outcome(None, Request(1, "tools/call", {"name": "l_greet"})))["result"]
+        (key,) = first["inputRequests"]
+        second = json.loads(await held.resume({key: {"action": "accept"}}, None, Request(2, "tools/call", {})))
+        nursery.cancel_scope.cancel()
+    assert first["requestState"] == "sealed-token-1"
+    assert second["result"]["resultType"] == "input_required"
+    assert second["result"]["requestState"] == "sealed-token-2"

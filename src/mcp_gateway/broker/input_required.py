@@ -34,6 +34,7 @@ import json
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
@@ -126,9 +127,11 @@ class _Ask:
 class HeldCall:
     """A legacy upstream's call held between a modern client's rounds."""
 
-    def __init__(self, key: str, token: str, first_progress_token: Any) -> None:
+    def __init__(self, key: str, seal: Callable[[], str], first_progress_token: Any) -> None:
         self.key = key
-        self.token = token  # the sealed requestState naming this call
+        # Seals a requestState naming this call: a new token each round (a fresh nonce), as a
+        # server gives a new state per round; every one of them names the same held call.
+        self._seal = seal
         self._first_token = first_progress_token
         self._asks: dict[str, _Ask] = {}
         self._ask_ids = itertools.count(1)
@@ -204,7 +207,7 @@ class HeldCall:
                     raise expired(request.id)
                 if self._asks:
                     pending = {key: ask.request for key, ask in self._asks.items()}
-                    result = {"resultType": INPUT_REQUIRED, "inputRequests": pending, "requestState": self.token}
+                    result = {"resultType": INPUT_REQUIRED, "inputRequests": pending, "requestState": self._seal()}
                     return result_response(request.id, result)
                 self._changed = trio.Event()
                 await self._changed.wait()
@@ -297,7 +300,9 @@ class InputRequired:
 
     def _hold(self, binding: RequestBinding, first_progress_token: Any) -> HeldCall:
         key = secrets.token_urlsafe(16)
-        held = HeldCall(key, self.core.request_state.seal(binding, key, kind="continuation"), first_progress_token)
+        held = HeldCall(
+            key, partial(self.core.request_state.seal, binding, key, kind="continuation"), first_progress_token
+        )
         self._held[key] = held
         return held
 

@@ -11,6 +11,7 @@ from mcp_gateway.protocol import (
     ParamHeader,
     check_param_headers,
     encode_header_value,
+    mirror_param_headers,
     param_headers,
 )
 
@@ -133,3 +134,28 @@ def test_what_a_conforming_client_sends_always_passes(
         "Mcp-Param-Dry-Run": encode_header_value("true" if dry else "false"),
     }
     assert check_param_headers(headers, arguments, DECLARED, 1) is None
+
+
+def test_mirrored_headers_are_what_the_check_accepts() -> None:
+    mirrored = mirror_param_headers(ARGUMENTS, DECLARED)
+    assert mirrored == {"mcp-param-region": "us-west1", "mcp-param-priority": "42", "mcp-param-dry-run": "false"}
+    assert check_param_headers(mirrored, ARGUMENTS, DECLARED, 1) is None
+    # Absent or null values get no header; nor does a value with no header form.
+    assert mirror_param_headers({"query": "q", "options": {"priority": None}}, DECLARED) == {}
+    assert mirror_param_headers(None, DECLARED) == {}
+    assert mirror_param_headers({"region": {"a": 1}, "options": [1]}, DECLARED) == {}
+    # Not plain-safe: the base64 form; a wrong type as it is (the server's schema check names it).
+    assert mirror_param_headers({"region": " padded"}, DECLARED) == {"mcp-param-region": "=?base64?IHBhZGRlZA==?="}
+    assert mirror_param_headers({"region": 7}, DECLARED) == {"mcp-param-region": "7"}
+
+
+@given(
+    st.text(st.characters(blacklist_categories=["Cs"]), max_size=30),
+    st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1),
+    st.booleans(),
+)
+def test_mirrored_headers_always_pass_the_check(region: str, priority: int, dry: bool) -> None:
+    arguments = {"region": region, "options": {"priority": priority, "dry": dry}}
+    mirrored = mirror_param_headers(arguments, DECLARED)
+    assert len(mirrored) == 3
+    assert check_param_headers(mirrored, arguments, DECLARED, 1) is None

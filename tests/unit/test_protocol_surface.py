@@ -36,6 +36,8 @@ EXPECTED_PUBLIC = {
     "ParamHeader",
     "param_headers",
     "check_param_headers",
+    "mirror_param_headers",
+    "PARAM_HEADER_PREFIX",
     "COMPLETION_METHOD",
     "CompletionRef",
     "completion_ref",

@@ -37,8 +37,10 @@ from mcp_gateway.protocol._names import is_valid_prefix as is_valid_prefix
 from mcp_gateway.protocol._names import is_valid_tool_name as is_valid_tool_name
 from mcp_gateway.protocol._names import strip_prefix as strip_prefix
 from mcp_gateway.protocol._origin import origin_allowed as origin_allowed
+from mcp_gateway.protocol._params import PARAM_HEADER_PREFIX as PARAM_HEADER_PREFIX
 from mcp_gateway.protocol._params import ParamHeader as ParamHeader
 from mcp_gateway.protocol._params import check_param_headers as check_param_headers
+from mcp_gateway.protocol._params import mirror_param_headers as mirror_param_headers
 from mcp_gateway.protocol._params import param_headers as param_headers
 from mcp_gateway.protocol._parse import parse_message as parse_message
 from mcp_gateway.protocol._peek import Peek as Peek

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcp_gateway.protocol._errors import ErrorCode, ProtocolError
-from mcp_gateway.protocol._headers import decode_header_value
+from mcp_gateway.protocol._headers import decode_header_value, encode_header_value
 from mcp_gateway.protocol._messages import RequestId
 
 _ANNOTATION = "x-mcp-header"
+# Lowercase, as header names compare (and as Envoy's header mutations need them).
+PARAM_HEADER_PREFIX = "mcp-param-"
 # RFC 9110 token: 1*tchar.
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z\-]+")
 _PRIMITIVE_TYPES = frozenset({"string", "integer", "boolean"})
@@ -114,6 +116,28 @@ def check_param_headers(
                 f"Mcp-Param-{param.name} header does not match the argument", request_id
             )
     return None
+
+
+def mirror_param_headers(
+    arguments: Mapping[str, Any] | None, declared: tuple[ParamHeader, ...]
+) -> dict[str, str]:
+    """The Mcp-Param-* headers a client sends with a tools/call of these arguments (names
+    lowercase): each declared argument that has a value, booleans as "true"/"false", numbers
+    in decimal, strings plain when safe, else in the base64 form. An absent or null argument,
+    or one with no header form (an object, an array), gets no header, as in the SDK client;
+    a value of the wrong type is mirrored as it is, so that the server's answer is about the
+    argument's type (its schema check), not about a header the client left out."""
+    headers: dict[str, str] = {}
+    for param in declared:
+        value = _value_at(arguments or {}, param.path)
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str | int | float):
+            text = str(value)
+        else:
+            continue
+        headers[PARAM_HEADER_PREFIX + param.name.lower()] = encode_header_value(text)
+    return headers
 
 
 def _value_at(arguments: Mapping[str, Any], path: tuple[str, ...]) -> Any:

@@ -353,12 +353,12 @@ def register(
         subject = principal.subject if principal is not None else ""  # binds a requestState
 
         async def answer(emit: Callable[[bytes], Any] | None) -> bytes:
-            return await modern.handle(message, envelope, emit, virtual=virtual, allowed=allowed, principal=subject)
+            return await modern.handle(message, envelope, emit, virtual=virtual, allowed=allowed, principal=subject, headers=headers)
 
         try:
             if SSE in acceptable and (_wants_progress(message) or JSON not in acceptable):
                 # Checked before the stream commits to 200: a -32021 is a 400 like the others.
-                modern.check_capability(message, envelope, virtual, subject)
+                modern.check_capability(message, envelope, virtual, subject, headers)
                 return _streamed_answer(answer, method, started)
             body_out = await answer(None)
         except ProtocolError as error:

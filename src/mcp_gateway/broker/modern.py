@@ -15,7 +15,7 @@ client capabilities in `params._meta` (validated by protocol.read_modern_envelop
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,7 +23,7 @@ from mcp_gateway import __version__
 from mcp_gateway.broker.client_session import ClientSession
 from mcp_gateway.broker.core import LIST_METHODS, ROUTED_METHODS, BrokerCore, Emit
 from mcp_gateway.broker.input_required import InputRequired
-from mcp_gateway.config import VirtualServer
+from mcp_gateway.config import ServerConfig, VirtualServer
 from mcp_gateway.protocol import (
     CLIENT_CAPABILITIES_META,
     CLIENT_INFO_META,
@@ -34,6 +34,7 @@ from mcp_gateway.protocol import (
     ModernEnvelope,
     ProtocolError,
     Request,
+    check_param_headers,
     error_response,
     missing_capability,
     result_response,
@@ -48,6 +49,8 @@ from mcp_gateway.upstream.catalog import (
     client_features,
     declared_capabilities,
 )
+from mcp_gateway.upstream.modern import mode_of
+from mcp_gateway.upstream.tool_params import declared_params
 
 DISCOVER = "server/discover"
 # Modern first (what a modern client picks), then the revisions served through initialize.
@@ -130,10 +133,13 @@ class ModernRequests:
         virtual: VirtualServer | None,
         allowed: Callable[[str], bool] | None,
         principal: str = "",
+        headers: Mapping[str, str] | None = None,
     ) -> bytes:
         """Answer one modern request (its envelope already validated). Raises ProtocolError for
-        -32021 and for a requestState that does not open for this request and `principal` (the
-        caller's subject under inbound auth); answers anything else as a JSON-RPC body."""
+        -32021, for a requestState that does not open for this request and `principal` (the
+        caller's subject under inbound auth), and for `Mcp-Param-*` `headers` (the request's,
+        names lowercase) that disagree with its arguments; answers anything else as a JSON-RPC
+        body."""
         core = self.core
         method = request.method
         features = client_features(envelope.client_capabilities)
@@ -150,7 +156,7 @@ class ModernRequests:
         routed = ROUTED_METHODS.get(method)
         if routed is None and method != "completion/complete":
             return error_response(request.id, ErrorCode.METHOD_NOT_FOUND, f"Method not found: {method}")
-        self.check_capability(request, envelope, virtual, principal)
+        self.check_capability(request, envelope, virtual, principal, headers)
         # One shared session per declared feature set: what changes an upstream's lists, and
         # what a legacy upstream may ask during a call (its backend session declares it).
         session = await self.shared_session(features)
@@ -165,12 +171,18 @@ class ModernRequests:
         return with_result_type(answer, cacheable=method == "resources/read")
 
     def check_capability(
-        self, request: Request, envelope: ModernEnvelope, virtual: VirtualServer | None, principal: str = ""
+        self,
+        request: Request,
+        envelope: ModernEnvelope,
+        virtual: VirtualServer | None,
+        principal: str = "",
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         """-32021 for a tool or prompt that exists only for clients declaring a capability
         this request did not (an upstream's capability variant): it is not unknown, the
         client can have it by declaring that capability. -32602 for a requestState that does
-        not open for this request (checked here too, before an SSE answer commits to 200)."""
+        not open for this request. -32020 for `Mcp-Param-*` headers that disagree with the
+        arguments (`param_mismatch`). Checked here too, before an SSE answer commits to 200."""
         state_binding = self.input_required.binding(
             request, virtual, client_features(envelope.client_capabilities), principal
         )
@@ -183,7 +195,10 @@ class ModernRequests:
         features = client_features(envelope.client_capabilities)
         if not isinstance(name, str):
             return
-        if core._owner(kind, name, virtual, features) is not None:
+        owner = core._owner(kind, name, virtual, features)
+        if owner is not None:
+            if request.method == "tools/call":
+                param_mismatch(request, *owner, headers or {})
             return
         for feature in sorted(core._relevant - features):
             if core._owner(kind, name, virtual, features | {feature}) is not None:
@@ -195,6 +210,21 @@ class ModernRequests:
             self.core.store, features, declared_capabilities(features), settings.ttl_seconds
         )
         return ClientSession("", sid, BACKEND_PROTOCOL_VERSION)
+
+
+def param_mismatch(request: Request, server: ServerConfig, tool: str, headers: Mapping[str, str]) -> None:
+    """A modern client's call to a modern upstream's tool that declares `x-mcp-header`
+    parameters: its Mcp-Param-* headers must agree with its arguments (-32020, 400, raised).
+    The gateway checks them before anything goes out (the upstream would refuse them too, but
+    a bad call is the client's to hear about, not the upstream's to receive); the upstream then
+    gets them mirrored from the arguments (upstream/client.py), equal to what was checked."""
+    mode = mode_of(server) if server.transport == "http" else None
+    declared = declared_params(server.name, tool) if mode is not None and mode.modern else ()
+    if declared:
+        arguments = (request.params or {}).get("arguments")
+        error = check_param_headers(headers, arguments if isinstance(arguments, dict) else None, declared, request.id)
+        if error is not None:
+            raise error
 
 
 def with_cache_hints(answer: bytes, ttl_ms: int, scope: CacheScope) -> bytes:

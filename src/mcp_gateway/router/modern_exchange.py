@@ -70,7 +70,7 @@ from mcp_gateway.router.modern_clients import (
     new_gateway_id,
     sealed_input_required,
 )
-from mcp_gateway.router.modern_upstreams import VERSION_HEADER, to_modern_upstream
+from mcp_gateway.router.modern_upstreams import VERSION_HEADER, param_mismatch, to_modern_upstream
 from mcp_gateway.router.relay import EVENT_STREAM
 from mcp_gateway.sessions.modern import BACKEND_PROTOCOL_VERSION
 from mcp_gateway.sessions.request_state import RequestBinding
@@ -127,6 +127,8 @@ class ModernCalls:
         if credential.value != need.upstream.authorization:
             need = replace(need, upstream=replace(need.upstream, authorization=credential.value))
         if mode is not None and mode.modern:
+            if (refused := param_mismatch(self.headers, need)) is not None:
+                return immediate(refused)
             binding = RequestBinding(
                 server, need.method, need.exposed_name, principal.subject if principal is not None else ""
             )

@@ -55,6 +55,7 @@ from mcp_gateway.upstream.rpc import (
     RequestShortcuts,
     result_of,
 )
+from mcp_gateway.upstream.tool_params import call_param_headers
 
 _log = get_logger("mcp_gateway.upstream")
 
@@ -371,6 +372,8 @@ class HttpUpstreamClient(RequestShortcuts):
         if self.modern and message is not None and isinstance(message.get("method"), str):
             params = message.get("params")
             headers.update(mirrored_headers(message["method"], params if isinstance(params, dict) else None))
+            if message["method"] == "tools/call" and isinstance(params, dict):
+                headers.update(call_param_headers(self.server.name, params))
         if self.session_id is not None:
             headers["mcp-session-id"] = self.session_id
         if self.protocol_version is not None:

@@ -43,6 +43,7 @@ from mcp_gateway.upstream.rpc import UpstreamClient
 from mcp_gateway.upstream.status import UpstreamState as UpstreamState
 from mcp_gateway.upstream.status import UpstreamStatus as UpstreamStatus
 from mcp_gateway.upstream.status import VariantsState as VariantsState
+from mcp_gateway.upstream.tool_params import record_tool_params
 from mcp_gateway.upstream.variants import CapabilityVariants
 
 log = get_logger("mcp_gateway.upstream")
@@ -325,6 +326,8 @@ class _Upstream(CapabilityVariants):
         items, rejected = await self._list(client, kinds)
         changed = items != self.catalog.items
         self.catalog = ServerCatalog(items, tuple(rejected), self.catalog.variants)
+        if changed:
+            record_tool_params(self.server.name, self.catalog)
         self.last_refresh = time.time()
         self.failures = 0
         if rejected:

@@ -32,6 +32,7 @@ from mcp_gateway.upstream.catalog import (
 from mcp_gateway.upstream.clients import ClientFactory
 from mcp_gateway.upstream.rpc import UpstreamClient
 from mcp_gateway.upstream.status import VariantsState
+from mcp_gateway.upstream.tool_params import record_tool_params
 
 JsonObject = dict[str, Any]
 Refresh = Callable[[UpstreamClient, tuple[ListKind, ...]], Awaitable[None]]
@@ -208,6 +209,7 @@ class CapabilityVariants:
         if variants == self.catalog.variants:
             return
         self.catalog = ServerCatalog(self.catalog.items, self.catalog.rejected, variants)
+        record_tool_params(self.server.name, self.catalog)
         if self.serving:
             self.on_change()
 

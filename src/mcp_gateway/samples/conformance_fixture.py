@@ -559,7 +559,12 @@ def _add_handshake_era_handlers(server: MCPServer, state: _FixtureState) -> None
 
     async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
         subscribers = state.subscribers.setdefault(str(params.uri), weakref.WeakSet())
-        subscribers.add(_connection_of(ctx.session))
+        connection = _connection_of(ctx.session)
+        if connection not in subscribers:
+            # Gone when the session ends (DELETE, or the link closing), not whenever the garbage
+            # collector gets to the connection: a test counting subscribers sees the end at once.
+            connection.exit_stack.callback(subscribers.discard, connection)
+        subscribers.add(connection)
         return types.EmptyResult()
 
     async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:

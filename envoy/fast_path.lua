@@ -461,10 +461,17 @@ local function apply_modern(handle, headers, body, text, call, decision, virtual
   end
   handle:clearRouteCache()
   pending[number % PENDING] = entry
-  -- Not the `call` mark of a session's fast call: nothing cancels a modern call upstream when
-  -- its client leaves (as on the router's path); this finds the entry above, and the id. In the
-  -- namespace the answer reads first: one metadata read (a table built anew) per answer.
-  handle:streamInfo():dynamicMetadata():set("mcp_gateway", "modern", number .. "\n" .. call.id)
+  local metadata = handle:streamInfo():dynamicMetadata()
+  if gateway_id and decision.mark ~= "" then
+    -- On the shared backend session: the access logger reports this mark if the client leaves
+    -- mid-call, and the router cancels the call there under the id the upstream saw (a session
+    -- mark and the gateway's id, as router/accesslog.py reads a fast call's). A modern
+    -- upstream's call needs none: Envoy resetting its request is the revision's cancellation.
+    metadata:set("mcp_gateway", "call", decision.mark .. "\n" .. gateway_id)
+  end
+  -- This finds the entry above, and the client's id. In the namespace the answer reads first:
+  -- one metadata read (a table built anew) per answer.
+  metadata:set("mcp_gateway", "modern", number .. "\n" .. call.id)
 end
 
 function envoy_on_request(handle)

@@ -22,7 +22,8 @@ A modern client's routed call reaches one of two kinds of upstream:
   backend session of its own, whose GET stream is the call's too (held_sessions.py: an
   upstream may ask there, and keeps per session what one client told it). Held calls are bounded in number
   (`MAX_HELD`) and time (`request_state_ttl_seconds`, and the upstream's `timeoutSeconds` as
-  for any forwarded call); one that expires is cancelled, which cancels its upstream request.
+  for any forwarded call); one that expires, or whose client closes a round's response before
+  its outcome, is cancelled, which cancels its upstream request.
   A retry must reach the process that holds the call: elsewhere it is -32602 (docs/broker.md).
 """
 
@@ -142,6 +143,9 @@ class HeldCall:
         self._emit: Emit | None = None
         self._progress_token: Any = None
         self._waiting = False
+        # The upstream call's scope (entered by its task): cancelled when the client leaves
+        # before a round's outcome (`outcome`).
+        self.scope = trio.CancelScope()
 
     # -- the upstream's side (the held call's task) -------------------------------------------
 
@@ -211,6 +215,12 @@ class HeldCall:
                     return result_response(request.id, result)
                 self._changed = trio.Event()
                 await self._changed.wait()
+        except trio.Cancelled:
+            # The client closed this round's response before its outcome: nobody will retry,
+            # so the upstream call is cancelled now, not at its TTL. A call whose outcome was
+            # an InputRequiredResult is not: it awaits the client's retry (until its TTL).
+            self.scope.cancel()
+            raise
         finally:
             self._waiting, self._emit = False, None
 
@@ -312,14 +322,16 @@ class InputRequired:
         ttl = self.core.config.gateway.sessions.request_state_ttl_seconds
         answer: bytes | None = None
         try:
-            with trio.move_on_after(ttl):
+            with held.scope, trio.move_on_after(ttl):
                 answer = await run(held.ask)
                 held.finish(answer)
                 await held.delivered.wait()
         finally:
             del self._held[held.key]
             held.finish(answer)
-        if answer is None:
+        if answer is None and held.scope.cancel_called:
+            log.info("client left before the held call's outcome: cancelled upstream", call=held.key[:8])
+        elif answer is None:
             log.info("held call expired before the client's retry: cancelled upstream", call=held.key[:8])
 
     def __len__(self) -> int:

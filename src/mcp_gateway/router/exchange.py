@@ -168,7 +168,9 @@ class Router:
 class Exchange(ModernCalls):
     """One HTTP request's ext_proc conversation."""
 
-    __slots__ = ("answer_began", "backend_id", "extend", "headers", "need", "rewrite", "router", "tagger")
+    __slots__ = (
+        "answer_began", "backend_id", "extend", "headers", "need", "rewrite", "router", "tagger", "upstream_id"
+    )
 
     def __init__(self, router: Router, extend: Callable[[float], Awaitable[None]]) -> None:
         self.router = router
@@ -184,12 +186,22 @@ class Exchange(ModernCalls):
         self.answer_began = False
         # Set for a call whose answer's messages are rewritten (router/modern_clients.py).
         self.rewrite: Rewrite | None = None
+        # The id the upstream saw when it is not the client's (a modern client's call on the
+        # shared backend session): what a cancellation must name.
+        self.upstream_id: str | None = None
 
     async def abandoned(self) -> None:
         """Envoy ended our stream before the routed call's answer began: its client left
-        while the answer was pending (a JSON answer, or an SSE one whose headers had not come)."""
+        while the answer was pending (a JSON answer, or an SSE one whose headers had not come).
+        A modern client's answer streams through us whole, so for it this is any time before
+        the answer's end (`_modern_abandoned`)."""
         need, backend_id = self.need, self.backend_id
-        if need is None or need.follow_up or need.modern or backend_id is None or self.answer_began:
+        if need is None or need.follow_up or backend_id is None:
+            return
+        if need.modern:
+            await self._modern_abandoned(need, backend_id)
+            return
+        if self.answer_began:
             return
         self.router.in_flight.finished(need.claims.session_id, need.request_id)
         await trio_asyncio.trio_as_aio(self.router.backends.cancel_abandoned)(need, backend_id)

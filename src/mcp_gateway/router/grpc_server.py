@@ -88,7 +88,9 @@ def _last_reply(
     if reply.HasField("immediate_response"):
         return True
     if request.HasField("response_headers"):
-        return exchange.tagger is None  # else the body streams through us (mode_override)
+        # Else the body streams through us (mode_override), unless there is none: Envoy then
+        # ends the stream, which is not a client leaving (`Exchange.abandoned`).
+        return exchange.tagger is None or request.response_headers.end_of_stream
     if request.HasField("response_body"):
         return bool(request.response_body.end_of_stream)
     return request.HasField("request_body") and exchange.need is None

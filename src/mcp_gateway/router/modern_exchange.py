@@ -92,6 +92,7 @@ class ModernCalls:
     backend_id: str | None
     rewrite: Rewrite | None
     tagger: SseIdTagger | None
+    upstream_id: str | None
     extend: Callable[[float], Awaitable[None]]
 
     def _timeout_of(self, need: NeedsBackend) -> float:
@@ -138,6 +139,7 @@ class ModernCalls:
         else:
             gateway_id = new_gateway_id()
             self.rewrite = legacy_answer(gateway_id, need.request_id)
+            self.upstream_id = gateway_id  # what a cancellation names (`_modern_abandoned`)
             need = replace(need, body=for_legacy_upstream(need.body, gateway_id))
             version = mode.protocol_version if mode is not None else BACKEND_PROTOCOL_VERSION
             mutations = _with_version(forward(need, backend_id), version)
@@ -168,6 +170,12 @@ class ModernCalls:
             return
         upstream = need.upstream
         modern = mode is not None and mode.modern
+        version = mode.protocol_version if mode is not None else BACKEND_PROTOCOL_VERSION
+        # A legacy upstream's fast call on the shared session is cancelled there if its client
+        # leaves (the access log reports the mark, the Lua filter appends the gateway's id); a
+        # modern upstream takes the request's reset as its cancellation, a stateless legacy one
+        # has no session to cancel in. Sealed once per decision, not per call.
+        mark = self.router.marks.seal_session(upstream.server, need.claims.session_id, version) if backend_id and not modern else ""
         binding = ""
         if modern:
             subject = principal.subject if principal is not None else ""
@@ -180,12 +188,12 @@ class ModernCalls:
             authority=upstream.authority,
             path=upstream.path,
             authorization=upstream.authorization or "",
-            mark="",  # no cancellation upstream when a modern client leaves (as on this path)
+            mark=mark,
             lifetime_ms=lifetime,
             replay_timeout_ms=int(2 * self._timeout_of(need) * 1000),
             not_after_ms=not_after_ms,
             kind="modern" if modern else "legacy",
-            version=mode.protocol_version if mode is not None else BACKEND_PROTOCOL_VERSION,
+            version=version,
             name_header=encode_header_value(need.routed_name),
             binding=binding,
             # The gateway's ids on the shared session are "mcpgw-fast:<nonce>:<n>", n counting
@@ -210,6 +218,19 @@ class ModernCalls:
 
     async def _credential(self, need: NeedsBackend, snapshot: Snapshot) -> Credential | None:
         raise NotImplementedError
+
+    async def _modern_abandoned(self, need: NeedsBackend, backend_id: str) -> None:
+        """Envoy ended our stream before the answer's end (it streams through us whole): the
+        client left. A legacy upstream gets `notifications/cancelled` on the shared backend
+        session, naming the gateway's id it saw, at that session's revision. A modern upstream
+        has no backend session: Envoy resetting its request is the revision's cancellation."""
+        if self.upstream_id is None:
+            return
+        mode = self.router.backends.mode_of(need)
+        version = mode.protocol_version if mode is not None else BACKEND_PROTOCOL_VERSION
+        claims = replace(need.claims, protocol_version=version)
+        cancel = replace(need, request_id=self.upstream_id, claims=claims)
+        await trio_asyncio.trio_as_aio(self.router.backends.cancel_abandoned)(cancel, backend_id)
 
     def _modern_response(
         self, answer: Answer, need: NeedsBackend, headers: Mapping[str, str], backend_id: str | None

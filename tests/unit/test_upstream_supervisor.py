@@ -223,3 +223,25 @@ async def test_a_crashing_client_fails_its_upstream_only(
         assert status is not None and status.state is UpstreamState.FAILED
         assert status.reason == "internal error: KeyError"
         nursery.cancel_scope.cancel()
+
+
+async def test_a_failed_upstream_stays_failed_while_it_is_retried_until_an_attempt_succeeds(
+    upstreams: dict[str, FakeUpstream], autojump_clock: trio.abc.Clock
+) -> None:
+    """/status and the state gauge do not flap between failed and connecting at every retry:
+    after the first failure, a retry that hangs (5 s each) still shows failed, with the reason."""
+    upstreams["a"].mode = "hang"
+    supervisor = supervisor_for(config("a"), upstreams)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        [first] = supervisor.status()
+        assert first.state is UpstreamState.CONNECTING  # the first attempt
+        await trio.sleep(8)  # the first attempt failed at 5 s; the second runs until ~10.5 s
+        [retrying] = supervisor.status()
+        assert retrying.consecutive_failures == 1  # the second attempt is under way
+        assert retrying.state is UpstreamState.FAILED and retrying.reason == "no answer within 5s"
+        upstreams["a"].mode = "up"
+        await trio.sleep(20)
+        [back] = supervisor.status()
+        assert back.state is UpstreamState.READY
+        nursery.cancel_scope.cancel()

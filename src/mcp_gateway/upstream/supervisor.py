@@ -165,7 +165,11 @@ class _Upstream(CapabilityVariants):
                 if self.server.transport == "http":
                     self.http = new_http_client(self.server)
                 while True:
-                    self._publish(UpstreamState.CONNECTING, self.reason, keep_items=False)
+                    if self.state is not UpstreamState.FAILED:
+                        # A retry after a failure stays `failed` (with its reason) until an
+                        # attempt succeeds: /status and the state gauge do not flap between
+                        # failed and connecting at every retry of a dead upstream.
+                        self._publish(UpstreamState.CONNECTING, self.reason, keep_items=False)
                     try:
                         await self._session(backoff)
                         reason = "session ended"

@@ -5,15 +5,18 @@ session, answers `server/discover` at MCP 2026-07-28 and tells list changes only
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
 import trio
+from mcp.server.caching import CacheHint
 from mcp.server.mcpserver import Context, MCPServer
 
 from tests.support.routing import sdk_app, serve_asgi
 
 
-def modern_server(name: str) -> MCPServer:
-    server = MCPServer(name, version="2.0.0")
+def modern_server(name: str, cache_hints: Mapping[Any, CacheHint] | None = None) -> MCPServer:
+    server = MCPServer(name, version="2.0.0", cache_hints=cache_hints)
 
     @server.tool(description="Add two integers.")
     def add(a: int, b: int) -> int:

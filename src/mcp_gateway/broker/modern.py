@@ -104,7 +104,7 @@ class ModernRequests:
                 capabilities.setdefault(kind.capability, {})
         # Whatever upstreams serve, the gateway answers these (empty lists at worst).
         capabilities.setdefault("tools", {})
-        ttl, scope = cache_hints(self._upstream_hints(), per_principal=False)
+        ttl, scope = cache_hints(self._upstream_hints([k.kind for k in KINDS]), per_principal=False)
         server_info = {"name": "mcp-gateway", "version": __version__}
         result = {
             "resultType": "complete",
@@ -120,9 +120,18 @@ class ModernRequests:
         }
         return result_response(request.id, result)
 
-    def _upstream_hints(self) -> list[CacheHint]:
-        # Upstreams that open with initialize give no cache hints: one empty hint each.
-        return [CacheHint() for _ in self.core.supervisor.catalog()]
+    def _upstream_hints(self, kinds: Iterable[str]) -> list[CacheHint]:
+        """What each serving upstream's last listing of `kinds` said about caching it: a
+        2026-07-28 upstream's ttlMs/cacheScope; nothing (an empty hint, hence ttl 0) from one
+        that opens with initialize, whose list can change the moment it says so."""
+        supervisor = self.core.supervisor
+        hints = []
+        for server, catalog in supervisor.catalog():
+            for kind in kinds:
+                if kind in catalog.items:
+                    ttl, scope = supervisor.cache_hint(server.name, kind)
+                    hints.append(CacheHint(ttl, "private" if scope == "private" else "public" if scope == "public" else None))
+        return hints
 
     async def handle(
         self,
@@ -151,7 +160,7 @@ class ModernRequests:
 
             view = core._view(virtual, features)
             listed = core._list(request, kind, view if allowed is None else restrict_to(view, allowed))
-            ttl, scope = cache_hints(self._upstream_hints(), per_principal=allowed is not None)
+            ttl, scope = cache_hints(self._upstream_hints([kind.kind]), per_principal=allowed is not None)
             return with_cache_hints(listed, ttl, scope)
         routed = ROUTED_METHODS.get(method)
         if routed is None and method != "completion/complete":

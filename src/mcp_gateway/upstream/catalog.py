@@ -54,6 +54,22 @@ KINDS: tuple[ListKind, ...] = (TOOLS, PROMPTS, RESOURCES, RESOURCE_TEMPLATES)
 KIND_BY_NAME = {k.kind: k for k in KINDS}
 
 
+# What a listing says about caching it (MCP 2026-07-28 `ttlMs`, `cacheScope`): (None, None)
+# when it says nothing, as every upstream that opens with initialize.
+CacheHint = tuple[int | None, str | None]
+NO_CACHE_HINT: CacheHint = (None, None)
+
+
+def listing_cache_hint(pages: list[JsonObject]) -> CacheHint:
+    """One listing's hint from its pages: the shortest `ttlMs` if every page gives one (a page
+    without one may change at any time), `private` if any page says so, `public` if all do."""
+    ttls = [page.get("ttlMs") for page in pages]
+    ttl = min(ttls) if ttls and all(type(t) is int for t in ttls) else None  # type: ignore[type-var]
+    scopes = {page.get("cacheScope") for page in pages}
+    scope = "private" if "private" in scopes else ("public" if scopes == {"public"} else None)
+    return ttl, scope
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
     item: str

@@ -39,8 +39,15 @@ def result_of(name: str, method: str, answer: JsonObject) -> JsonObject:
     return result
 
 
-async def list_all(request: Requester, name: str, method: str, key: str) -> list[JsonObject]:
-    """Every item of a paginated list method, following nextCursor to the end."""
+async def list_all(
+    request: Requester,
+    name: str,
+    method: str,
+    key: str,
+    on_result: Callable[[JsonObject], None] | None = None,
+) -> list[JsonObject]:
+    """Every item of a paginated list method, following nextCursor to the end. `on_result`
+    sees each page's whole result (what else it says: a 2026-07-28 upstream's cache hints)."""
     items: list[JsonObject] = []
     cursor: str | None = None
     seen: set[str] = set()
@@ -49,6 +56,8 @@ async def list_all(request: Requester, name: str, method: str, key: str) -> list
         page = result.get(key)
         if not isinstance(page, list):
             raise UpstreamError(f"{name}: {method} result has no {key!r} list")
+        if on_result is not None:
+            on_result(result)
         items.extend(item for item in page if isinstance(item, dict))
         next_cursor = result.get("nextCursor")
         if not next_cursor:
@@ -70,9 +79,11 @@ class RequestShortcuts:
     async def ping(self) -> None:
         await self.request("ping")
 
-    async def list_all(self, method: str, key: str) -> list[JsonObject]:
+    async def list_all(
+        self, method: str, key: str, on_result: Callable[[JsonObject], None] | None = None
+    ) -> list[JsonObject]:
         """Every item of a paginated list method, following nextCursor to the end."""
-        return await list_all(self.request, self.server.name, method, key)
+        return await list_all(self.request, self.server.name, method, key, on_result)
 
 
 class UpstreamClient(Protocol):
@@ -122,6 +133,8 @@ class UpstreamClient(Protocol):
 
     async def ping(self) -> None: ...
 
-    async def list_all(self, method: str, key: str) -> list[JsonObject]: ...
+    async def list_all(
+        self, method: str, key: str, on_result: Callable[[JsonObject], None] | None = None
+    ) -> list[JsonObject]: ...
 
     async def aclose(self, *, end_session: bool = True) -> None: ...

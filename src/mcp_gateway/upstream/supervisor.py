@@ -23,11 +23,14 @@ from mcp_gateway.config import GatewayConfig, ServerConfig, UpstreamRetrySetting
 from mcp_gateway.logs import get_logger
 from mcp_gateway.upstream.backoff import Backoff, worth_logging
 from mcp_gateway.upstream.catalog import (
+    NO_CACHE_HINT,
     TOOLS,
+    CacheHint,
     ListKind,
     Rejected,
     ServerCatalog,
     accept_items,
+    listing_cache_hint,
     offered_kinds,
     validate_initialize,
 )
@@ -88,6 +91,9 @@ class _Upstream(CapabilityVariants):
     state: UpstreamState = UpstreamState.CONNECTING
     reason: str | None = None
     catalog: ServerCatalog = field(default_factory=ServerCatalog)
+    # What the base listing said about caching it, per kind (a 2026-07-28 upstream's ttlMs and
+    # cacheScope; nothing from one that opens with initialize).
+    cache_hints: dict[str, CacheHint] = field(default_factory=dict)
     last_refresh: float | None = None
     protocol_version: str | None = None
     stateless: bool = False  # an HTTP upstream that keeps no session for us (learnt at connect)
@@ -316,20 +322,26 @@ class _Upstream(CapabilityVariants):
 
     async def _list(
         self, client: UpstreamClient, kinds: tuple[ListKind, ...]
-    ) -> tuple[dict[str, tuple[JsonObject, ...]], list[Rejected]]:
+    ) -> tuple[dict[str, tuple[JsonObject, ...]], list[Rejected], dict[str, CacheHint]]:
+        """Each kind's accepted items, the rejected ones, and what each listing said about
+        caching it."""
         items: dict[str, tuple[JsonObject, ...]] = {}
         rejected: list[Rejected] = []
+        hints: dict[str, CacheHint] = {}
         with trio.fail_after(self.server.timeout_seconds):
             for kind in kinds:
-                listed = await client.list_all(kind.method, kind.result_key)
+                pages: list[JsonObject] = []
+                listed = await client.list_all(kind.method, kind.result_key, pages.append)
                 items[kind.kind], bad = accept_items(kind, listed, self.server.prefix)
                 rejected.extend(bad)
-        return items, rejected
+                hints[kind.kind] = listing_cache_hint(pages)
+        return items, rejected, hints
 
     async def _refresh(self, client: UpstreamClient, kinds: tuple[ListKind, ...]) -> None:
-        items, rejected = await self._list(client, kinds)
+        items, rejected, hints = await self._list(client, kinds)
         changed = items != self.catalog.items
         self.catalog = ServerCatalog(items, tuple(rejected), self.catalog.variants)
+        self.cache_hints = hints
         if changed:
             record_tool_params(self.server.name, self.catalog)
         self.last_refresh = time.time()
@@ -609,6 +621,11 @@ class Supervisor:
     def catalog(self) -> list[tuple[ServerConfig, ServerCatalog]]:
         """Each serving upstream's config and items, in config order."""
         return [(u.server, u.catalog) for u in self._upstreams.values() if u.serving]
+
+    def cache_hint(self, name: str, kind: str) -> CacheHint:
+        """What upstream `name`'s last base listing of `kind` said about caching it."""
+        upstream = self._upstreams.get(name)
+        return upstream.cache_hints.get(kind, NO_CACHE_HINT) if upstream is not None else NO_CACHE_HINT
 
     def first_round_done(self) -> bool:
         return all(u.attempted.is_set() for u in self._upstreams.values())

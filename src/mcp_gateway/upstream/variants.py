@@ -22,6 +22,7 @@ from mcp_gateway.upstream.catalog import (
     ALL_FEATURES,
     CLIENT_FEATURES,
     KINDS,
+    CacheHint,
     ListKind,
     Rejected,
     ServerCatalog,
@@ -87,7 +88,7 @@ class CapabilityVariants:
 
     async def _list(
         self, client: UpstreamClient, kinds: tuple[ListKind, ...]
-    ) -> tuple[dict[str, tuple[JsonObject, ...]], list[Rejected]]:
+    ) -> tuple[dict[str, tuple[JsonObject, ...]], list[Rejected], dict[str, CacheHint]]:
         raise NotImplementedError
 
     async def _hold(
@@ -136,7 +137,7 @@ class CapabilityVariants:
         probe_client = self._variant_client(ALL_FEATURES)
         async with probe_client.opened():  # the probe session ends (DELETE) with the block
             result = await self._initialize(probe_client)
-            probe, _rejected = await self._list(probe_client, offered_kinds(result))
+            probe, _rejected, _hints = await self._list(probe_client, offered_kinds(result))
             await base_listed.wait()
             if _same_items(probe, self.catalog.items):
                 self._no_variants()  # before the DELETE: it is not on the readiness path
@@ -182,7 +183,7 @@ class CapabilityVariants:
 
             async def refresh(client: UpstreamClient, kinds: tuple[ListKind, ...]) -> None:
                 # Invalid items of a variant are dropped; the base listing reports rejections.
-                items, _rejected = await self._list(client, kinds)
+                items, _rejected, _hints = await self._list(client, kinds)
                 self._set_variant(features, items)
 
             await refresh(client, kinds)

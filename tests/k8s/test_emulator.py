@@ -1,7 +1,7 @@
 """The test-support extension of kmock behaves like a real API server where a controller cares.
 
 Each test drives RealisticEmulator through the real `kubernetes` client and checks one property
-that plain kmock 0.8 lacks (see /work/shared/notes/kmock.md).
+that plain kmock 0.8 lacks (listed in tests/support/kmock_emulator.py).
 """
 
 from __future__ import annotations

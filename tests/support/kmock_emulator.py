@@ -1,6 +1,6 @@
 """kmock's KubernetesEmulator, extended to behave like a real API server where a controller cares.
 
-Plain kmock 0.8 (see /work/shared/notes/kmock.md) answers 200 on create, has no PUT, no
+Plain kmock 0.8 answers 200 on create, has no PUT, no
 resourceVersion/generation/uid, no status isolation, no optimistic concurrency, ignores
 `resourceVersion`/`timeoutSeconds`/label selectors on watches and lists, and does not register
 resources from CRDs. `RealisticEmulator` keeps kmock's HTTP server, request parsing, discovery,

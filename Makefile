@@ -47,8 +47,11 @@ $(NODE22): tools/package.json tools/package-lock.json
 up: install node22
 	$(BIN)/mcp-gateway up --config $(CONFIG)
 
+# Two pytest-xdist workers (the tests are isolated: ephemeral ports, their own work
+# directories), each test file on one worker (the fault suite's figures are per file):
+# about half the time of one process on two cores.
 test: install redis chromium node22
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 unit: install
 	$(BIN)/pytest -q tests/unit

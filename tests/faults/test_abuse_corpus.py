@@ -30,6 +30,7 @@ import trio
 
 from mcp_gateway.sessions import SessionTokens
 from mcp_gateway.sessions.tokens import derive_key
+from mcp_gateway.upstream.body import one_chunk_request
 from tests.faults.harness import FaultStack, StackThread, fault_stack, figure
 from tests.support.routing import PROTOCOL, call_body, initialize_raw, session_headers, sse_result
 
@@ -336,7 +337,10 @@ async def _send(corpus: Corpus, case: Hostile) -> list[Answer]:
     headers += [(n, _fill(v, sessions)) for n, v in case.repeated]
     url = f"http://{corpus.host}:{corpus.port}{case.path}"
     async with httpx.AsyncClient(timeout=10) as client:
-        response = await client.request(case.method, url, content=case.body, headers=headers)
+        # The body as a plain iterator: Envoy answers an oversized one (413) before reading it
+        # all, and httpx's own generator over `content=` would be dropped mid-send, then
+        # reported by Trio as a ResourceWarning whenever it is collected (a flake).
+        response = await client.send(one_chunk_request(client, case.method, url, case.body, headers))
     return [(response.status_code, response.content, list(response.headers.multi_items()))]
 
 

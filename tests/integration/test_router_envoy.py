@@ -19,6 +19,7 @@ from mcp.client.client import Client
 from mcp.shared.exceptions import MCPError
 
 from mcp_gateway.config import GatewayConfig
+from mcp_gateway.upstream.body import send_post
 from tests.support.envoy import RunningEnvoy
 from tests.support.routing import (
     SDK_CLIENT_WARNINGS,
@@ -333,7 +334,9 @@ async def test_a_body_over_envoys_buffer_limit_is_a_json_rpc_413(tmp_path: Path)
             httpx.AsyncClient(timeout=20) as client:
         session = await initialize_raw(client, stack.url)
         huge = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a_add","arguments":{"x":"' + b"x" * 2_000_000 + b'"}}}'
-        response = await client.post(stack.url, content=huge, headers=session_headers(session, **{"content-type": "application/json"}))
+        # A body of a plain iterator (send_post): Envoy answers before reading it all, and httpx's
+        # own generator over `content=` would be dropped mid-send (a ResourceWarning when collected).
+        response = await send_post(client, stack.url, huge, session_headers(session, **{"content-type": "application/json"}))
         assert response.status_code == 413
         assert response.headers["content-type"].startswith("application/json")
         assert response.json() == {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Invalid Request: body too large"}}

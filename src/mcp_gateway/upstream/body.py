@@ -10,7 +10,7 @@ chunk, Content-Length set by httpx) but iterated by a plain object: nothing to f
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Self
 
@@ -49,12 +49,26 @@ def _post_request(
     headers: Mapping[str, str],
     http_timeout: httpx.Timeout | None = None,
 ) -> httpx.Request:
+    return one_chunk_request(http, "POST", url, body, headers, http_timeout)
+
+
+def one_chunk_request(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str] | Sequence[tuple[str, str]],
+    http_timeout: httpx.Timeout | None = None,
+) -> httpx.Request:
+    """The request `http.request(method, url, content=body, headers=headers)` would send, its
+    body a plain iterator: a send the peer cuts short (a 413 before the body is read) leaves no
+    generator behind to be finalized."""
     # build_request sets Content-Length and keeps the bytes as `request.content` (what
     # MockTransport handlers read); only the stream httpcore iterates is swapped.
     if http_timeout is None:
-        request = http.build_request("POST", url, content=body, headers=headers)
+        request = http.build_request(method, url, content=body, headers=headers)
     else:
-        request = http.build_request("POST", url, content=body, headers=headers, timeout=http_timeout)
+        request = http.build_request(method, url, content=body, headers=headers, timeout=http_timeout)
     request.stream = _Body(body)
     return request
 

@@ -83,6 +83,8 @@ from mcp_gateway.router.fast_path import (
     SEAL_HEADER,
     Decision,
     FastPath,
+    decision_expiries,
+    lifetime_within,
     write_decision,
 )
 from mcp_gateway.router.modern_clients import (
@@ -394,12 +396,7 @@ class Exchange(ModernCalls):
         # keeps it past the token's `exp` (an absolute bound: the answer may come much later).
         # Likewise the upstream's own access token: Envoy stops sending it when the router would
         # fetch its successor (before it expires), and the next call takes the new one.
-        bounds = [principal.expires_at] if principal is not None else []
-        if credential.use_until is not None:
-            bounds.append(credential.use_until)
-        not_after_ms = int(min(bounds) * 1000) if bounds else 0
-        if bounds:
-            lifetime = min(lifetime, int((min(bounds) - now) * 1000))
+        lifetime, not_after_ms = lifetime_within(lifetime, decision_expiries(principal, credential), now)
         if lifetime <= 0:
             return
         # The same values `forward` set on this call, for Envoy to set on the next ones.

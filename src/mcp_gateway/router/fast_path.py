@@ -37,7 +37,9 @@ from mcp_gateway.router.decision import RoutingTable
 from mcp_gateway.sessions.request_state import RequestBinding
 
 if TYPE_CHECKING:
+    from mcp_gateway.auth import Principal
     from mcp_gateway.config import GatewayConfig
+    from mcp_gateway.upstream.credentials import Credential
 
 # The key the router writes its decision under, in the ext_proc's metadata namespace.
 DECISION_KEY: Final = "fast"
@@ -187,6 +189,15 @@ def write_decision(metadata: struct_pb2.Struct, namespace: str, decision: Decisi
             fields["binding"].string_value = decision.binding
         if decision.nonce:
             fields["nonce"].string_value = decision.nonce
+
+
+def decision_expiries(principal: Principal | None, credential: Credential) -> list[float]:
+    """The absolute times a decision may not outlive: the caller's bearer token's `exp` and the
+    moment the router would fetch the upstream's next access token."""
+    expiries = [principal.expires_at] if principal is not None else []
+    if credential.use_until is not None:
+        expiries.append(credential.use_until)
+    return expiries
 
 
 def lifetime_within(lifetime_ms: int, expiries: list[float], now: float) -> tuple[int, int]:

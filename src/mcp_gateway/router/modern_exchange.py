@@ -57,6 +57,7 @@ from mcp_gateway.router.fast_path import (
     BINDING_KEY_PURPOSE,
     LEARN_HEADER,
     Decision,
+    decision_expiries,
     lifetime_within,
     open_binding,
     seal_binding,
@@ -162,10 +163,7 @@ class ModernCalls:
         """The decision for Envoy's Lua filter to apply to the next calls with the same inputs
         (it asked: LEARN_HEADER): the values set on this call, and what its answer needs."""
         now = time.time()
-        expiries = [principal.expires_at] if principal is not None else []
-        if credential.use_until is not None:
-            expiries.append(credential.use_until)
-        lifetime, not_after_ms = lifetime_within(snapshot.fast.ttl_ms, expiries, now)
+        lifetime, not_after_ms = lifetime_within(snapshot.fast.ttl_ms, decision_expiries(principal, credential), now)
         if lifetime <= 0:
             return
         upstream = need.upstream

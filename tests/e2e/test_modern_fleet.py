@@ -15,7 +15,7 @@ import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
 import pytest
@@ -23,13 +23,11 @@ import trio
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ResourceUpdated, ToolsListChanged
-from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPDeprecationWarning
-from mcp_types import ElicitRequestParams, ElicitResult
-from pydantic import BaseModel
 
 from mcp_gateway.samples import serve_sample
-from tests.support.modern import modern_server, serve_modern
+from tests.support.modern import add_greeting, answering, modern_server, serve_modern
 from tests.support.routing import (
     SDK_CLIENT_WARNINGS,
     Stack,
@@ -46,23 +44,13 @@ MODERN_URI = "mcp-gateway:new_fleet://notes"
 LEGACY_URI = "mcp-gateway:fx_test://watched-resource"
 
 
-class Name(BaseModel):
-    name: str
-
-
-async def ask_name(ctx: Context) -> Elicit[Name]:
-    return Elicit(f"{ctx.mcp_server.name}: what is your name?", Name)
-
 
 def fleet_server(name: str) -> MCPServer:
     """modern_server's tools (add, count with progress, observe, grow) plus a tool that asks the
     user (the SDK asks by the revision it speaks: an InputRequiredResult when stateless on
     2026-07-28, elicitation/create mid-call on a session) and a resource it can announce."""
     server = modern_server(name)
-
-    @server.tool(description="Greet whoever answers.")
-    async def greet(who: Annotated[Name, Resolve(ask_name)]) -> str:
-        return f"{name} greets {who.name}"
+    add_greeting(server, name)
 
     @server.resource("fleet://notes", description="Notes that change.")
     def notes() -> str:
@@ -98,13 +86,6 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
         nursery.cancel_scope.cancel()
 
 
-def answering(name: str, asked: list[str]) -> Any:
-    async def on_elicit(context: Any, params: ElicitRequestParams) -> ElicitResult:
-        asked.append(params.message)
-        return ElicitResult(action="accept", content={"name": name})
-
-    return on_elicit
-
 
 async def call_upstream(url: str, tool: str, arguments: dict[str, Any]) -> str:
     """Call an upstream's tool directly: the change is the upstream's doing, not the gateway's."""
@@ -131,6 +112,18 @@ def _modern(client: Client) -> bool:
     return client.protocol_version == MODERN
 
 
+async def progress_of_counting(client: Client, tool: str) -> list[float]:
+    """The progress `tool` (modern_server's count) reports while counting to 3."""
+    seen: list[float] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        seen.append(value)
+
+    counted = await client.call_tool(tool, {"steps": 3}, progress_callback=on_progress)
+    assert text_of(counted).endswith("counted to 3")
+    return seen
+
+
 async def the_same_calls(client: Client, fleet: Fleet, asked: list[str]) -> None:
     """What every client does, through the gateway, on both kinds of upstream."""
     names, pages = await every_tool(client)
@@ -138,14 +131,7 @@ async def the_same_calls(client: Client, fleet: Fleet, asked: list[str]) -> None
     assert pages >= 3
 
     for prefix in ("new_", "old_"):
-        seen: list[float] = []
-
-        async def on_progress(value: float, total: float | None, message: str | None, into: list[float] = seen) -> None:
-            into.append(value)
-
-        counted = await client.call_tool(f"{prefix}count", {"steps": 3}, progress_callback=on_progress)
-        assert text_of(counted).endswith("counted to 3")
-        assert seen == [1, 2, 3]
+        assert await progress_of_counting(client, f"{prefix}count") == [1, 2, 3]
 
     # Elicitation: each upstream asks in its own revision, the client answers in its own.
     assert text_of(await client.call_tool("new_greet", {})) == "modern greets Ada"

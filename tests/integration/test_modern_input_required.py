@@ -9,19 +9,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import httpx
 import pytest
 import trio
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
+from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
-from mcp_types import ElicitRequestParams, ElicitResult
-from pydantic import BaseModel
 
-from tests.support.modern import serve_modern
+from tests.support.modern import add_greeting, answering, serve_modern
 from tests.support.routing import SDK_CLIENT_WARNINGS, Stack, gateway_stack, serve_sdk_server
 
 pytestmark = [pytest.mark.integration, SDK_CLIENT_WARNINGS]
@@ -31,23 +29,12 @@ META_VERSION = "io.modelcontextprotocol/protocolVersion"
 META_CAPS = "io.modelcontextprotocol/clientCapabilities"
 
 
-class Name(BaseModel):
-    name: str
-
-
-async def ask_name(ctx: Context) -> Elicit[Name]:
-    return Elicit(f"{ctx.mcp_server.name}: what is your name?", Name)
-
 
 def eliciting_server(label: str) -> MCPServer:
     """A tool that asks the user's name. The SDK asks by the negotiated revision: on 2026-07-28
     it answers InputRequiredResult (stateless), before it sends elicitation/create mid-call."""
     server = MCPServer(label, version="1.0.0")
-
-    @server.tool(description="Greet whoever answers.")
-    async def greet(who: Annotated[Name, Resolve(ask_name)]) -> str:
-        return f"{label} greets {who.name}"
-
+    add_greeting(server, label)
     return server
 
 
@@ -66,13 +53,6 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
             yield running
         nursery.cancel_scope.cancel()
 
-
-def answering(name: str, asked: list[str]) -> Any:
-    async def on_elicit(context: Any, params: ElicitRequestParams) -> ElicitResult:
-        asked.append(params.message)
-        return ElicitResult(action="accept", content={"name": name})
-
-    return on_elicit
 
 
 async def test_a_modern_client_answers_modern_and_legacy_upstreams_elicitation(stack: Stack) -> None:

@@ -6,13 +6,42 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import trio
 from mcp.server.caching import CacheHint
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
+from mcp_types import ElicitRequestParams, ElicitResult
+from pydantic import BaseModel
 
 from tests.support.routing import sdk_app, serve_asgi
+
+
+class Name(BaseModel):
+    name: str
+
+
+async def ask_name(ctx: Context) -> Elicit[Name]:
+    return Elicit(f"{ctx.mcp_server.name}: what is your name?", Name)
+
+
+def add_greeting(server: MCPServer, label: str) -> None:
+    """A `greet` tool that asks the user's name. The SDK asks by the revision it speaks: an
+    InputRequiredResult when stateless on 2026-07-28, elicitation/create mid-call in a session."""
+
+    @server.tool(description="Greet whoever answers.")
+    async def greet(who: Annotated[Name, Resolve(ask_name)]) -> str:
+        return f"{label} greets {who.name}"
+
+
+def answering(name: str, asked: list[str]) -> Any:
+    """An elicitation callback that records each question and answers with `name`."""
+
+    async def on_elicit(context: Any, params: ElicitRequestParams) -> ElicitResult:
+        asked.append(params.message)
+        return ElicitResult(action="accept", content={"name": name})
+
+    return on_elicit
 
 
 def modern_server(name: str, cache_hints: Mapping[Any, CacheHint] | None = None) -> MCPServer:

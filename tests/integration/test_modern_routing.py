@@ -19,12 +19,10 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import ElicitRequest, ElicitRequestFormParams, InputRequiredResult
 
 from mcp_gateway.sessions.request_state import TOKEN_PREFIX
-from tests.support.modern import modern_server, serve_modern
+from tests.support.modern import modern_and_legacy, modern_server
 from tests.support.routing import (
     SDK_CLIENT_WARNINGS,
     Stack,
-    gateway_stack,
-    serve_sdk_server,
     sse_result,
 )
 
@@ -54,16 +52,8 @@ def asking_server(name: str) -> MCPServer:
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with trio.open_nursery() as nursery:
-        legacy_port = await nursery.start(serve_sdk_server, modern_server("legacy"))
-        modern_port = await nursery.start(serve_modern, asking_server("modern"))
-        servers = [
-            ("legacy", f"http://127.0.0.1:{legacy_port}/mcp", "old_"),
-            ("modern", f"http://127.0.0.1:{modern_port}/mcp", "new_"),
-        ]
-        async with gateway_stack(servers, tmp_path) as running:
-            yield running
-        nursery.cancel_scope.cancel()
+    async with modern_and_legacy(tmp_path, asking_server("modern"), modern_server("legacy")) as running:
+        yield running
 
 
 def modern_call(

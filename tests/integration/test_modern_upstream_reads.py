@@ -22,8 +22,8 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPDeprecationWarning
 from trio_websocket import open_websocket_url
 
-from tests.support.modern import modern_server, serve_modern
-from tests.support.routing import SDK_CLIENT_WARNINGS, Stack, gateway_stack, serve_sdk_server
+from tests.support.modern import modern_and_legacy, modern_server
+from tests.support.routing import SDK_CLIENT_WARNINGS, Stack
 
 pytestmark = [pytest.mark.integration, SDK_CLIENT_WARNINGS]
 
@@ -84,16 +84,8 @@ def _meta(ctx: Context) -> dict[str, Any]:
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with trio.open_nursery() as nursery:
-        modern_port = await nursery.start(serve_modern, reading_server("modern"))
-        legacy_port = await nursery.start(serve_sdk_server, reading_server("legacy"))
-        servers = [
-            ("modern", f"http://127.0.0.1:{modern_port}/mcp", "new_"),
-            ("legacy", f"http://127.0.0.1:{legacy_port}/mcp", "old_"),
-        ]
-        async with gateway_stack(servers, tmp_path) as running:
-            yield running
-        nursery.cancel_scope.cancel()
+    async with modern_and_legacy(tmp_path, reading_server("modern"), reading_server("legacy")) as running:
+        yield running
 
 
 def check_modern(seen: dict[str, Any], method: str, name: str) -> None:

@@ -5,7 +5,9 @@ session, answers `server/discover` at MCP 2026-07-28 and tells list changes only
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import trio
@@ -14,7 +16,7 @@ from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
 from mcp_types import ElicitRequestParams, ElicitResult
 from pydantic import BaseModel
 
-from tests.support.routing import sdk_app, serve_asgi
+from tests.support.routing import Stack, gateway_stack, sdk_app, serve_asgi, serve_sdk_server
 
 
 class Name(BaseModel):
@@ -89,3 +91,21 @@ async def serve_modern(
     """`server` in the SDK's stateless mode on hypercorn, loopback, port 0
     (`task_status.started(port)`) until cancelled."""
     await serve_asgi(sdk_app(server, stateless=True), task_status=task_status)
+
+
+@asynccontextmanager
+async def modern_and_legacy(
+    workdir: Path, modern: MCPServer, legacy: MCPServer, **gateway: Any
+) -> AsyncIterator[Stack]:
+    """A gateway stack (real Envoy) over `modern` served stateless under `new_` and `legacy`
+    served with sessions under `old_`; keyword arguments go to the config's `gateway:`."""
+    async with trio.open_nursery() as nursery:
+        modern_port = await nursery.start(serve_modern, modern)
+        legacy_port = await nursery.start(serve_sdk_server, legacy)
+        servers = [
+            ("modern", f"http://127.0.0.1:{modern_port}/mcp", "new_"),
+            ("legacy", f"http://127.0.0.1:{legacy_port}/mcp", "old_"),
+        ]
+        async with gateway_stack(servers, workdir, **gateway) as running:
+            yield running
+        nursery.cancel_scope.cancel()

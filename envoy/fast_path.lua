@@ -405,6 +405,20 @@ local META = "mcp_gateway_fast"
 -- SEAL_TO_ROUTER, which only this script sets, and only on its own internal listener.
 local SEAL, SEAL_TO_ROUTER = "mcp-gateway-seal", "x-mcp-seal"
 
+-- What a fast call sends upstream in place of the client's own: the upstream's credential (or
+-- none), and neither the virtual server header nor the Origin. Both were checked by the router
+-- when it decided (they are part of the key); the upstream's client is the gateway
+-- (router/decision.py forward() drops them too).
+local function as_the_gateways_request(headers, decision, virtual, origin)
+  if decision.authorization ~= "" then
+    headers:replace("authorization", decision.authorization)
+  else
+    headers:remove("authorization")
+  end
+  if virtual then headers:remove("x-mcp-virtualserver") end
+  if origin then headers:remove("origin") end
+end
+
 -- A modern call the router decided before (router/modern_exchange.py hands the decision over):
 -- to a modern upstream as the client sent it (its envelope passes), the prefix stripped in the
 -- body and in Mcp-Name, at the upstream's revision; to a legacy upstream on the gateway's shared
@@ -446,13 +460,7 @@ local function apply_modern(handle, headers, body, text, call, decision, virtual
   headers:replace(":path", decision.path)
   headers:replace("mcp-protocol-version", decision.version)
   if decision.backend ~= "" then headers:replace(SESSION, decision.backend) end
-  if decision.authorization ~= "" then
-    headers:replace("authorization", decision.authorization)
-  else
-    headers:remove("authorization")
-  end
-  if virtual then headers:remove("x-mcp-virtualserver") end
-  if origin then headers:remove("origin") end
+  as_the_gateways_request(headers, decision, virtual, origin)
   if decision.kind == "modern" then
     headers:replace("mcp-method", call.method)
     headers:replace("mcp-name", decision.name_header)
@@ -577,15 +585,7 @@ function envoy_on_request(handle)
   else
     headers:remove(SESSION)
   end
-  if decision.authorization ~= "" then
-    headers:replace("authorization", decision.authorization)
-  else
-    headers:remove("authorization")
-  end
-  if virtual then headers:remove("x-mcp-virtualserver") end
-  -- The Origin was checked by the router when it decided (it is part of the key); the
-  -- upstream's client is the gateway (router/decision.py forward() drops it too).
-  if origin then headers:remove("origin") end
+  as_the_gateways_request(headers, decision, virtual, origin)
   if mirrored_name then headers:replace("mcp-name", decision.routed) end
   handle:clearRouteCache()
   calls = calls + 1

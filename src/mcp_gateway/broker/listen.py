@@ -51,16 +51,16 @@ from mcp_gateway.sessions.modern import BACKEND_PROTOCOL_VERSION, GATEWAY_CLIENT
 from mcp_gateway.upstream import RESOURCES, HttpUpstreamClient, UpstreamError, open_backend_session
 from mcp_gateway.upstream.catalog import client_features
 from mcp_gateway.upstream.client import modern_client
-from mcp_gateway.upstream.modern import mode_of
+from mcp_gateway.upstream.modern import ACKNOWLEDGED, LISTEN_METHOD, RESOURCE_SUBSCRIPTIONS, mode_of
 from mcp_gateway.upstream.relist import LIST_CHANGED_NOTIFICATIONS
 
 log = get_logger("mcp_gateway.broker")
 
-LISTEN: Final = "subscriptions/listen"
-ACKNOWLEDGED: Final = "notifications/subscriptions/acknowledged"
+# The method and its wire names are the revision's, spelled once (upstream/modern.py, which
+# listens to modern upstreams the same way).
+LISTEN: Final = LISTEN_METHOD
 RESOURCE_UPDATED: Final = "notifications/resources/updated"
 SUBSCRIPTION_ID_META: Final = "io.modelcontextprotocol/subscriptionId"
-RESOURCE_SUBSCRIPTIONS: Final = "resourceSubscriptions"
 # The filter's flags, and the broker's list_changed each one asks for.
 LIST_FLAGS: Final[Mapping[str, str]] = {
     "toolsListChanged": "notifications/tools/list_changed",
